@@ -1,0 +1,88 @@
+#pragma once
+// Project-wide definitions: version, index type, the error type every check throws, the
+// OpenMP loop macro, and the guard that refuses -ffast-math.
+//
+// Why the guard: every promise this library makes about bits (same result on 1 or N threads,
+// with AVX-512 or scalar code, with GCC or Clang) assumes IEEE semantics. -ffast-math lets the
+// compiler reassociate sums and flush subnormals, which silently breaks all of them.
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__FAST_MATH__)
+#error "aligngpt: -ffast-math (or -Ofast) breaks IEEE semantics and every reproducibility promise; build without it"
+#endif
+
+#define ALIGNGPT_VERSION_MAJOR 0
+#define ALIGNGPT_VERSION_MINOR 1
+#define ALIGNGPT_VERSION_PATCH 0
+
+#if defined(_OPENMP)
+#include <omp.h>
+// Threads split only the outputs they own (rows, tiles); a static schedule keeps work
+// assignment a pure function of the loop bounds. Never add reduction(...) here.
+#define ALIGNGPT_OMP_FOR _Pragma("omp parallel for schedule(static)")
+#define ALIGNGPT_OMP_FOR_COLLAPSE2 _Pragma("omp parallel for collapse(2) schedule(static)")
+#else
+#define ALIGNGPT_OMP_FOR
+#define ALIGNGPT_OMP_FOR_COLLAPSE2
+#endif
+
+namespace aligngpt {
+
+using index_t = std::int64_t;
+
+/// The one exception type of the library. Messages name the op or file, the field, and the values.
+struct error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline void append(std::ostringstream&) {}
+template <class A, class... R>
+void append(std::ostringstream& os, const A& a, const R&... r) {
+    os << a;
+    append(os, r...);
+}
+inline std::string shape_str(const std::vector<index_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); i++) out += (i ? "," : "") + std::to_string(s[i]);
+    return out + "]";
+}
+}  // namespace detail
+
+/// Builds a message from its parts and throws aligngpt::error.
+template <class... A>
+[[noreturn]] void fail(const A&... parts) {
+    std::ostringstream os;
+    detail::append(os, parts...);
+    throw error(os.str());
+}
+
+/// Checks an argument condition; never compiled out (bad input must not become UB in release builds).
+#define ALIGNGPT_CHECK(cond, ...)                 \
+    do {                                          \
+        if (!(cond)) ::aligngpt::fail(__VA_ARGS__); \
+    } while (0)
+
+/// Number of OpenMP threads a parallel region will use (1 without OpenMP).
+inline int max_threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/// Sets the thread count for later parallel regions (no-op without OpenMP). Results never depend on it.
+inline void set_threads(int n) {
+#if defined(_OPENMP)
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+}  // namespace aligngpt

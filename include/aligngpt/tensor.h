@@ -1,0 +1,186 @@
+#pragma once
+// tensor<T, Backend>: an N-d array with row-major shape/strides over shared, aligned storage.
+//
+// Views (reshape of a contiguous tensor, slice, transpose, select) share storage and only change
+// offset/shape/strides; contiguous() and clone() copy. Kernels in ops/ take raw pointers plus
+// sizes (llm.c style), so a tensor is mostly a way to own memory and describe it.
+//
+// Adaptors for readable code outside the bit-defining kernels:
+//   as_xtensor()  an xt::adapt view (N-d expressions, printing, slicing in tests and tools)
+//   as_eigen()    an Eigen::Map of a contiguous 2-d tensor (reference algebra, solvers)
+//
+//   tensor<float> x({2, 3});            // zeros
+//   x.at({1, 2}) = 5.f;
+//   auto xt = x.transpose(0, 1);        // view, shape [3, 2], strides [1, 3]
+#include <algorithm>
+#include <initializer_list>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "aligngpt/backend/cpu.h"
+#include "aligngpt/config.h"
+
+namespace aligngpt {
+
+using shape_t = std::vector<index_t>;
+
+inline index_t numel_of(const shape_t& s) {
+    index_t n = 1;
+    for (index_t d : s) {
+        ALIGNGPT_CHECK(d >= 0, "tensor: negative dimension in shape ", detail::shape_str(s));
+        n *= d;
+    }
+    return n;
+}
+
+inline shape_t row_major_strides(const shape_t& s) {
+    shape_t st(s.size());
+    index_t acc = 1;
+    for (size_t i = s.size(); i-- > 0;) {
+        st[i] = acc;
+        acc *= s[i];
+    }
+    return st;
+}
+
+template <class T, class Backend = backend::cpu>
+class tensor {
+public:
+    using value_type = T;
+    using buffer_type = typename Backend::template buffer<T>;
+
+    tensor() = default;
+    /// A zero-filled contiguous tensor of the given shape.
+    explicit tensor(shape_t shape)
+        : storage_(std::make_shared<buffer_type>(numel_of(shape))), shape_(std::move(shape)),
+          strides_(row_major_strides(shape_)) {}
+    tensor(std::initializer_list<index_t> shape) : tensor(shape_t(shape)) {}
+
+    /// A contiguous tensor holding a copy of `values` (size must equal the shape's element count).
+    static tensor from(const std::vector<T>& values, shape_t shape) {
+        tensor t(std::move(shape));
+        ALIGNGPT_CHECK(index_t(values.size()) == t.numel(), "tensor::from: ", values.size(),
+                       " values for shape ", detail::shape_str(t.shape()));
+        std::copy(values.begin(), values.end(), t.data());
+        return t;
+    }
+
+    bool defined() const { return storage_ != nullptr; }
+    const shape_t& shape() const { return shape_; }
+    const shape_t& strides() const { return strides_; }
+    int dim() const { return int(shape_.size()); }
+    index_t size(int d) const { return shape_.at(size_t(d < 0 ? d + dim() : d)); }
+    index_t numel() const { return numel_of(shape_); }
+    index_t offset() const { return offset_; }
+
+    T* data() { return storage_ ? storage_->data() + offset_ : nullptr; }
+    const T* data() const { return storage_ ? storage_->data() + offset_ : nullptr; }
+    std::vector<T> to_vector() const {
+        const tensor c = contiguous();
+        return std::vector<T>(c.data(), c.data() + c.numel());
+    }
+
+    bool is_contiguous() const { return strides_ == row_major_strides(shape_); }
+    bool shares_storage_with(const tensor& o) const { return storage_ == o.storage_; }
+
+    T& at(std::initializer_list<index_t> idx) { return data()[linear_index(idx)]; }
+    const T& at(std::initializer_list<index_t> idx) const { return data()[linear_index(idx)]; }
+
+    /// View with a new shape; the tensor must be contiguous. One dimension may be -1.
+    tensor reshape(shape_t s) const {
+        ALIGNGPT_CHECK(is_contiguous(), "reshape: tensor of shape ", detail::shape_str(shape_),
+                       " is not contiguous; call contiguous() first");
+        index_t known = 1, infer = -1;
+        for (size_t i = 0; i < s.size(); i++) {
+            if (s[i] == -1) {
+                ALIGNGPT_CHECK(infer < 0, "reshape: more than one -1 in ", detail::shape_str(s));
+                infer = index_t(i);
+            } else {
+                known *= s[i];
+            }
+        }
+        if (infer >= 0) s[size_t(infer)] = known ? numel() / known : 0;
+        ALIGNGPT_CHECK(numel_of(s) == numel(), "reshape: cannot view ", detail::shape_str(shape_),
+                       " as ", detail::shape_str(s));
+        tensor v = *this;
+        v.shape_ = s;
+        v.strides_ = row_major_strides(s);
+        return v;
+    }
+
+    /// View of [begin, end) along dimension d.
+    tensor slice(int d, index_t begin, index_t end) const {
+        d = d < 0 ? d + dim() : d;
+        ALIGNGPT_CHECK(d >= 0 && d < dim(), "slice: dimension ", d, " out of range for shape ",
+                       detail::shape_str(shape_));
+        ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= shape_[size_t(d)], "slice: range [", begin, ",",
+                       end, ") out of bounds for dimension ", d, " of shape ", detail::shape_str(shape_));
+        tensor v = *this;
+        v.offset_ += begin * strides_[size_t(d)];
+        v.shape_[size_t(d)] = end - begin;
+        return v;
+    }
+
+    /// View with dimensions a and b exchanged.
+    tensor transpose(int a, int b) const {
+        a = a < 0 ? a + dim() : a;
+        b = b < 0 ? b + dim() : b;
+        ALIGNGPT_CHECK(a >= 0 && a < dim() && b >= 0 && b < dim(), "transpose: dims (", a, ",", b,
+                       ") out of range for shape ", detail::shape_str(shape_));
+        tensor v = *this;
+        std::swap(v.shape_[size_t(a)], v.shape_[size_t(b)]);
+        std::swap(v.strides_[size_t(a)], v.strides_[size_t(b)]);
+        return v;
+    }
+
+    /// A contiguous copy (or *this if already contiguous).
+    tensor contiguous() const {
+        if (is_contiguous()) return *this;
+        return clone();
+    }
+
+    /// A contiguous deep copy.
+    tensor clone() const {
+        tensor out(shape_);
+        const index_t n = numel();
+        const int D = dim();
+        std::vector<index_t> idx(size_t(D), 0);
+        for (index_t i = 0; i < n; i++) {
+            index_t src = 0;
+            for (int k = 0; k < D; k++) src += idx[size_t(k)] * strides_[size_t(k)];
+            out.data()[i] = data()[src];
+            for (int k = D; k-- > 0;) {
+                if (++idx[size_t(k)] < shape_[size_t(k)]) break;
+                idx[size_t(k)] = 0;
+            }
+        }
+        return out;
+    }
+
+    void fill(T v) {
+        ALIGNGPT_CHECK(is_contiguous(), "fill: tensor is not contiguous");
+        std::fill(data(), data() + numel(), v);
+    }
+
+private:
+    index_t linear_index(std::initializer_list<index_t> idx) const {
+        ALIGNGPT_CHECK(int(idx.size()) == dim(), "tensor::at: ", idx.size(), " indices for a ", dim(),
+                       "-d tensor");
+        index_t off = 0;
+        int k = 0;
+        for (index_t i : idx) {
+            ALIGNGPT_CHECK(i >= 0 && i < shape_[size_t(k)], "tensor::at: index ", i, " out of range for dim ",
+                           k, " of shape ", detail::shape_str(shape_));
+            off += i * strides_[size_t(k++)];
+        }
+        return off;
+    }
+
+    std::shared_ptr<buffer_type> storage_;
+    index_t offset_ = 0;
+    shape_t shape_;
+    shape_t strides_;
+};
+
+}  // namespace aligngpt
