@@ -1,0 +1,122 @@
+#pragma once
+// Parameters and the layers that hold them (mlpack's "layer = parameters + one call").
+//
+// A parameter is a leaf variable whose name is its Hugging Face key, verbatim
+// ("model.layers.0.self_attn.q_proj.weight"): loading, saving, printing and the optimizer all
+// address weights by that name, so there is no renaming table anywhere.
+// Every module exposes visit(f): f(variable&) for each of its parameters, in a fixed order.
+//
+//   nn::linear<float> fc = nn::linear<float>::make("mm_projector.0", 1024, 4096);
+//   auto y = fc(&tp, x);                         // x: [..., 1024] -> [..., 4096]
+#include <string>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/embedding.h"
+#include "aligngpt/ops/layer_norm.h"
+#include "aligngpt/ops/linear.h"
+#include "aligngpt/ops/rms_norm.h"
+#include "aligngpt/rng.h"
+
+namespace aligngpt::nn {
+
+using autograd::tape;
+using autograd::variable;
+
+/// A zero-filled, frozen parameter named `name`.
+template <class T, class B = backend::cpu>
+variable<T, B> parameter(std::string name, shape_t shape) {
+    return variable<T, B>::leaf(tensor<T, B>(std::move(shape)), false, std::move(name));
+}
+
+/// Fills p with U(-a, a) from the counter-based RNG, stream = fnv1a64(name): the same numbers
+/// for the same (seed, name) whatever else the model contains.
+template <class T, class B>
+void init_uniform(variable<T, B>& p, std::uint64_t seed, float a) {
+    rng::fill_uniform(p.value().data(), p.value().numel(), seed, rng::fnv1a64(p.name()), a);
+}
+
+template <class T, class B = backend::cpu>
+struct linear {
+    variable<T, B> weight;  ///< "<prefix>.weight" [out, in]
+    variable<T, B> bias;    ///< "<prefix>.bias" [out], undefined when the layer has none
+
+    static linear make(const std::string& prefix, index_t in, index_t out, bool has_bias = true) {
+        linear l;
+        l.weight = parameter<T, B>(prefix + ".weight", {out, in});
+        if (has_bias) l.bias = parameter<T, B>(prefix + ".bias", {out});
+        return l;
+    }
+    /// PyTorch's default init (kaiming_uniform(a=sqrt 5) == U(+-1/sqrt(in)) for weight and bias).
+    void init_default(std::uint64_t seed) {
+        const float a = 1.0f / std::sqrt(float(weight.size(1)));
+        init_uniform(weight, seed, a);
+        if (bias.defined()) init_uniform(bias, seed, a);
+    }
+    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const { return ag::linear(tp, x, weight, bias); }
+    template <class F>
+    void visit(F&& f) {
+        f(weight);
+        if (bias.defined()) f(bias);
+    }
+};
+
+template <class T, class B = backend::cpu>
+struct layer_norm {
+    variable<T, B> weight, bias;  ///< "<prefix>.weight", "<prefix>.bias" [C]
+    T eps = T(1e-5);
+    static layer_norm make(const std::string& prefix, index_t C, T eps = T(1e-5)) {
+        layer_norm l{parameter<T, B>(prefix + ".weight", {C}), parameter<T, B>(prefix + ".bias", {C}), eps};
+        l.weight.value().fill(T(1));
+        return l;
+    }
+    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
+        return ag::layer_norm(tp, x, weight, bias, eps);
+    }
+    template <class F>
+    void visit(F&& f) { f(weight), f(bias); }
+};
+
+template <class T, class B = backend::cpu>
+struct rms_norm {
+    variable<T, B> weight;  ///< "<prefix>.weight" [C]
+    T eps = T(1e-5);
+    static rms_norm make(const std::string& prefix, index_t C, T eps = T(1e-5)) {
+        rms_norm l{parameter<T, B>(prefix + ".weight", {C}), eps};
+        l.weight.value().fill(T(1));
+        return l;
+    }
+    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const { return ag::rms_norm(tp, x, weight, eps); }
+    template <class F>
+    void visit(F&& f) { f(weight); }
+};
+
+template <class T, class B = backend::cpu>
+struct embedding {
+    variable<T, B> weight;  ///< "<prefix>.weight" [V, C]
+    index_t padding_idx = -1;
+    static embedding make(const std::string& prefix, index_t V, index_t C, index_t padding_idx = -1) {
+        return embedding{parameter<T, B>(prefix + ".weight", {V, C}), padding_idx};
+    }
+    variable<T, B> operator()(tape<T, B>* tp, const std::vector<std::int64_t>& ids) const {
+        return ag::embedding(tp, weight, ids, padding_idx);
+    }
+    template <class F>
+    void visit(F&& f) { f(weight); }
+};
+
+/// Number of scalars in a module's parameters.
+template <class M>
+index_t parameter_count(M& m) {
+    index_t n = 0;
+    m.visit([&](auto& p) { n += p.value().numel(); });
+    return n;
+}
+
+/// Marks every parameter of a module trainable or frozen (frozen = no gradient buffer, ever).
+template <class M>
+void set_trainable(M& m, bool trainable) {
+    m.visit([&](auto& p) { p.set_requires_grad(trainable); });
+}
+
+}  // namespace aligngpt::nn
