@@ -50,13 +50,12 @@ foreach(line IN LISTS lines)
     list(APPEND labels slow)
   endif()
   list(REMOVE_DUPLICATES labels)
-  string(REPLACE ";" "\\;" labels_arg "${labels}")
   # doctest splits filters at ',', and '\,' is a literal comma.
   string(REPLACE "," "\\," filter "${name}")
   string(APPEND script
     "add_test([==[${name}]==] \"${TEST_EXECUTABLE}\" [==[--test-case=${filter}]==])\n"
     "set_tests_properties([==[${name}]==] PROPERTIES WORKING_DIRECTORY \"${TEST_WORKING_DIR}\""
-    " LABELS \"${labels_arg}\" FAIL_REGULAR_EXPRESSION \"test cases: 0 [|]\"")
+    " LABELS [==[${labels}]==] FAIL_REGULAR_EXPRESSION \"test cases: 0 [|]\"")
   string(APPEND script "${extra})\n")
   math(EXPR count "${count} + 1")
 endforeach()
