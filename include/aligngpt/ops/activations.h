@@ -1,0 +1,138 @@
+#pragma once
+// Pointwise activations, forward and backward side by side.
+//
+//   gelu(x)       = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))          exact erf form (Hendrycks & Gimpel
+//                   2016, eq. 1), torch GELU(approximate='none'): projector and gate MLPs
+//   gelu'(x)      = Phi(x) + x phi(x),   phi(x) = exp(-x^2/2) / sqrt(2 pi)
+//
+//   quick_gelu(x) = x s(1.702 x),  s = sigmoid                       CLIP's approximation (Radford et
+//                   al. 2021; Hendrycks & Gimpel 2016, sec. 2): the vision tower
+//   quick_gelu'   = s + 1.702 x s (1 - s)
+//
+//   silu(x)       = x s(x)                                          (Elfwing et al. 2018; "Swish")
+//   silu'(x)      = s + x s (1 - s) = s (1 + x (1 - s))
+//
+//   swiglu(g, u)  = silu(g) * u                                     (Shazeer 2020, "GLU Variants
+//                   Improve Transformer", eq. 6 without the projections): the LLaMA MLP, fused
+//   dg = dy u silu'(g)        du = dy silu(g)
+//
+// Shapes: every buffer has n elements. Backward accumulates (+=) into dx (dg, du; each may be null).
+// Reproducibility: purely elementwise; threads split the elements they write.
+#include <cmath>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+// Scalar helpers (named *_scalar so they never collide with ops of the same name).
+template <class T>
+T sigmoid_scalar(T x) { return T(1) / (T(1) + std::exp(-x)); }
+template <class T>
+T gelu_grad_scalar(T x) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));   // Phi(x)
+    const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);    // phi(x)
+    return cdf + x * pdf;
+}
+template <class T>
+T silu_grad_scalar(T x) {
+    const T s = sigmoid_scalar(x);
+    return s * (T(1) + x * (T(1) - s));
+}
+
+template <class T>
+void gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) y[i] = x[i] * T(0.5) * (T(1) + std::erf(x[i] * T(0.70710678118654752440)));
+}
+template <class T>
+void gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) dx[i] += dy[i] * gelu_grad_scalar(x[i]);
+}
+
+template <class T>
+void quick_gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_scalar(T(1.702) * x[i]);
+}
+template <class T>
+void quick_gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) {
+        const T s = sigmoid_scalar(T(1.702) * x[i]);
+        dx[i] += dy[i] * (s + T(1.702) * x[i] * s * (T(1) - s));
+    }
+}
+
+template <class T>
+void silu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_scalar(x[i]);
+}
+template <class T>
+void silu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) dx[i] += dy[i] * silu_grad_scalar(x[i]);
+}
+
+template <class T>
+void swiglu_forward(const backend::cpu&, T* y, const T* g, const T* u, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) y[i] = (g[i] * sigmoid_scalar(g[i])) * u[i];
+}
+template <class T>
+void swiglu_backward(const backend::cpu&, T* dg, T* du, const T* dy, const T* g, const T* u, index_t n) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) {
+        if (dg) dg[i] += dy[i] * u[i] * silu_grad_scalar(g[i]);
+        if (du) du[i] += dy[i] * (g[i] * sigmoid_scalar(g[i]));
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// One unary pointwise op on the tape: y = fwd(x), dx += bwd(dy, x).
+template <class T, class B, class Fwd, class Bwd>
+autograd::variable<T, B> unary_pointwise(autograd::tape<T, B>* tp, const char* op, const autograd::variable<T, B>& x,
+                                   Fwd fwd, Bwd bwd) {
+    tensor<T, B> y(x.shape());
+    const index_t n = y.numel();
+    fwd(B{}, y.data(), x.value().data(), n);
+    return autograd::tape<T, B>::record(tp, op, y, {x}, [x, n, bwd](autograd::node<T, B>& out) {
+        bwd(B{}, x.get()->grad_buffer().data(), out.grad.data(), x.value().data(), n);
+    });
+}
+
+template <class T, class B>
+autograd::variable<T, B> gelu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    return unary_pointwise(tp, "gelu", x, ops::gelu_forward<T>, ops::gelu_backward<T>);
+}
+template <class T, class B>
+autograd::variable<T, B> quick_gelu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    return unary_pointwise(tp, "quick_gelu", x, ops::quick_gelu_forward<T>, ops::quick_gelu_backward<T>);
+}
+template <class T, class B>
+autograd::variable<T, B> silu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    return unary_pointwise(tp, "silu", x, ops::silu_forward<T>, ops::silu_backward<T>);
+}
+
+/// silu(g) * u, fused (LLaMA MLP: g = gate_proj(x), u = up_proj(x)); g and u have the same shape.
+template <class T, class B>
+autograd::variable<T, B> swiglu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& g,
+                                const autograd::variable<T, B>& u) {
+    ALIGNGPT_CHECK(g.shape() == u.shape(), "swiglu: gate ", detail::shape_str(g.shape()),
+                   " and up ", detail::shape_str(u.shape()), " differ");
+    tensor<T, B> y(g.shape());
+    const index_t n = y.numel();
+    ops::swiglu_forward(B{}, y.data(), g.value().data(), u.value().data(), n);
+    return autograd::tape<T, B>::record(tp, "swiglu", y, {g, u}, [g, u, n](autograd::node<T, B>& out) {
+        T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
+        T* du = u.requires_grad() ? u.get()->grad_buffer().data() : nullptr;
+        ops::swiglu_backward(B{}, dg, du, out.grad.data(), g.value().data(), u.value().data(), n);
+    });
+}
+
+}  // namespace aligngpt::ag

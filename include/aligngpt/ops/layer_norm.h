@@ -1,0 +1,108 @@
+#pragma once
+// LayerNorm (Ba, Kiros & Hinton 2016, "Layer Normalization", eq. 4), as torch.nn.LayerNorm:
+// biased variance (divide by C), eps 1e-5 inside the square root (CLIP's pre/post LNs).
+//
+//   mu_n   = (1/C) sum_i x_ni                                saved: mean (N)
+//   var_n  = (1/C) sum_i (x_ni - mu_n)^2                     two passes, left to right
+//   r_n    = 1 / sqrt(var_n + eps)                           saved: rstd (N)
+//   xhat_ni = (x_ni - mu_n) r_n
+//   y_ni   = w_i xhat_ni + b_i
+//
+// Backward, with gy_ni = w_i dy_ni: since dxhat_nj/dx_ni = r_n (delta_ij - 1/C - xhat_ni xhat_nj / C),
+//   dx_ni = r_n ( gy_ni - (1/C) sum_j gy_nj - xhat_ni (1/C) sum_j gy_nj xhat_nj )
+//   dw_i  = sum_n dy_ni xhat_ni          db_i = sum_n dy_ni
+//
+// Shapes (row-major): x, y, dx, dy (N, C)   w, b, dw, db (C)   mean, rstd (N).  b may be null.
+// Backward accumulates (+=); dx, dw, db may be null (frozen inputs).
+// Reproducibility: reductions left to right in one thread; threads over rows (dx) or channels (dw, db).
+#include <cmath>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+template <class T>
+void layer_norm_forward(const backend::cpu&, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t N,
+                        index_t C, T eps) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        const T* x_n = x + n * C;
+        T sum = 0;
+        for (index_t i = 0; i < C; i++) sum += x_n[i];
+        const T mu = sum / T(C);
+        T sum_sq = 0;
+        for (index_t i = 0; i < C; i++) sum_sq += (x_n[i] - mu) * (x_n[i] - mu);
+        const T r = T(1) / std::sqrt(sum_sq / T(C) + eps);
+        for (index_t i = 0; i < C; i++) y[n * C + i] = w[i] * ((x_n[i] - mu) * r) + (b ? b[i] : T(0));
+        mean[n] = mu;
+        rstd[n] = r;
+    }
+}
+
+template <class T>
+void layer_norm_backward(const backend::cpu&, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                         const T* mean, const T* rstd, index_t N, index_t C) {
+    if (dx) {
+        ALIGNGPT_OMP_FOR
+        for (index_t n = 0; n < N; n++) {
+            const T mu = mean[n], r = rstd[n];
+            T sum_gy = 0, sum_gy_xhat = 0;
+            for (index_t j = 0; j < C; j++) {
+                const T gy = w[j] * dy[n * C + j];
+                sum_gy += gy;
+                sum_gy_xhat += gy * ((x[n * C + j] - mu) * r);
+            }
+            const T m1 = sum_gy / T(C), m2 = sum_gy_xhat / T(C);
+            for (index_t i = 0; i < C; i++) {
+                const T xhat = (x[n * C + i] - mu) * r;
+                dx[n * C + i] += r * (w[i] * dy[n * C + i] - m1 - xhat * m2);
+            }
+        }
+    }
+    if (dw || db) {
+        ALIGNGPT_OMP_FOR
+        for (index_t i = 0; i < C; i++) {
+            T acc_w = 0, acc_b = 0;
+            for (index_t n = 0; n < N; n++) {
+                acc_w += dy[n * C + i] * ((x[n * C + i] - mean[n]) * rstd[n]);
+                acc_b += dy[n * C + i];
+            }
+            if (dw) dw[i] += acc_w;
+            if (db) db[i] += acc_b;
+        }
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// y = w * (x - mean) / sqrt(var + eps) + b over the last dimension of x. b may be undefined.
+template <class T, class B>
+autograd::variable<T, B> layer_norm(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
+                                    const autograd::variable<T, B>& w, const autograd::variable<T, B>& b = {},
+                                    T eps = T(1e-5)) {
+    const index_t C = w.value().numel();
+    ALIGNGPT_CHECK(w.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "layer_norm: input ",
+                   detail::shape_str(x.shape()), " does not match weight ", detail::shape_str(w.shape()));
+    ALIGNGPT_CHECK(!b.defined() || b.shape() == w.shape(), "layer_norm: bias ",
+                   detail::shape_str(b.defined() ? b.shape() : shape_t{}), " does not match weight ",
+                   detail::shape_str(w.shape()));
+    const index_t N = C ? x.value().numel() / C : 0;
+    tensor<T, B> y(x.shape()), mean(shape_t{N}), rstd(shape_t{N});
+    ops::layer_norm_forward(B{}, y.data(), mean.data(), rstd.data(), x.value().data(), w.value().data(),
+                            b.defined() ? b.value().data() : nullptr, N, C, eps);
+    std::vector<autograd::variable<T, B>> in{x, w};
+    if (b.defined()) in.push_back(b);
+    return autograd::tape<T, B>::record(
+        tp, "layer_norm", y, in, [x, w, b, mean, rstd, N, C](autograd::node<T, B>& out) {
+            T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
+            T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
+            T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
+            ops::layer_norm_backward(B{}, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(),
+                                     mean.data(), rstd.data(), N, C);
+        });
+}
+
+}  // namespace aligngpt::ag

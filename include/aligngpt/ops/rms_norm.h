@@ -1,0 +1,83 @@
+#pragma once
+// RMSNorm (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization", eq. 4), as in HF LLaMA:
+// mean of squares, eps inside the square root, weight multiplied after normalising.
+//
+//   r_n   = 1 / sqrt( (1/C) * sum_i x_ni^2 + eps )          saved for backward: rstd (N)
+//   y_ni  = g_i * (x_ni * r_n)
+//
+// Backward, with xhat_ni = x_ni r_n and gy_ni = g_i dy_ni:
+//   dr_n/dx_ni = -r_n^3 x_ni / C, so
+//   dx_ni = r_n gy_ni + sum_j gy_nj x_nj * dr_n/dx_ni
+//         = r_n ( gy_ni - xhat_ni * (1/C) sum_j gy_nj xhat_nj )
+//   dg_i  = sum_n dy_ni xhat_ni
+//
+// Shapes (row-major): x, y, dx, dy (N, C)   g, dg (C)   rstd (N)
+// Backward accumulates (+=) into dx and dg; either may be null (frozen input).
+// Reproducibility: each reduction runs left to right in one thread; threads split only the index
+// they write (rows n for y and dx, channels i for dg). No atomics, no omp reduction.
+#include <cmath>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+template <class T>
+void rms_norm_forward(const backend::cpu&, T* y, T* rstd, const T* x, const T* g, index_t N, index_t C, T eps) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        const T* x_n = x + n * C;
+        T sum_sq = 0;
+        for (index_t i = 0; i < C; i++) sum_sq += x_n[i] * x_n[i];
+        const T r = T(1) / std::sqrt(sum_sq / T(C) + eps);
+        for (index_t i = 0; i < C; i++) y[n * C + i] = g[i] * (x_n[i] * r);
+        rstd[n] = r;
+    }
+}
+
+template <class T>
+void rms_norm_backward(const backend::cpu&, T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd,
+                       index_t N, index_t C) {
+    if (dx) {
+        ALIGNGPT_OMP_FOR
+        for (index_t n = 0; n < N; n++) {
+            const T r = rstd[n];
+            T dot = 0;  // sum_j g_j dy_nj xhat_nj
+            for (index_t j = 0; j < C; j++) dot += g[j] * dy[n * C + j] * (x[n * C + j] * r);
+            const T mean_dot = dot / T(C);
+            for (index_t i = 0; i < C; i++)
+                dx[n * C + i] += r * (g[i] * dy[n * C + i] - (x[n * C + i] * r) * mean_dot);
+        }
+    }
+    if (dg) {
+        ALIGNGPT_OMP_FOR
+        for (index_t i = 0; i < C; i++) {
+            T acc = 0;
+            for (index_t n = 0; n < N; n++) acc += dy[n * C + i] * (x[n * C + i] * rstd[n]);
+            dg[i] += acc;
+        }
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// y = g * x / rms(x) over the last dimension of x (any leading dimensions).
+template <class T, class B>
+autograd::variable<T, B> rms_norm(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
+                                  const autograd::variable<T, B>& g, T eps = T(1e-5)) {
+    const index_t C = g.value().numel();
+    ALIGNGPT_CHECK(g.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "rms_norm: input ",
+                   detail::shape_str(x.shape()), " does not match weight ", detail::shape_str(g.shape()));
+    const index_t N = C ? x.value().numel() / C : 0;
+    tensor<T, B> y(x.shape()), rstd(shape_t{N});
+    ops::rms_norm_forward(B{}, y.data(), rstd.data(), x.value().data(), g.value().data(), N, C, eps);
+    return autograd::tape<T, B>::record(tp, "rms_norm", y, {x, g}, [x, g, rstd, N, C](autograd::node<T, B>& out) {
+        T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
+        T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
+        ops::rms_norm_backward(B{}, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);
+    });
+}
+
+}  // namespace aligngpt::ag

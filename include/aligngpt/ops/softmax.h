@@ -1,0 +1,64 @@
+#pragma once
+// Softmax over the last dimension (torch.softmax(x, dim=-1)), with the row max subtracted.
+//
+//   m_n   = max_i x_ni                 s_n = sum_i exp(x_ni - m_n)          (both left to right)
+//   p_ni  = exp(x_ni - m_n) / s_n
+//
+// Backward: dp_nj/dx_ni = p_nj (delta_ij - p_ni), so
+//   dx_ni = sum_j dy_nj p_nj (delta_ij - p_ni) = p_ni ( dy_ni - sum_j dy_nj p_nj )
+// It reads the output p (the node keeps y, not x).
+//
+// Shapes (row-major): x, p, dx, dy (N, C). Backward accumulates (+=) into dx.
+// Reproducibility: each row is reduced left to right by one thread; threads split rows.
+#include <cmath>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+template <class T>
+void softmax_forward(const backend::cpu&, T* p, const T* x, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        const T* x_n = x + n * C;
+        T* p_n = p + n * C;
+        T m = x_n[0];
+        for (index_t i = 1; i < C; i++) m = x_n[i] > m ? x_n[i] : m;
+        T s = 0;
+        for (index_t i = 0; i < C; i++) {
+            p_n[i] = std::exp(x_n[i] - m);
+            s += p_n[i];
+        }
+        for (index_t i = 0; i < C; i++) p_n[i] /= s;
+    }
+}
+
+template <class T>
+void softmax_backward(const backend::cpu&, T* dx, const T* dy, const T* p, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        T dot = 0;  // sum_j dy_nj p_nj
+        for (index_t j = 0; j < C; j++) dot += dy[n * C + j] * p[n * C + j];
+        for (index_t i = 0; i < C; i++) dx[n * C + i] += p[n * C + i] * (dy[n * C + i] - dot);
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// softmax over the last dimension of x (any leading dimensions).
+template <class T, class B>
+autograd::variable<T, B> softmax(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "softmax: input ", detail::shape_str(x.shape()),
+                   " has an empty last dimension");
+    const index_t C = x.shape().back(), N = x.value().numel() / C;
+    tensor<T, B> p(x.shape());
+    ops::softmax_forward(B{}, p.data(), x.value().data(), N, C);
+    return autograd::tape<T, B>::record(tp, "softmax", p, {x}, [x, N, C](autograd::node<T, B>& out) {
+        ops::softmax_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
+    });
+}
+
+}  // namespace aligngpt::ag
