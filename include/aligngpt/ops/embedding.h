@@ -1,0 +1,94 @@
+#pragma once
+// Embedding lookup (torch.nn.Embedding) and its deterministic scatter-add backward.
+//
+//   y[t, :] = W[ids[t], :]                                       forward: a row copy per token
+//   dW[v, :] += sum over t with ids[t] = v, in increasing t, of dy[t, :]      (v != padding_idx)
+//
+// padding_idx (LLaMA: 0, spec 1.6) is looked up like any row, but its gradient is never written,
+// exactly as nn.Embedding(padding_idx=0); -1 means none. The same pair of kernels, with
+// padding_idx = -1, is the row gather of shape.h (index_rows, used to splice image tokens).
+//
+// Reproducibility: a scatter-add where two tokens hit the same row is the classic source of
+// nondeterminism (atomics in CUDA, racing threads on CPU). Here the token positions are first
+// grouped by id with a stable sort (serial, so the order inside a group is increasing t); then
+// threads own whole groups = whole vocabulary rows, and each row adds its tokens in order.
+// The bits equal the serial loop "for t: dW[ids[t]] += dy[t]" for any thread count.
+//
+// Shapes: W, dW (V, C)   ids (T)   y, dy (T, C)
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+/// Throws aligngpt::error naming `op`, the position and the value of the first id outside [0, V).
+inline void check_ids(const char* op, const std::int64_t* ids, index_t T, index_t V) {
+    for (index_t t = 0; t < T; t++)
+        ALIGNGPT_CHECK(ids[t] >= 0 && ids[t] < V, op, ": id ", ids[t], " at position ", t, " is outside [0, ", V, ")");
+}
+
+template <class T>
+void embedding_forward(const backend::cpu&, T* y, const T* W, const std::int64_t* ids, index_t Tn, index_t V,
+                       index_t C) {
+    check_ids("embedding", ids, Tn, V);
+    ALIGNGPT_OMP_FOR
+    for (index_t t = 0; t < Tn; t++) std::copy(W + ids[t] * C, W + ids[t] * C + C, y + t * C);
+}
+
+template <class T>
+void embedding_backward(const backend::cpu&, T* dW, const T* dy, const std::int64_t* ids, index_t Tn, index_t V,
+                        index_t C, std::int64_t padding_idx = -1) {
+    check_ids("embedding backward", ids, Tn, V);
+    std::vector<index_t> order(static_cast<std::size_t>(Tn));   // token positions grouped by id
+    std::iota(order.begin(), order.end(), index_t(0));
+    std::stable_sort(order.begin(), order.end(), [ids](index_t a, index_t b) { return ids[a] < ids[b]; });
+    std::vector<index_t> group_start;                           // first position in `order` of each id
+    for (index_t k = 0; k < Tn; k++)
+        if (k == 0 || ids[order[k]] != ids[order[k - 1]]) group_start.push_back(k);
+    group_start.push_back(Tn);
+    const index_t G = index_t(group_start.size()) - 1;
+    ALIGNGPT_OMP_FOR
+    for (index_t gi = 0; gi < G; gi++) {                        // one thread owns row v
+        const std::int64_t v = ids[order[group_start[gi]]];
+        if (v == padding_idx) continue;
+        T* dW_v = dW + v * C;
+        for (index_t k = group_start[gi]; k < group_start[gi + 1]; k++)   // tokens in increasing t
+            for (index_t c = 0; c < C; c++) dW_v[c] += dy[order[k] * C + c];
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// Looks up rows of weight [V, C] for ids of any shape S; the result has shape S + [C].
+/// The gradient of row padding_idx stays zero (-1: no padding row).
+template <class T, class B>
+autograd::variable<T, B> embedding(autograd::tape<T, B>* tp, const autograd::variable<T, B>& weight,
+                                   const tensor<std::int64_t, B>& ids, std::int64_t padding_idx = -1) {
+    ALIGNGPT_CHECK(weight.value().dim() == 2, "embedding: weight ", detail::shape_str(weight.shape()),
+                   " is not 2-d (ids ", detail::shape_str(ids.shape()), ")");
+    const index_t V = weight.size(0), C = weight.size(1), Tn = ids.numel();
+    const tensor<std::int64_t, B> idc = ids.contiguous();
+    shape_t ys = ids.shape();
+    ys.push_back(C);
+    tensor<T, B> y(ys);
+    ops::embedding_forward(B{}, y.data(), weight.value().data(), idc.data(), Tn, V, C);
+    return autograd::tape<T, B>::record(
+        tp, "embedding", y, {weight}, [weight, idc, Tn, V, C, padding_idx](autograd::node<T, B>& out) {
+            ops::embedding_backward(B{}, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C,
+                                    padding_idx);
+        });
+}
+
+template <class T, class B>
+autograd::variable<T, B> embedding(autograd::tape<T, B>* tp, const autograd::variable<T, B>& weight,
+                                   const std::vector<std::int64_t>& ids, std::int64_t padding_idx = -1) {
+    return embedding(tp, weight, tensor<std::int64_t, B>::from(ids, {index_t(ids.size())}), padding_idx);
+}
+
+}  // namespace aligngpt::ag
