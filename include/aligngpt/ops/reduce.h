@@ -1,0 +1,89 @@
+#pragma once
+// Sum and mean, over all elements (a 0-d result) or over one dimension d.
+//
+// With x viewed as (outer, D, inner) around d (outer = D = 1, inner = numel for "all"):
+//   sum:   y[o, i] = sum_{j = 0..D-1, in order} x[o, j, i]          dx[o, j, i] += dy[o, i]
+//   mean:  y[o, i] = (sum_j x[o, j, i]) / D                         dx[o, j, i] += dy[o, i] / D
+// (mean divides the finished sum once, as torch does, rather than summing x / D.)
+//
+// Shapes: x, dx (outer, D, inner)   y, dy (outer, inner).  Backward accumulates (+=).
+// Reproducibility: each output is one left-to-right sum owned by one thread; the reduction over
+// all elements is a single output and runs in one thread (never split into per-thread partials).
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+/// y[o, i] = s * sum_j x[o, j, i] (s = 1 for sum, 1/D for mean; the sum is finished first).
+template <class T>
+void sum_forward(const backend::cpu&, T* y, const T* x, index_t outer, index_t D, index_t inner, bool mean) {
+    ALIGNGPT_OMP_FOR_COLLAPSE2
+    for (index_t o = 0; o < outer; o++)
+        for (index_t i = 0; i < inner; i++) {
+            T acc = 0;
+            for (index_t j = 0; j < D; j++) acc += x[(o * D + j) * inner + i];
+            y[o * inner + i] = mean ? acc / T(D) : acc;
+        }
+}
+
+template <class T>
+void sum_backward(const backend::cpu&, T* dx, const T* dy, index_t outer, index_t D, index_t inner, bool mean) {
+    ALIGNGPT_OMP_FOR_COLLAPSE2
+    for (index_t o = 0; o < outer; o++)
+        for (index_t j = 0; j < D; j++)
+            for (index_t i = 0; i < inner; i++)
+                dx[(o * D + j) * inner + i] += mean ? dy[o * inner + i] / T(D) : dy[o * inner + i];
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+namespace reduce_detail {
+template <class T, class B>
+autograd::variable<T, B> reduce(autograd::tape<T, B>* tp, const char* op, const autograd::variable<T, B>& x,
+                                bool all, int d, bool mean) {
+    const shape_t& s = x.shape();
+    index_t outer = 1, D = x.value().numel(), inner = 1;
+    shape_t ys;  // 0-d for a full reduction
+    if (!all) {
+        const int r = x.value().dim();
+        ALIGNGPT_CHECK(d >= -r && d < r, op, ": dimension ", d, " out of range for shape ", detail::shape_str(s));
+        d = d < 0 ? d + r : d;
+        D = s[size_t(d)];
+        for (int k = 0; k < d; k++) outer *= s[size_t(k)];
+        for (int k = d + 1; k < r; k++) inner *= s[size_t(k)];
+        ys = s;
+        ys.erase(ys.begin() + d);
+    }
+    ALIGNGPT_CHECK(!mean || D > 0, op, ": mean over an empty dimension of shape ", detail::shape_str(s));
+    tensor<T, B> y(ys);
+    ops::sum_forward(B{}, y.data(), x.value().data(), outer, D, inner, mean);
+    return autograd::tape<T, B>::record(tp, op, y, {x}, [x, outer, D, inner, mean](autograd::node<T, B>& out) {
+        ops::sum_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
+    });
+}
+}  // namespace reduce_detail
+
+/// Sum of all elements (0-d).
+template <class T, class B>
+autograd::variable<T, B> sum(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    return reduce_detail::reduce(tp, "sum", x, true, 0, false);
+}
+/// Sum over dimension d (removed from the shape).
+template <class T, class B>
+autograd::variable<T, B> sum(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int d) {
+    return reduce_detail::reduce(tp, "sum", x, false, d, false);
+}
+/// Mean of all elements (0-d).
+template <class T, class B>
+autograd::variable<T, B> mean(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    return reduce_detail::reduce(tp, "mean", x, true, 0, true);
+}
+/// Mean over dimension d (removed from the shape).
+template <class T, class B>
+autograd::variable<T, B> mean(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int d) {
+    return reduce_detail::reduce(tp, "mean", x, false, d, true);
+}
+
+}  // namespace aligngpt::ag
