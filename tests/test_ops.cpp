@@ -1,0 +1,499 @@
+// The basic ops (ops/{rms_norm,layer_norm,activations,softmax,embedding,cross_entropy,elementwise,
+// shape,reduce}.h), each tested three ways:
+//   1. finite differences in double (autograd::grad_check, central differences, h = 1e-6);
+//   2. parity with PyTorch in float32 (tests/golden/op_*.safetensors, recipes in
+//      tests/tools/golden/ops_basic.py) at torch.testing.assert_close's fp32 defaults
+//      rtol 1.3e-6, atol 1e-5 unless a test says otherwise and why;
+//   3. "repro:" the same bits for 1, 2, 3 and 4 threads, and against tests/golden/bits.lock.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "aligngpt/autograd/grad_check.h"
+#include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/cross_entropy.h"
+#include "aligngpt/ops/elementwise.h"
+#include "aligngpt/ops/embedding.h"
+#include "aligngpt/ops/layer_norm.h"
+#include "aligngpt/ops/reduce.h"
+#include "aligngpt/ops/rms_norm.h"
+#include "aligngpt/ops/shape.h"
+#include "aligngpt/ops/softmax.h"
+#include "support/golden.h"
+
+using namespace aligngpt;
+using autograd::grad_check;
+using autograd::op_under_test;
+using autograd::random_leaf;
+using autograd::tape;
+using autograd::variable;
+
+namespace {
+
+using vd = variable<double>;
+using vf = variable<float>;
+using ids_t = std::vector<std::int64_t>;
+
+// ---------------------------------------------------------------------------------------------
+// Golden helpers
+// ---------------------------------------------------------------------------------------------
+
+constexpr double kRtol = 1.3e-6, kAtol = 1e-5;  // torch.testing.assert_close defaults for float32
+
+/// max |a - b| / (atol + rtol |b|); <= 1 passes. Run the binary with -s to see the measured ratios.
+double ratio(const tensor<float>& actual, const std::vector<float>& expected, double rtol = kRtol,
+             double atol = kAtol) {
+    return golden::close_ratio(actual.to_vector(), expected, rtol, atol);
+}
+
+/// Copies (concat, slice, gather, transpose) must reproduce torch exactly.
+double exact(const tensor<float>& actual, const std::vector<float>& expected) {
+    return golden::max_abs_diff(actual.to_vector(), expected);
+}
+
+vf leaf(const golden::fixture& fx, const std::string& key, bool requires_grad = true) {
+    return vf::leaf(fx.tensor<float>(key), requires_grad, key);
+}
+
+/// Runs backward from `y` with the fixture's upstream gradient `dy_key`.
+void backward(tape<float>& tp, const vf& y, const golden::fixture& fx, const std::string& dy_key) {
+    tensor<float> dy = fx.tensor<float>(dy_key);
+    tp.backward(y, dy.reshape(y.shape()));
+}
+
+}  // namespace
+
+// =============================================================================================
+// 1. Finite differences (double). grad_check returns max |analytic - numeric| / max(1, |numeric|);
+//    with h = 1e-6 the truncation error is ~1e-12 and the rounding error ~1e-10 for these sizes,
+//    so 1e-8 leaves a wide margin while still catching any wrong term (those show up at >= 1e-3).
+// =============================================================================================
+
+TEST_CASE("rms_norm backward matches finite differences (double, tol 1e-8)") {
+    auto x = random_leaf<double>({2, 3, 8}, 1, true, 2.f), g = random_leaf<double>({8}, 2);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::rms_norm(tp, v[0], v[1]); };
+    CHECK(grad_check(f, {x, g}) <= 1e-8);
+}
+
+TEST_CASE("layer_norm backward matches finite differences (double, tol 1e-8)") {
+    auto x = random_leaf<double>({4, 9}, 1, true, 2.f), w = random_leaf<double>({9}, 2), b = random_leaf<double>({9}, 3);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::layer_norm(tp, v[0], v[1], v[2]);
+    };
+    CHECK(grad_check(f, {x, w, b}) <= 1e-8);
+    op_under_test<double> no_bias = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::layer_norm(tp, v[0], v[1]);
+    };
+    CHECK(grad_check(no_bias, {x, w}) <= 1e-8);
+}
+
+TEST_CASE("gelu, quick_gelu, silu backward match finite differences (double, tol 1e-8)") {
+    auto x = random_leaf<double>({3, 17}, 1, true, 5.f);
+    op_under_test<double> gelu = [](tape<double>* tp, const std::vector<vd>& v) { return ag::gelu(tp, v[0]); };
+    op_under_test<double> qg = [](tape<double>* tp, const std::vector<vd>& v) { return ag::quick_gelu(tp, v[0]); };
+    op_under_test<double> silu = [](tape<double>* tp, const std::vector<vd>& v) { return ag::silu(tp, v[0]); };
+    CHECK(grad_check(gelu, {x}) <= 1e-8);
+    CHECK(grad_check(qg, {x}) <= 1e-8);
+    CHECK(grad_check(silu, {x}) <= 1e-8);
+}
+
+TEST_CASE("swiglu backward matches finite differences (double, tol 1e-8)") {
+    auto g = random_leaf<double>({3, 11}, 1, true, 5.f), u = random_leaf<double>({3, 11}, 2, true, 2.f);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::swiglu(tp, v[0], v[1]); };
+    CHECK(grad_check(f, {g, u}) <= 1e-8);
+}
+
+TEST_CASE("softmax backward matches finite differences (double, tol 1e-8)") {
+    auto x = random_leaf<double>({2, 3, 7}, 1, true, 4.f);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::softmax(tp, v[0]); };
+    CHECK(grad_check(f, {x}) <= 1e-8);
+}
+
+TEST_CASE("embedding backward matches finite differences, repeated ids (double, tol 1e-8)") {
+    auto w = random_leaf<double>({6, 5}, 1);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::embedding(tp, v[0], ids_t{2, 0, 5, 2, 2, 1}, -1);  // no padding row: every row is live
+    };
+    CHECK(grad_check(f, {w}) <= 1e-8);
+}
+
+TEST_CASE("cross_entropy backward matches finite differences, ignored rows (double, tol 1e-8)") {
+    auto z = random_leaf<double>({5, 7}, 1, true, 3.f);
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::cross_entropy(tp, v[0], ids_t{3, -100, 0, 6, -100});
+    };
+    CHECK(grad_check(f, {z}) <= 1e-8);
+    op_under_test<double> leading = [](tape<double>* tp, const std::vector<vd>& v) {  // logits [B, S, V]
+        return ag::cross_entropy(tp, ag::reshape(tp, v[0], {1, 5, 7}), ids_t{1, 2, -100, 4, 5});
+    };
+    CHECK(grad_check(leading, {z}) <= 1e-8);
+}
+
+TEST_CASE("add, mul, scale, add_row backward match finite differences (double, tol 1e-8)") {
+    auto a = random_leaf<double>({3, 4}, 1), b = random_leaf<double>({3, 4}, 2), r = random_leaf<double>({4}, 3);
+    op_under_test<double> add = [](tape<double>* tp, const std::vector<vd>& v) { return ag::add(tp, v[0], v[1]); };
+    op_under_test<double> mul = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mul(tp, v[0], v[1]); };
+    op_under_test<double> square = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mul(tp, v[0], v[0]); };
+    op_under_test<double> scale = [](tape<double>* tp, const std::vector<vd>& v) { return ag::scale(tp, v[0], 0.37); };
+    op_under_test<double> add_row = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::add_row(tp, v[0], v[1]);
+    };
+    CHECK(grad_check(add, {a, b}) <= 1e-8);
+    CHECK(grad_check(mul, {a, b}) <= 1e-8);
+    CHECK(grad_check(square, {a}) <= 1e-8);  // the same variable twice: both gradients add
+    CHECK(grad_check(scale, {a}) <= 1e-8);
+    CHECK(grad_check(add_row, {a, r}) <= 1e-8);
+}
+
+TEST_CASE("concat, slice, index_rows, reshape, transpose backward match finite differences (double, tol 1e-8)") {
+    auto x0 = random_leaf<double>({2, 3, 4}, 1), x1 = random_leaf<double>({2, 1, 4}, 2);
+    auto x2 = random_leaf<double>({2, 2, 4}, 3);
+    for (int d : {1, -2}) {
+        op_under_test<double> concat = [d](tape<double>* tp, const std::vector<vd>& v) {
+            return ag::concat(tp, v, d);
+        };
+        CHECK(grad_check(concat, {x0, x1, x2}) <= 1e-8);
+    }
+    op_under_test<double> concat0 = [](tape<double>* tp, const std::vector<vd>& v) { return ag::concat(tp, v, 0); };
+    CHECK(grad_check(concat0, {x0, x0}) <= 1e-8);  // the same input twice
+    op_under_test<double> slice = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::slice(tp, v[0], 2, 1, 3);
+    };
+    CHECK(grad_check(slice, {x0}) <= 1e-8);
+    op_under_test<double> rows = [](tape<double>* tp, const std::vector<vd>& v) {
+        return ag::index_rows(tp, ag::reshape(tp, v[0], {6, 4}), ids_t{5, 0, 5, 3});
+    };
+    CHECK(grad_check(rows, {x0}) <= 1e-8);
+    for (auto [a, b] : {std::pair{0, 2}, std::pair{2, 1}, std::pair{1, 1}, std::pair{-1, 0}}) {
+        op_under_test<double> tr = [a = a, b = b](tape<double>* tp, const std::vector<vd>& v) {
+            return ag::transpose(tp, v[0], a, b);
+        };
+        CHECK(grad_check(tr, {x0}) <= 1e-8);
+    }
+}
+
+TEST_CASE("sum and mean backward match finite differences (double, tol 1e-8)") {
+    auto x = random_leaf<double>({3, 4, 5}, 1);
+    for (int d : {0, 1, 2, -1}) {
+        op_under_test<double> s = [d](tape<double>* tp, const std::vector<vd>& v) { return ag::sum(tp, v[0], d); };
+        op_under_test<double> m = [d](tape<double>* tp, const std::vector<vd>& v) { return ag::mean(tp, v[0], d); };
+        CHECK(grad_check(s, {x}) <= 1e-8);
+        CHECK(grad_check(m, {x}) <= 1e-8);
+    }
+    op_under_test<double> s = [](tape<double>* tp, const std::vector<vd>& v) { return ag::sum(tp, v[0]); };
+    op_under_test<double> m = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mean(tp, v[0]); };
+    CHECK(grad_check(s, {x}) <= 1e-8);
+    CHECK(grad_check(m, {x}) <= 1e-8);
+}
+
+// =============================================================================================
+// Masking and edge cases
+// =============================================================================================
+
+TEST_CASE("cross_entropy with every row ignored: loss 0 and zero gradient (torch: NaN; documented)") {
+    auto z = random_leaf<float>({4, 9}, 1);
+    tape<float> tp;
+    auto loss = ag::cross_entropy(&tp, z, ids_t{-100, -100, -100, -100});
+    CHECK(loss.value().data()[0] == 0.f);
+    CHECK(loss.shape().empty());
+    tp.backward(loss);
+    for (float g : z.grad().to_vector()) CHECK(g == 0.f);
+}
+
+TEST_CASE("cross_entropy rejects out-of-range targets naming the op, position and value") {
+    auto z = random_leaf<float>({3, 5}, 1);
+    tape<float>* none = nullptr;
+    CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 5, 0}),
+                         doctest::Contains("cross_entropy: target 5 at position 1 is outside [0, 5)"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 2, -1}),
+                         doctest::Contains("cross_entropy: target -1 at position 2"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 2}),
+                         doctest::Contains("cross_entropy: logits [3,5] do not match targets [2]"), aligngpt::error);
+    CHECK_NOTHROW(ag::cross_entropy(none, z, ids_t{-7, 2, -7}, /*ignore_index=*/-7));
+}
+
+TEST_CASE("embedding: padding row gets no gradient, other rows as without padding; bad ids throw") {
+    auto w = random_leaf<float>({6, 5}, 1);
+    const ids_t ids{2, 0, 5, 0, 2};
+    tensor<float> seed({5, 5});
+    rng::fill_uniform(seed.data(), seed.numel(), 3, 3, 1.f);
+    tape<float> tp1;
+    tp1.backward(ag::embedding(&tp1, w, ids, -1), seed);
+    const auto no_pad = w.grad().to_vector();
+    w.zero_grad();
+    tape<float> tp2;
+    auto y = ag::embedding(&tp2, w, ids, 0);
+    CHECK(y.value().at({1, 3}) == w.value().at({0, 3}));  // the padding row is still looked up
+    tp2.backward(y, seed);
+    const auto pad = w.grad().to_vector();
+    for (int i = 0; i < 30; i++) CHECK(pad[size_t(i)] == (i < 5 ? 0.f : no_pad[size_t(i)]));
+    tape<float>* none = nullptr;
+    CHECK_THROWS_WITH_AS(ag::embedding(none, w, ids_t{1, 6}), doctest::Contains("embedding: id 6 at position 1"),
+                         aligngpt::error);
+}
+
+TEST_CASE("ops reject mismatched shapes naming the op and both shapes") {
+    auto x = random_leaf<float>({2, 3}, 1), w4 = random_leaf<float>({4}, 2), y = random_leaf<float>({3, 2}, 3);
+    tape<float>* none = nullptr;
+    CHECK_THROWS_WITH_AS(ag::rms_norm(none, x, w4), doctest::Contains("rms_norm: input [2,3] does not match weight [4]"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::layer_norm(none, x, w4), doctest::Contains("layer_norm: input [2,3] does not match weight [4]"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::swiglu(none, x, y), doctest::Contains("swiglu: gate [2,3] and up [3,2] differ"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::add(none, x, y), doctest::Contains("add: shapes [2,3] and [3,2] differ"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::mul(none, x, y), doctest::Contains("mul: shapes [2,3] and [3,2] differ"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::add_row(none, x, w4), doctest::Contains("add_row: input [2,3] does not match row [4]"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::concat(none, {x, y}, 0),
+                         doctest::Contains("concat: input [3,2] does not match input [2,3] outside dimension 0"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::slice(none, x, 1, 2, 4), doctest::Contains("slice: range [2,4) out of bounds"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::index_rows(none, x, ids_t{0, 2}), doctest::Contains("index_rows: row 2 at position 1"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::reshape(none, x, {4, 2}), doctest::Contains("reshape: cannot view [2,3] as [4,2]"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::transpose(none, x, 0, 2), doctest::Contains("transpose: dimension 2 out of range"),
+                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::sum(none, x, 3), doctest::Contains("sum: dimension 3 out of range for shape [2,3]"),
+                         aligngpt::error);
+}
+
+TEST_CASE("frozen inputs get no gradient buffer") {
+    auto x = random_leaf<float>({2, 4}, 1, true), w = random_leaf<float>({4}, 2, false);
+    auto b = random_leaf<float>({4}, 3, false), u = random_leaf<float>({2, 4}, 4, false);
+    tape<float> tp;
+    auto y = ag::sum(&tp, ag::swiglu(&tp, ag::add_row(&tp, ag::layer_norm(&tp, ag::rms_norm(&tp, x, w), w, b), b), u));
+    tp.backward(y);
+    CHECK(x.grad().defined());
+    CHECK_FALSE(w.grad().defined());
+    CHECK_FALSE(b.grad().defined());
+    CHECK_FALSE(u.grad().defined());
+    tape<float> tp2;  // nothing requires a gradient: nothing is recorded
+    auto z = ag::softmax(&tp2, ag::concat(&tp2, {u, u}, 0));
+    CHECK(tp2.size() == 0);
+    CHECK_FALSE(z.requires_grad());
+}
+
+// =============================================================================================
+// 2. Parity with PyTorch (float32 goldens)
+// =============================================================================================
+
+TEST_CASE("rms_norm matches transformers LlamaRMSNorm (golden op_rms_norm)") {
+    const auto fx = golden::load("op_rms_norm");
+    auto x = leaf(fx, "x"), w = leaf(fx, "w");
+    tape<float> tp;
+    auto y = ag::rms_norm(&tp, x, w, 1e-5f);
+    backward(tp, y, fx, "dy");
+    CHECK(ratio(y.value(), fx.get("y")) <= 1);
+    CHECK(ratio(x.grad(), fx.get("dx")) <= 1);
+    CHECK(ratio(w.grad(), fx.get("dw")) <= 1);
+}
+
+TEST_CASE("layer_norm matches torch layer_norm (golden op_layer_norm)") {
+    const auto fx = golden::load("op_layer_norm");
+    auto x = leaf(fx, "x"), w = leaf(fx, "w"), b = leaf(fx, "b");
+    tape<float> tp;
+    auto y = ag::layer_norm(&tp, x, w, b, 1e-5f);
+    backward(tp, y, fx, "dy");
+    CHECK(ratio(y.value(), fx.get("y")) <= 1);
+    CHECK(ratio(x.grad(), fx.get("dx")) <= 1);
+    CHECK(ratio(w.grad(), fx.get("dw")) <= 1);
+    CHECK(ratio(b.grad(), fx.get("db")) <= 1);
+}
+
+TEST_CASE("gelu, quick_gelu, silu, swiglu match torch / transformers (golden op_activations)") {
+    const auto fx = golden::load("op_activations");
+    using unary = vf (*)(tape<float>*, const vf&);
+    const std::pair<const char*, unary> ops[] = {{"gelu", ag::gelu<float, backend::cpu>},
+                                                 {"quick_gelu", ag::quick_gelu<float, backend::cpu>},
+                                                 {"silu", ag::silu<float, backend::cpu>}};
+    for (auto [name, op] : ops) {
+        INFO(name);
+        const std::string p = std::string(name) + ".";
+        auto x = leaf(fx, p + "x");
+        tape<float> tp;
+        auto y = op(&tp, x);
+        backward(tp, y, fx, p + "dy");
+        CHECK(ratio(y.value(), fx.get(p + "y")) <= 1);
+        CHECK(ratio(x.grad(), fx.get(p + "dx")) <= 1);
+    }
+    auto g = leaf(fx, "swiglu.g"), u = leaf(fx, "swiglu.u");
+    tape<float> tp;
+    auto y = ag::swiglu(&tp, g, u);
+    backward(tp, y, fx, "swiglu.dy");
+    CHECK(ratio(y.value(), fx.get("swiglu.y")) <= 1);
+    CHECK(ratio(g.grad(), fx.get("swiglu.dg")) <= 1);
+    CHECK(ratio(u.grad(), fx.get("swiglu.du")) <= 1);
+}
+
+TEST_CASE("softmax matches torch.softmax (golden op_softmax)") {
+    const auto fx = golden::load("op_softmax");
+    auto x = leaf(fx, "x");
+    tape<float> tp;
+    auto y = ag::softmax(&tp, x);
+    backward(tp, y, fx, "dy");
+    CHECK(ratio(y.value(), fx.get("y")) <= 1);
+    CHECK(ratio(x.grad(), fx.get("dx")) <= 1);
+}
+
+TEST_CASE("embedding with padding_idx 0 matches torch (golden op_embedding)") {
+    const auto fx = golden::load("op_embedding");
+    auto w = leaf(fx, "w");
+    const auto ids = tensor<std::int64_t>::from(fx.get<std::int64_t>("ids"), fx.shape("ids"));
+    tape<float> tp;
+    auto y = ag::embedding(&tp, w, ids, 0);
+    CHECK(y.shape() == shape_t{3, 4, 16});
+    backward(tp, y, fx, "dy");
+    CHECK(exact(y.value(), fx.get("y")) == 0);     // a copy: exact
+    CHECK(ratio(w.grad(), fx.get("dw")) <= 1);          // sums of up to 3 rows in another order
+    for (int c = 0; c < 16; c++) CHECK(w.grad().at({0, c}) == 0.f);
+}
+
+TEST_CASE("cross_entropy with ignored rows matches torch (golden op_cross_entropy)") {
+    const auto fx = golden::load("op_cross_entropy");
+    auto z = leaf(fx, "z");
+    const auto t = fx.get<std::int64_t>("targets");
+    tape<float> tp;
+    auto loss = ag::cross_entropy(&tp, z, t);
+    backward(tp, loss, fx, "dloss");
+    CHECK(ratio(loss.value(), fx.get("loss")) <= 1);
+    CHECK(ratio(z.grad(), fx.get("dz")) <= 1);
+    for (int n : {2, 5, 6})
+        for (int v = 0; v < 37; v++) CHECK(z.grad().at({n, v}) == 0.f);  // ignored rows
+}
+
+TEST_CASE("add, mul, scale, add_row match torch (golden op_elementwise)") {
+    const auto fx = golden::load("op_elementwise");
+    struct result { vf y; vf a, b, r; };
+    auto run = [&](const std::string& name) {
+        auto a = leaf(fx, "a"), b = leaf(fx, "b"), r = leaf(fx, "r");
+        tape<float> tp;
+        vf y = name == "add" ? ag::add(&tp, a, b)
+             : name == "mul" ? ag::mul(&tp, a, b)
+             : name == "scale" ? ag::scale(&tp, a, 0.37f)
+                               : ag::add_row(&tp, a, r);
+        backward(tp, y, fx, name + ".dy");
+        return result{y, a, b, r};
+    };
+    for (const std::string name : {"add", "mul", "scale", "add_row"}) {
+        INFO(name);
+        const result res = run(name);
+        CHECK(ratio(res.y.value(), fx.get(name + ".y")) <= 1);
+        CHECK(ratio(res.a.grad(), fx.get(name + ".da")) <= 1);
+        if (fx.has(name + ".db")) CHECK(ratio(res.b.grad(), fx.get(name + ".db")) <= 1);
+        if (fx.has(name + ".dr")) CHECK(ratio(res.r.grad(), fx.get(name + ".dr")) <= 1);
+    }
+}
+
+TEST_CASE("concat, slice, index_rows, transpose match torch (golden op_shape)") {
+    const auto fx = golden::load("op_shape");
+    // Copies are exact; gradients are copies too except index_rows (repeated rows add up: rtol/atol).
+    {
+        std::vector<vf> xs{leaf(fx, "concat.x0"), leaf(fx, "concat.x1"), leaf(fx, "concat.x2")};
+        tape<float> tp;
+        auto y = ag::concat(&tp, xs, 1);
+        backward(tp, y, fx, "concat.dy");
+        CHECK(exact(y.value(), fx.get("concat.y")) == 0);
+        for (int k = 0; k < 3; k++) CHECK(exact(xs[size_t(k)].grad(), fx.get("concat.dx" + std::to_string(k))) == 0);
+    }
+    {
+        auto x = leaf(fx, "slice.x");
+        tape<float> tp;
+        auto y = ag::slice(&tp, x, 1, 2, 6);
+        backward(tp, y, fx, "slice.dy");
+        CHECK(exact(y.value(), fx.get("slice.y")) == 0);
+        CHECK(exact(x.grad(), fx.get("slice.dx")) == 0);
+    }
+    {
+        auto x = leaf(fx, "index_rows.x");
+        tape<float> tp;
+        auto y = ag::index_rows(&tp, x, fx.get<std::int64_t>("index_rows.rows"));
+        backward(tp, y, fx, "index_rows.dy");
+        CHECK(exact(y.value(), fx.get("index_rows.y")) == 0);
+        CHECK(ratio(x.grad(), fx.get("index_rows.dx")) <= 1);
+    }
+    {
+        auto x = leaf(fx, "transpose.x");
+        tape<float> tp;
+        auto y = ag::transpose(&tp, x, 1, 3);
+        CHECK(y.shape() == shape_t{2, 5, 4, 3});
+        backward(tp, y, fx, "transpose.dy");
+        CHECK(exact(y.value(), fx.get("transpose.y")) == 0);
+        CHECK(exact(x.grad(), fx.get("transpose.dx")) == 0);
+    }
+}
+
+TEST_CASE("sum and mean match torch (golden op_reduce)") {
+    const auto fx = golden::load("op_reduce");
+    for (const std::string name : {"sum_all", "mean_all", "sum_dim1", "mean_dim0"}) {
+        INFO(name);
+        auto x = leaf(fx, "x");
+        tape<float> tp;
+        vf y = name == "sum_all" ? ag::sum(&tp, x)
+             : name == "mean_all" ? ag::mean(&tp, x)
+             : name == "sum_dim1" ? ag::sum(&tp, x, 1)
+                                  : ag::mean(&tp, x, 0);
+        backward(tp, y, fx, name + ".dy");
+        CHECK(ratio(y.value(), fx.get(name + ".y")) <= 1);
+        CHECK(ratio(x.grad(), fx.get(name + ".dx")) <= 1);
+    }
+}
+
+// =============================================================================================
+// 3. Reproducibility: bits independent of the thread count, and locked
+// =============================================================================================
+
+namespace {
+
+/// A small chain through every op family, forward and backward; returns the bits of the loss,
+/// an intermediate and every gradient, concatenated.
+std::vector<float> op_chain_bits() {
+    const index_t Tn = 96, V = 40, C = 48;
+    auto W = random_leaf<float>({V, C}, 11), w = random_leaf<float>({C}, 12), b = random_leaf<float>({C}, 13);
+    auto g = random_leaf<float>({C}, 14), r = random_leaf<float>({C / 2}, 15);
+    ids_t ids(static_cast<size_t>(Tn)), targets(static_cast<size_t>(Tn));
+    for (index_t t = 0; t < Tn; t++) {
+        ids[size_t(t)] = std::int64_t(rng::bits(5, 1, std::uint64_t(t)) % std::uint64_t(V));  // id 0 = padding
+        targets[size_t(t)] = t % 7 == 3 ? -100 : std::int64_t(rng::bits(5, 2, std::uint64_t(t)) % (C / 2));
+    }
+    tape<float> tp;
+    auto e = ag::embedding(&tp, W, ids, 0);                                      // [T, C]
+    auto h = ag::rms_norm(&tp, ag::layer_norm(&tp, e, w, b), g);
+    auto a = ag::swiglu(&tp, ag::slice(&tp, h, 1, 0, C / 2), ag::slice(&tp, h, 1, C / 2, C));
+    auto z = ag::add_row(&tp, ag::add(&tp, ag::gelu(&tp, a), ag::mul(&tp, ag::quick_gelu(&tp, a), ag::silu(&tp, a))), r);
+    auto zz = ag::index_rows(&tp, ag::concat(&tp, {z, ag::transpose(&tp, ag::reshape(&tp, z, {C / 2, Tn}), 0, 1)}, 0),
+                             ids);                                                // repeated rows
+    auto loss = ag::add(&tp, ag::cross_entropy(&tp, zz, targets),
+                        ag::scale(&tp, ag::mean(&tp, ag::sum(&tp, ag::softmax(&tp, zz), 0)), 0.5f));
+    tp.backward(loss);
+    std::vector<float> bits = loss.value().to_vector();
+    for (const tensor<float>& t : {zz.value(), W.grad(), w.grad(), b.grad(), g.grad(), r.grad()}) {
+        const auto part = t.to_vector();
+        bits.insert(bits.end(), part.begin(), part.end());
+    }
+    return bits;
+}
+
+}  // namespace
+
+TEST_CASE("repro: ops forward+backward give identical bits for 1, 2, 3, 4 threads, and match bits.lock") {
+    const int saved = max_threads();
+    set_threads(1);
+    const auto ref = op_chain_bits();
+    for (int n : {2, 3, 4}) {
+        set_threads(n);
+        const auto got = op_chain_bits();
+        INFO("threads = " << n);
+        REQUIRE(got.size() == ref.size());
+        CHECK(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    }
+    set_threads(saved);
+    CHECK(std::isfinite(ref[0]));
+    CHECK(golden::lock_matches("op.chain.loss_and_grads", ref));
+    CHECK(golden::lock_matches("op.chain.loss", std::vector<float>{ref[0]}));
+}
