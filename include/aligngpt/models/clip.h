@@ -1,0 +1,158 @@
+#pragma once
+// CLIP image-caption similarity and AlignGPT's alignment levels (spec 3; transformers 4.31
+// CLIPModel.forward; Radford et al. 2021, Fig. 3 pseudo-code).
+//
+//   img = normalize( vision.pooled(pixels)  visual_projectionᵀ )     [Ni, P]   visual_projection [P, Dv], no bias
+//   txt = normalize( text.pooled(ids, mask) text_projectionᵀ )       [Nt, P]   text_projection   [P, Dt], no bias
+//   cos[i, t]              = img_i . txt_t                           [Ni, Nt]
+//   logits_per_image[i, t] = exp(logit_scale) * cos[i, t]            (logit_scale: scalar parameter)
+//   normalize(x) = x / ||x||_2 per row (as HF: x / x.norm(p=2, dim=-1, keepdim=True))
+//
+// Alignment levels (spec 3): every pair of the pre-training set is scored by cos, ranked, and
+// bucketed into N = 8 levels; level 7 = most similar. What the sources state: "rank, then bucket"
+// (maintainer, AlignGPT issue #1) and that levels index 0..7. INFERRED [INF], not stated anywhere:
+// equal-frequency buckets over the ascending rank, level = floor(rank * N / n), ties broken by
+// original index (a stable sort), level 0 = least similar.
+//
+// Parameter names: "text_model.*" (clip_text.h), "vision_model.*" (clip_vision.h),
+// "visual_projection.weight", "text_projection.weight", "logit_scale" (0-d).
+//
+//   auto clip = models::clip_model<float>::make(models::clip_config::from_file(dir + "/config.json"));
+//   // ... load parameters by name (visit) ...
+//   auto cos = clip.cosine(nullptr, clip.image_embeds(nullptr, pixels), clip.text_embeds(nullptr, ids, mask));
+//   auto lv  = models::alignment_levels(cos.value().to_vector(), 8);
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "aligngpt/models/clip_text.h"
+#include "aligngpt/models/clip_vision.h"
+
+namespace aligngpt::ops {
+
+/// y_n = x_n / ||x_n||, rows of x (N, C); norm (N) is saved for backward.
+///   dx_n += (dy_n - y_n (y_n . dy_n)) / ||x_n||            (the Jacobian of x / ||x||)
+/// ||x|| = sqrt(sum_i x_i^2), i in order; each row is one thread's.
+template <class T>
+void l2_normalize_forward(const backend::cpu&, T* y, T* norm, const T* x, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        T ss = 0;
+        for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
+        const T r = std::sqrt(ss);
+        for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
+        norm[n] = r;
+    }
+}
+
+template <class T>
+void l2_normalize_backward(const backend::cpu&, T* dx, const T* dy, const T* y, const T* norm, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        T dot = 0;
+        for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
+        for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// Each row of x [..., C] divided by its L2 norm.
+template <class T, class B>
+autograd::variable<T, B> l2_normalize(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
+                   detail::shape_str(x.shape()), " has an empty last dimension");
+    const index_t C = x.shape().back(), N = x.value().numel() / C;
+    tensor<T, B> y(x.shape()), norm(shape_t{N});
+    ops::l2_normalize_forward(B{}, y.data(), norm.data(), x.value().data(), N, C);
+    return autograd::tape<T, B>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, B>& out) {
+        ops::l2_normalize_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), norm.data(),
+                                   N, C);
+    });
+}
+
+}  // namespace aligngpt::ag
+
+namespace aligngpt::models {
+
+template <class T = float, class B = backend::cpu>
+struct clip_model {
+    clip_config cfg;
+    clip_text_model<T, B> text;
+    clip_vision_model<T, B> vision;
+    nn::linear<T, B> visual_projection;   ///< "visual_projection.weight" [P, Dv]
+    nn::linear<T, B> text_projection;     ///< "text_projection.weight" [P, Dt]
+    variable<T, B> logit_scale;           ///< "logit_scale", 0-d
+
+    static clip_model make(const clip_config& cfg) {
+        clip_model m;
+        m.cfg = cfg;
+        m.text = clip_text_model<T, B>::make(cfg.text, "text_model.");
+        m.vision = clip_vision_model<T, B>::make(cfg.vision, "vision_model.");
+        m.visual_projection = nn::linear<T, B>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false);
+        m.text_projection = nn::linear<T, B>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false);
+        m.logit_scale = nn::parameter<T, B>("logit_scale", {});
+        m.logit_scale.value().data()[0] = T(cfg.logit_scale_init_value);
+        return m;
+    }
+
+    /// Unnormalised projections (CLIPModel.get_image_features / get_text_features).
+    variable<T, B> image_features(tape<T, B>* tp, const variable<T, B>& pixels) const {
+        return visual_projection(tp, vision.pooled(tp, vision.forward(tp, pixels)));
+    }
+    variable<T, B> text_features(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
+                                 const std::vector<std::uint8_t>& attention_mask = {}) const {
+        return text_projection(tp, text.forward(tp, ids, attention_mask).pooled);
+    }
+    /// L2-normalised embeddings: [Ni, P] and [Nt, P].
+    variable<T, B> image_embeds(tape<T, B>* tp, const variable<T, B>& pixels) const {
+        return ag::l2_normalize(tp, image_features(tp, pixels));
+    }
+    variable<T, B> text_embeds(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
+                               const std::vector<std::uint8_t>& attention_mask = {}) const {
+        return ag::l2_normalize(tp, text_features(tp, ids, attention_mask));
+    }
+    /// cos[i, t] = img_i . txt_t  ->  [Ni, Nt]  (a linear map with the text embeddings as weight).
+    variable<T, B> cosine(tape<T, B>* tp, const variable<T, B>& img, const variable<T, B>& txt) const {
+        return ag::linear(tp, img, txt);
+    }
+    /// exp(logit_scale) * cos. logit_scale enters as a constant: no gradient reaches it.
+    variable<T, B> logits_per_image(tape<T, B>* tp, const variable<T, B>& cos) const {
+        return ag::scale(tp, cos, T(std::exp(logit_scale.value().data()[0])));
+    }
+
+    template <class F>
+    void visit(F&& f) {   // the order of CLIPModel's state dict
+        text.visit(f);
+        vision.visit(f);
+        visual_projection.visit(f);
+        text_projection.visit(f);
+        f(logit_scale);
+    }
+};
+
+/// Alignment level of each pair from its similarity [INF, see the header]: equal-frequency buckets
+/// over the ascending rank, level = floor(rank * n_levels / n), ties in ascending original index.
+/// With n = 558,128 pairs and 8 levels every level holds exactly 69,766 pairs.
+template <class S>
+std::vector<int> alignment_levels(const std::vector<S>& similarities, int n_levels = 8) {
+    ALIGNGPT_CHECK(n_levels >= 1 && n_levels <= 65536, "alignment_levels: n_levels = ", n_levels,
+                   " is outside [1, 65536]");
+    const std::size_t n = similarities.size();
+    for (std::size_t i = 0; i < n; i++)
+        ALIGNGPT_CHECK(!std::isnan(double(similarities[i])), "alignment_levels: similarity ", i, " is NaN");
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), std::size_t(0));
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return similarities[a] < similarities[b]; });
+    std::vector<int> level(n);
+    for (std::size_t rank = 0; rank < n; rank++)   // rank * n_levels < 2^48 * 2^16: fits 64 bits
+        level[order[rank]] = int((unsigned long long)rank * (unsigned long long)n_levels / n);
+    return level;
+}
+
+}  // namespace aligngpt::models
