@@ -29,12 +29,14 @@
 // gemm_reference, so AVX-512, AVX2+FMA and the std::fma scalar path give the same bits.
 // Packing only copies (and zero-pads the edges, whose results are discarded).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -149,41 +151,95 @@ struct tile_shape {
 #endif
 
 /// Blocking of the loop nest above; any values give the same bits (they only move loads/stores).
+/// K and M are cut into near-equal blocks no larger than these (so 1024 = 2 x 512, 577 rows = 1 block).
 template <class T>
 struct blocking {
     static constexpr int MR = tile_shape<T>::MR;
     static constexpr int NR = tile_shape<T>::NV * simd<T>::lanes;
-    static constexpr index_t KC = 256;             // B panel KC x NR: 32 KiB of f32 stays in L1
-    static constexpr index_t MC = index_t(MR) * 72;  // A block MC x KC: ~1 MiB of f32 in L2
-    static constexpr index_t NC = index_t(NR) * 128; // B block KC x NC: 4 MiB of f32 in L3
+#if defined(ALIGNGPT_GEMM_KC)  // tuning knobs for experiments
+    static constexpr index_t KC = ALIGNGPT_GEMM_KC;
+#else
+    static constexpr index_t KC = 512;  // B panel KC x NR: 64 KiB (L2, streamed to L1 by the prefetchers)
+#endif
+#if defined(ALIGNGPT_GEMM_ABLOCK)
+    static constexpr index_t A_bytes = ALIGNGPT_GEMM_ABLOCK;
+#else
+    static constexpr index_t A_bytes = 1280 * 1024;  // A block MC x KC in the 2 MiB L2
+#endif
 };
 
+/// Block size for cutting n into near-equal blocks of at most maxb, rounded up to a multiple of align.
+inline index_t balanced_block(index_t n, index_t maxb, index_t align) {
+    maxb = std::max(maxb / align * align, align);
+    const index_t blocks = (n + maxb - 1) / maxb;
+    const index_t b = (n + blocks - 1) / std::max<index_t>(blocks, 1);
+    return std::max((b + align - 1) / align * align, align);
+}
+
 /// Scratch memory for packed panels: 64-byte aligned, uninitialised (packing writes all of it).
-template <class T>
+/// One grow-only buffer per thread, element type and Slot (0: A block, 1: B panel), kept for the
+/// thread's life, so a call does not pay mmap + page faults for ~1 MiB each time (OpenMP reuses
+/// its threads). Not re-entrant per slot: nothing inside a task calls gemm again.
+template <class T, int Slot>
 struct scratch {
-    struct free_deleter {
-        void operator()(T* p) const { std::free(p); }
-    };
-    std::unique_ptr<T, free_deleter> p;
+    T* p;
     explicit scratch(index_t n) {
+        struct buffer {
+            T* p = nullptr;
+            std::size_t bytes = 0;
+            ~buffer() { std::free(p); }
+        };
+        thread_local buffer buf;
         const std::size_t bytes = ((std::size_t(std::max<index_t>(n, 1)) * sizeof(T) + 63) / 64) * 64;
-        p.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
-        if (!p) throw std::bad_alloc();
+        if (bytes > buf.bytes) {
+            std::free(buf.p);
+            buf.p = static_cast<T*>(std::aligned_alloc(64, bytes));
+            buf.bytes = buf.p ? bytes : 0;
+            if (!buf.p) throw std::bad_alloc();
+        }
+        p = buf.p;
     }
-    T* get() const { return p.get(); }
+    T* get() const { return p; }
 };
 
 /// How the accumulators start: +0, one row s[0..NR) for every row (the bias), or the running C.
 enum class start { zero, row, load };
 
+/// Prefetch hints (no effect on results; compiled out on the scalar path).
+inline void prefetch_l1(const void* p) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+#else
+    (void)p;
+#endif
+}
+inline void prefetch_l2(const void* p) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+#else
+    (void)p;
+#endif
+}
+/// Prefetches lines [first, first + count) of the `bytes` at p into L2.
+inline void prefetch_lines_l2(const void* p, std::size_t bytes, std::size_t first, std::size_t count) {
+    const std::size_t lines = (bytes + 63) / 64;
+    for (std::size_t l = first; l < std::min(lines, first + count); l++)
+        prefetch_l2(static_cast<const char*>(p) + 64 * l);
+}
+
 /// acc(MR x NR) = start; for k < kc: acc[r][:] = fma(a[k*MR + r], b[k*ldb + 0..NR), acc[r][:]);
 /// C = acc.  a: packed A panel (k-major, MR per k); b: B panel rows with stride ldb.
-template <class T>
+/// c_next (may be null): the C tile of the next call (same ldc), prefetched during the first
+/// 2*MR steps of k so that its running values are in L1 when that call starts.
+/// R (<= MR) is the number of rows computed: the last row tile of a block may have fewer.
+template <class T, int R = tile_shape<T>::MR>
 inline void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
-                         index_t ldc, start st, const T* srow) {
+                         index_t ldc, start st, const T* srow, const T* c_next = nullptr) {
     using S = simd<T>;
     using V = typename S::V;
-    constexpr int MR = tile_shape<T>::MR, NV = tile_shape<T>::NV, L = S::lanes;
+    constexpr int MR = R, AS = tile_shape<T>::MR, NV = tile_shape<T>::NV, L = S::lanes;  // AS: A panel stride
+    constexpr int line = 64 / int(sizeof(T));  // elements per cache line
+    constexpr int lines_per_row = (NV * L + line - 1) / line;
     V acc[MR][NV];
     if (st == start::load) {
         for (int r = 0; r < MR; r++)
@@ -197,30 +253,48 @@ inline void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict 
         for (int r = 0; r < MR; r++)
             for (int v = 0; v < NV; v++) acc[r][v] = S::zero();
     }
-    for (index_t k = 0; k < kc; k++) {
+    // One step of k: the only arithmetic, one fma per (row, column).
+    auto step = [&](const T* ak, const T* bk) __attribute__((always_inline)) {
         V bv[NV];
-        for (int v = 0; v < NV; v++) bv[v] = S::load(b + v * L);
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-        _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
-#endif
+        for (int v = 0; v < NV; v++) bv[v] = S::load(bk + v * L);
+        prefetch_l1(ak + 8 * AS);
         for (int r = 0; r < MR; r++) {
-            const V av = S::set1(a[r]);
+            const V av = S::set1(ak[r]);
             for (int v = 0; v < NV; v++) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
         }
-        a += MR;
-        b += ldb;
+    };
+    index_t k = 0;
+    if (c_next) {
+        const index_t kp = std::min<index_t>(kc, index_t(AS) * lines_per_row);
+        for (; k < kp; k++) {
+            prefetch_l1(c_next + (k / lines_per_row) * ldc + (k % lines_per_row) * line);
+            step(a + k * AS, b + k * ldb);
+        }
     }
+    for (; k < kc; k++) step(a + k * AS, b + k * ldb);
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++) S::store(c + r * ldc + v * L, acc[r][v]);
 }
 
-/// The micro-kernel on an edge tile (mr <= MR rows, nr <= NR columns valid): runs the full
-/// tile on a local copy and writes back only the valid part. Same fma chains.
+/// micro_kernel<T, R> for R = 1 .. MR, indexed by R - 1.
+template <class T>
+struct row_kernels {
+    using fn = void (*)(index_t, const T*, const T*, index_t, T*, index_t, start, const T*, const T*);
+    template <std::size_t... I>
+    static constexpr std::array<fn, sizeof...(I)> make(std::index_sequence<I...>) {
+        return {&micro_kernel<T, int(I) + 1>...};
+    }
+    static constexpr std::array<fn, tile_shape<T>::MR> table = make(std::make_index_sequence<tile_shape<T>::MR>{});
+};
+
+/// The micro-kernel on a tile with mr <= MR valid rows and nr <= NR valid columns. Full-width
+/// tiles run micro_kernel<T, mr> in place; a narrow tile (the last columns of C) runs on a local
+/// copy, and only the valid part is written back. Same fma chains either way.
 template <class T>
 inline void micro_kernel_edge(index_t kc, const T* a, const T* b, index_t ldb, T* c, index_t ldc, start st,
-                              const T* srow, index_t mr, index_t nr) {
+                              const T* srow, index_t mr, index_t nr, const T* c_next) {
     constexpr int MR = blocking<T>::MR, NR = blocking<T>::NR;
-    if (mr == MR && nr == NR) return micro_kernel(kc, a, b, ldb, c, ldc, st, srow);
+    if (nr == NR) return row_kernels<T>::table[mr - 1](kc, a, b, ldb, c, ldc, st, srow, c_next);
     alignas(64) T t[MR * NR];
     for (index_t r = 0; r < MR; r++)
         for (index_t j = 0; j < NR; j++)
@@ -228,7 +302,7 @@ inline void micro_kernel_edge(index_t kc, const T* a, const T* b, index_t ldb, T
                             : st == start::load ? c[r * ldc + j]
                             : st == start::row  ? srow[j]
                                                 : T(0);
-    micro_kernel(kc, a, b, ldb, t, NR, start::load, static_cast<const T*>(nullptr));
+    micro_kernel(kc, a, b, ldb, t, NR, start::load, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr));
     for (index_t r = 0; r < mr; r++)
         for (index_t j = 0; j < nr; j++) c[r * ldc + j] = t[r * NR + j];
 }
@@ -253,35 +327,77 @@ inline void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T
     }
 }
 
-/// Packs B(0..kc, 0..nc) into panels of width W, k-major: out[p*W*kc + k*W + j]; the columns
-/// past nc in the last panel are 0. (packed.h uses the same layout for prepacked weights.)
+/// Packs one panel of B: out[k*W + j] = B(k, j) for k < kc, j < nr; columns nr..W-1 are 0.
+/// B points at the panel's first element. When B runs along k in memory (rs == 1, B = W^T of a
+/// linear) the copy is a transpose, done in 8 x W tiles so reads and writes stay in a few lines.
 template <class T, class Src>
-inline void pack_b(index_t kc, index_t nc, const Src* B, index_t rs, index_t cs, T* out, index_t W) {
-    for (index_t j0 = 0; j0 < nc; j0 += W) {
-        const index_t nr = std::min<index_t>(W, nc - j0);
-        T* p = out + j0 * kc;
-        if (cs == 1) {
-            for (index_t k = 0; k < kc; k++)
-                for (index_t j = 0; j < W; j++) p[k * W + j] = j < nr ? T(B[k * rs + j0 + j]) : T(0);
-        } else {
-            for (index_t j = 0; j < W; j++)
-                for (index_t k = 0; k < kc; k++) p[k * W + j] = j < nr ? T(B[k * rs + (j0 + j) * cs]) : T(0);
+inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index_t cs, T* out, index_t W) {
+    if (cs == 1) {
+        for (index_t k = 0; k < kc; k++)
+            for (index_t j = 0; j < W; j++) out[k * W + j] = j < nr ? T(B[k * rs + j]) : T(0);
+        return;
+    }
+    for (index_t k0 = 0; k0 < kc; k0 += 8) {
+        const index_t k1 = std::min(kc, k0 + 8);
+        for (index_t j = 0; j < nr; j++) {
+            const Src* src = B + j * cs;
+            for (index_t k = k0; k < k1; k++) out[k * W + j] = T(src[k * rs]);
         }
+        for (index_t k = k0; k < k1; k++)
+            for (index_t j = nr; j < W; j++) out[k * W + j] = T(0);
     }
 }
 
-/// One output block: C(0..mc, 0..nc) += packed A (mc x kc) times packed B (kc x nc, NR-wide
-/// panels with stride kc*NR). jr outer so the B panel stays in L1 while A panels stream from L2.
-template <class T>
-inline void macro_kernel(index_t mc, index_t nc, index_t kc, const T* ap, const T* bp, T* C, index_t ldc,
-                         start st, const T* srow) {
-    constexpr int MR = blocking<T>::MR, NR = blocking<T>::NR;
-    for (index_t j = 0; j < nc; j += NR) {
-        const index_t nr = std::min<index_t>(NR, nc - j);
-        const T* b = bp + j * kc;
-        for (index_t i = 0; i < mc; i += MR)
-            micro_kernel_edge(kc, ap + i * kc, b, NR, C + i * ldc + j, ldc, st, srow ? srow + j : srow,
-                              std::min<index_t>(MR, mc - i), nr);
+/// The loop nest of one thread task: rows [m0, m1) and panels [q0, q1) of C, where panel q is
+/// the W columns q*W .. q*W + W-1 (W a multiple of NR). The B side is abstracted:
+///   panel(q, pc, kc)            -> const T*: rows pc .. pc+kc-1 of panel q, k-major, row stride W
+///   prefetch(q, pc, kc, l0, n)  -> hints lines l0 .. l0+n-1 (of `lines(kc)`) of panel q's source
+/// gemm packs the panel from strided B; linear_packed points into (or widens) prepacked weights.
+template <class T, class Panel, class Prefetch>
+void task_loop(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_t K, index_t W, const T* A,
+               index_t rs_a, index_t cs_a, T* C, index_t ldc, gemm_init init, const T* bias, Panel&& panel,
+               Prefetch&& prefetch) {
+    using BL = blocking<T>;
+    constexpr int MR = BL::MR, NR = BL::NR;
+    if (m1 <= m0 || q1 <= q0) return;
+    const index_t kb = balanced_block(K, BL::KC, 8);
+    const index_t mb = balanced_block(m1 - m0, BL::A_bytes / (std::min(kb, K) * index_t(sizeof(T))), MR);
+    scratch<T, 0> abuf(std::min(mb, (m1 - m0 + MR - 1) / MR * MR) * std::min(kb, K));
+    for (index_t pc = 0; pc < K; pc += kb) {
+        const index_t kc = std::min(kb, K - pc);
+        const start st = pc > 0 ? start::load
+                         : init == gemm_init::zero ? start::zero
+                         : init == gemm_init::bias ? start::row
+                                                   : start::load;
+        for (index_t ic = m0; ic < m1; ic += mb) {
+            const index_t mc = std::min(mb, m1 - ic), tiles = (mc + MR - 1) / MR;
+            pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
+            for (index_t q = q0; q < q1; q++) {
+                const T* b = panel(q, pc, kc);
+                // While this panel is in use, the next one's source is fetched, a few lines per tile.
+                const std::size_t lines = std::size_t(kc * W) * sizeof(T) / 64;
+                const std::size_t per_tile = (lines + std::size_t(tiles * (W / NR)) - 1) / std::size_t(tiles * (W / NR));
+                std::size_t t = 0;
+                for (index_t js = 0; js < W; js += NR) {
+                    const index_t j = q * W + js, nr = std::min<index_t>(NR, N - j);
+                    if (nr <= 0) break;
+                    for (index_t i = 0; i < mc; i += MR, t++) {
+                        if (q + 1 < q1) prefetch(q + 1, pc, kc, t * per_tile, per_tile);
+                        if (i + 2 * MR < mc)  // the C tile after next: into L2 now, into L1 by c_next
+                            for (index_t r = 0; r < MR; r++)
+                                for (index_t l = 0; l < NR * index_t(sizeof(T)); l += 64)
+                                    prefetch_l2(reinterpret_cast<const char*>(C + (ic + i + 2 * MR + r) * ldc + j) + l);
+                        T* c = C + (ic + i) * ldc + j;
+                        const T* c_next = i + MR < mc                       ? c + MR * ldc
+                                          : j + NR < std::min(q1 * W, N) ? C + ic * ldc + j + NR
+                                                                          : nullptr;
+                        micro_kernel_edge(kc, abuf.get() + i * kc, b + js, W, c, ldc, st,
+                                          st == start::row ? bias + j : nullptr, std::min<index_t>(MR, mc - i), nr,
+                                          c_next);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -316,33 +432,31 @@ inline void gemm_fill_init(index_t M, index_t N, T* C, index_t ldc, gemm_init in
         for (index_t j = 0; j < N; j++) C[i * ldc + j] = init == gemm_init::bias ? bias[j] : T(0);
 }
 
-/// One thread task of gemm: rows [m0, m1), columns [n0, n1) of C.
+/// One thread task of gemm: rows [m0, m1), NR-wide column panels [q0, q1) of C.
 template <class T>
-void gemm_task(index_t m0, index_t m1, index_t n0, index_t n1, index_t K, const T* A, index_t rs_a, index_t cs_a,
-               const T* B, index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init, const T* bias) {
-    using BL = blocking<T>;
-    if (m1 <= m0 || n1 <= n0) return;
-    const index_t kcmax = std::min<index_t>(BL::KC, K);
-    const index_t mcmax = std::min<index_t>(BL::MC, (m1 - m0 + BL::MR - 1) / BL::MR * BL::MR);
-    const index_t ncmax = std::min<index_t>(BL::NC, (n1 - n0 + BL::NR - 1) / BL::NR * BL::NR);
-    scratch<T> abuf(mcmax * kcmax), bbuf(kcmax * ncmax);
-    for (index_t jc = n0; jc < n1; jc += BL::NC) {
-        const index_t nc = std::min<index_t>(BL::NC, n1 - jc);
-        for (index_t pc = 0; pc < K; pc += BL::KC) {
-            const index_t kc = std::min<index_t>(BL::KC, K - pc);
-            pack_b(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, bbuf.get(), index_t(BL::NR));
-            const start st = pc > 0 ? start::load
-                             : init == gemm_init::zero ? start::zero
-                             : init == gemm_init::bias ? start::row
-                                                       : start::load;
-            for (index_t ic = m0; ic < m1; ic += BL::MC) {
-                const index_t mc = std::min<index_t>(BL::MC, m1 - ic);
-                pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
-                macro_kernel(mc, nc, kc, abuf.get(), bbuf.get(), C + ic * ldc + jc, ldc, st,
-                             st == start::row ? bias + jc : static_cast<const T*>(nullptr));
-            }
+void gemm_task(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_t K, const T* A, index_t rs_a,
+               index_t cs_a, const T* B, index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init,
+               const T* bias) {
+    constexpr index_t NR = blocking<T>::NR;
+    scratch<T, 1> bbuf(std::min<index_t>(K, blocking<T>::KC) * NR);
+    auto panel = [&](index_t q, index_t pc, index_t kc) {
+        pack_b_panel(kc, std::min(NR, N - q * NR), B + pc * rs_b + q * NR * cs_b, rs_b, cs_b, bbuf.get(), NR);
+        return static_cast<const T*>(bbuf.get());
+    };
+    // The source lines of panel q: NR runs of kc along k (rs_b == 1) or kc runs of NR along j.
+    auto prefetch = [&](index_t q, index_t pc, index_t kc, std::size_t l0, std::size_t n) {
+        const T* src = B + pc * rs_b + q * NR * cs_b;
+        if (rs_b == 1 && cs_b != 1) {
+            const std::size_t per_row = std::size_t(kc) * sizeof(T) / 64 + 1;
+            for (std::size_t l = l0; l < l0 + n && l < per_row * NR; l++)
+                prefetch_l2(src + index_t(l / per_row) * cs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
+        } else if (cs_b == 1) {
+            const std::size_t per_row = NR * sizeof(T) / 64;
+            for (std::size_t l = l0; l < l0 + n && l < per_row * std::size_t(kc); l++)
+                prefetch_l2(src + index_t(l / per_row) * rs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
         }
-    }
+    };
+    task_loop(m0, m1, q0, q1, N, K, NR, A, rs_a, cs_a, C, ldc, init, bias, panel, prefetch);
 }
 
 }  // namespace detail
@@ -364,7 +478,8 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
     for (index_t t = 0; t < tasks; t++) {
         index_t m0, m1, n0, n1;
         grid.range(t, BL::MR, BL::NR, M, N, m0, m1, n0, n1);
-        detail::gemm_task(m0, m1, n0, n1, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, init, bias);
+        detail::gemm_task(m0, m1, n0 / BL::NR, (n1 + BL::NR - 1) / BL::NR, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C,
+                          ldc, init, bias);
     }
 }
 

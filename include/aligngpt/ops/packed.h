@@ -167,42 +167,30 @@ inline void gemv_panels(const packed_weight<S>& W, index_t p0, const float* x, c
     }
 }
 
-/// One thread task of linear_packed (M >= 2): rows [m0, m1), panels [q0, q1).
+/// One thread task of linear_packed (M >= 2): rows [m0, m1), panels [q0, q1). The f32 panels are
+/// read in place; 16-bit panels are widened (exactly) into an L1/L2 buffer once per block and
+/// then serve every row tile, so the widening costs O(K N) per call, not O(M K N).
 template <class S>
 void linear_task(index_t m0, index_t m1, index_t q0, index_t q1, float* Y, const float* X,
                  const packed_weight<S>& W, const float* bias) {
-    using BL = blocking<float>;
     constexpr index_t PW = packed_weight<S>::panel_width;
-    static_assert(PW % BL::NR == 0, "the kernel width must divide the panel width");
-    const index_t N = W.N(), K = W.K();
-    if (m1 <= m0 || q1 <= q0) return;
-    const index_t kcmax = std::min<index_t>(BL::KC, K);
-    const index_t mcmax = std::min<index_t>(BL::MC, (m1 - m0 + BL::MR - 1) / BL::MR * BL::MR);
-    scratch<float> abuf(mcmax * kcmax), wbuf(std::is_same_v<S, float> ? 1 : kcmax * PW);
-    for (index_t pc = 0; pc < K; pc += BL::KC) {
-        const index_t kc = std::min<index_t>(BL::KC, K - pc);
-        const start st = pc > 0 ? start::load : bias ? start::row : start::zero;
-        for (index_t ic = m0; ic < m1; ic += BL::MC) {
-            const index_t mc = std::min<index_t>(BL::MC, m1 - ic);
-            pack_a(mc, kc, X + ic * K + pc, K, index_t(1), abuf.get());
-            for (index_t q = q0; q < q1; q++) {
-                const float* b;
-                if constexpr (std::is_same_v<S, float>) {
-                    b = W.panel(q) + pc * PW;
-                } else {
-                    widen_block(W.panel(q) + pc * PW, wbuf.get(), kc * PW);
-                    b = wbuf.get();
-                }
-                for (index_t js = 0; js < PW; js += BL::NR) {
-                    const index_t j = q * PW + js, nr = std::min<index_t>(BL::NR, N - j);
-                    if (nr <= 0) break;
-                    for (index_t i = 0; i < mc; i += BL::MR)
-                        micro_kernel_edge(kc, abuf.get() + i * kc, b + js, PW, Y + (ic + i) * N + j, N, st,
-                                          bias ? bias + j : bias, std::min<index_t>(BL::MR, mc - i), nr);
-                }
-            }
+    static_assert(PW % blocking<float>::NR == 0, "the kernel width must divide the panel width");
+    const index_t K = W.K();
+    scratch<float, 1> wbuf(std::is_same_v<S, float> ? 1 : std::min<index_t>(K, blocking<float>::KC) * PW);
+    auto panel = [&](index_t q, index_t pc, index_t kc) -> const float* {
+        if constexpr (std::is_same_v<S, float>) {
+            (void)kc;
+            return W.panel(q) + pc * PW;
+        } else {
+            widen_block(W.panel(q) + pc * PW, wbuf.get(), kc * PW);
+            return wbuf.get();
         }
-    }
+    };
+    auto prefetch = [&](index_t q, index_t pc, index_t kc, std::size_t l0, std::size_t n) {
+        prefetch_lines_l2(W.panel(q) + pc * PW, std::size_t(kc * PW) * sizeof(S), l0, n);
+    };
+    task_loop(m0, m1, q0, q1, W.N(), K, PW, X, K, index_t(1), Y, W.N(),
+              bias ? gemm_init::bias : gemm_init::zero, bias, panel, prefetch);
 }
 
 }  // namespace detail
