@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "aligngpt/config.h"
 #include "aligngpt/half.h"
