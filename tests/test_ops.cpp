@@ -64,6 +64,15 @@ void backward(tape<float>& tp, const vf& y, const golden::fixture& fx, const std
     tp.backward(y, dy.reshape(y.shape()));
 }
 
+/// Finite-difference checks run thousands of tiny forward passes; on one thread they stay fast even
+/// on a loaded CI machine (an oversubscribed OpenMP barrier can stall for a time slice). Thread
+/// independence is the repro: test's job.
+struct one_thread {
+    int saved = max_threads();
+    one_thread() { set_threads(1); }
+    ~one_thread() { set_threads(saved); }
+};
+
 }  // namespace
 
 // =============================================================================================
@@ -73,12 +82,14 @@ void backward(tape<float>& tp, const vf& y, const golden::fixture& fx, const std
 // =============================================================================================
 
 TEST_CASE("rms_norm backward matches finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x = random_leaf<double>({2, 3, 8}, 1, true, 2.f), g = random_leaf<double>({8}, 2);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::rms_norm(tp, v[0], v[1]); };
     CHECK(grad_check(f, {x, g}) <= 1e-8);
 }
 
 TEST_CASE("layer_norm backward matches finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x = random_leaf<double>({4, 9}, 1, true, 2.f), w = random_leaf<double>({9}, 2), b = random_leaf<double>({9}, 3);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
         return ag::layer_norm(tp, v[0], v[1], v[2]);
@@ -91,6 +102,7 @@ TEST_CASE("layer_norm backward matches finite differences (double, tol 1e-8)") {
 }
 
 TEST_CASE("gelu, quick_gelu, silu backward match finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x = random_leaf<double>({3, 17}, 1, true, 5.f);
     op_under_test<double> gelu = [](tape<double>* tp, const std::vector<vd>& v) { return ag::gelu(tp, v[0]); };
     op_under_test<double> qg = [](tape<double>* tp, const std::vector<vd>& v) { return ag::quick_gelu(tp, v[0]); };
@@ -101,18 +113,21 @@ TEST_CASE("gelu, quick_gelu, silu backward match finite differences (double, tol
 }
 
 TEST_CASE("swiglu backward matches finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto g = random_leaf<double>({3, 11}, 1, true, 5.f), u = random_leaf<double>({3, 11}, 2, true, 2.f);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::swiglu(tp, v[0], v[1]); };
     CHECK(grad_check(f, {g, u}) <= 1e-8);
 }
 
 TEST_CASE("softmax backward matches finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x = random_leaf<double>({2, 3, 7}, 1, true, 4.f);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::softmax(tp, v[0]); };
     CHECK(grad_check(f, {x}) <= 1e-8);
 }
 
 TEST_CASE("embedding backward matches finite differences, repeated ids (double, tol 1e-8)") {
+    one_thread guard;
     auto w = random_leaf<double>({6, 5}, 1);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
         return ag::embedding(tp, v[0], ids_t{2, 0, 5, 2, 2, 1}, -1);  // no padding row: every row is live
@@ -121,6 +136,7 @@ TEST_CASE("embedding backward matches finite differences, repeated ids (double, 
 }
 
 TEST_CASE("cross_entropy backward matches finite differences, ignored rows (double, tol 1e-8)") {
+    one_thread guard;
     auto z = random_leaf<double>({5, 7}, 1, true, 3.f);
     op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
         return ag::cross_entropy(tp, v[0], ids_t{3, -100, 0, 6, -100});
@@ -133,6 +149,7 @@ TEST_CASE("cross_entropy backward matches finite differences, ignored rows (doub
 }
 
 TEST_CASE("add, mul, scale, add_row backward match finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto a = random_leaf<double>({3, 4}, 1), b = random_leaf<double>({3, 4}, 2), r = random_leaf<double>({4}, 3);
     op_under_test<double> add = [](tape<double>* tp, const std::vector<vd>& v) { return ag::add(tp, v[0], v[1]); };
     op_under_test<double> mul = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mul(tp, v[0], v[1]); };
@@ -149,6 +166,7 @@ TEST_CASE("add, mul, scale, add_row backward match finite differences (double, t
 }
 
 TEST_CASE("concat, slice, index_rows, reshape, transpose backward match finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x0 = random_leaf<double>({2, 3, 4}, 1), x1 = random_leaf<double>({2, 1, 4}, 2);
     auto x2 = random_leaf<double>({2, 2, 4}, 3);
     for (int d : {1, -2}) {
@@ -176,6 +194,7 @@ TEST_CASE("concat, slice, index_rows, reshape, transpose backward match finite d
 }
 
 TEST_CASE("sum and mean backward match finite differences (double, tol 1e-8)") {
+    one_thread guard;
     auto x = random_leaf<double>({3, 4, 5}, 1);
     for (int d : {0, 1, 2, -1}) {
         op_under_test<double> s = [d](tape<double>* tp, const std::vector<vd>& v) { return ag::sum(tp, v[0], d); };

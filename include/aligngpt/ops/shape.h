@@ -15,6 +15,7 @@
 // Reproducibility: pure copies and adds; each output element is written by one thread.
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "aligngpt/autograd/tape.h"
