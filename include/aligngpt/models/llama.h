@@ -1,0 +1,338 @@
+#pragma once
+// LLaMA / Vicuna v1.5 decoder (Touvron et al. 2023) as transformers 4.31 LlamaForCausalLM computes
+// it (spec 1.6, decoding 1.7). AlignGPT feeds it input embeddings (image rows and the indicator
+// spliced in), so forward() starts from embeddings [B, T, H], not from ids.
+//
+//   for each layer l:                                       X [B, T, H]
+//     A = RMSNorm_in(X)
+//     q = A Wq^T [B,T,NH*HS]   k = A Wk^T, v = A Wv^T [B,T,NKV*HS]    (no biases anywhere)
+//     q, k = RoPE(q, pos), RoPE(k, pos)                     rotate_half convention (ops/rope.h)
+//     k, v = concat(cache.k[l], k), concat(cache.v[l], v)   when decoding; the cache keeps post-RoPE k
+//     X = X + attention(q, k, v; causal, key mask, GQA) Wo^T
+//     M = RMSNorm_post(X);  X = X + (silu(M Wg^T) * (M Wu^T)) Wd^T
+//   logits = RMSNorm_final(X) W_lm^T  [B, T, V]             W_lm = embed_tokens when tied
+//
+// Masks: key_mask [B, past+T] (1 = real token, 0 = right padding); queries see keys j <= past + t.
+// Embedding: padding_idx = pad_token_id, so that row never receives a gradient (spec 1.6).
+// Greedy decoding (spec 1.7): argmax of the last position's logits (first index on ties), stop at
+// an eos id or after max_new_tokens; position of a decoded token = number of cached keys.
+// Bits: every kernel is per row (GEMM per output, attention per query row, norms per row), so a
+// decode step equals the same row of a full forward, and batch N equals N runs of batch 1, exactly.
+//
+//   auto cfg = models::llama_config::load("vicuna-7b/config.json");
+//   models::llama_model<float> llm(cfg);                      // zero weights; load by HF key
+//   auto out = llm.forward(&tp, embeds, positions, key_mask);  // out.logits [B, T, V]
+//   auto ids = llm.generate(prompt_ids, 32);                   // greedy, KV cache
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "aligngpt/nn/module.h"
+#include "aligngpt/ops/attention.h"
+#include "aligngpt/ops/cross_entropy.h"
+#include "aligngpt/ops/elementwise.h"
+#include "aligngpt/ops/rope.h"
+#include "aligngpt/ops/shape.h"
+
+namespace aligngpt::models {
+
+using autograd::tape;
+using autograd::variable;
+
+/// The fields of a Hugging Face LLaMA config.json that the decoder reads (spec 1.6, 6.2).
+struct llama_config {
+    index_t hidden_size = 4096, intermediate_size = 11008, num_hidden_layers = 32;
+    index_t num_attention_heads = 32, num_key_value_heads = 32;  ///< kv heads default to heads
+    index_t max_position_embeddings = 4096, vocab_size = 32000;
+    double rms_norm_eps = 1e-6;                                   ///< 4.31 LlamaConfig default
+    double rope_theta = 10000;                                    ///< absent in 4.31 configs
+    ops::rope_scaling rope_scaling;                               ///< null | linear | llama3
+    bool tie_word_embeddings = false;
+    std::int64_t bos_token_id = 1, pad_token_id = 0;              ///< pad -1 = null
+    std::vector<std::int64_t> eos_token_ids{2};                   ///< int or list in config.json
+
+    index_t head_dim() const { return hidden_size / num_attention_heads; }
+
+    /// Parses and validates (before anything is allocated); errors name `source` and the field.
+    static llama_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
+        const auto where = [&](const char* f) { return "llama_config: " + source + ": field '" + f + "'"; };
+        ALIGNGPT_CHECK(j.is_object(), "llama_config: ", source, ": top level is not a JSON object");
+        const auto integer = [&](const char* f, std::optional<index_t> def, index_t lo, index_t hi) -> index_t {
+            if (!j.contains(f) || j[f].is_null()) {
+                ALIGNGPT_CHECK(def.has_value(), where(f), " is missing");
+                return *def;
+            }
+            ALIGNGPT_CHECK(j[f].is_number_integer(), where(f), " must be an integer, got ", j[f].dump());
+            const auto v = j[f].get<std::int64_t>();
+            ALIGNGPT_CHECK(lo <= v && v <= hi, where(f), " = ", v, " is outside [", lo, ", ", hi, "]");
+            return v;
+        };
+        const auto real = [&](const char* f, double def) -> double {
+            if (!j.contains(f) || j[f].is_null()) return def;
+            ALIGNGPT_CHECK(j[f].is_number(), where(f), " must be a number, got ", j[f].dump());
+            const double v = j[f].get<double>();
+            ALIGNGPT_CHECK(std::isfinite(v) && v > 0, where(f), " = ", v, " must be finite and > 0");
+            return v;
+        };
+        llama_config c;
+        c.hidden_size = integer("hidden_size", std::nullopt, 1, 1 << 16);
+        c.intermediate_size = integer("intermediate_size", std::nullopt, 1, 1 << 18);
+        c.num_hidden_layers = integer("num_hidden_layers", std::nullopt, 1, 1024);
+        c.num_attention_heads = integer("num_attention_heads", std::nullopt, 1, 1024);
+        c.num_key_value_heads = integer("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
+        c.vocab_size = integer("vocab_size", std::nullopt, 1, 1 << 24);
+        c.max_position_embeddings = integer("max_position_embeddings", 2048, 1, index_t(1) << 24);
+        c.rms_norm_eps = real("rms_norm_eps", 1e-6);
+        c.rope_theta = real("rope_theta", 10000.0);
+        ALIGNGPT_CHECK(c.hidden_size % c.num_attention_heads == 0, where("num_attention_heads"), " = ",
+                       c.num_attention_heads, " does not divide hidden_size ", c.hidden_size);
+        ALIGNGPT_CHECK(c.head_dim() % 2 == 0, where("hidden_size"), ": head size ", c.head_dim(), " must be even (RoPE)");
+        ALIGNGPT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, where("num_key_value_heads"), " = ",
+                       c.num_key_value_heads, " does not divide num_attention_heads ", c.num_attention_heads);
+        if (j.contains("hidden_act") && !j["hidden_act"].is_null())
+            ALIGNGPT_CHECK(j["hidden_act"] == "silu", where("hidden_act"), " = ", j["hidden_act"].dump(), ": only silu");
+        if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+            const auto& r = j["rope_scaling"];
+            ALIGNGPT_CHECK(r.is_object(), where("rope_scaling"), " must be null or an object, got ", r.dump());
+            const char* tk = r.contains("rope_type") ? "rope_type" : "type";
+            ALIGNGPT_CHECK(r.contains(tk) && r[tk].is_string(), where("rope_scaling"), " has no string 'type'");
+            const auto num = [&](const char* f, double def) {
+                if (!r.contains(f)) return def;
+                ALIGNGPT_CHECK(r[f].is_number(), where("rope_scaling"), ".", f, " must be a number, got ", r[f].dump());
+                return r[f].get<double>();
+            };
+            const std::string type = r[tk].get<std::string>();
+            ALIGNGPT_CHECK(type != "dynamic", where("rope_scaling"), ": type 'dynamic' is not supported");
+            try {
+                c.rope_scaling = ops::rope_scaling::from_name(type, num("factor", 1), num("low_freq_factor", 1),
+                                                              num("high_freq_factor", 4),
+                                                              index_t(num("original_max_position_embeddings", 8192)));
+            } catch (const error& e) {
+                fail(where("rope_scaling"), ": ", e.what());
+            }
+        }
+        if (j.contains("tie_word_embeddings")) {
+            ALIGNGPT_CHECK(j["tie_word_embeddings"].is_boolean(), where("tie_word_embeddings"), " must be a boolean");
+            c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
+        }
+        const index_t V = c.vocab_size;
+        c.bos_token_id = integer("bos_token_id", 1, 0, V - 1);
+        c.pad_token_id = integer("pad_token_id", -1, 0, V - 1);  // null/absent -> -1 (no padding row)
+        if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+            c.eos_token_ids.clear();
+            for (const auto& e : j["eos_token_id"]) {
+                ALIGNGPT_CHECK(e.is_number_integer() && e.get<std::int64_t>() >= 0 && e.get<std::int64_t>() < V,
+                               where("eos_token_id"), " entry ", e.dump(), " is not an id in [0, ", V, ")");
+                c.eos_token_ids.push_back(e.get<std::int64_t>());
+            }
+        } else {
+            c.eos_token_ids = {integer("eos_token_id", 2, 0, V - 1)};
+        }
+        return c;
+    }
+
+    /// Reads and parses a config.json file.
+    static llama_config load(const std::string& path) {
+        std::ifstream in(path);
+        ALIGNGPT_CHECK(in.good(), "llama_config: cannot open ", path);
+        nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        ALIGNGPT_CHECK(!j.is_discarded(), "llama_config: ", path, " is not valid JSON");
+        return from_json(j, path);
+    }
+};
+
+/// Per layer post-RoPE keys and values [B, len, NKV*HS]; empty until the first forward.
+template <class T = float, class B = backend::cpu>
+struct kv_cache {
+    std::vector<tensor<T, B>> k, v;
+    index_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(1); }
+    void clear() { k.clear(), v.clear(); }
+};
+
+template <class T = float, class B = backend::cpu>
+struct llama_layer {
+    nn::rms_norm<T, B> input_layernorm, post_attention_layernorm;
+    nn::linear<T, B> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+
+    static llama_layer make(const llama_config& c, index_t i) {
+        const std::string p = "model.layers." + std::to_string(i) + ".";
+        const index_t H = c.hidden_size, I = c.intermediate_size, KV = c.num_key_value_heads * c.head_dim();
+        const T eps = T(c.rms_norm_eps);
+        return llama_layer{nn::rms_norm<T, B>::make(p + "input_layernorm", H, eps),
+                           nn::rms_norm<T, B>::make(p + "post_attention_layernorm", H, eps),
+                           nn::linear<T, B>::make(p + "self_attn.q_proj", H, H, false),
+                           nn::linear<T, B>::make(p + "self_attn.k_proj", H, KV, false),
+                           nn::linear<T, B>::make(p + "self_attn.v_proj", H, KV, false),
+                           nn::linear<T, B>::make(p + "self_attn.o_proj", H, H, false),
+                           nn::linear<T, B>::make(p + "mlp.gate_proj", H, I, false),
+                           nn::linear<T, B>::make(p + "mlp.up_proj", H, I, false),
+                           nn::linear<T, B>::make(p + "mlp.down_proj", I, H, false)};
+    }
+    template <class F>
+    void visit(F&& f) {
+        input_layernorm.visit(f), q_proj.visit(f), k_proj.visit(f), v_proj.visit(f), o_proj.visit(f);
+        post_attention_layernorm.visit(f), gate_proj.visit(f), up_proj.visit(f), down_proj.visit(f);
+    }
+
+    /// One decoder layer on x [B, T, H]; appends this layer's k, v to `cache` slot l when given.
+    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x, const std::vector<std::int64_t>& pos,
+                              const ops::rope_table& rope, ops::attention_options att, tensor<T, B>* ck = nullptr,
+                              tensor<T, B>* cv = nullptr) const {
+        const auto h = input_layernorm(tp, x);
+        const auto q = ag::rope(tp, q_proj(tp, h), pos, rope);
+        auto k = ag::rope(tp, k_proj(tp, h), pos, rope);
+        auto v = v_proj(tp, h);
+        if (ck && ck->defined()) {  // decoding: cached keys come first, they are constants
+            k = ag::concat(tp, {variable<T, B>::leaf(*ck), k}, 1);
+            v = ag::concat(tp, {variable<T, B>::leaf(*cv), v}, 1);
+        }
+        if (ck) *ck = k.value(), *cv = v.value();
+        const auto y = ag::add(tp, x, o_proj(tp, ag::attention(tp, q, k, v, att)));
+        const auto m = post_attention_layernorm(tp, y);
+        return ag::add(tp, y, down_proj(tp, ag::swiglu(tp, gate_proj(tp, m), up_proj(tp, m))));
+    }
+};
+
+template <class T = float, class B = backend::cpu>
+struct llama_output {
+    variable<T, B> logits;                  ///< [B, T, V]
+    std::vector<variable<T, B>> layers;     ///< each decoder layer's output [B, T, H] (if asked for)
+};
+
+template <class T = float, class B = backend::cpu>
+class llama_model {
+public:
+    llama_config config;
+    nn::embedding<T, B> embed_tokens;       ///< "model.embed_tokens.weight" [V, H], padding_idx = pad
+    std::vector<llama_layer<T, B>> layers;  ///< "model.layers.<i>.*"
+    nn::rms_norm<T, B> norm;                ///< "model.norm.weight"
+    variable<T, B> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
+    ops::rope_table rope;
+
+    explicit llama_model(const llama_config& c)
+        : config(c),
+          embed_tokens(nn::embedding<T, B>::make("model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id)),
+          norm(nn::rms_norm<T, B>::make("model.norm", c.hidden_size, T(c.rms_norm_eps))),
+          rope(int(c.head_dim()), c.rope_theta, c.rope_scaling) {
+        for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, B>::make(c, i));
+        lm_head = c.tie_word_embeddings ? embed_tokens.weight
+                                        : nn::parameter<T, B>("lm_head.weight", {c.vocab_size, c.hidden_size});
+    }
+
+    /// Every parameter once, in checkpoint order (a tied lm_head is the embedding and not repeated).
+    template <class F>
+    void visit(F&& f) {
+        embed_tokens.visit(f);
+        for (auto& l : layers) l.visit(f);
+        norm.visit(f);
+        if (!config.tie_word_embeddings) f(lm_head);
+    }
+
+    /// Like HF's _init_weights with the counter RNG: U(+-0.02 sqrt 3) (std 0.02) for matrices, the
+    /// padding row zeroed, norms one. Stream = fnv1a64(HF key).
+    void init(std::uint64_t seed, float std_dev = 0.02f) {
+        visit([&](variable<T, B>& p) {
+            if (p.value().dim() == 1) p.value().fill(T(1));
+            else nn::init_uniform(p, seed, std_dev * std::sqrt(3.0f));
+        });
+        if (config.pad_token_id >= 0) {
+            const index_t H = config.hidden_size;
+            std::fill_n(embed_tokens.weight.value().data() + config.pad_token_id * H, H, T(0));
+        }
+    }
+
+    /// Token embeddings [1, n, H] for ids (one sample) or [n, H] flattened; gradient skips the pad row.
+    variable<T, B> embed(tape<T, B>* tp, const std::vector<std::int64_t>& ids) const { return embed_tokens(tp, ids); }
+
+    /// Decoder on input embeddings x [B, T, H] at positions [B*T]; key_mask [B*(past+T)] (empty: all
+    /// keys valid). With a cache, x holds the new tokens only and the cache grows by T.
+    llama_output<T, B> forward(tape<T, B>* tp, const variable<T, B>& x, const std::vector<std::int64_t>& positions,
+                               const std::vector<std::uint8_t>& key_mask = {}, kv_cache<T, B>* cache = nullptr,
+                               bool keep_layers = false) const {
+        ALIGNGPT_CHECK(x.value().dim() == 3 && x.size(2) == config.hidden_size, "llama: input embeddings ",
+                       aligngpt::detail::shape_str(x.shape()), " are not [B, T, ", config.hidden_size, "]");
+        const index_t Bn = x.size(0), Tn = x.size(1), past = cache ? cache->length() : 0;
+        ALIGNGPT_CHECK(index_t(positions.size()) == Bn * Tn, "llama: ", positions.size(), " positions for [B, T] = [",
+                       Bn, ", ", Tn, "]");
+        for (std::int64_t p : positions)
+            ALIGNGPT_CHECK(p >= 0, "llama: negative position ", p);
+        ALIGNGPT_CHECK(key_mask.empty() || index_t(key_mask.size()) == Bn * (past + Tn), "llama: key mask has ",
+                       key_mask.size(), " entries for [B, past+T] = [", Bn, ", ", past + Tn, "]");
+        ALIGNGPT_CHECK(!cache || past == 0 || cache->k[0].size(0) == Bn, "llama: cache batch ",
+                       (past ? cache->k[0].size(0) : 0), " != input batch ", Bn);
+        ops::attention_options att;
+        att.n_head = int(config.num_attention_heads);
+        att.n_kv_head = int(config.num_key_value_heads);
+        att.causal = true;
+        att.past = past;
+        att.key_mask = key_mask;
+        if (cache && cache->k.empty()) cache->k.resize(layers.size()), cache->v.resize(layers.size());
+
+        llama_output<T, B> out;
+        variable<T, B> h = x;
+        for (size_t l = 0; l < layers.size(); l++) {
+            h = layers[l](tp, h, positions, rope, att, cache ? &cache->k[l] : nullptr, cache ? &cache->v[l] : nullptr);
+            if (keep_layers) out.layers.push_back(h);
+        }
+        out.logits = ag::linear(tp, norm(tp, h), lm_head);
+        return out;
+    }
+
+    /// Greedy continuation of one prompt given as embeddings [1, T0, H] (positions 0..T0-1): the
+    /// prefill fills the cache, then each new token is embedded and decoded at position = cache length.
+    std::vector<std::int64_t> generate_from_embeds(const variable<T, B>& prompt, index_t max_new_tokens,
+                                                   std::vector<std::int64_t> eos = {}) const {
+        ALIGNGPT_CHECK(prompt.value().dim() == 3 && prompt.size(0) == 1, "llama: generate takes one prompt [1, T, H], got ",
+                       aligngpt::detail::shape_str(prompt.shape()));
+        if (eos.empty()) eos = config.eos_token_ids;
+        kv_cache<T, B> cache;
+        std::vector<std::int64_t> pos(size_t(prompt.size(1)));
+        for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
+        auto logits = forward(nullptr, prompt, pos, {}, &cache).logits;
+        std::vector<std::int64_t> out;
+        while (index_t(out.size()) < max_new_tokens) {
+            const std::int64_t next = argmax_last(logits);
+            out.push_back(next);
+            if (std::find(eos.begin(), eos.end(), next) != eos.end()) break;
+            if (index_t(out.size()) == max_new_tokens) break;
+            const auto e = ag::reshape<T, B>(nullptr, embed(nullptr, {next}), {1, 1, config.hidden_size});
+            logits = forward(nullptr, e, {std::int64_t(cache.length())}, {}, &cache).logits;
+        }
+        return out;
+    }
+
+    /// Greedy continuation of prompt ids (HF generate with do_sample=False, num_beams=1).
+    std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, index_t max_new_tokens,
+                                       std::vector<std::int64_t> eos = {}) const {
+        const auto e = ag::reshape<T, B>(nullptr, embed(nullptr, prompt), {1, index_t(prompt.size()), config.hidden_size});
+        return generate_from_embeds(e, max_new_tokens, std::move(eos));
+    }
+
+    /// Index of the largest logit of the last position of batch row 0 (first index on ties).
+    static std::int64_t argmax_last(const variable<T, B>& logits) {
+        const index_t V = logits.size(2), Tn = logits.size(1);
+        const T* row = logits.value().data() + (Tn - 1) * V;
+        std::int64_t best = 0;
+        for (index_t i = 1; i < V; i++)
+            if (row[i] > row[best]) best = std::int64_t(i);
+        return best;
+    }
+};
+
+/// Next-token targets for logits [B, S, V] from labels [B*S] (spec 4.4): target[b,t] = labels[b,t+1],
+/// the last position of every row ignored. The mean of ag::cross_entropy over them is HF's loss.
+inline std::vector<std::int64_t> shifted_targets(const std::vector<std::int64_t>& labels, index_t Bn, index_t S,
+                                                 std::int64_t ignore_index = -100) {
+    ALIGNGPT_CHECK(index_t(labels.size()) == Bn * S, "shifted_targets: ", labels.size(), " labels for [B, S] = [", Bn,
+                   ", ", S, "]");
+    std::vector<std::int64_t> t(labels.size(), ignore_index);
+    for (index_t b = 0; b < Bn; b++)
+        for (index_t s = 0; s + 1 < S; s++) t[size_t(b * S + s)] = labels[size_t(b * S + s + 1)];
+    return t;
+}
+
+}  // namespace aligngpt::models
