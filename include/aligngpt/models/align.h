@@ -1,0 +1,222 @@
+#pragma once
+// AlignGPT's alignment module (Zhao et al. 2024, arXiv 2405.14129, eqs. 2-3; spec 2): N = 8
+// alignment-indicator embeddings and the gate that mixes them (AlignGPT src/model/
+// multimodal_components/mm_align.py: AlignIndicator, GatedWeightLayer).
+//
+// Indicator (spec 2.1), "align_indicators.indicator_embs" E [8, H], xavier_uniform init
+// U(+-sqrt(6 / (H + 8))). Row 7 = the highest alignment level = the global vector H_N:
+//   lookup (stage 1):         h_b = E[level_b]                               level in 0..7
+//   lin_comb (stage 2, eq. 3): h_b = sum_{i<7} w_bi E[i] + E[7]               [B,7] x [7,H], then + row 7
+//   AlignGPT_family ablations: global_only h = E[7];  local_only h = w E[0:7];  mean h = mean(E[0:7]) + E[7]
+//
+// Gate (spec 2.2, eq. 2), keys gated_weight_layer.mlp.{0,2}.{weight,bias}: [256,576] [256] [7,256] [7]
+//   n_b    = sum_t m_bt                                   m = text mask without BOS
+//   a_b    = (sum_t m_bt T_bt) / (n_b + 1e-8)              T = raw token embeddings, no BOS    [B, H]
+//   d_bj   = sum_h I_bjh a_bh                              I = projected image tokens [B,576,H] [B, 576]
+//   w_b    = softmax( W2 GELU(W1 d_b + b1) + b2 )          GELU = erf form                    [B, 7]
+// The width 576 is the number of image tokens: exactly one image per sample.
+//
+// Backward of the two gate-specific ops (the MLP and softmax are ops/ layers):
+//   text mean:  dT_bt += m_bt da_b / (n_b + 1e-8)                (spec 2.5: reaches embed_tokens)
+//   dots:       dI_bj += dd_bj a_b,   da_b += sum_j dd_bj I_bj    (j ascending; reaches the projector)
+// Text-only batches: the reference calls dummy_forward() only to keep the gate in the DDP graph; it
+// adds a zero-length slice, so the gate and the indicators receive no gradient from such a batch.
+// Here nothing is recorded for them: their gradient buffers stay empty (= zero), the same update.
+//
+// Shapes: T [B, Tt, H]  m [B*Tt] (0/1)  I [B, 576, H]  a [B, H]  d [B, 576]  w [B, 7]  h [B, H]
+// Reproducibility: each output element is one left-to-right sum owned by one thread.
+//
+//   models::align_indicator<float> ind(H);   ind.init(seed);
+//   models::gated_weight_layer<float> gate;  gate.init(seed);
+//   auto g = gate(&tp, image_embeds, text_embeds, text_mask);   // g.weights [B, 7]
+//   auto h = ind.lin_comb(&tp, g.weights);                       // [B, H]
+#include <string>
+#include <vector>
+
+#include "aligngpt/nn/module.h"
+#include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/elementwise.h"
+#include "aligngpt/ops/reduce.h"
+#include "aligngpt/ops/shape.h"
+#include "aligngpt/ops/softmax.h"
+
+namespace aligngpt::models {
+
+using autograd::tape;
+using autograd::variable;
+
+inline constexpr index_t n_image_tokens = 576;   ///< N_IMAGE_TOKEN: CLIP-L/14-336 patches
+inline constexpr index_t n_indicators = 8;       ///< AlignIndicator n_indicators
+inline constexpr index_t n_gate_components = 7;  ///< GatedWeightLayer n_components (rows 0..6)
+
+/// How the indicator vector is formed (spec 2.3/2.4).
+enum class align_mode {
+    gated,        ///< lin_comb(gate weights): the released checkpoints (stage 2, inference)
+    fixed_level,  ///< E[level] chosen by the caller: stage 1, or the family's "inference-fix"
+    global_only,  ///< E[7]
+    local_only,   ///< w E[0:7] (no global row)
+    mean,         ///< mean(E[0:7]) + E[7] ("nogate")
+};
+
+namespace detail {
+
+/// a[b,:] = (sum_t m[b,t] T[b,t,:]) / (n_b + 1e-8); rows t ascending.
+template <class T, class B>
+variable<T, B> gate_text_mean(tape<T, B>* tp, const variable<T, B>& text, const std::vector<std::uint8_t>& mask) {
+    ALIGNGPT_CHECK(text.value().dim() == 3, "gate: text embeddings ", aligngpt::detail::shape_str(text.shape()),
+                   " are not [B, T, H]");
+    const index_t Bn = text.size(0), Tt = text.size(1), H = text.size(2);
+    ALIGNGPT_CHECK(index_t(mask.size()) == Bn * Tt, "gate: text mask has ", mask.size(), " entries for [B, T] = [", Bn,
+                   ", ", Tt, "]");
+    std::vector<T> denom(static_cast<size_t>(Bn), T(0));
+    for (index_t b = 0; b < Bn; b++) {
+        index_t n = 0;
+        for (index_t t = 0; t < Tt; t++) n += mask[size_t(b * Tt + t)] ? 1 : 0;
+        denom[size_t(b)] = T(n) + T(1e-8);  // torch: sum(mask.int()).to(dtype) + 1e-8
+    }
+    tensor<T, B> a({Bn, H});
+    const T* x = text.value().data();
+    ALIGNGPT_OMP_FOR
+    for (index_t b = 0; b < Bn; b++)
+        for (index_t h = 0; h < H; h++) {
+            T acc = 0;
+            for (index_t t = 0; t < Tt; t++)
+                if (mask[size_t(b * Tt + t)]) acc += x[(b * Tt + t) * H + h];
+            a.data()[b * H + h] = acc / denom[size_t(b)];
+        }
+    return tape<T, B>::record(tp, "gate_text_mean", a, {text}, [text, mask, denom, Bn, Tt, H](autograd::node<T, B>& out) {
+        T* dx = text.get()->grad_buffer().data();
+        const T* da = out.grad.data();
+        ALIGNGPT_OMP_FOR
+        for (index_t b = 0; b < Bn; b++)
+            for (index_t t = 0; t < Tt; t++)
+                if (mask[size_t(b * Tt + t)])
+                    for (index_t h = 0; h < H; h++) dx[(b * Tt + t) * H + h] += da[b * H + h] / denom[size_t(b)];
+    });
+}
+
+/// d[b,j] = sum_h I[b,j,h] a[b,h]; h ascending, one fma-free sum per output (as torch's mul+sum).
+template <class T, class B>
+variable<T, B> gate_dots(tape<T, B>* tp, const variable<T, B>& img, const variable<T, B>& a) {
+    ALIGNGPT_CHECK(img.value().dim() == 3 && a.value().dim() == 2 && img.size(0) == a.size(0) && img.size(2) == a.size(1),
+                   "gate: image tokens ", aligngpt::detail::shape_str(img.shape()), " and text mean ",
+                   aligngpt::detail::shape_str(a.shape()), " do not match");
+    const index_t Bn = img.size(0), J = img.size(1), H = img.size(2);
+    tensor<T, B> d({Bn, J});
+    const T *I = img.value().data(), *av = a.value().data();
+    ALIGNGPT_OMP_FOR_COLLAPSE2
+    for (index_t b = 0; b < Bn; b++)
+        for (index_t j = 0; j < J; j++) {
+            T acc = 0;
+            for (index_t h = 0; h < H; h++) acc += I[(b * J + j) * H + h] * av[b * H + h];
+            d.data()[b * J + j] = acc;
+        }
+    return tape<T, B>::record(tp, "gate_dots", d, {img, a}, [img, a, Bn, J, H](autograd::node<T, B>& out) {
+        const T *dd = out.grad.data(), *I = img.value().data(), *av = a.value().data();
+        if (img.requires_grad()) {
+            T* dI = img.get()->grad_buffer().data();
+            ALIGNGPT_OMP_FOR_COLLAPSE2
+            for (index_t b = 0; b < Bn; b++)
+                for (index_t j = 0; j < J; j++)
+                    for (index_t h = 0; h < H; h++) dI[(b * J + j) * H + h] += dd[b * J + j] * av[b * H + h];
+        }
+        if (a.requires_grad()) {
+            T* da = a.get()->grad_buffer().data();
+            ALIGNGPT_OMP_FOR_COLLAPSE2
+            for (index_t b = 0; b < Bn; b++)
+                for (index_t h = 0; h < H; h++) {
+                    T acc = da[b * H + h];
+                    for (index_t j = 0; j < J; j++) acc += dd[b * J + j] * I[(b * J + j) * H + h];
+                    da[b * H + h] = acc;
+                }
+        }
+    });
+}
+
+}  // namespace detail
+
+/// "align_indicators.indicator_embs" [8, H] and the ways of turning it into one vector per sample.
+template <class T = float, class B = backend::cpu>
+struct align_indicator {
+    variable<T, B> indicator_embs;  ///< "align_indicators.indicator_embs" [8, H]
+
+    static align_indicator make(index_t H, const std::string& prefix = "align_indicators") {
+        return align_indicator{nn::parameter<T, B>(prefix + ".indicator_embs", {n_indicators, H})};
+    }
+    /// xavier_uniform_: U(+-sqrt(6 / (fan_in + fan_out))) = U(+-sqrt(6 / (H + 8))), stream = the key.
+    void init(std::uint64_t seed) {
+        nn::init_uniform(indicator_embs, seed, float(std::sqrt(6.0 / double(indicator_embs.size(1) + n_indicators))));
+    }
+    template <class F>
+    void visit(F&& f) { f(indicator_embs); }
+
+    /// E[levels[b]] for each sample (stage 1; levels in 0..7); the gradient scatters into those rows.
+    variable<T, B> lookup(tape<T, B>* tp, const std::vector<std::int64_t>& levels) const {
+        for (std::int64_t l : levels)
+            ALIGNGPT_CHECK(0 <= l && l < n_indicators, "align_indicator: level ", l, " outside 0..7");
+        return ag::index_rows(tp, indicator_embs, levels);
+    }
+    /// w [B, 7] -> w E[0:7] + E[7]  (matmul first, then the row add, as the reference).
+    variable<T, B> lin_comb(tape<T, B>* tp, const variable<T, B>& w) const {
+        return ag::add_row(tp, local(tp, w), global_row(tp));
+    }
+    /// w E[0:7] (AlignGPT_family lin_comb_local).
+    variable<T, B> local(tape<T, B>* tp, const variable<T, B>& w) const {
+        ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == n_gate_components, "align_indicator: gate weights ",
+                       aligngpt::detail::shape_str(w.shape()), " are not [B, 7]");
+        const auto rows = ag::slice(tp, indicator_embs, 0, 0, n_gate_components);  // [7, H]
+        return ag::linear(tp, w, ag::transpose(tp, rows, 0, 1));                  // [B, 7] x [7, H]
+    }
+    /// E[7] as a row [H].
+    variable<T, B> global_row(tape<T, B>* tp) const {
+        return ag::reshape(tp, ag::slice(tp, indicator_embs, 0, n_indicators - 1, n_indicators), {indicator_embs.size(1)});
+    }
+    /// One vector per sample for a mode other than gated (w unused), repeated for Bn samples.
+    variable<T, B> ungated(tape<T, B>* tp, align_mode mode, index_t Bn, std::int64_t level = n_indicators - 1) const {
+        std::vector<std::int64_t> pick(size_t(Bn), mode == align_mode::fixed_level ? level : n_indicators - 1);
+        switch (mode) {
+            case align_mode::fixed_level:
+            case align_mode::global_only: return lookup(tp, pick);
+            case align_mode::mean: {
+                const auto m = ag::mean(tp, ag::slice(tp, indicator_embs, 0, 0, n_gate_components), 0);  // [H]
+                const auto zeros = variable<T, B>::leaf(tensor<T, B>({Bn, indicator_embs.size(1)}));
+                return ag::add_row(tp, ag::add_row(tp, zeros, m), global_row(tp));
+            }
+            default: fail("align_indicator: mode needs gate weights");
+        }
+    }
+};
+
+/// The gate's named intermediates (spec 7: gate.text_mean, gate.dots, gate.weights).
+template <class T = float, class B = backend::cpu>
+struct gate_output {
+    variable<T, B> text_mean, dots, weights;  ///< [B, H], [B, 576], [B, 7]
+};
+
+/// GatedWeightLayer: MLP(576 -> 256 -> 7) on the image-text dot products, softmax over 7.
+template <class T = float, class B = backend::cpu>
+struct gated_weight_layer {
+    nn::linear<T, B> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, 576], "gated_weight_layer.mlp.2.*" [7, 256]
+
+    static gated_weight_layer make(const std::string& prefix = "gated_weight_layer") {
+        return gated_weight_layer{nn::linear<T, B>::make(prefix + ".mlp.0", n_image_tokens, 256),
+                                  nn::linear<T, B>::make(prefix + ".mlp.2", 256, n_gate_components)};
+    }
+    void init(std::uint64_t seed) { fc1.init_default(seed), fc2.init_default(seed); }
+    template <class F>
+    void visit(F&& f) { fc1.visit(f), fc2.visit(f); }
+
+    /// image [B, 576, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
+    gate_output<T, B> operator()(tape<T, B>* tp, const variable<T, B>& image, const variable<T, B>& text,
+                                 const std::vector<std::uint8_t>& text_mask) const {
+        ALIGNGPT_CHECK(image.value().dim() == 3 && image.size(1) == n_image_tokens, "gate: image tokens ",
+                       aligngpt::detail::shape_str(image.shape()), " are not [B, 576, H] (one image per sample)");
+        gate_output<T, B> g;
+        g.text_mean = detail::gate_text_mean(tp, text, text_mask);
+        g.dots = detail::gate_dots(tp, image, g.text_mean);
+        g.weights = ag::softmax(tp, fc2(tp, ag::gelu(tp, fc1(tp, g.dots))));
+        return g;
+    }
+};
+
+}  // namespace aligngpt::models
