@@ -1,0 +1,235 @@
+#pragma once
+// Scaled dot-product attention, multi-head with grouped-query attention (Vaswani et al. 2017, eq. 1;
+// GQA: Ainslie et al. 2023), in llm.c's four named passes. Used by CLIP (no mask) and LLaMA (causal,
+// optional key padding, KV cache).
+//
+//   head h reads kv head g(h) = h / (NH/NKV)                         NH % NKV == 0
+//   s_tj  = c * (q_t . k_j)         for keys j visible to query t    pass 1 (and row max m_t)
+//   e_tj  = exp(s_tj - m_t),  z_t = sum_j e_tj   (j ascending)       pass 2
+//   p_tj  = e_tj / z_t,  p_tj = 0 exactly for masked keys            pass 3   saved: att (B, NH, T, Tk)
+//   o_t   = sum_j p_tj v_j          (j ascending)                    pass 4
+//
+// Visibility: query t sits at absolute position past + t, keys at 0..Tk-1. With causal, key j is
+// visible iff j <= past + t; past = -1 means Tk - T (HF's mask with a KV cache: a decode step with
+// T = 1 sees every cached key). A key padding mask (valid key count per batch row, or a [B, Tk] 0/1
+// mask) hides keys in every query row of that batch row.
+// A fully masked row gives p = 0, o = 0 and zero gradients. PyTorch eager with an additive
+// finfo.min mask would give a uniform row (mean of v) there instead; such rows only occur at padded
+// queries, whose outputs are never used, and zeros keep them from leaking into anything.
+//
+// The scale c multiplies the score after the dot product. CLIP computes (q*c).k with c = 0.125: the
+// same bits, since multiplying by a power of two is exact. LLaMA computes (q.k) / sqrt(HS): we
+// multiply by fl(1/sqrt(HS)) instead, which can differ from PyTorch by one rounding (<= 1 ulp of s).
+//
+// Backward (derivation: docs/derivations.md#attention), with dO the upstream gradient:
+//   dP_tj = dO_t . v_j                     dS_tj = p_tj (dP_tj - sum_j' dP_tj' p_tj')   (softmax)
+//   dq_t += c * sum_j dS_tj k_j            (j ascending)
+//   dv_j += sum_{h in group(g)} sum_t p_tj dO_t        dk_j += c * sum_{h in group} sum_t dS_tj q_t
+// The kv sums run over the group's query heads in ascending order, then t ascending, in one fma
+// chain per element.
+//
+// Shapes: q, dq, out, dout (B, T, NH*HS)   k, v, dk, dv (B, Tk, NKV*HS)   att (B, NH, T, Tk)
+// Reproducibility: each dot product is one fma chain in index order; threads split only the rows
+// they write ((b, h, t) query rows in forward and for dq, (b, g, j) key rows for dk and dv). No
+// atomics, no reductions across threads: the bits do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+struct attention_options {
+    int n_head = 1;                         ///< NH query heads
+    int n_kv_head = 0;                      ///< NKV kv heads; 0 means NH (no grouping)
+    double scale = 0;                       ///< c, multiplies q.k; 0 means HS^-0.5
+    bool causal = false;                    ///< key j visible to query t iff j <= past + t
+    index_t past = -1;                      ///< absolute position of query 0; -1 means Tk - T
+    std::vector<index_t> key_lengths;       ///< optional, [B]: keys j >= key_lengths[b] are masked
+    std::vector<std::uint8_t> key_mask;     ///< optional, [B*Tk]: 0 masks key j of batch row b
+};
+
+/// Sizes of one attention call, with the options resolved (NKV, scale, past) and checked.
+struct attention_dims {
+    index_t B, T, Tk;
+    int NH, NKV, HS;
+    double scale;
+    index_t past;
+    attention_dims(index_t B_, index_t T_, index_t Tk_, int HS_, const attention_options& o)
+        : B(B_), T(T_), Tk(Tk_), NH(o.n_head), NKV(o.n_kv_head ? o.n_kv_head : o.n_head), HS(HS_),
+          scale(o.scale != 0 ? o.scale : 1.0 / std::sqrt(double(HS_))), past(o.past < 0 ? Tk_ - T_ : o.past) {
+        ALIGNGPT_CHECK(B >= 0 && T >= 0 && Tk >= 0 && HS > 0, "attention: bad sizes B=", B, " T=", T, " Tk=", Tk,
+                       " HS=", HS);
+        ALIGNGPT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0, "attention: n_head ", NH,
+                       " is not a multiple of n_kv_head ", NKV);
+        ALIGNGPT_CHECK(o.key_lengths.empty() || index_t(o.key_lengths.size()) == B, "attention: key_lengths has ",
+                       o.key_lengths.size(), " entries for batch ", B);
+        for (index_t len : o.key_lengths)
+            ALIGNGPT_CHECK(0 <= len && len <= Tk, "attention: key length ", len, " outside [0, ", Tk, "]");
+        ALIGNGPT_CHECK(o.key_mask.empty() || index_t(o.key_mask.size()) == B * Tk, "attention: key_mask has ",
+                       o.key_mask.size(), " entries for [B, Tk] = [", B, ",", Tk, "]");
+    }
+    /// Is key j visible to query t of batch row b?
+    bool visible(const attention_options& o, index_t b, index_t t, index_t j) const {
+        if (o.causal && j > past + t) return false;
+        if (!o.key_lengths.empty() && j >= o.key_lengths[size_t(b)]) return false;
+        if (!o.key_mask.empty() && !o.key_mask[size_t(b * Tk + j)]) return false;
+        return true;
+    }
+};
+
+// F is the scalar type (float or double); T is the number of queries, as in llm.c.
+template <class F>
+void attention_forward(const backend::cpu&, F* out, F* att, const F* q, const F* k, const F* v,
+                       const attention_dims& d, const attention_options& o) {
+    const index_t T = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
+    const F scale = F(d.scale);
+    ALIGNGPT_OMP_FOR                                          // each thread owns query rows (b, h, t)
+    for (index_t r = 0; r < d.B * NH * T; r++) {
+        const index_t b = r / (NH * T), h = (r / T) % NH, t = r % T, g = h / G;
+        const F* q_t = q + (b * T + t) * C + h * HS;
+        F* att_t = att + r * Tk;
+        F* out_t = out + (b * T + t) * C + h * HS;
+
+        // pass 1: scores and row max over visible keys
+        F maxval = -std::numeric_limits<F>::infinity();
+        bool any = false;
+        for (index_t j = 0; j < Tk; j++) {
+            if (!d.visible(o, b, t, j)) { att_t[j] = F(0); continue; }
+            const F* k_j = k + (b * Tk + j) * Ck + g * HS;
+            F s = 0;
+            for (index_t i = 0; i < HS; i++) s = std::fma(q_t[i], k_j[i], s);
+            s *= scale;
+            att_t[j] = s;
+            maxval = std::max(maxval, s);
+            any = true;
+        }
+        for (index_t i = 0; i < HS; i++) out_t[i] = F(0);
+        if (!any) continue;                                   // fully masked: p = 0, o = 0
+
+        // pass 2: exponentials and their sum, j ascending
+        F sum = 0;
+        for (index_t j = 0; j < Tk; j++) {
+            if (!d.visible(o, b, t, j)) continue;
+            att_t[j] = std::exp(att_t[j] - maxval);
+            sum += att_t[j];
+        }
+        // pass 3: normalise (masked entries stay exactly 0)
+        for (index_t j = 0; j < Tk; j++)
+            if (d.visible(o, b, t, j)) att_t[j] /= sum;
+
+        // pass 4: weighted sum of values; out_t[i] is one fma chain over j ascending
+        for (index_t j = 0; j < Tk; j++) {
+            if (!d.visible(o, b, t, j)) continue;
+            const F* v_j = v + (b * Tk + j) * Ck + g * HS;
+            for (index_t i = 0; i < HS; i++) out_t[i] = std::fma(att_t[j], v_j[i], out_t[i]);
+        }
+    }
+}
+
+/// Accumulates into dq, dk, dv (each may be null when that input is frozen).
+template <class F>
+void attention_backward(const backend::cpu&, F* dq, F* dk, F* dv, const F* dout, const F* q, const F* k,
+                        const F* v, const F* att, const attention_dims& d, const attention_options& o) {
+    const index_t T = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
+    const F scale = F(d.scale);
+    std::vector<F> dS(size_t((dq || dk) ? d.B * NH * T * Tk : 0));   // gradient of the scores s
+
+    // (4) and (3)-(1) reversed per query row: dP, the softmax backward, and dq
+    if (dq || dk) {
+        ALIGNGPT_OMP_FOR                                      // each thread owns query rows (b, h, t)
+        for (index_t r = 0; r < d.B * NH * T; r++) {
+            const index_t b = r / (NH * T), h = (r / T) % NH, t = r % T, g = h / G;
+            const F* dout_t = dout + (b * T + t) * C + h * HS;
+            const F* att_t = att + r * Tk;
+            F* dS_t = dS.data() + r * Tk;
+            F rowdot = 0;                                     // sum_j dP_tj p_tj, j ascending
+            for (index_t j = 0; j < Tk; j++) {
+                dS_t[j] = F(0);
+                if (!d.visible(o, b, t, j)) continue;
+                const F* v_j = v + (b * Tk + j) * Ck + g * HS;
+                F dp = 0;
+                for (index_t i = 0; i < HS; i++) dp = std::fma(dout_t[i], v_j[i], dp);
+                dS_t[j] = dp;
+                rowdot = std::fma(dp, att_t[j], rowdot);
+            }
+            for (index_t j = 0; j < Tk; j++)
+                if (d.visible(o, b, t, j)) dS_t[j] = att_t[j] * (dS_t[j] - rowdot);
+            if (!dq) continue;
+            std::vector<F> acc(static_cast<std::size_t>(HS), F(0));   // acc[i]: one fma chain over j ascending
+            for (index_t j = 0; j < Tk; j++) {
+                if (!d.visible(o, b, t, j)) continue;
+                const F* k_j = k + (b * Tk + j) * Ck + g * HS;
+                for (index_t i = 0; i < HS; i++) acc[size_t(i)] = std::fma(dS_t[j], k_j[i], acc[size_t(i)]);
+            }
+            F* dq_t = dq + (b * T + t) * C + h * HS;
+            for (index_t i = 0; i < HS; i++) dq_t[i] += acc[size_t(i)] * scale;
+        }
+    }
+    if (!dk && !dv) return;
+
+    // dk and dv per key row: sums over the group's query heads (ascending), then queries (ascending)
+    ALIGNGPT_OMP_FOR                                          // each thread owns key rows (b, g, j)
+    for (index_t r = 0; r < d.B * d.NKV * Tk; r++) {
+        const index_t b = r / (d.NKV * Tk), g = (r / Tk) % d.NKV, j = r % Tk;
+        std::vector<F> acc_k(static_cast<std::size_t>(HS), F(0)), acc_v(static_cast<std::size_t>(HS), F(0));
+        for (index_t h = g * G; h < (g + 1) * G; h++)           // the group's query heads, ascending
+            for (index_t t = 0; t < T; t++) {                   // then queries, ascending
+                if (!d.visible(o, b, t, j)) continue;
+                const index_t a = ((b * NH + h) * T + t) * Tk + j;
+                const F* dout_t = dout + (b * T + t) * C + h * HS;
+                const F* q_t = q + (b * T + t) * C + h * HS;
+                if (dv)
+                    for (index_t i = 0; i < HS; i++) acc_v[size_t(i)] = std::fma(att[a], dout_t[i], acc_v[size_t(i)]);
+                if (dk)
+                    for (index_t i = 0; i < HS; i++) acc_k[size_t(i)] = std::fma(dS[size_t(a)], q_t[i], acc_k[size_t(i)]);
+            }
+        for (index_t i = 0; i < HS; i++) {
+            if (dv) dv[(b * Tk + j) * Ck + g * HS + i] += acc_v[size_t(i)];
+            if (dk) dk[(b * Tk + j) * Ck + g * HS + i] += acc_k[size_t(i)] * scale;
+        }
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+using ops::attention_options;
+
+/// softmax(c q k^T + mask) v per head: q [B, T, NH*HS], k and v [B, Tk, NKV*HS] -> [B, T, NH*HS].
+template <class F, class Bk>
+autograd::variable<F, Bk> attention(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& q,
+                                    const autograd::variable<F, Bk>& k, const autograd::variable<F, Bk>& v,
+                                    const attention_options& opts) {
+    const auto sq = detail::shape_str(q.shape()), sk = detail::shape_str(k.shape()), sv = detail::shape_str(v.shape());
+    ALIGNGPT_CHECK(q.value().dim() == 3 && k.value().dim() == 3 && v.value().dim() == 3,
+                   "attention: q ", sq, ", k ", sk, ", v ", sv, " must be 3-d [B, T, heads*HS]");
+    const int NH = opts.n_head, NKV = opts.n_kv_head ? opts.n_kv_head : opts.n_head;
+    ALIGNGPT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0, "attention: n_head ", NH, " is not a multiple of n_kv_head ", NKV);
+    ALIGNGPT_CHECK(q.size(2) % NH == 0, "attention: q ", sq, " last dim is not a multiple of n_head ", NH);
+    const int HS = int(q.size(2) / NH);
+    ALIGNGPT_CHECK(k.size(0) == q.size(0) && k.size(2) == index_t(NKV) * HS,
+                   "attention: q ", sq, " and k ", sk, " do not match (n_head ", NH, ", n_kv_head ", NKV, ")");
+    ALIGNGPT_CHECK(v.shape() == k.shape(), "attention: k ", sk, " and v ", sv, " differ");
+    const ops::attention_dims d(q.size(0), q.size(1), k.size(1), HS, opts);
+
+    tensor<F, Bk> out(q.shape()), att({d.B, index_t(NH), d.T, d.Tk});
+    ops::attention_forward(Bk{}, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d,
+                           opts);
+    return autograd::tape<F, Bk>::record(tp, "attention", out, {q, k, v}, [q, k, v, att, d, opts](autograd::node<F, Bk>& n) {
+        F* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
+        F* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
+        F* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
+        ops::attention_backward(Bk{}, dq, dk, dv, n.grad.data(), q.value().data(), k.value().data(), v.value().data(),
+                                att.data(), d, opts);
+    });
+}
+
+}  // namespace aligngpt::ag
