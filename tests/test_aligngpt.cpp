@@ -152,6 +152,14 @@ TEST_CASE("aligngpt: prepare_batch follows spec 1.5 (indicator after BOS, 576 im
     CHECK(t.S == 300);
     CHECK(t.labels[299] == -100);  // an image slot survived the cut, the text after it did not
 
+    // mixed batch: a text-only row longer than the image rows is cut to S = max_len + 1 (spec 4.6)
+    std::vector<std::int64_t> long_text(700, 5);
+    long_text[0] = 1;
+    const auto mixed = prepare_batch({{{1, image_token_index}}, {long_text}}, 0);
+    CHECK(mixed.S == 578);
+    CHECK(mixed.mask[size_t(2 * mixed.S - 1)] == 1);
+    CHECK(mixed.positions[size_t(2 * mixed.S - 1)] == 577);
+
     CHECK_THROWS_AS(prepare_batch({{{1, image_token_index, image_token_index}, {}}}, 0), error);
     CHECK_THROWS_AS(prepare_batch({{{1, 2, 3}, {1, 2}}}, 0), error);
 }
@@ -159,8 +167,7 @@ TEST_CASE("aligngpt: prepare_batch follows spec 1.5 (indicator after BOS, 576 im
 TEST_CASE("aligngpt stage 1 (pretrain, plain template, levels 3 and 7, truncation at 590) matches the reference") {
     const auto fx = golden::load("aligngpt_stage1");
     auto m = make_model(590);
-    nn::set_trainable(m.mm_projector, true);
-    nn::set_trainable(m.align_indicators, true);
+    m.set_trainable_for(stage::pretrain);
     autograd::tape<float> tp;
     const auto out = m.forward(&tp, read_samples(fx), features(2), stage::pretrain, true);
     check_against(fx, out, 1.0);
@@ -218,7 +225,10 @@ TEST_CASE("align: indicator init, lookup, lin_comb and the ablation modes; text-
     }
 
     auto m = make_model(2048);
-    nn::set_trainable(m, true);
+    m.set_trainable_for(stage::finetune);
+    CHECK_FALSE(m.align_indicators.indicator_embs.requires_grad());
+    CHECK(m.gated_weight.fc2.bias.requires_grad());
+    m.align_indicators.indicator_embs.set_requires_grad(true);  // even so, nothing reaches it
     autograd::tape<float> tp;
     const auto out = m.forward(&tp, {{{1, 5, 6, 7}, {-100, 5, 6, 7}}}, var{}, stage::finetune);
     tp.backward(out.loss);
@@ -230,6 +240,15 @@ TEST_CASE("align: indicator init, lookup, lin_comb and the ablation modes; text-
     const auto fx = m.forward(nullptr, {{{1, image_token_index, 9}}}, features(1), stage::inference);
     for (index_t h = 0; h < H; h++)
         CHECK(fx.inputs_embeds.value().data()[H + h] == m.align_indicators.indicator_embs.value().data()[2 * H + h]);
+
+    struct fake_tower {  // stands in for clip_vision_model::features (frozen, run without recording)
+        var features(autograd::tape<float>* tp, const var& pixels) const {
+            CHECK(tp == nullptr);
+            return ag::scale<float, backend::cpu>(tp, pixels, 1.0f);
+        }
+    };
+    const auto fp = m.forward_pixels(nullptr, {{{1, image_token_index, 9}}}, fake_tower{}, features(1), stage::inference);
+    CHECK(fp.logits.value().to_vector() == fx.logits.value().to_vector());
 }
 
 TEST_CASE("aligngpt_config: AlignGPT config.json fields, errors naming file and field") {

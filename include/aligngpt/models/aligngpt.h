@@ -19,7 +19,7 @@
 // Generation: the gate and the indicator run once, at prefill; decode steps feed token ids.
 //
 // The vision tower is outside: forward takes CLIP features [B_img, 576, Dv] (hidden_states[-2]
-// without CLS), so precomputed features work as well as a clip_vision_model's output.
+// without CLS), so precomputed features work; forward_pixels runs a clip_vision_model first.
 //
 //   models::aligngpt_model<float> m(models::aligngpt_config::load("aligngpt-7b/config.json"));
 //   auto out = m.forward(&tp, {{ids, labels}}, features, models::stage::finetune);
@@ -262,6 +262,29 @@ public:
         out.logits = r.logits, out.layers = std::move(r.layers);
         if (p.has_labels) out.loss = ag::cross_entropy(tp, out.logits, shifted_targets(p.labels, p.B, p.S), ignore_index);
         return out;
+    }
+
+    /// forward() on pixels through a frozen vision tower, e.g. clip_vision_model (spec 1.2: no_grad,
+    /// hidden_states[-2] without CLS): any type with features(tape*, pixels) -> [B_img, 576, Dv].
+    template <class Tower>
+    aligngpt_output<T, B> forward_pixels(tape<T, B>* tp, const std::vector<sample>& samples, const Tower& tower,
+                                         const variable<T, B>& pixels, stage st, bool keep_trace = false) const {
+        variable<T, B> f;
+        if (pixels.defined()) {
+            autograd::no_grad<T, B> frozen(tp);
+            f = tower.features(nullptr, pixels);
+        }
+        return forward(tp, samples, f, st, keep_trace);
+    }
+
+    /// The trainable set of each stage (spec 4.2/4.3): pretrain = projector + indicators; finetune =
+    /// LLM + projector + gate (indicators frozen); inference = nothing.
+    void set_trainable_for(stage st) {
+        nn::set_trainable(*this, false);
+        if (st == stage::inference) return;
+        nn::set_trainable(mm_projector, true);
+        if (st == stage::pretrain) return nn::set_trainable(align_indicators, true);
+        nn::set_trainable(llm, true), nn::set_trainable(gated_weight, true);
     }
 
     /// Greedy decoding of one prompt (stage inference): the gate and indicator run at prefill only.
