@@ -1,0 +1,543 @@
+#pragma once
+// Images in: decoding (PNG, JPEG) and the CLIP preprocessing of the reference (spec §1.1).
+//
+//   rgb_image img = io::load_image("cat.jpg");                         // 8-bit RGB, HWC
+//   auto cfg = io::clip_image_processor_config::from_json_file("preprocessor_config.json");
+//   cfg.aspect = io::parse_aspect_mode(model_config["image_aspect_ratio"]);   // "pad" or other
+//   tensor<float> x = io::clip_preprocess(img, cfg, "cat.jpg");       // [3, 336, 336]
+//
+// Decoding: stb_image 2.27 (PNG and JPEG only, see detail/stb_image_impl.h), from memory. Before
+// any pixel is decoded the header is read (stbi_info) and images with a zero side or more pixels
+// than image_limits::max_pixels are refused (R4: no large allocation from a tiny file). PNG chunk
+// lengths and JPEG marker segments are checked against the file, files cut short are refused
+// (Pillow also refuses them: "image file is truncated"), and JPEG Huffman tables are checked for
+// the overflow stb_image 2.27 has (v2.28 fixed it). Errors name the file.
+//
+// Output is always 8-bit RGB, as `PIL.Image.open(f).convert("RGB")`:
+//   * RGBA / gray+alpha: alpha dropped (no compositing), gray replicated: same as Pillow;
+//   * palette (with or without tRNS), 1/2/4-bit gray: same as Pillow;
+//   * 16-bit RGB(A) PNG: the high byte of each sample: same as Pillow (rawmode "RGB;16B");
+//   * 16-bit GRAY PNG: DIFFERS. Pillow opens it as mode "I" and convert("RGB") clips the 16-bit
+//     value to 255 (almost every pixel becomes white); we keep the high byte (value >> 8), which
+//     is what the image shows. Convert such files to 8 bits if Pillow parity matters;
+//   * JPEG: stb_image's IDCT and chroma upsampling differ from libjpeg-turbo's (Pillow's): pixels
+//     differ by a few levels (measured in tests/test_image.cpp); CMYK/YCCK JPEGs are converted
+//     differently from Pillow's naive CMYK->RGB;
+//   * EXIF orientation, gamma (gAMA) and ICC profiles are ignored, as Pillow's open/convert do.
+//
+// CLIP preprocessing (transformers 4.31 CLIPImageProcessor after AlignGPT's expand2square), with
+// the same bits as the reference for the same decoded pixels:
+//   1. aspect pad: paste onto a square of side max(W, H) filled with int(255 * mean) at offset
+//      ((S - W) // 2, (S - H) // 2); aspect square: nothing;
+//   2. resize so the shortest edge is `shortest_edge`, long side int(size * long / short), with
+//      Pillow's resampler (resample.h), bit for bit;
+//   3. centre crop crop_h x crop_w at ((h - crop_h) // 2, (w - crop_w) // 2) (zero pad if smaller);
+//   4. v = float32(double(u8) * rescale_factor); 5. (v - float32(mean)) / float32(std) in float32;
+//   6. CHW float tensor [3, crop_h, crop_w].
+// Steps 1-3 run as one windowed resample (only the cropped pixels are computed; the padded square
+// is never built), so memory stays O(crop + one intermediate strip) for any aspect ratio.
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aligngpt/config.h"
+#include "aligngpt/io/detail/stb_image_impl.h"
+#include "aligngpt/io/file.h"
+#include "aligngpt/io/resample.h"
+#include "aligngpt/tensor.h"
+
+namespace aligngpt::io {
+
+/// Bounds applied before decoding (R4).
+struct image_limits {
+    std::uint64_t max_pixels = std::uint64_t(1) << 26;      // 64 Mpx (e.g. 8192 x 8192)
+    std::uint64_t max_file_bytes = std::uint64_t(1) << 28;  // 256 MiB
+};
+
+enum class image_format { png, jpeg, gif, bmp, psd, tga_or_unknown, hdr, pnm, pic, tiff, webp, empty };
+
+namespace detail {
+
+inline const char* format_name(image_format f) {
+    switch (f) {
+        case image_format::png: return "PNG";
+        case image_format::jpeg: return "JPEG";
+        case image_format::gif: return "GIF";
+        case image_format::bmp: return "BMP";
+        case image_format::psd: return "PSD";
+        case image_format::hdr: return "Radiance HDR";
+        case image_format::pnm: return "PNM";
+        case image_format::pic: return "Softimage PIC";
+        case image_format::tiff: return "TIFF";
+        case image_format::webp: return "WebP";
+        case image_format::empty: return "empty";
+        default: return "unknown";
+    }
+}
+
+inline bool starts_with(const std::uint8_t* p, std::size_t n, const char* magic, std::size_t m) {
+    return n >= m && std::memcmp(p, magic, m) == 0;
+}
+
+inline image_format sniff_format(const std::uint8_t* p, std::size_t n) {
+    if (n == 0) return image_format::empty;
+    if (starts_with(p, n, "\x89PNG\r\n\x1a\n", 8)) return image_format::png;
+    if (starts_with(p, n, "\xff\xd8\xff", 3)) return image_format::jpeg;
+    if (starts_with(p, n, "GIF8", 4)) return image_format::gif;
+    if (starts_with(p, n, "BM", 2)) return image_format::bmp;
+    if (starts_with(p, n, "8BPS", 4)) return image_format::psd;
+    if (starts_with(p, n, "#?RADIANCE", 10) || starts_with(p, n, "#?RGBE", 6)) return image_format::hdr;
+    if (n >= 2 && p[0] == 'P' && p[1] >= '1' && p[1] <= '7') return image_format::pnm;
+    if (starts_with(p, n, "\x53\x80\xf6\x34", 4)) return image_format::pic;
+    if (starts_with(p, n, "II*\0", 4) || starts_with(p, n, "MM\0*", 4)) return image_format::tiff;
+    if (n >= 12 && std::memcmp(p, "RIFF", 4) == 0 && std::memcmp(p + 8, "WEBP", 4) == 0) return image_format::webp;
+    return image_format::tga_or_unknown;
+}
+
+inline std::string hex_prefix(const std::uint8_t* p, std::size_t n) {
+    static const char* hex = "0123456789abcdef";
+    std::string s;
+    for (std::size_t i = 0; i < n && i < 8; i++) {
+        if (i) s += ' ';
+        s += hex[p[i] >> 4];
+        s += hex[p[i] & 15];
+    }
+    return s;
+}
+
+inline std::uint32_t be32(const std::uint8_t* p) {
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
+}
+
+/// Walks the PNG chunk list: every chunk must lie inside the file and IEND must be present.
+/// stb_image 2.27 grows its IDAT buffer by the claimed chunk length before reading the data.
+inline void check_png_chunks(const std::uint8_t* p, std::size_t n, const std::string& name) {
+    std::size_t off = 8;
+    bool first = true;
+    while (true) {
+        ALIGNGPT_CHECK(n - off >= 8, name, ": truncated PNG: file ends at byte ", n,
+                       " inside a chunk header, before the IEND chunk");
+        const std::uint32_t len = be32(p + off);
+        const std::string type(reinterpret_cast<const char*>(p + off + 4), 4);
+        ALIGNGPT_CHECK(len <= 0x7fffffffu, name, ": PNG chunk ", quote_name(type), " at byte ", off, " has length ",
+                       len, " > 2^31-1");
+        ALIGNGPT_CHECK(!first || type == "IHDR" || type == "CgBI", name, ": PNG does not start with an IHDR chunk (found ",
+                       quote_name(type), ")");
+        first = false;
+        ALIGNGPT_CHECK(std::uint64_t(len) + 12 <= n - off, name, ": truncated PNG: chunk ", quote_name(type), " at byte ",
+                       off, " claims ", len, " data bytes but the file has ", n - off - 8 < 4 ? 0 : n - off - 12,
+                       " left");
+        if (type == "IEND") return;
+        off += std::size_t(len) + 12;
+    }
+}
+
+/// Walks the JPEG marker segments up to EOI: every segment lies inside the file, the file is not
+/// cut short (stb_image would fill the rest with grey; Pillow refuses: "image file is truncated"),
+/// and every Huffman table (DHT) defines at most 256 codes: stb_image 2.27 writes past its
+/// 257-byte size table otherwise (fixed upstream in v2.28, commit 96fe76c; found by our fuzz test).
+inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std::string& name) {
+    auto be16 = [&](std::size_t o) { return std::size_t(p[o]) << 8 | p[o + 1]; };
+    auto truncated = [&](std::size_t off, const char* where) {
+        fail(name, ": truncated JPEG: file ends at byte ", n, " ", where, " (at byte ", off, "), before the end-of-image marker");
+    };
+    std::size_t off = 2;
+    bool have_scan = false;
+    while (true) {
+        if (n - off < 2) truncated(off, "before a marker");
+        ALIGNGPT_CHECK(p[off] == 0xff, name, ": corrupt JPEG: expected a marker at byte ", off, ", found 0x",
+                       hex_prefix(p + off, 1));
+        const std::uint8_t m = p[off + 1];
+        if (m == 0xff) {  // fill byte
+            off++;
+            continue;
+        }
+        if (m == 0xd9) {
+            ALIGNGPT_CHECK(have_scan, name, ": corrupt JPEG: end-of-image marker at byte ", off, " before any scan");
+            return;
+        }
+        if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) {
+            off += 2;
+            continue;
+        }
+        if (n - off < 4) truncated(off, "inside a marker segment header");
+        const std::size_t len = be16(off + 2);
+        ALIGNGPT_CHECK(len >= 2, name, ": corrupt JPEG: segment 0xff", hex_prefix(&m, 1), " at byte ", off,
+                       " has length ", len);
+        if (n - off - 2 < len) truncated(off, "inside a marker segment");
+        if (m == 0xc4) {  // DHT: one or more tables of 1 + 16 + sum(counts) bytes
+            std::size_t q = off + 4;
+            const std::size_t end = off + 2 + len;
+            while (q < end) {
+                ALIGNGPT_CHECK(end - q >= 17, name, ": corrupt JPEG: Huffman table at byte ", q, " is cut by its segment");
+                ALIGNGPT_CHECK((p[q] >> 4) <= 1 && (p[q] & 15) <= 3, name, ": corrupt JPEG: Huffman table class/id 0x",
+                               hex_prefix(p + q, 1), " at byte ", q);
+                std::size_t codes = 0;
+                for (int i = 1; i <= 16; i++) codes += p[q + std::size_t(i)];
+                ALIGNGPT_CHECK(codes <= 256, name, ": corrupt JPEG: Huffman table at byte ", q, " defines ", codes,
+                               " codes, more than 256");
+                ALIGNGPT_CHECK(end - q - 17 >= codes, name, ": corrupt JPEG: Huffman table at byte ", q,
+                               " is cut by its segment");
+                q += 17 + codes;
+            }
+        }
+        off += 2 + len;
+        if (m == 0xda) {  // entropy-coded data runs to the next marker that is not FF00 or RSTn
+            have_scan = true;
+            while (true) {
+                if (n - off < 2) truncated(off, "inside the entropy-coded data of a scan");
+                if (p[off] == 0xff && p[off + 1] != 0 && !(p[off + 1] >= 0xd0 && p[off + 1] <= 0xd7)) break;
+                off++;
+            }
+        }
+    }
+}
+
+/// Restores the stb_image allocation bound on scope exit.
+struct stb_cap_guard {
+    std::size_t saved = stb_alloc_cap;
+    explicit stb_cap_guard(std::size_t cap) {
+        stb_alloc_cap = cap;
+        stb_alloc_refused = 0;
+    }
+    ~stb_cap_guard() { stb_alloc_cap = saved; }
+};
+
+inline std::string stb_reason() {
+    const char* r = stbi_failure_reason();
+    return r ? std::string(r) : std::string("unknown error");
+}
+
+}  // namespace detail
+
+/// Decodes a PNG or JPEG held in memory to 8-bit RGB. `name` (usually the path) starts every error.
+inline rgb_image decode_image(const void* data, std::size_t size, const std::string& name,
+                              const image_limits& limits = {}) {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    const image_format fmt = detail::sniff_format(p, size);
+    ALIGNGPT_CHECK(fmt != image_format::empty, name, ": empty file (0 bytes); expected a PNG or JPEG image");
+    ALIGNGPT_CHECK(size <= limits.max_file_bytes, name, ": image file is ", size, " bytes, more than the limit of ",
+                   limits.max_file_bytes);
+    ALIGNGPT_CHECK(size <= std::size_t(std::numeric_limits<int>::max()), name, ": image file is ", size,
+                   " bytes; stb_image takes at most 2^31-1");
+    if (fmt == image_format::tga_or_unknown)
+        fail(name, ": unsupported image format (not PNG or JPEG; first bytes ", detail::hex_prefix(p, size), ", ", size,
+             " bytes in all); only PNG and JPEG are supported");
+    if (fmt != image_format::png && fmt != image_format::jpeg)
+        fail(name, ": unsupported image format (", detail::format_name(fmt), "); only PNG and JPEG are supported");
+
+    auto check_budget = [&](std::uint64_t w, std::uint64_t h) {
+        ALIGNGPT_CHECK(w > 0 && h > 0, name, ": image has a zero side (", w, "x", h, ")");
+        ALIGNGPT_CHECK(w * h <= limits.max_pixels, name, ": image is ", w, "x", h, " = ", w * h,
+                       " pixels, more than the budget of ", limits.max_pixels,
+                       " (image_limits::max_pixels); refused before decoding");
+    };
+    if (fmt == image_format::png) {
+        detail::check_png_chunks(p, size, name);
+        // IHDR (checked present and complete above): the budget applies before stb_image's own
+        // header checks, so that the error says what was refused.
+        if (std::memcmp(p + 12, "IHDR", 4) == 0) {
+            ALIGNGPT_CHECK(detail::be32(p + 8) == 13, name, ": PNG IHDR chunk has length ", detail::be32(p + 8),
+                           ", expected 13");
+            check_budget(detail::be32(p + 16), detail::be32(p + 20));
+        }
+    } else {
+        detail::check_jpeg_segments(p, size, name);
+    }
+
+    // Header only: dimensions before any allocation that depends on them.
+    detail::stb_cap_guard cap_header(std::size_t(1) << 20);
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory(p, int(size), &w, &h, &comp))
+        fail(name, ": cannot read the ", detail::format_name(fmt), " header: ", detail::stb_reason());
+    check_budget(std::uint64_t(w), std::uint64_t(h));
+
+    // The largest block a valid image of this size needs: 16-bit RGBA PNG scanlines (8 bytes per
+    // pixel + filter byte) or JPEG component planes rounded up to whole MCUs, plus slack; and the
+    // IDAT buffer, which stb_image grows by doubling up to twice the compressed size.
+    const std::uint64_t need = 8 * (std::uint64_t(w) + 32) * (std::uint64_t(h) + 32) + (std::uint64_t(1) << 20);
+    const std::uint64_t cap = std::max<std::uint64_t>(need, 2 * std::uint64_t(size) + 8192);
+    detail::stb_cap_guard cap_decode{std::size_t(cap)};
+    int w2 = 0, h2 = 0, comp2 = 0;
+    std::unique_ptr<stbi_uc, void (*)(void*)> pix(stbi_load_from_memory(p, int(size), &w2, &h2, &comp2, 3),
+                                                  stbi_image_free);
+    if (!pix) {
+        if (detail::stb_alloc_refused)
+            fail(name, ": decoding the ", w, "x", h, " ", detail::format_name(fmt), " needs a block of ",
+                 detail::stb_alloc_refused, " bytes, more than the ", cap,
+                 " a valid image of this size needs (corrupt or decompression bomb)");
+        fail(name, ": cannot decode ", detail::format_name(fmt), " (", w, "x", h, "): ", detail::stb_reason());
+    }
+    ALIGNGPT_CHECK(w2 == w && h2 == h, name, ": decoded size ", w2, "x", h2, " differs from the header's ", w, "x", h);
+    rgb_image img(w, h);
+    std::memcpy(img.pixels.data(), pix.get(), img.pixels.size());
+    return img;
+}
+
+inline rgb_image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name,
+                              const image_limits& limits = {}) {
+    return decode_image(bytes.data(), bytes.size(), name, limits);
+}
+
+/// Reads and decodes a PNG or JPEG file (the file size is checked before it is read).
+inline rgb_image load_image(const std::string& path, const image_limits& limits = {}) {
+    const std::string bytes = read_text_file(path, limits.max_file_bytes);  // binary-safe
+    return decode_image(bytes.data(), bytes.size(), path, limits);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLIP preprocessing
+
+/// AlignGPT's `image_aspect_ratio`: "pad" runs expand2square first; any other value ("square",
+/// absent) gives the plain CLIP resize + centre crop, as the reference's process_images does.
+enum class aspect_mode { pad, square };
+
+inline aspect_mode parse_aspect_mode(const std::string& s) { return s == "pad" ? aspect_mode::pad : aspect_mode::square; }
+
+/// CLIPImageProcessor settings (transformers 4.31). Defaults: openai/clip-vit-large-patch14-336
+/// (preprocessor_config.json) with aspect pad (the instruction-tuned AlignGPT models).
+struct clip_image_processor_config {
+    bool do_resize = true;
+    int shortest_edge = 336;  // "size": 336 or {"shortest_edge": 336}
+    resample_filter resample = resample_filter::bicubic;
+    bool do_center_crop = true;
+    int crop_height = 336, crop_width = 336;  // "crop_size": 336 or {"height", "width"}
+    bool do_rescale = true;
+    double rescale_factor = 1.0 / 255.0;
+    bool do_normalize = true;
+    std::array<double, 3> image_mean{0.48145466, 0.4578275, 0.40821073};
+    std::array<double, 3> image_std{0.26862954, 0.26130258, 0.27577711};
+    aspect_mode aspect = aspect_mode::pad;
+    /// Bound on the (virtual) padded square, S*S pixels (pad mode): bounds the work and the strip.
+    std::uint64_t max_padded_pixels = std::uint64_t(1) << 28;
+
+    /// Reads a preprocessor_config.json object; `aspect` is not part of it (set it from the model
+    /// config's image_aspect_ratio). Unknown keys are ignored, as transformers does.
+    static clip_image_processor_config from_json(const nlohmann::json& j, const std::string& name = "preprocessor_config") {
+        ALIGNGPT_CHECK(j.is_object(), name, ": expected a JSON object");
+        clip_image_processor_config c;
+        auto get_bool = [&](const char* k, bool& out) {
+            if (!j.contains(k)) return;
+            ALIGNGPT_CHECK(j[k].is_boolean(), name, ": \"", k, "\" must be true or false, got ", j[k].dump());
+            out = j[k].get<bool>();
+        };
+        auto get_pos_int = [&](const nlohmann::json& v, const std::string& what) {
+            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() > 0 && v.get<std::int64_t>() <= 65536, name,
+                           ": ", what, " must be an integer in [1, 65536], got ", v.dump());
+            return int(v.get<std::int64_t>());
+        };
+        auto get_triple = [&](const char* k, std::array<double, 3>& out) {
+            if (!j.contains(k)) return;
+            const auto& v = j[k];
+            if (v.is_number()) {
+                out.fill(v.get<double>());
+                return;
+            }
+            ALIGNGPT_CHECK(v.is_array() && v.size() == 3, name, ": \"", k, "\" must be a number or 3 numbers, got ", v.dump());
+            for (std::size_t i = 0; i < 3; i++) {
+                ALIGNGPT_CHECK(v[i].is_number(), name, ": \"", k, "\"[", i, "] is not a number: ", v[i].dump());
+                out[i] = v[i].get<double>();
+            }
+        };
+        get_bool("do_resize", c.do_resize);
+        get_bool("do_center_crop", c.do_center_crop);
+        get_bool("do_rescale", c.do_rescale);
+        get_bool("do_normalize", c.do_normalize);
+        if (j.contains("do_convert_rgb")) {
+            bool rgb = true;
+            get_bool("do_convert_rgb", rgb);
+            ALIGNGPT_CHECK(rgb, name, ": do_convert_rgb=false is not supported (images are always decoded to RGB)");
+        }
+        if (j.contains("size")) {
+            const auto& s = j["size"];
+            if (s.is_object()) {
+                ALIGNGPT_CHECK(s.contains("shortest_edge") && s.size() == 1, name,
+                               ": \"size\" must be an integer or {\"shortest_edge\": n} for CLIP, got ", s.dump());
+                c.shortest_edge = get_pos_int(s["shortest_edge"], "size.shortest_edge");
+            } else {
+                c.shortest_edge = get_pos_int(s, "size");
+            }
+        }
+        if (j.contains("crop_size")) {
+            const auto& s = j["crop_size"];
+            if (s.is_object()) {
+                ALIGNGPT_CHECK(s.contains("height") && s.contains("width"), name,
+                               ": \"crop_size\" must be an integer or {\"height\", \"width\"}, got ", s.dump());
+                c.crop_height = get_pos_int(s["height"], "crop_size.height");
+                c.crop_width = get_pos_int(s["width"], "crop_size.width");
+            } else {
+                c.crop_height = c.crop_width = get_pos_int(s, "crop_size");
+            }
+        }
+        if (j.contains("resample")) {
+            const auto& r = j["resample"];
+            ALIGNGPT_CHECK(r.is_number_integer() && r.get<int>() >= 1 && r.get<int>() <= 5, name,
+                           ": \"resample\" must be a Pillow filter 1..5 (lanczos, bilinear, bicubic, box, hamming), got ",
+                           r.dump(), r.is_number_integer() && r.get<int>() == 0 ? " (nearest is not supported)" : "");
+            c.resample = resample_filter(r.get<int>());
+        }
+        if (j.contains("rescale_factor")) {
+            ALIGNGPT_CHECK(j["rescale_factor"].is_number(), name, ": \"rescale_factor\" must be a number");
+            c.rescale_factor = j["rescale_factor"].get<double>();
+        }
+        get_triple("image_mean", c.image_mean);
+        get_triple("image_std", c.image_std);
+        for (double s : c.image_std) ALIGNGPT_CHECK(s != 0.0, name, ": image_std has a zero entry");
+        return c;
+    }
+
+    static clip_image_processor_config from_json_file(const std::string& path) {
+        const std::string text = read_text_file(path, 1 << 20);
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(text);
+        } catch (const nlohmann::json::exception& e) {
+            fail(path, ": not valid JSON: ", e.what());
+        }
+        return from_json(j, path);
+    }
+
+    /// expand2square's fill colour: tuple(int(x * 255) for x in image_mean) (truncation).
+    std::array<std::uint8_t, 3> pad_color() const {
+        std::array<std::uint8_t, 3> c{};
+        for (std::size_t i = 0; i < 3; i++) {
+            const double v = image_mean[i] * 255;
+            c[i] = std::uint8_t(v <= 0 ? 0 : v >= 255 ? 255 : int(v));
+        }
+        return c;
+    }
+};
+
+/// transformers 4.31 get_resize_output_image_size(default_to_square=False): (height, width) with the
+/// short side `size` and the long side int(size * long / short) in double arithmetic.
+inline std::pair<int, int> resize_output_size(int height, int width, int size) {
+    ALIGNGPT_CHECK(height > 0 && width > 0 && size > 0, "resize_output_size: bad sizes ", height, "x", width, " -> ", size);
+    const bool portrait = width <= height;
+    const int s = portrait ? width : height, l = portrait ? height : width;
+    const double new_long_d = double(std::int64_t(size) * std::int64_t(l)) / double(s);
+    ALIGNGPT_CHECK(new_long_d < double(std::numeric_limits<int>::max()), "resize_output_size: ", width, "x", height,
+                   " resized to a short side of ", size, " would be ", new_long_d, " pixels long (aspect ratio too extreme)");
+    const int new_long = int(new_long_d);
+    return portrait ? std::pair<int, int>{new_long, size} : std::pair<int, int>{size, new_long};
+}
+
+namespace detail {
+
+/// Rows of AlignGPT's expand2square(img, fill) without building it: a square of side S.
+struct padded_rows {
+    const rgb_image* img;
+    int side, x_off, y_off;
+    std::array<std::uint8_t, 3> fill;
+    int width() const { return side; }
+    int height() const { return side; }
+    const std::uint8_t* row(int y, std::uint8_t* scratch) const {
+        if (x_off == 0 && y >= y_off && y - y_off < img->height && img->width == side) return img->row(y - y_off);
+        for (int x = 0; x < side; x++) std::memcpy(scratch + std::size_t(x) * 3, fill.data(), 3);
+        if (y >= y_off && y - y_off < img->height)
+            std::memcpy(scratch + std::size_t(x_off) * 3, img->row(y - y_off), std::size_t(img->width) * 3);
+        return scratch;
+    }
+};
+
+/// Centre-crop window of `crop` out of `len` (transformers center_crop): start (len - crop) // 2,
+/// or, when the image is smaller, the image sits at (crop - len) // 2 inside a zero canvas.
+inline int crop_start(int len, int crop) { return len >= crop ? (len - crop) / 2 : -((crop - len) / 2); }
+
+template <class Source>
+rgb_image resize_and_crop(const Source& src, const clip_image_processor_config& cfg) {
+    int out_h = src.height(), out_w = src.width();
+    if (cfg.do_resize) std::tie(out_h, out_w) = resize_output_size(src.height(), src.width(), cfg.shortest_edge);
+    if (!cfg.do_center_crop) {
+        ALIGNGPT_CHECK(std::uint64_t(out_h) * std::uint64_t(out_w) <= (std::uint64_t(1) << 28),
+                       "clip_preprocess: without centre crop the output would be ", out_w, "x", out_h, " pixels");
+        rgb_image out(out_w, out_h);
+        resample_window(src, out_w, out_h, cfg.resample, pixel_window{0, 0, out_w, out_h}, out.pixels.data());
+        return out;
+    }
+    const int top = crop_start(out_h, cfg.crop_height), left = crop_start(out_w, cfg.crop_width);
+    // Intersection of the crop with the resized image; the rest stays 0 (transformers pads with zeros).
+    const int y0 = std::max(top, 0), x0 = std::max(left, 0);
+    const int y1 = std::min(top + cfg.crop_height, out_h), x1 = std::min(left + cfg.crop_width, out_w);
+    rgb_image out(cfg.crop_width, cfg.crop_height);
+    if (y1 <= y0 || x1 <= x0) return out;
+    const pixel_window win{x0, y0, x1 - x0, y1 - y0};
+    if (win.width == cfg.crop_width && win.height == cfg.crop_height) {
+        resample_window(src, out_w, out_h, cfg.resample, win, out.pixels.data());
+        return out;
+    }
+    std::vector<std::uint8_t> part(std::size_t(win.width) * std::size_t(win.height) * 3);
+    resample_window(src, out_w, out_h, cfg.resample, win, part.data());
+    for (int y = 0; y < win.height; y++)
+        std::memcpy(out.row(y0 - top + y) + std::size_t(x0 - left) * 3, part.data() + std::size_t(y) * win.width * 3,
+                    std::size_t(win.width) * 3);
+    return out;
+}
+
+}  // namespace detail
+
+/// AlignGPT's expand2square, materialised (tests and tools; the preprocessing never builds it).
+inline rgb_image expand2square(const rgb_image& img, std::array<std::uint8_t, 3> fill) {
+    if (img.width == img.height) return img;
+    const int side = std::max(img.width, img.height);
+    const detail::padded_rows src{&img, side, (side - img.width) / 2, (side - img.height) / 2, fill};
+    rgb_image out(side, side);
+    std::vector<std::uint8_t> scratch(std::size_t(side) * 3);
+    for (int y = 0; y < side; y++) std::memcpy(out.row(y), src.row(y, scratch.data()), std::size_t(side) * 3);
+    return out;
+}
+
+/// Steps 1-3 (pad, resize, centre crop): the uint8 image the reference rescales and normalises.
+inline rgb_image clip_resize_crop(const rgb_image& img, const clip_image_processor_config& cfg,
+                                  const std::string& name = "image") {
+    ALIGNGPT_CHECK(img.width > 0 && img.height > 0, name, ": empty image ", img.width, "x", img.height);
+    ALIGNGPT_CHECK(img.pixels.size() == std::size_t(img.width) * std::size_t(img.height) * 3, name, ": ", img.pixels.size(),
+                   " bytes for a ", img.width, "x", img.height, " RGB image");
+    try {
+        if (cfg.aspect == aspect_mode::pad && img.width != img.height) {
+            const int side = std::max(img.width, img.height);
+            ALIGNGPT_CHECK(std::uint64_t(side) * std::uint64_t(side) <= cfg.max_padded_pixels, "padding ", img.width, "x",
+                           img.height, " to a ", side, "x", side, " square exceeds max_padded_pixels = ",
+                           cfg.max_padded_pixels, " (aspect ratio too extreme for pad mode)");
+            return detail::resize_and_crop(
+                detail::padded_rows{&img, side, (side - img.width) / 2, (side - img.height) / 2, cfg.pad_color()}, cfg);
+        }
+        return detail::resize_and_crop(detail::image_rows{&img}, cfg);
+    } catch (const error& e) {
+        fail(name, ": ", e.what());
+    }
+}
+
+/// Steps 4-6: rescale and normalise a uint8 HWC image into a float CHW tensor [3, H, W].
+inline tensor<float> clip_pixel_values(const rgb_image& img, const clip_image_processor_config& cfg) {
+    const index_t H = img.height, W = img.width, HW = H * W;
+    tensor<float> out({3, H, W});
+    float* o = out.data();
+    std::array<float, 3> mean{}, std_{};
+    for (std::size_t c = 0; c < 3; c++) mean[c] = float(cfg.image_mean[c]), std_[c] = float(cfg.image_std[c]);
+    for (index_t i = 0; i < HW; i++) {
+        for (index_t c = 0; c < 3; c++) {
+            const std::uint8_t u = img.pixels[std::size_t(i * 3 + c)];
+            // numpy: uint8 array * python float -> float64, then .astype(float32).
+            float v = cfg.do_rescale ? float(double(u) * cfg.rescale_factor) : float(u);
+            if (cfg.do_normalize) v = (v - mean[std::size_t(c)]) / std_[std::size_t(c)];
+            o[c * HW + i] = v;
+        }
+    }
+    return out;
+}
+
+/// The whole preprocessing: what `process_images([img], processor, cfg)[0]` gives (fp32; the
+/// reference then casts to fp16 for the model).
+inline tensor<float> clip_preprocess(const rgb_image& img, const clip_image_processor_config& cfg,
+                                     const std::string& name = "image") {
+    return clip_pixel_values(clip_resize_crop(img, cfg, name), cfg);
+}
+
+}  // namespace aligngpt::io
