@@ -258,6 +258,9 @@ inline void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict 
         V bv[NV];
         for (int v = 0; v < NV; v++) bv[v] = S::load(bk + v * L);
         prefetch_l1(ak + 8 * AS);
+#if defined(ALIGNGPT_GEMM_PFB)
+        for (int v = 0; v < NV * L; v += 64 / int(sizeof(T))) prefetch_l1(bk + ALIGNGPT_GEMM_PFB * ldb + v);
+#endif
         for (int r = 0; r < MR; r++) {
             const V av = S::set1(ak[r]);
             for (int v = 0; v < NV; v++) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
@@ -318,6 +321,11 @@ inline void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T
         if (cs == 1 && mr == MR) {
             for (int r = 0; r < MR; r++) {
                 const T* src = A + (i0 + r) * rs;
+                // Rows are short runs (kc values) far apart: the hardware prefetchers barely start on
+                // one before the next, so the row 4 ahead is requested now.
+                if (i0 + r + 4 < mc)
+                    for (index_t l = 0; l < kc * index_t(sizeof(T)); l += 64)
+                        prefetch_l2(reinterpret_cast<const char*>(src + 4 * rs) + l);
                 for (index_t k = 0; k < kc; k++) p[k * MR + r] = src[k];
             }
         } else {
