@@ -358,6 +358,36 @@ TEST_CASE("attention composed as linear -> rope -> attention -> linear matches t
     }
 }
 
+TEST_CASE("a KV-cache decode step matches transformers 4.31 LlamaAttention with past_key_value, and our prefill bitwise") {
+    const auto fx = golden::load("op_attn_llama");
+    const index_t B = 2, S = 6, H = 32, NH = 4, NKV = 2, HS = 8;
+    const auto x = golden::hashfill<float>("llama_attn.x", {B, S, H}, 1.f);
+    auto W = [](const char* n, index_t rows) {
+        return variable<float>::leaf(golden::hashfill<float>(std::string("llama_attn.") + n + "_proj.weight", {rows, 32}, 0.2f));
+    };
+    const auto wq = W("q", NH * HS), wk = W("k", NKV * HS), wv = W("v", NKV * HS), wo = W("o", H);
+    const ag::rope_table tab(static_cast<int>(HS));
+    ops::attention_options o;
+    o.n_head = int(NH), o.n_kv_head = int(NKV), o.causal = true;
+    const auto lengths = fx.get<index_t>("key_lengths");
+    o.key_lengths.assign(lengths.begin(), lengths.end());
+    tape<float>* none = nullptr;
+    auto layer = [&](index_t t0) {                           // queries t0..S-1 against keys 0..S-1
+        std::vector<std::int64_t> pos_q, pos_k;
+        for (index_t b = 0; b < B; b++) {
+            for (index_t t = t0; t < S; t++) pos_q.push_back(t);
+            for (index_t t = 0; t < S; t++) pos_k.push_back(t);
+        }
+        const auto xq = variable<float>::leaf(x.slice(1, t0, S)), xk = variable<float>::leaf(x);
+        const auto q = ag::rope(none, ag::linear(none, xq, wq), pos_q, tab);
+        const auto k = ag::rope(none, ag::linear(none, xk, wk), pos_k, tab);   // the cache: post-rope k, and v
+        return ag::linear(none, ag::attention(none, q, k, ag::linear(none, xk, wv), o), wo).value();
+    };
+    const auto step = layer(S - 1).to_vector();
+    CHECK_CLOSE(step, fx, std::string("decode.y"));
+    CHECK(same_bits(step, layer(0).slice(1, S - 1, S).to_vector()));
+}
+
 TEST_CASE("attention composed with biased linears matches transformers 4.31 CLIPAttention (scale 0.25)") {
     const auto fx = golden::load("op_attn_clip");
     const index_t B = 2, S = 5, H = 32;

@@ -106,6 +106,18 @@ def golden_op_attn_llama():
         out.update({p + "dW" + n[0]: w.grad for n, w in m.named_parameters()})        # q_proj -> dWq
         if case == "plain":
             out["key_lengths"] = torch.tensor(lengths, dtype=torch.int64)
+    # KV-cache decode step (4.31 path with past_key_value): prefill tokens 0..4, then token 5 at
+    # position 5 against the 6 cached keys (post-rope k, v), under the same padding.
+    with torch.no_grad():
+        m = LlamaAttention(LlamaConfig(hidden_size=H, num_attention_heads=4, num_key_value_heads=2,
+                                       max_position_embeddings=64))
+        _fill_params(m, "llama_attn.")
+        x = hashfill("llama_attn.x", (B, S, H), 1.0)
+        _, _, past = m(x[:, :S - 1], attention_mask=mask[:, :, :S - 1, :S - 1],
+                       position_ids=pos[:, :S - 1], use_cache=True)
+        y1 = m(x[:, S - 1:], attention_mask=mask[:, :, S - 1:, :], position_ids=pos[:, S - 1:],
+               past_key_value=past)[0]
+    out["decode.y"] = y1
     return save("op_attn_llama", out)
 
 
