@@ -210,6 +210,13 @@ TEST_CASE("clip_model matches CLIPModel: towers, projections, cosine, logits_per
 
 TEST_CASE("CLIP backward matches finite differences (double): l2_normalize, vision tower, text tower") {
     using dvar = autograd::variable<double>;
+    // Thousands of tiny forwards: OpenMP regions would cost more than they save (and much more on
+    // a loaded machine), and results do not depend on the thread count anyway.
+    struct one_thread {
+        int before = aligngpt::max_threads();
+        one_thread() { aligngpt::set_threads(1); }
+        ~one_thread() { aligngpt::set_threads(before); }
+    } guard;
     const auto filled = [](const std::string& name, shape_t s, float a, bool grad) {
         tensor<double> t(s);
         rng::fill_uniform(t.data(), t.numel(), 5, rng::fnv1a64(name), a);
