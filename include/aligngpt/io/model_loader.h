@@ -1,0 +1,760 @@
+#pragma once
+// Strict, all-or-nothing loading of model parameters by name, and of a whole AlignGPT model
+// directory in the published layout (spec 6; reliability.md R1-R5).
+//
+//   auto m = io::load_aligngpt("aligngpt-7b", {.vision_tower = "clip-vit-large-patch14-336"});
+//   auto feats = m.vision->features(nullptr, pixels, m.config.mm_vision_select_layer);
+//   auto out = m.model->forward(nullptr, {{ids}}, feats, models::stage::inference);
+//
+//   io::load_parameters(vit, io::tensor_source::open("clip-vit-large-patch14-336"), {});
+//
+// load_parameters(module, source, options)
+//   Visits the module (visit(f): every parameter, named by its verbatim HF key). Every parameter
+//   must exist in the source with the same shape, and a float dtype that widens exactly to f32
+//   (F32, BF16, F16). Every source tensor must be consumed, except those matching options.ignore
+//   (default: "*.rotary_emb.inv_freq", "*.position_ids": buffers the reference recomputes) or
+//   outside options.scope. All problems are collected and thrown as ONE error that lists, by
+//   name, the missing, unexpected, wrong-shape and wrong-dtype tensors with their file names.
+//   Values are read into fresh tensors and swapped into the module only when everything
+//   succeeded: a half-loaded module is never left behind (R5).
+//   options.rename maps module-name prefixes to source-key prefixes ({"vision_model.",
+//   "vision_tower.vision_tower.vision_model."} reads CLIP from the copy inside an AlignGPT file).
+//   Tensor bytes are read from our own read-only mapping and the pages are dropped again
+//   (madvise DONTNEED) once consumed, so resident memory holds the model, not the files.
+//
+// load_aligngpt(dir, options)
+//   config.json (LLaMA fields + mm_* fields, spec 6.2) is parsed and validated before anything is
+//   allocated; errors name the file and the field. Weights: sharded or single .bin / safetensors
+//   (checkpoint_dir). The CLIP copy "vision_tower.vision_tower.*" inside the checkpoint is ignored
+//   (the reference drops it too, spec 6.4). A stage-1 file (mm_projector_align.bin, also accepted
+//   as mm_projector.bin) is read when the directory is a pretrain output (then the LLM comes from
+//   options.base_llm) or when options.mm_projector names it; its keys map by suffix as in the
+//   reference (the part after "mm_projector." -> "mm_projector.<rest>"; any key containing
+//   "indicator_embs" -> "align_indicators.indicator_embs"; anything else ignored). The vision
+//   tower comes from its own directory: options.vision_tower, else config mm_vision_tower
+//   (relative paths resolve against the working directory, then the model directory).
+//
+// weights_dtype (f32 | bf16 | f16): with bf16/f16 the frozen LLM Linear weights (model.layers.*
+//   *_proj.weight, lm_head.weight) are packed once, straight from the mapped file, into
+//   ops::packed_weight<bf16|f16> panels, when the file holds that very dtype (no rounding, no f32
+//   copy). The packed weights land in loaded.packed; nn::linear has no packed slot yet (see
+//   LOADER HOOK below), so unless packed_store_only is set the model ALSO gets the exact f32
+//   widening, which makes forward() correct but costs f32 memory.
+//
+// LOADER HOOK (requested in nn/module.h): if nn::linear<T,B> has members
+//   std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;
+//   std::shared_ptr<const ops::packed_weight<f16>>  packed_f16;
+// and its visit(f) calls f(*this) for visitors that declare `using visits_linears = void;`, this
+// loader sets them (detected at compile time) and leaves the f32 weight untouched.
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aligngpt/half.h"
+#include "aligngpt/io/dtype.h"
+#include "aligngpt/io/file.h"
+#include "aligngpt/io/safetensors.h"
+#include "aligngpt/io/torch_bin.h"
+// clip_vision.h before aligngpt.h: its unqualified detail::shape_str would otherwise find
+// models::detail (declared by align.h) instead of aligngpt::detail.
+#include "aligngpt/models/clip_config.h"
+#include "aligngpt/models/clip_vision.h"
+#include "aligngpt/models/aligngpt.h"
+#include "aligngpt/nn/module.h"
+#include "aligngpt/ops/packed.h"
+
+namespace aligngpt::io {
+
+enum class weights_dtype { f32, bf16, f16 };
+
+inline const char* weights_dtype_name(weights_dtype d) {
+    return d == weights_dtype::f32 ? "f32" : d == weights_dtype::bf16 ? "bf16" : "f16";
+}
+inline std::optional<weights_dtype> parse_weights_dtype(std::string_view s) {
+    if (s == "f32" || s == "float32") return weights_dtype::f32;
+    if (s == "bf16" || s == "bfloat16") return weights_dtype::bf16;
+    if (s == "f16" || s == "float16") return weights_dtype::f16;
+    return std::nullopt;
+}
+
+/// '*' matches any run of characters (including '.'); everything else is literal.
+inline bool glob_match(std::string_view pat, std::string_view s) {
+    std::size_t p = 0, i = 0, star = std::string_view::npos, mark = 0;
+    while (i < s.size()) {
+        if (p < pat.size() && pat[p] == '*') star = p++, mark = i;
+        else if (p < pat.size() && pat[p] == s[i]) p++, i++;
+        else if (star != std::string_view::npos) p = star + 1, i = ++mark;
+        else return false;
+    }
+    while (p < pat.size() && pat[p] == '*') p++;
+    return p == pat.size();
+}
+
+/// The LLaMA Linear weights that weights_dtype bf16/f16 keeps 16-bit (frozen at inference).
+inline bool is_llm_linear_weight(std::string_view name) {
+    return name == "lm_head.weight" || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
+}
+
+struct load_options {
+    bool quiet = false;              ///< no progress lines
+    std::ostream* log = nullptr;     ///< progress goes here (nullptr: std::cerr)
+    /// Module-name prefix -> source-key prefix, first match wins.
+    std::vector<std::pair<std::string, std::string>> rename{};
+    /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected").
+    std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids"};
+    /// Non-empty: only source keys starting with one of these prefixes are considered at all.
+    std::vector<std::string> scope{};
+    /// Module parameters matching these globs may be absent from the source (they keep their value).
+    std::vector<std::string> allow_missing{};
+    weights_dtype dtype = weights_dtype::f32;
+    /// Which parameters bf16/f16 packs (default: is_llm_linear_weight).
+    std::function<bool(std::string_view)> pack_if{};
+    /// bf16/f16 without the nn::linear hook: packed weights go to loaded.packed only (the module's
+    /// variables keep their current values). For callers that use the packed weights themselves.
+    bool packed_store_only = false;
+    // load_aligngpt only:
+    std::string vision_tower{};      ///< overrides config mm_vision_tower
+    std::string mm_projector{};      ///< explicit stage-1 file (mm_projector_align.bin)
+    std::string base_llm{};          ///< LLM weights for a pretrain output directory
+    bool load_vision = true;         ///< false: no vision tower (precomputed features)
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+/// One weight file mapped for reading tensor bytes (safetensors or PyTorch zip, by content).
+class raw_weights {
+public:
+    static std::shared_ptr<const raw_weights> open(const std::string& path) {
+        auto r = std::shared_ptr<raw_weights>(new raw_weights());
+        unsigned char head[4] = {};
+        {
+            auto m = mapped_file::open(path);
+            if (m->size() >= 4) std::memcpy(head, m->data(), 4);
+        }
+        // A zip, or torch's legacy pickle magic (80 02 8a 0a: refused with a hint by the reader).
+        // A safetensors header length can start with 0x80 (N = 128 + 256 k), so one byte is not enough;
+        // 80 02 8a 0a read as N would be 176 MB, above the 100 MB header cap.
+        static const unsigned char legacy[4] = {0x80, 0x02, 0x8a, 0x0a};
+        if (std::memcmp(head, "PK\x03\x04", 4) == 0 || std::memcmp(head, legacy, 4) == 0)
+            r->t_ = std::make_unique<torch_bin_file>(torch_bin_file::open(path));
+        else
+            r->s_ = std::make_unique<safetensors_file>(safetensors_file::open(path));
+        r->path_ = path;
+        const auto slash = path.find_last_of('/');
+        r->base_ = slash == std::string::npos ? path : path.substr(slash + 1);
+        return r;
+    }
+    const std::string& path() const { return path_; }
+    const std::string& basename() const { return base_; }
+    const std::vector<tensor_info>& tensors() const { return s_ ? s_->tensors() : t_->tensors(); }
+    const tensor_info* find(std::string_view n) const { return s_ ? s_->find(n) : t_->find(n); }
+    bool contiguous(const tensor_info& t) const { return s_ ? true : t_->is_contiguous(t); }
+    const std::byte* data(const tensor_info& t) const { return s_ ? s_->data(t) : t_->data(t); }
+
+    /// Converts the tensor's elements into out[0..numel) (any alignment; strided views gathered).
+    template <class T>
+    void read(const tensor_info& t, T* out) const {
+        const std::size_t n = std::size_t(t.numel());
+        if (contiguous(t)) {
+            convert_elements<T>(t.type, data(t), n, out, path_ + ": tensor " + detail::quote_name(t.name));
+        } else {
+            const std::vector<T> v = t_->read_as<T>(t.name);
+            std::copy(v.begin(), v.end(), out);
+        }
+    }
+    /// Drops the mapped pages of the tensor from this process (they are re-read from the page
+    /// cache if touched again): resident memory does not accumulate the files.
+    void release(const tensor_info& t) const {
+        if (t.end <= t.begin) return;
+        static const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+        const auto p = reinterpret_cast<std::uintptr_t>(data(t));
+        const std::uintptr_t lo = p & ~(page - 1), hi = (p + t.nbytes() + page - 1) & ~(page - 1);
+        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+
+private:
+    raw_weights() = default;
+    std::string path_, base_;
+    std::unique_ptr<safetensors_file> s_;
+    std::unique_ptr<torch_bin_file> t_;
+};
+
+/// A set of named tensors drawn from one or more files (a checkpoint directory, a single file,
+/// or keys renamed from one). Names are unique.
+class tensor_source {
+public:
+    struct entry {
+        std::shared_ptr<const raw_weights> file;
+        const tensor_info* info = nullptr;
+    };
+
+    tensor_source() = default;
+    explicit tensor_source(std::string description) : desc_(std::move(description)) {}
+
+    /// A checkpoint directory (validated as a whole by checkpoint_dir) or a single weight file.
+    static tensor_source open(const std::string& path) {
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) return of(checkpoint_dir::open(path));
+        tensor_source s(path);
+        s.add_file(raw_weights::open(path));
+        return s;
+    }
+    static tensor_source of(const checkpoint_dir& d) {
+        tensor_source s(d.dir());
+        for (const weight_file& w : d.files()) s.add_file(raw_weights::open(w.path()));
+        return s;
+    }
+
+    const std::string& description() const { return desc_; }
+    const std::map<std::string, entry, std::less<>>& entries() const { return entries_; }
+    const entry* find(std::string_view key) const {
+        auto it = entries_.find(key);
+        return it == entries_.end() ? nullptr : &it->second;
+    }
+    std::size_t size() const { return entries_.size(); }
+
+    /// A source whose keys are fn(key) (std::nullopt drops the key). Two keys mapping to one name
+    /// are an error naming both.
+    tensor_source renamed(const std::function<std::optional<std::string>(const std::string&)>& fn,
+                          std::string description = {}) const {
+        tensor_source out(description.empty() ? desc_ : std::move(description));
+        std::map<std::string, std::string> from;
+        for (const auto& [k, e] : entries_) {
+            auto n = fn(k);
+            if (!n) continue;
+            ALIGNGPT_CHECK(out.entries_.emplace(*n, e).second, out.desc_, ": keys ", detail::quote_name(from[*n]), " and ",
+                           detail::quote_name(k), " both map to ", detail::quote_name(*n));
+            from[*n] = k;
+        }
+        return out;
+    }
+    /// Adds o's tensors; those with a name already present replace it (o wins).
+    void overlay(const tensor_source& o) {
+        for (const auto& [k, e] : o.entries_) entries_[k] = e;
+        desc_ += " + " + o.desc_;
+    }
+    /// Keeps only keys for which keep(key) is true.
+    void filter(const std::function<bool(const std::string&)>& keep) {
+        for (auto it = entries_.begin(); it != entries_.end();) it = keep(it->first) ? std::next(it) : entries_.erase(it);
+    }
+
+private:
+    void add_file(std::shared_ptr<const raw_weights> f) {
+        for (const tensor_info& t : f->tensors()) {
+            auto [it, fresh] = entries_.emplace(t.name, entry{f, &t});
+            ALIGNGPT_CHECK(fresh, f->path(), ": tensor ", detail::quote_name(t.name), " is also in ", it->second.file->path());
+        }
+    }
+    std::string desc_;
+    std::map<std::string, entry, std::less<>> entries_;
+};
+
+/// The stage-1 file's keys mapped as the reference's loader maps them (spec 6.3):
+/// "<anything>mm_projector.<rest>" -> "mm_projector.<rest>", "*indicator_embs*" ->
+/// "align_indicators.indicator_embs", everything else dropped.
+inline tensor_source stage1_source(const std::string& file) {
+    return tensor_source::open(file).renamed(
+        [](const std::string& k) -> std::optional<std::string> {
+            if (k.find("indicator_embs") != std::string::npos) return "align_indicators.indicator_embs";
+            const auto at = k.find("mm_projector.");
+            if (at != std::string::npos) return "mm_projector." + k.substr(at + 13);
+            return std::nullopt;
+        },
+        file);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed weights, statistics, progress
+
+/// Packed 16-bit Linear weights by parameter name (weights_dtype bf16 / f16).
+struct packed_store {
+    std::map<std::string, std::shared_ptr<const ops::packed_weight<bf16>>, std::less<>> bf16_weights;
+    std::map<std::string, std::shared_ptr<const ops::packed_weight<f16>>, std::less<>> f16_weights;
+    std::size_t bytes() const {
+        std::size_t n = 0;
+        for (const auto& [k, w] : bf16_weights) n += w->bytes();
+        for (const auto& [k, w] : f16_weights) n += w->bytes();
+        return n;
+    }
+    std::size_t size() const { return bf16_weights.size() + f16_weights.size(); }
+    void merge(packed_store&& o) {
+        bf16_weights.merge(o.bf16_weights);
+        f16_weights.merge(o.f16_weights);
+    }
+};
+
+struct load_stats {
+    std::size_t tensors = 0, packed = 0;   ///< tensors read, of which packed 16-bit
+    std::uint64_t bytes = 0;               ///< bytes read from the files
+    double seconds = 0;
+    double mb_per_s() const { return seconds > 0 ? double(bytes) / 1e6 / seconds : 0; }
+};
+
+/// Peak resident set size of this process in bytes (getrusage ru_maxrss).
+inline std::uint64_t peak_rss_bytes() {
+    struct rusage ru {};
+    ::getrusage(RUSAGE_SELF, &ru);
+    return std::uint64_t(ru.ru_maxrss) * 1024;
+}
+
+namespace detail {
+
+inline std::string shape_text(const std::vector<index_t>& s) { return aligngpt::detail::shape_str(s); }
+
+/// Progress lines on the log stream, at most every 0.5 s, plus a summary.
+class progress {
+public:
+    progress(const load_options& o, std::string what, std::size_t total_tensors, std::uint64_t total_bytes)
+        : out_(o.quiet ? nullptr : (o.log ? o.log : &std::cerr)), what_(std::move(what)), nt_(total_tensors),
+          nb_(total_bytes), t0_(clock::now()), last_(t0_) {}
+    void step(std::uint64_t bytes) {
+        done_t_++, done_b_ += bytes;
+        if (!out_) return;
+        const auto now = clock::now();
+        if (std::chrono::duration<double>(now - last_).count() < 0.5) return;
+        last_ = now;
+        *out_ << "[load] " << what_ << ": " << done_t_ << "/" << nt_ << " tensors, " << mb(done_b_) << "/" << mb(nb_)
+              << " MB, " << int(rate()) << " MB/s\n"
+              << std::flush;
+    }
+    double seconds() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
+    double rate() const { return seconds() > 0 ? double(done_b_) / 1e6 / seconds() : 0; }
+    void done(const std::string& extra = {}) {
+        if (!out_) return;
+        *out_ << "[load] " << what_ << ": " << done_t_ << " tensors, " << mb(done_b_) << " MB in " << fixed2(seconds())
+              << " s (" << int(rate()) << " MB/s)" << extra << "\n"
+              << std::flush;
+    }
+
+private:
+    using clock = std::chrono::steady_clock;
+    static std::string mb(std::uint64_t b) { return fixed2(double(b) / 1e6); }
+    static std::string fixed2(double v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2f", v);
+        return buf;
+    }
+    std::ostream* out_;
+    std::string what_;
+    std::size_t nt_, done_t_ = 0;
+    std::uint64_t nb_, done_b_ = 0;
+    clock::time_point t0_, last_;
+};
+
+/// Visitor collecting a module's parameters (and, with the nn::linear hook, the linears).
+template <class T, class B>
+struct param_slot {
+    autograd::variable<T, B> var;
+    nn::linear<T, B>* linear = nullptr;  ///< set when the parameter is that linear's weight (hook only)
+};
+template <class T, class B>
+struct collect_params {
+    using visits_linears = void;  // the requested nn::linear hook calls f(linear&) for visitors with this tag
+    std::vector<param_slot<T, B>>* out;
+    void operator()(autograd::variable<T, B>& v) const { out->push_back({v, nullptr}); }
+    void operator()(nn::linear<T, B>& l) const {
+        out->push_back({l.weight, &l});
+        if (l.bias.defined()) out->push_back({l.bias, nullptr});
+    }
+};
+
+template <class L, class S>
+constexpr bool linear_has_packed_slot() {
+    if constexpr (std::is_same_v<S, bf16>) return requires(L& l, std::shared_ptr<const ops::packed_weight<bf16>> p) { l.packed_bf16 = p; };
+    else return requires(L& l, std::shared_ptr<const ops::packed_weight<f16>> p) { l.packed_f16 = p; };
+}
+
+}  // namespace detail
+
+/// Parameters read and checked but not yet in the module: commit() swaps them in (no throw).
+template <class T = float, class B = backend::cpu>
+class staged_load {
+public:
+    /// Reads every parameter of `module` from `src` into fresh storage. Problems are collected
+    /// (see errors()); nothing in the module changes until commit().
+    template <class M>
+    void stage(M& module, const tensor_source& src, const load_options& opt, const std::string& what) {
+        std::vector<detail::param_slot<T, B>> params;
+        module.visit(detail::collect_params<T, B>{&params});
+        const auto pack_if = opt.pack_if ? opt.pack_if : std::function<bool(std::string_view)>(is_llm_linear_weight);
+
+        struct job {
+            detail::param_slot<T, B> slot;
+            std::string key;
+            const tensor_source::entry* e;
+            bool pack;
+        };
+        std::vector<job> jobs;
+        std::map<std::string, bool, std::less<>> used;
+        std::uint64_t total = 0;
+        const std::string where = what + " (" + src.description() + ")";
+        for (auto& p : params) {
+            const std::string& name = p.var.name();
+            std::string key = name;
+            for (const auto& [mp, sp] : opt.rename)
+                if (name.starts_with(mp)) {
+                    key = sp + name.substr(mp.size());
+                    break;
+                }
+            const tensor_source::entry* e = src.find(key);
+            const bool in_scope = opt.scope.empty() || std::any_of(opt.scope.begin(), opt.scope.end(), [&](const std::string& s) {
+                                      return key.starts_with(s);
+                                  });
+            if (!e || !in_scope) {
+                const bool may = std::any_of(opt.allow_missing.begin(), opt.allow_missing.end(),
+                                             [&](const std::string& g) { return glob_match(g, name); });
+                if (!may)
+                    missing_.push_back(aligngpt::io::detail::quote_name(name) + " " + detail::shape_text(p.var.shape()) +
+                                       (key != name ? " (source key " + aligngpt::io::detail::quote_name(key) + ")" : "") +
+                                       " in " + where);
+                continue;
+            }
+            used[key] = true;
+            const tensor_info& t = *e->info;
+            const std::string at = aligngpt::io::detail::quote_name(key) + " in " + e->file->basename();
+            if (t.shape != p.var.shape()) {
+                bad_shape_.push_back(at + ": " + detail::shape_text(t.shape) + ", expected " + detail::shape_text(p.var.shape()) +
+                                     (key != name ? " (parameter " + name + ")" : ""));
+                continue;
+            }
+            if (t.type != dtype::F32 && t.type != dtype::BF16 && t.type != dtype::F16) {
+                bad_dtype_.push_back(at + ": " + dtype_name(t.type) + ", expected F32, BF16 or F16 (exact in f32)");
+                continue;
+            }
+            bool pack = false;
+            if (opt.dtype != weights_dtype::f32 && p.var.value().dim() == 2 && pack_if(name)) {
+                const dtype want = opt.dtype == weights_dtype::bf16 ? dtype::BF16 : dtype::F16;
+                pack = t.type == want;
+                if (!pack) notes_.push_back(name + ": file holds " + dtype_name(t.type) + ", kept in f32 (weights_dtype " +
+                                            weights_dtype_name(opt.dtype) + " packs only " + dtype_name(want) + " exactly)");
+            }
+            jobs.push_back({p, key, e, pack});
+            total += t.nbytes();
+        }
+        for (const auto& [k, e] : src.entries()) {
+            if (used.count(k)) continue;
+            if (!opt.scope.empty() &&
+                std::none_of(opt.scope.begin(), opt.scope.end(), [&](const std::string& s) { return k.starts_with(s); }))
+                continue;
+            if (std::any_of(opt.ignore.begin(), opt.ignore.end(), [&](const std::string& g) { return glob_match(g, k); }))
+                continue;
+            unexpected_.push_back(aligngpt::io::detail::quote_name(k) + " " + detail::shape_text(e.info->shape) + " " +
+                                  dtype_name(e.info->type) + " in " + e.file->basename() + " (" + where + ")");
+        }
+        if (!ok()) return;  // report before reading gigabytes
+
+        // Read in file order (sequential I/O), each file's tensors by offset.
+        std::sort(jobs.begin(), jobs.end(), [](const job& a, const job& b) {
+            return a.e->file->path() != b.e->file->path() ? a.e->file->path() < b.e->file->path()
+                                                          : a.e->info->begin < b.e->info->begin;
+        });
+        detail::progress prog(opt, what, jobs.size(), total);
+        std::size_t n_packed = 0;
+        for (const job& j : jobs) {
+            const tensor_info& t = *j.e->info;
+            try {
+                if (j.pack) {
+                    stage_packed(j.slot, t, *j.e->file, opt);
+                    n_packed++;
+                } else {
+                    tensor<T, B> v(t.shape);
+                    if constexpr (std::is_same_v<T, float>) j.e->file->read(t, v.data());
+                    else {
+                        std::vector<float> tmp(std::size_t(t.numel()));
+                        j.e->file->read(t, tmp.data());
+                        std::copy(tmp.begin(), tmp.end(), v.data());
+                    }
+                    values_.push_back({j.slot.var, std::move(v)});
+                }
+            } catch (const std::exception& ex) {
+                read_errors_.push_back(ex.what());
+            }
+            j.e->file->release(t);
+            stats_.bytes += t.nbytes();
+            stats_.tensors++;
+            prog.step(t.nbytes());
+        }
+        stats_.packed += n_packed;
+        stats_.seconds += prog.seconds();
+        prog.done(n_packed ? ", " + std::to_string(n_packed) + " packed " + weights_dtype_name(opt.dtype) : std::string());
+        if (!opt.quiet && !notes_.empty()) {
+            std::ostream& o = opt.log ? *opt.log : std::cerr;
+            o << "[load] note: " << notes_.size() << " weights kept in f32, e.g. " << notes_.front() << "\n";
+        }
+    }
+
+    bool ok() const {
+        return missing_.empty() && unexpected_.empty() && bad_shape_.empty() && bad_dtype_.empty() && read_errors_.empty();
+    }
+    /// One message listing every problem by name (empty if none).
+    std::string errors(const std::string& title) const {
+        if (ok()) return {};
+        std::ostringstream o;
+        const std::size_t n = missing_.size() + unexpected_.size() + bad_shape_.size() + bad_dtype_.size() + read_errors_.size();
+        o << title << ": " << n << " problem" << (n == 1 ? "" : "s") << ", nothing was loaded";
+        const auto list = [&](const char* head, const std::vector<std::string>& v) {
+            if (v.empty()) return;
+            o << "\n  " << head << " (" << v.size() << "):";
+            for (std::size_t i = 0; i < v.size() && i < 40; i++) o << "\n    " << v[i];
+            if (v.size() > 40) o << "\n    ... and " << v.size() - 40 << " more";
+        };
+        list("missing", missing_);
+        list("unexpected", unexpected_);
+        list("wrong shape", bad_shape_);
+        list("wrong dtype", bad_dtype_);
+        list("unreadable", read_errors_);
+        return o.str();
+    }
+    /// Swaps every staged value into its parameter. Only call when ok().
+    void commit() {
+        for (auto& [var, v] : values_) var.value() = std::move(v);
+        for (auto& [lin, pw] : packed_bf16_) set_packed(lin, pw);
+        for (auto& [lin, pw] : packed_f16_) set_packed(lin, pw);
+        values_.clear(), packed_bf16_.clear(), packed_f16_.clear();
+    }
+    packed_store& packed() { return packed_; }
+    const load_stats& stats() const { return stats_; }
+    const std::vector<std::string>& notes() const { return notes_; }
+
+private:
+    template <class S>
+    void stage_packed(const detail::param_slot<T, B>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
+        const index_t N = t.shape[0], K = t.shape[1];
+        const std::byte* p = f.data(t);
+        std::shared_ptr<const ops::packed_weight<S>> pw;
+        if (f.contiguous(t) && reinterpret_cast<std::uintptr_t>(p) % alignof(S) == 0) {
+            // straight from the mapped file into the panels
+            pw = std::make_shared<const ops::packed_weight<S>>(ops::packed_weight<S>::pack(reinterpret_cast<const S*>(p), N, K));
+        } else {
+            std::vector<S> tmp(std::size_t(t.numel()));
+            f.read(t, tmp.data());
+            pw = std::make_shared<const ops::packed_weight<S>>(ops::packed_weight<S>::pack(tmp.data(), N, K));
+        }
+        const std::string& name = slot.var.name();
+        if constexpr (std::is_same_v<S, bf16>) packed_.bf16_weights[name] = pw;
+        else packed_.f16_weights[name] = pw;
+        constexpr bool hook = detail::linear_has_packed_slot<nn::linear<T, B>, S>();
+        if (hook && slot.linear) {
+            if constexpr (std::is_same_v<S, bf16>) packed_bf16_.push_back({slot.linear, pw});
+            else packed_f16_.push_back({slot.linear, pw});
+        } else if (!opt.packed_store_only) {
+            // no packed slot in the model: give it the exact f32 widening as well
+            tensor<T, B> v(t.shape);
+            std::vector<float> row(static_cast<std::size_t>(K));
+            for (index_t j = 0; j < N; j++) {
+                pw->unpack_row(j, row.data());
+                std::copy(row.begin(), row.end(), v.data() + j * K);
+            }
+            values_.push_back({slot.var, std::move(v)});
+        }
+    }
+    void stage_packed(const detail::param_slot<T, B>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
+        if (opt.dtype == weights_dtype::bf16) stage_packed<bf16>(slot, t, f, opt);
+        else stage_packed<f16>(slot, t, f, opt);
+    }
+    template <class S>
+    static void set_packed([[maybe_unused]] nn::linear<T, B>* l, [[maybe_unused]] const std::shared_ptr<const ops::packed_weight<S>>& pw) {
+        if constexpr (detail::linear_has_packed_slot<nn::linear<T, B>, S>()) {
+            if constexpr (std::is_same_v<S, bf16>) l->packed_bf16 = pw;
+            else l->packed_f16 = pw;
+        }
+    }
+
+    std::vector<std::pair<autograd::variable<T, B>, tensor<T, B>>> values_;
+    std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<bf16>>>> packed_bf16_;
+    std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<f16>>>> packed_f16_;
+    packed_store packed_;
+    load_stats stats_;
+    std::vector<std::string> missing_, unexpected_, bad_shape_, bad_dtype_, read_errors_, notes_;
+};
+
+struct load_result {
+    load_stats stats;
+    packed_store packed;
+};
+
+/// Loads every parameter of `module` from `src`, all or nothing; throws one error listing every
+/// problem by name. Returns the statistics (and, with bf16/f16, the packed weights).
+template <class T = float, class B = backend::cpu, class M>
+load_result load_parameters(M& module, const tensor_source& src, const load_options& opt = {},
+                            const std::string& what = "model") {
+    staged_load<T, B> s;
+    s.stage(module, src, opt, what);
+    if (!s.ok()) fail(s.errors("load_parameters: " + what + " from " + src.description()));
+    s.commit();
+    return {s.stats(), std::move(s.packed())};
+}
+
+// ---------------------------------------------------------------------------------------------
+// AlignGPT model directories
+
+/// config.json of an AlignGPT model directory: the LLaMA fields + the mm_* fields (spec 6.2).
+struct aligngpt_dir_config {
+    models::aligngpt_config model;
+    std::string path;                        ///< the config.json read
+    std::string mm_vision_tower;             ///< hub id or directory ("" if absent)
+    index_t mm_vision_select_layer = -2;
+    std::string mm_vision_select_feature = "patch";
+    std::string image_aspect_ratio = "square";  ///< "pad" or anything else (= square)
+
+    static aligngpt_dir_config from_json(const nlohmann::json& j, const std::string& path) {
+        ALIGNGPT_CHECK(j.is_object(), path, ": top level is not a JSON object");
+        const auto where = [&](const char* f) { return path + ": field '" + std::string(f) + "'"; };
+        if (j.contains("model_type")) {
+            ALIGNGPT_CHECK(j["model_type"].is_string(), where("model_type"), " must be a string");
+            const std::string t = j["model_type"].get<std::string>();
+            ALIGNGPT_CHECK(t == "aligngpt" || t == "llava" || t == "llava_llama", where("model_type"), " = \"", t,
+                           "\": not an AlignGPT config (expected \"aligngpt\")");
+        }
+        aligngpt_dir_config c;
+        c.path = path;
+        c.model = models::aligngpt_config::from_json(j, path);  // LLaMA fields + mm_hidden_size etc., validated
+        const auto str = [&](const char* f, std::string def) {
+            if (!j.contains(f) || j[f].is_null()) return def;
+            ALIGNGPT_CHECK(j[f].is_string(), where(f), " must be a string, got ", j[f].dump());
+            return j[f].get<std::string>();
+        };
+        const auto flag = [&](const char* f) {
+            if (!j.contains(f) || j[f].is_null()) return false;
+            ALIGNGPT_CHECK(j[f].is_boolean(), where(f), " must be true or false, got ", j[f].dump());
+            return j[f].get<bool>();
+        };
+        c.mm_vision_tower = str("mm_vision_tower", "");
+        c.mm_vision_select_feature = str("mm_vision_select_feature", "patch");
+        ALIGNGPT_CHECK(c.mm_vision_select_feature == "patch", where("mm_vision_select_feature"), " = \"",
+                       c.mm_vision_select_feature, "\": only \"patch\" (576 tokens, the gate's width) is supported");
+        c.image_aspect_ratio = str("image_aspect_ratio", "square");
+        if (j.contains("mm_vision_select_layer") && !j["mm_vision_select_layer"].is_null()) {
+            const auto& v = j["mm_vision_select_layer"];
+            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= -1024 && v.get<std::int64_t>() <= 1024,
+                           where("mm_vision_select_layer"), " must be an integer in [-1024, 1024], got ", v.dump());
+            c.mm_vision_select_layer = v.get<std::int64_t>();
+        }
+        ALIGNGPT_CHECK(!flag("mm_use_im_start_end"), where("mm_use_im_start_end"), " = true is not supported (AlignGPT uses false)");
+        ALIGNGPT_CHECK(!flag("mm_use_im_patch_token"), where("mm_use_im_patch_token"), " = true is not supported (AlignGPT uses false)");
+        return c;
+    }
+    static aligngpt_dir_config load(const std::string& path) {
+        const std::string text = read_text_file(path, 1u << 20);
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(text);
+        } catch (const std::exception& e) {
+            fail(path, ": not valid JSON: ", e.what());
+        }
+        return from_json(j, path);
+    }
+};
+
+template <class T = float, class B = backend::cpu>
+struct loaded_aligngpt {
+    aligngpt_dir_config config;
+    std::optional<models::aligngpt_model<T, B>> model;
+    std::optional<models::clip_vision_model<T, B>> vision;
+    models::clip_vision_config vision_config;
+    std::string vision_dir;          ///< where the vision tower was read from
+    std::string stage1_file;         ///< the stage-1 file read, if any
+    packed_store packed;             ///< weights_dtype bf16/f16: the packed LLM linears
+    load_stats stats;
+};
+
+namespace detail {
+inline bool has_llm_weights(const std::string& dir) {
+    namespace fs = std::filesystem;
+    for (const char* f : {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"})
+        if (fs::exists(dir + "/" + f)) return true;
+    return false;
+}
+inline std::string stage1_in(const std::string& dir) {
+    namespace fs = std::filesystem;
+    for (const char* f : {"mm_projector_align.bin", "mm_projector.bin"})
+        if (fs::exists(dir + "/" + f)) return dir + "/" + f;
+    return {};
+}
+}  // namespace detail
+
+/// Loads an AlignGPT model directory (see the file comment). Nothing is returned unless every
+/// tensor of every part was found, checked and read.
+template <class T = float, class B = backend::cpu>
+loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& opt = {}) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    ALIGNGPT_CHECK(fs::is_directory(dir, ec), dir, ": not a directory (expected an AlignGPT model directory with config.json)");
+    loaded_aligngpt<T, B> out;
+    out.config = aligngpt_dir_config::load(dir + "/config.json");
+    const auto& cfg = out.config;
+
+    // --- which files, validated before anything large is allocated
+    const bool llm_here = detail::has_llm_weights(dir);
+    std::string stage1 = opt.mm_projector;
+    if (stage1.empty() && !llm_here) stage1 = detail::stage1_in(dir);
+    ALIGNGPT_CHECK(llm_here || !opt.base_llm.empty(), dir, ": no LLM weights (pytorch_model*.bin / model*.safetensors)",
+                   stage1.empty() ? std::string() : "; it is a stage-1 (pretrain) output: pass the base LLM directory (base_llm, --base-llm)");
+    if (!stage1.empty()) ALIGNGPT_CHECK(fs::is_regular_file(stage1, ec), stage1, ": stage-1 file does not exist");
+    out.stage1_file = stage1;
+
+    std::string vdir;
+    if (opt.load_vision) {
+        vdir = opt.vision_tower.empty() ? cfg.mm_vision_tower : opt.vision_tower;
+        ALIGNGPT_CHECK(!vdir.empty(), cfg.path, ": field 'mm_vision_tower' is missing; pass the vision tower directory (--vision-tower DIR)");
+        if (!fs::is_directory(vdir, ec) && opt.vision_tower.empty() && fs::is_directory(dir + "/" + vdir, ec)) vdir = dir + "/" + vdir;
+        ALIGNGPT_CHECK(fs::is_directory(vdir, ec), opt.vision_tower.empty() ? cfg.path + ": field 'mm_vision_tower' = \"" + vdir + "\"" : "vision tower \"" + vdir + "\"",
+                       " is not a local directory (Hugging Face hub downloads are not supported): download the CLIP model ",
+                       "(e.g. openai/clip-vit-large-patch14-336) and pass --vision-tower DIR");
+        out.vision_config = models::clip_vision_config::from_file(vdir + "/config.json");
+        const auto& vc = out.vision_config;
+        ALIGNGPT_CHECK(vc.hidden_size == cfg.model.mm_hidden_size, cfg.path, ": field 'mm_hidden_size' = ", cfg.model.mm_hidden_size,
+                       " but the vision tower ", vdir, "/config.json has hidden_size ", vc.hidden_size);
+        ALIGNGPT_CHECK(vc.num_patches() == models::n_image_tokens, vdir, "/config.json: image_size ", vc.image_size, " / patch_size ",
+                       vc.patch_size, " gives ", vc.num_patches(), " patches; AlignGPT's gate needs exactly ", models::n_image_tokens);
+        models::resolve_index(cfg.mm_vision_select_layer, vc.num_hidden_layers + 1,
+                              (cfg.path + ": field 'mm_vision_select_layer'").c_str());
+        out.vision_dir = vdir;
+    }
+
+    // --- sources
+    tensor_source llm_src = tensor_source::open(llm_here ? dir : opt.base_llm);
+    if (!llm_here) {  // a base LLM directory: take the LLaMA tensors only
+        llm_src.filter([](const std::string& k) { return k.starts_with("model.") || k == "lm_head.weight"; });
+    }
+    if (!stage1.empty()) llm_src.overlay(stage1_source(stage1));
+
+    // --- models (parameters named by HF key), then staged loads, then one commit
+    out.model.emplace(cfg.model);
+    load_options mopt = opt;
+    mopt.ignore.push_back("vision_tower.vision_tower.*");  // the bf16 CLIP copy the reference drops
+    if (!llm_here && !stage1.empty()) mopt.allow_missing.push_back("gated_weight_layer.*");  // stage 1 trains no gate
+    staged_load<T, B> s;
+    s.stage(*out.model, llm_src, mopt, "aligngpt");
+    if (opt.load_vision) {
+        out.vision.emplace(models::clip_vision_model<T, B>::make(out.vision_config, "vision_model."));
+        load_options vopt = opt;
+        vopt.dtype = weights_dtype::f32;
+        vopt.scope = {"vision_model."};  // a CLIPModel directory also holds the text tower
+        s.stage(*out.vision, tensor_source::open(vdir), vopt, "vision tower");
+    }
+    if (!s.ok()) fail(s.errors("load_aligngpt: " + dir));
+    s.commit();
+    out.packed = std::move(s.packed());
+    out.stats = s.stats();
+    return out;
+}
+
+}  // namespace aligngpt::io
