@@ -31,6 +31,7 @@
 // their bits also depend on the C library (glibc matches CPython's Pillow on Linux); bicubic,
 // bilinear and box use only + - * /.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -193,6 +194,12 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
             const double scaled = v * double(1 << resample_precision_bits);  // exact (power of two)
             k[x] = v < 0 ? std::int32_t(-0.5 + scaled) : std::int32_t(0.5 + scaled);
         }
+        // Pillow accumulates in a C int. Prove that no sum can overflow (255 * sum|k| + 2^21 must
+        // fit): true for every Pillow filter, so int32 arithmetic stays exact and UB-free.
+        std::int64_t abs_sum = 0;
+        for (int x = 0; x < xmax; x++) abs_sum += k[x] < 0 ? -std::int64_t(k[x]) : std::int64_t(k[x]);
+        ALIGNGPT_CHECK(255 * abs_sum + (std::int64_t(1) << (resample_precision_bits - 1)) <= INT32_MAX,
+                       "resample: filter weights too large for 32-bit accumulation (sum |k| = ", abs_sum, ")");
         c.start[std::size_t(i)] = xmin;
         c.count[std::size_t(i)] = xmax;
     }
@@ -200,8 +207,8 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
 }
 
 /// Pillow's clip8 for an accumulator that started at 1 << (PRECISION_BITS - 1).
-inline std::uint8_t clip8(std::int64_t acc) {
-    const std::int64_t v = acc >> resample_precision_bits;  // arithmetic shift: floor
+inline std::uint8_t clip8(std::int32_t acc) {
+    const std::int32_t v = acc >> resample_precision_bits;  // arithmetic shift: floor (C++20)
     return std::uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
@@ -276,11 +283,11 @@ void resample_window(const Source& src, int out_w, int out_h, resample_filter f,
                 const std::int32_t* k = ch.k.data() + std::size_t(i) * std::size_t(ch.ksize);
                 const std::uint8_t* p = in + std::size_t(ch.start[std::size_t(i)]) * 3;
                 const int n = ch.count[std::size_t(i)];
-                std::int64_t s0 = 1 << (detail::resample_precision_bits - 1), s1 = s0, s2 = s0;
+                std::int32_t s0 = 1 << (detail::resample_precision_bits - 1), s1 = s0, s2 = s0;
                 for (int x = 0; x < n; x++) {
-                    s0 += std::int64_t(p[3 * x + 0]) * k[x];
-                    s1 += std::int64_t(p[3 * x + 1]) * k[x];
-                    s2 += std::int64_t(p[3 * x + 2]) * k[x];
+                    s0 += std::int32_t(p[3 * x + 0]) * k[x];
+                    s1 += std::int32_t(p[3 * x + 1]) * k[x];
+                    s2 += std::int32_t(p[3 * x + 2]) * k[x];
                 }
                 o[3 * i + 0] = detail::clip8(s0);
                 o[3 * i + 1] = detail::clip8(s1);
@@ -298,11 +305,11 @@ void resample_window(const Source& src, int out_w, int out_h, resample_filter f,
     for (int j = 0; j < win.height; j++) {
         const std::int32_t* k = cv.k.data() + std::size_t(j) * std::size_t(cv.ksize);
         const int y0 = cv.start[std::size_t(j)] - r0, n = cv.count[std::size_t(j)];
-        std::vector<std::int64_t> acc(row_bytes, std::int64_t(1) << (detail::resample_precision_bits - 1));
+        std::vector<std::int32_t> acc(row_bytes, std::int32_t(1) << (detail::resample_precision_bits - 1));
         for (int y = 0; y < n; y++) {
             const std::uint8_t* p = tmp.data() + std::size_t(y0 + y) * row_bytes;
-            const std::int64_t ky = k[y];
-            for (std::size_t c = 0; c < row_bytes; c++) acc[c] += std::int64_t(p[c]) * ky;
+            const std::int32_t ky = k[y];
+            for (std::size_t c = 0; c < row_bytes; c++) acc[c] += std::int32_t(p[c]) * ky;
         }
         std::uint8_t* o = out + std::size_t(j) * row_bytes;
         for (std::size_t c = 0; c < row_bytes; c++) o[c] = detail::clip8(acc[c]);
