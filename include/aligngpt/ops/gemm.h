@@ -12,19 +12,21 @@
 // Because each output element is one fixed fma chain, the result does not depend on threads,
 // SIMD width or blocking; gemm() must equal gemm_reference() bit for bit (tests/test_gemm.cpp).
 //
-// How gemm() is fast and still exact (the BLIS/GotoBLAS loop nest, with the k order kept):
+// How gemm() is fast and still exact (the GotoBLAS/BLIS loop nest, with the k order kept):
 //
-//   for each thread task (an M range x N range of C; threads never share an output)
-//     for jc in N range, step NC                       B block  KC x NC  -> packed, NR-wide panels
-//       for pc in 0..K, step KC      (in order)        A block  MC x KC  -> packed, MR-tall panels
-//         for ic in M range, step MC
-//           for jr in the NC block, step NR            one B panel (KC x NR) stays in L1
-//             for ir in the MC block, step MR          micro_kernel: MR x NR accumulators
-//               acc = (pc == 0 ? c0 : C tile)            <- running C loaded first, so blocking
-//               for k in pc .. pc+KC-1:                     K does not change the order
-//                 acc[r][:] = fma(A(i+r,k), B(k, j:j+NR), acc[r][:])   (a vector of NR columns)
-//               C tile = acc
+//   for each thread task (rows [m0,m1) x column panels [q0,q1) of C; no output has two owners)
+//     for pc in 0..K, step kc   (in order; kc <= KC)   A block  mc x kc -> packed, MR-tall panels (L2)
+//       for ic in the rows, step mc
+//         for q in the panels                          B panel  kc x NR -> packed from B (gemm) or
+//                                                                          prepacked (linear_packed)
+//           for ir in the block, step MR               micro_kernel: MR x NR accumulators
+//             acc = (pc == 0 ? c0 : C tile)              <- the running C is loaded first, so the
+//             for k in pc .. pc+kc-1:                       K blocking does not change the order
+//               acc[r][:] = fma(A(i+r,k), B(k, j:j+NR), acc[r][:])   (a vector of NR columns)
+//             C tile = acc
 //
+// AVX-512: MR x NR = 14 x 32 (28 zmm accumulators), KC = 512. While a panel is in use the
+// next one and the next C tiles are prefetched.
 // Vectors run across output columns, never across k; every lane does the scalar fma chain of
 // gemm_reference, so AVX-512, AVX2+FMA and the std::fma scalar path give the same bits.
 // Packing only copies (and zero-pads the edges, whose results are discarded).
@@ -258,9 +260,6 @@ inline void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict 
         V bv[NV];
         for (int v = 0; v < NV; v++) bv[v] = S::load(bk + v * L);
         prefetch_l1(ak + 8 * AS);
-#if defined(ALIGNGPT_GEMM_PFB)
-        for (int v = 0; v < NV * L; v += 64 / int(sizeof(T))) prefetch_l1(bk + ALIGNGPT_GEMM_PFB * ldb + v);
-#endif
         for (int r = 0; r < MR; r++) {
             const V av = S::set1(ak[r]);
             for (int v = 0; v < NV; v++) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
@@ -337,7 +336,7 @@ inline void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T
 
 /// Packs one panel of B: out[k*W + j] = B(k, j) for k < kc, j < nr; columns nr..W-1 are 0.
 /// B points at the panel's first element. When B runs along k in memory (rs == 1, B = W^T of a
-/// linear) the copy is a transpose, done in 8 x W tiles so reads and writes stay in a few lines.
+/// linear) the copy is a transpose, done in 16 x W tiles so reads and writes stay in a few lines.
 template <class T, class Src>
 inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index_t cs, T* out, index_t W) {
     if (cs == 1) {
@@ -345,8 +344,8 @@ inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index
             for (index_t j = 0; j < W; j++) out[k * W + j] = j < nr ? T(B[k * rs + j]) : T(0);
         return;
     }
-    for (index_t k0 = 0; k0 < kc; k0 += 8) {
-        const index_t k1 = std::min(kc, k0 + 8);
+    for (index_t k0 = 0; k0 < kc; k0 += 16) {
+        const index_t k1 = std::min(kc, k0 + 16);
         for (index_t j = 0; j < nr; j++) {
             const Src* src = B + j * cs;
             for (index_t k = k0; k < k1; k++) out[k * W + j] = T(src[k * rs]);

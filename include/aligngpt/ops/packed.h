@@ -152,10 +152,9 @@ inline void gemv_panels(const packed_weight<S>& W, index_t p0, const float* x, c
     for (index_t k = 0; k < K; k++) {
         const V xk = F::set1(x[k]);
         for (int g = 0; g < G; g++) {
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-            for (std::size_t l = 0; l < sizeof(S) * PW; l += 64)  // 16 steps of k ahead
-                _mm_prefetch(reinterpret_cast<const char*>(w[g] + 16 * PW) + l, _MM_HINT_T0);
-#endif
+            // 16 steps of k ahead (measured: +20% for bf16 panels over the hardware prefetchers alone)
+            for (std::size_t l = 0; l < sizeof(S) * PW; l += 64)
+                prefetch_l1(reinterpret_cast<const char*>(w[g] + 16 * PW) + l);
             for (int v = 0; v < NV; v++) acc[g][v] = F::fma(xk, load_widen(w[g] + v * L), acc[g][v]);
             w[g] += PW;
         }
