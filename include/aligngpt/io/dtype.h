@@ -101,6 +101,12 @@ inline S load(const std::byte* p) {
     std::memcpy(&v, p, sizeof(S));
     return v;
 }
+/// Whether integer v fits integer T (always true for other pairs, which are never range-checked).
+template <class T, class V>
+bool fits(V v) {
+    if constexpr (std::is_integral_v<T> && std::is_integral_v<V>) return std::in_range<T>(v);
+    else return (void)v, true;
+}
 template <class T>
 constexpr bool is_half_v = std::is_same_v<T, bf16> || std::is_same_v<T, f16>;
 inline bool is_integer(dtype t) {
@@ -137,11 +143,7 @@ void convert_elements(dtype src, const std::byte* p, std::size_t n, T* out, cons
     } else {
         auto put = [&](auto v, std::size_t i) {
             using V = decltype(v);
-            if constexpr (std::is_integral_v<T> && std::is_integral_v<V>) {
-                const bool fits = std::is_signed_v<V> ? std::in_range<T>(static_cast<std::int64_t>(v))
-                                                      : std::in_range<T>(static_cast<std::uint64_t>(v));
-                ALIGNGPT_CHECK(fits, what, ": element ", i, " = ", +v, " does not fit ", dtype_name(dtype_of<T>()));
-            }
+            ALIGNGPT_CHECK(detail::fits<T>(v), what, ": element ", i, " = ", +v, " does not fit ", dtype_name(dtype_of<T>()));
             if constexpr (std::is_integral_v<T> && !std::is_integral_v<V>) {
                 (void)v;  // unreachable: refused above
             } else {
