@@ -17,11 +17,16 @@
 // finfo.min mask would give a uniform row (mean of v) there instead; such rows only occur at padded
 // queries, whose outputs are never used, and zeros keep them from leaking into anything.
 //
-// The scale c multiplies the score after the dot product. CLIP computes (q*c).k with c = 0.125: the
-// same bits, since multiplying by a power of two is exact. LLaMA computes (q.k) / sqrt(HS): we
-// multiply by fl(1/sqrt(HS)) instead, which can differ from PyTorch by one rounding (<= 1 ulp of s).
+// The scale c multiplies the score after the dot product. CLIP computes (q*c).k with c = 0.125;
+// scaling by a power of two is exact, so c*(q.k) is the same value for the same summation order (only
+// BLAS's order differs). LLaMA computes (q.k) / sqrt(HS): we multiply by fl(1/sqrt(HS)) instead,
+// which can differ from PyTorch by one rounding of s (<= 1 ulp before the exp).
 //
-// Backward (derivation: docs/derivations.md#attention), with dO the upstream gradient:
+//   ops::attention_options o;  o.n_head = 32;  o.n_kv_head = 8;  o.causal = true;
+//   auto y = ag::attention(&tp, q, k, v, o);          // q [B,T,32*128], k, v [B,Tk,8*128]
+//
+// Backward, with dO the upstream gradient (o_t = sum_j p_tj v_j, p_t = softmax(s_t), s_tj = c q_t.k_j;
+// the softmax Jacobian dp_tj/ds_tk = p_tj (delta_jk - p_tk) gives dS below):
 //   dP_tj = dO_t . v_j                     dS_tj = p_tj (dP_tj - sum_j' dP_tj' p_tj')   (softmax)
 //   dq_t += c * sum_j dS_tj k_j            (j ascending)
 //   dv_j += sum_{h in group(g)} sum_t p_tj dO_t        dk_j += c * sum_{h in group} sum_t dS_tj q_t
