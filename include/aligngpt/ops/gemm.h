@@ -458,7 +458,7 @@ void gemm_task(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_
             for (std::size_t l = l0; l < l0 + n && l < per_row * NR; l++)
                 prefetch_l2(src + index_t(l / per_row) * cs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
         } else if (cs_b == 1) {
-            const std::size_t per_row = NR * sizeof(T) / 64;
+            const std::size_t per_row = (NR * sizeof(T) + 63) / 64;
             for (std::size_t l = l0; l < l0 + n && l < per_row * std::size_t(kc); l++)
                 prefetch_l2(src + index_t(l / per_row) * rs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
         }
