@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 
+#include "aligngpt/autograd/grad_check.h"
 #include "aligngpt/models/aligngpt.h"
 #include "support/golden.h"
 
@@ -249,6 +250,36 @@ TEST_CASE("align: indicator init, lookup, lin_comb and the ablation modes; text-
     };
     const auto fp = m.forward_pixels(nullptr, {{{1, image_token_index, 9}}}, fake_tower{}, features(1), stage::inference);
     CHECK(fp.logits.value().to_vector() == fx.logits.value().to_vector());
+}
+
+TEST_CASE("align: gate ops, gate MLP and lin_comb backward match central differences (double)") {
+    using dvar = autograd::variable<double>;
+    const auto leaf = [](const std::string& name, shape_t shape, float a) {
+        const auto f = golden::hashfill(name, shape, a);
+        tensor<double> t(f.shape());
+        for (index_t i = 0; i < f.numel(); i++) t.data()[i] = double(f.data()[i]);
+        return dvar::leaf(t, true, name);
+    };
+    const std::vector<std::uint8_t> mask{1, 1, 0, 1, 0, 0};  // [2, 3]: 2 and 1 real text tokens
+    const auto img = leaf("gc.img", {2, 576, 3}, 1.0f), text = leaf("gc.text", {2, 3, 3}, 1.0f);
+    const autograd::op_under_test<double> dots = [&](autograd::tape<double>* tp, const std::vector<dvar>& x) {
+        return models::detail::gate_dots(tp, x[0], models::detail::gate_text_mean(tp, x[1], mask));
+    };
+    CHECK(autograd::grad_check(dots, {img, text}) <= 1e-7);
+
+    auto gate = gated_weight_layer<double>::make();
+    gate.visit([](dvar& p) { rng::fill_uniform(p.value().data(), p.value().numel(), 3, rng::fnv1a64(p.name()), 0.2f); });
+    auto ind = align_indicator<double>::make(3);
+    ind.init(4);
+    const autograd::op_under_test<double> mix = [&](autograd::tape<double>* tp, const std::vector<dvar>& x) {
+        return ind.lin_comb(tp, gate(tp, img, x[0], mask).weights);
+    };
+    CHECK(autograd::grad_check(mix, {text}) <= 1e-7);
+    const autograd::op_under_test<double> mean = [&](autograd::tape<double>* tp, const std::vector<dvar>& x) {
+        align_indicator<double> e{x[0]};
+        return ag::add(tp, e.ungated(tp, align_mode::mean, 2), e.lookup(tp, {3, 3}));
+    };
+    CHECK(autograd::grad_check(mean, {ind.indicator_embs}) <= 1e-7);
 }
 
 TEST_CASE("aligngpt_config: AlignGPT config.json fields, errors naming file and field") {
