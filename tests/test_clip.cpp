@@ -182,6 +182,14 @@ TEST_CASE("clip_model matches CLIPModel: towers, projections, cosine, logits_per
     std::vector<std::uint8_t> mask;
     for (auto v : fx.get<std::int64_t>("attention_mask")) mask.push_back(std::uint8_t(v));
 
+    // The same vision module, alone, loads from the CLIPModel file (prefix "vision_model."); inside
+    // the AlignGPT checkpoint the prefix is "vision_tower.vision_tower.vision_model.".
+    const auto alone = load_model("clip_model_tiny", clip_vision_model<float>::make(cfg.vision, "vision_model."));
+    CHECK(golden::fnv1a(alone.forward(nullptr, px).back().value().to_vector()) ==
+          golden::fnv1a(clip.vision.forward(nullptr, px).back().value().to_vector()));
+    CHECK(clip_vision_model<float>::make(cfg.vision, "vision_tower.vision_tower.vision_model.").pre_layrnorm.weight.name() ==
+          "vision_tower.vision_tower.vision_model.pre_layrnorm.weight");
+
     const auto vhs = clip.vision.forward(nullptr, px);
     for (size_t i = 0; i < vhs.size(); i++) check_close("vision.hidden_states." + std::to_string(i), vhs[i], fx, "vision.hidden_states." + std::to_string(i));
     check_close("vision.pooled", clip.vision.pooled(nullptr, vhs), fx, "vision.pooled");
