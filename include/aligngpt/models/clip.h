@@ -65,7 +65,7 @@ namespace aligngpt::ag {
 template <class T, class B>
 autograd::variable<T, B> l2_normalize(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
     ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
-                   detail::shape_str(x.shape()), " has an empty last dimension");
+                   aligngpt::detail::shape_str(x.shape()), " has an empty last dimension");
     const index_t C = x.shape().back(), N = x.value().numel() / C;
     tensor<T, B> y(x.shape()), norm(shape_t{N});
     ops::l2_normalize_forward(B{}, y.data(), norm.data(), x.value().data(), N, C);

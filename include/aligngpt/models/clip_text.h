@@ -68,13 +68,13 @@ struct clip_text_model {
     output forward(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
                    const std::vector<std::uint8_t>& attention_mask = {}) const {
         ALIGNGPT_CHECK(ids.dim() == 2 && ids.size(1) >= 1, prefix, "forward: input_ids ",
-                       detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
+                       aligngpt::detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
         const index_t Bn = ids.size(0), Tn = ids.size(1), D = cfg.hidden_size;
         ALIGNGPT_CHECK(Tn <= cfg.max_position_embeddings, prefix, "forward: ", Tn,
                        " tokens exceed max_position_embeddings = ", cfg.max_position_embeddings);
         ALIGNGPT_CHECK(attention_mask.empty() || index_t(attention_mask.size()) == Bn * Tn, prefix,
                        "forward: attention_mask has ", attention_mask.size(), " entries for input_ids ",
-                       detail::shape_str(ids.shape()));
+                       aligngpt::detail::shape_str(ids.shape()));
         const tensor<std::int64_t, B> idc = ids.contiguous();
 
         output out;

@@ -81,7 +81,7 @@ struct clip_vision_model {
         const index_t D = cfg.hidden_size, S = cfg.image_size;
         ALIGNGPT_CHECK(pixels.value().dim() == 4 && pixels.size(1) == cfg.num_channels && pixels.size(2) == S &&
                            pixels.size(3) == S,
-                       prefix, "embeddings: pixels ", detail::shape_str(pixels.shape()), " are not [B, ",
+                       prefix, "embeddings: pixels ", aligngpt::detail::shape_str(pixels.shape()), " are not [B, ",
                        cfg.num_channels, ", ", S, ", ", S, "]");
         const index_t Bn = pixels.size(0), N = cfg.num_positions();
         const variable<T, B> p = ag::patch_embed(tp, pixels, patch_embedding);                 // [B, NP, D]
