@@ -27,7 +27,7 @@ from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 from .common import GOLDEN_DIR, hashfill, save
 
-# -- how every parameter is filled (mirrored in tests/test_clip.cpp: fill_like_recipe) ------------
+# -- how every parameter is filled (the full-width test in tests/test_clip.cpp refills it by name) ---
 #   LayerNorm weight:  1 + hashfill(key, 0.2)          LayerNorm bias: hashfill(key, 0.1)
 #   class/position/token embeddings: hashfill(key, 0.5)
 #   logit_scale: 2.6592 (transformers' init value, ln(1/0.07))
