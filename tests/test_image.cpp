@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -101,7 +102,7 @@ struct noise_case {
 const noise_case kNoiseCases[] = {{"noise_640x480", 480, 640}, {"noise_97x61", 61, 97}, {"noise_1000x40", 40, 1000},
                                   {"noise_37x900", 900, 37}};
 
-/// Checks one decoded image through both modes against the fixture; returns false on any mismatch.
+/// Checks one decoded image through both modes (pad, square) against the fixture.
 void check_clip_case(const golden::fixture& fx, const std::string& name, const rgb_image& img) {
     auto cfg = io::clip_image_processor_config{};
     for (const char* mode : {"pad", "square"}) {
@@ -217,7 +218,7 @@ TEST_CASE("image: JPEG decode, stb_image vs Pillow (libjpeg-turbo), measured") {
                                                             << stb.pixels.size() << " bytes differ (" << 100 * frac << "%)");
     // Bounds a little above the measured values: a decoder change that widens the gap fails here.
     CHECK(max_abs <= 4);
-    CHECK(frac < 0.10);
+    CHECK(frac < 0.15);
     // Effect after preprocessing, against our exact pipeline on Pillow's pixels.
     const io::clip_image_processor_config cfg;
     const auto a = io::clip_preprocess(stb, cfg, "stb").to_vector();
