@@ -213,7 +213,7 @@ template <class F, class Bk>
 autograd::variable<F, Bk> attention(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& q,
                                     const autograd::variable<F, Bk>& k, const autograd::variable<F, Bk>& v,
                                     const attention_options& opts) {
-    const auto sq = detail::shape_str(q.shape()), sk = detail::shape_str(k.shape()), sv = detail::shape_str(v.shape());
+    const auto sq = aligngpt::detail::shape_str(q.shape()), sk = aligngpt::detail::shape_str(k.shape()), sv = aligngpt::detail::shape_str(v.shape());
     ALIGNGPT_CHECK(q.value().dim() == 3 && k.value().dim() == 3 && v.value().dim() == 3,
                    "attention: q ", sq, ", k ", sk, ", v ", sv, " must be 3-d [B, T, heads*HS]");
     const int NH = opts.n_head, NKV = opts.n_kv_head ? opts.n_kv_head : opts.n_head;

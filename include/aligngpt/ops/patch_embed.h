@@ -89,7 +89,7 @@ namespace aligngpt::ag {
 template <class T, class Bk>
 autograd::variable<T, Bk> patch_embed(autograd::tape<T, Bk>* tp, const autograd::variable<T, Bk>& pixels,
                                       const autograd::variable<T, Bk>& weight) {
-    const auto sx = detail::shape_str(pixels.shape()), sw = detail::shape_str(weight.shape());
+    const auto sx = aligngpt::detail::shape_str(pixels.shape()), sw = aligngpt::detail::shape_str(weight.shape());
     ALIGNGPT_CHECK(pixels.value().dim() == 4 && weight.value().dim() == 4 && weight.size(2) == weight.size(3) &&
                        weight.size(2) > 0 && pixels.size(1) == weight.size(1),
                    "patch_embed: pixels ", sx, " [B, C, H, W] do not match weight ", sw, " [D, C, P, P]");

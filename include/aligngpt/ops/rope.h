@@ -165,10 +165,10 @@ template <class F, class Bk>
 autograd::variable<F, Bk> rope(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& x,
                                const std::vector<std::int64_t>& positions, const rope_table& tab) {
     const index_t HS = tab.head_size, C = x.value().dim() ? x.shape().back() : 0;
-    ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", detail::shape_str(x.shape()),
+    ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", aligngpt::detail::shape_str(x.shape()),
                    " last dim is not a multiple of head size ", HS);
     const index_t N = x.value().numel() / C;
-    ALIGNGPT_CHECK(index_t(positions.size()) == N, "rope: x ", detail::shape_str(x.shape()), " has ", N,
+    ALIGNGPT_CHECK(index_t(positions.size()) == N, "rope: x ", aligngpt::detail::shape_str(x.shape()), " has ", N,
                    " rows but positions has shape [", positions.size(), "]");
     const int NH = int(C / HS);
     tensor<F, Bk> y(x.shape());
