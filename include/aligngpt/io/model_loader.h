@@ -12,9 +12,9 @@
 //   Visits the module (visit(f): every parameter, named by its verbatim HF key). Every parameter
 //   must exist in the source with the same shape, and a float dtype that widens exactly to f32
 //   (F32, BF16, F16). Every source tensor must be consumed, except those matching options.ignore
-//   (default: "*.rotary_emb.inv_freq", "*.position_ids": buffers the reference recomputes) or
-//   outside options.scope. All problems are collected and thrown as ONE error that lists, by
-//   name, the missing, unexpected, wrong-shape and wrong-dtype tensors with their file names.
+//   (default: "*.rotary_emb.inv_freq", "*.position_ids": buffers the reference recomputes, and
+//   "vision_tower.vision_tower.*": the CLIP copy the reference drops) or outside options.scope.
+//   All problems are collected and thrown as ONE error that lists, by name, the missing, unexpected, wrong-shape and wrong-dtype tensors with their file names.
 //   Values are read into fresh tensors and swapped into the module only when everything
 //   succeeded: a half-loaded module is never left behind (R5).
 //   options.rename maps module-name prefixes to source-key prefixes ({"vision_model.",
@@ -115,8 +115,10 @@ struct load_options {
     std::ostream* log = nullptr;     ///< progress goes here (nullptr: std::cerr)
     /// Module-name prefix -> source-key prefix, first match wins.
     std::vector<std::pair<std::string, std::string>> rename{};
-    /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected").
-    std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids"};
+    /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected") unless
+    /// a parameter asks for them: the buffers the reference recomputes, and the CLIP copy inside an
+    /// AlignGPT checkpoint, which the reference drops (spec 6.4).
+    std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids", "vision_tower.vision_tower.*"};
     /// Non-empty: only source keys starting with one of these prefixes are considered at all.
     std::vector<std::string> scope{};
     /// Module parameters matching these globs may be absent from the source (they keep their value).
@@ -739,7 +741,6 @@ loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& 
     // --- models (parameters named by HF key), then staged loads, then one commit
     out.model.emplace(cfg.model);
     load_options mopt = opt;
-    mopt.ignore.push_back("vision_tower.vision_tower.*");  // the bf16 CLIP copy the reference drops
     if (!llm_here && !stage1.empty()) mopt.allow_missing.push_back("gated_weight_layer.*");  // stage 1 trains no gate
     staged_load<T, B> s;
     s.stage(*out.model, llm_src, mopt, "aligngpt");

@@ -1,0 +1,234 @@
+// The tiny end-to-end tests: a model directory in the published layout, through the public API
+// (load_aligngpt -> vision tower -> forward) and through `aligngpt trace` run as a subprocess,
+// against the torch reference of tests/tools/golden/models_dir.py (trace_ref.safetensors).
+//
+// Tolerance: every tensor within torch.testing.assert_close(rtol = 1e-4, atol = 1e-5) of the fp32
+// reference (measured: <= 1e-6 absolute up to the decoder, 4.3e-6 on logits of magnitude 6).
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "aligngpt/io/model_loader.h"
+#include "support/golden.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace aligngpt;
+
+const std::string dirs = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs";
+constexpr double rtol = 1e-4, atol = 1e-5;
+
+/// Rows `rows` of dimension 1 of a [1, N, C] tensor (the reference stores probe rows only).
+std::vector<float> rows_of(const std::vector<float>& v, const std::vector<index_t>& shape, const std::vector<std::int64_t>& rows,
+                           std::int64_t shift = 0) {
+    std::vector<float> out;
+    const index_t C = shape.back();
+    for (std::int64_t r : rows)
+        if (r + shift >= 0) out.insert(out.end(), v.begin() + (r + shift) * C, v.begin() + (r + shift + 1) * C);
+    return out;
+}
+
+/// Compares a trace (name -> tensor) with trace_ref; `get(name)` returns the values and shape, or
+/// an empty shape when the trace lacks the tensor. Returns the number of tensors compared.
+int compare_with_reference(const std::function<std::pair<std::vector<float>, std::vector<index_t>>(const std::string&)>& get) {
+    const auto ref = golden::load("model_dirs/trace_ref");
+    const auto probe = ref.get<std::int64_t>("probe"), vprobe = ref.get<std::int64_t>("vprobe");
+    const index_t S = std::stoll(ref.file.metadata().at("S"));
+    int compared = 0;
+    for (const auto& t : ref.file.tensors()) {
+        const std::string& k = t.name;
+        if (k == "probe" || k == "vprobe" || k == "input_ids") continue;
+        auto [v, shape] = get(k);
+        if (shape.empty()) {
+            // the tool runs the vision tower only up to the selected layer (-2): hidden_states[2] is never computed
+            CHECK_MESSAGE(k == "vision.hidden_states.2", "trace lacks " << k);
+            continue;
+        }
+        if (k.starts_with("vision.hidden_states.")) v = rows_of(v, shape, vprobe);
+        else if (k == "vision.features" || k == "projector.out") v = rows_of(v, shape, vprobe, -1);
+        else if (shape.size() == 3 && shape[1] == S) v = rows_of(v, shape, probe);
+        const auto r = ref.get<float>(k);
+        INFO(k);
+        REQUIRE(v.size() == r.size());
+        CHECK(golden::close_ratio(v, r, rtol, atol) <= 1.0);
+        compared++;
+    }
+    return compared;
+}
+
+std::string ids_arg() {
+    const auto ids = golden::load("model_dirs/trace_ref").get<std::int64_t>("input_ids");
+    std::string s;
+    for (std::int64_t i : ids) s += (s.empty() ? "" : ",") + std::to_string(i);
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("aligngpt end to end through the public API: load a directory, encode pixels, run the ids, read logits") {
+    io::load_options o;
+    o.quiet = true;
+    o.vision_tower = dirs + "/clip_vision";
+    auto m = io::load_aligngpt(dirs + "/aligngpt_bin", o);
+    const auto ref = golden::load("model_dirs/trace_ref");
+    const auto pixels = golden::load("model_dirs/pixels").tensor("pixel_values");
+    const auto hs = m.vision->forward(nullptr, pixels, m.config.mm_vision_select_layer);
+    const auto feats = m.vision->select_features(nullptr, hs, m.config.mm_vision_select_layer, "patch");
+    const auto out = m.model->forward(nullptr, {models::sample{ref.get<std::int64_t>("input_ids")}}, feats,
+                                      models::stage::inference, true);
+    std::map<std::string, tensor<float>> t;
+    for (size_t i = 0; i < hs.size(); i++) t["vision.hidden_states." + std::to_string(i)] = hs[i].value();
+    t["vision.features"] = feats.value();
+    t["projector.out"] = m.model->mm_projector(nullptr, feats).value();
+    t["pixel_values"] = pixels;
+    for (const auto& [k, v] : out.trace()) t[k] = v;
+    const int n = compare_with_reference([&](const std::string& k) -> std::pair<std::vector<float>, std::vector<index_t>> {
+        if (!t.count(k)) return {};
+        return {t[k].to_vector(), t[k].shape()};
+    });
+    CHECK(n == 13);
+    const auto last = ref.get<float>("logits");
+    CHECK(models::llama_model<float>::argmax_last(out.logits) ==
+          std::max_element(last.end() - 64, last.end()) - (last.end() - 64));
+}
+
+#ifdef ALIGNGPT_TOOL_PATH
+
+namespace {
+
+struct run_result {
+    int code;
+    std::string output;
+};
+
+/// Runs `aligngpt <args>` (stdout and stderr together) in the fixture directory.
+run_result run_tool(const std::string& args) {
+    const std::string cmd = "cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[4096];
+    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    const int st = ::pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+std::string out_file(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/" + name + ".safetensors"; }
+
+int compare_file(const std::string& path) {
+    const auto f = io::safetensors_file::open(path);
+    return compare_with_reference([&](const std::string& k) -> std::pair<std::vector<float>, std::vector<index_t>> {
+        if (!f.find(k)) return {};
+        return {f.read_as<float>(k), f.at(k).shape};
+    });
+}
+
+}  // namespace
+
+TEST_CASE("aligngpt trace (subprocess) on the tiny .bin directory matches the torch reference") {
+    const std::string out = out_file("trace_bin");
+    fs::remove(out);
+    const auto r = run_tool("trace --model aligngpt_bin --vision-tower clip_vision --pixels pixels.safetensors --input-ids " +
+                            ids_arg() + " --out " + out);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(r.output.find("[load] aligngpt") != std::string::npos);
+    CHECK(compare_file(out) == 13);
+    const auto f = io::safetensors_file::open(out);
+    CHECK(f.read_as<std::int64_t>("input_ids") == golden::load("model_dirs/trace_ref").get<std::int64_t>("input_ids"));
+    CHECK(f.at("input_ids").type == io::dtype::I64);
+    CHECK(f.at("logits").type == io::dtype::F32);
+    for (const char* k : {"pixel_values", "vision.hidden_states.0", "vision.hidden_states.1", "vision.features", "projector.out",
+                          "gate.text_mean", "gate.dots", "gate.weights", "align.indicator", "inputs_embeds",
+                          "llm.layers.0.out", "llm.layers.1.out", "logits"})
+        CHECK_MESSAGE(f.find(k), k);
+}
+
+TEST_CASE("aligngpt trace --image (pad preprocessing) on the safetensors directory, underscore spellings") {
+    const std::string out = out_file("trace_image");
+    fs::remove(out);
+    const auto r = run_tool("trace -q --model=aligngpt_st --vision_tower clip_vision --image image.png --input_ids " + ids_arg() +
+                            " -o " + out);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(r.output.empty());  // -q: no progress
+    CHECK(compare_file(out) == 13);
+    const auto f = io::safetensors_file::open(out);
+    CHECK(golden::max_abs_diff(f.read_as<float>("pixel_values"), golden::load("model_dirs/pixels").get<float>("pixel_values")) <= 1e-6);
+}
+
+TEST_CASE("aligngpt trace --align-level 3 uses indicator row 3 and runs no gate") {
+    const std::string out = out_file("trace_level3");
+    const auto r = run_tool("trace -q --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --align-level 3 "
+                            "--input-ids " + ids_arg() + " --out " + out);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    const auto f = io::safetensors_file::open(out);
+    CHECK(!f.find("gate.weights"));
+    const auto src = io::tensor_source::open(dirs + "/aligngpt_st");
+    const auto* ind = src.find("align_indicators.indicator_embs");
+    std::vector<float> rows(std::size_t(ind->info->numel()));
+    ind->file->read(*ind->info, rows.data());
+    CHECK(f.read_as<float>("align.indicator") == std::vector<float>(rows.begin() + 3 * 64, rows.begin() + 4 * 64));
+}
+
+TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, never a crash") {
+    const std::string ok = "trace --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --out " +
+                           out_file("never") + " ";
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"", "no command given"},
+        {"frobnicate", "unknown command \"frobnicate\""},
+        {"trace --model aligngpt_st", "--out FILE is required"},
+        {"trace --out x.safetensors --input-ids 1,-200", "--model DIR is required"},
+        {ok, "one of --prompt TEXT or --input-ids LIST is required"},
+        {ok + "--prompt 'What is this?'", "--prompt needs the tokenizer (not yet implemented); pass --input-ids"},
+        {ok + "--input-ids 1,x,-200", "--input-ids: \"x\" is not an integer"},
+        {ok + "--input-ids 1,,-200", "--input-ids: \"\" is not an integer"},
+        {ok + "--input-ids 1,-200 --align-level 8", "--align-level must be auto or a level 0..7, got \"8\""},
+        {ok + "--input-ids 1,-200 --dtype f8", "--dtype must be f32, bf16 or f16"},
+        {ok + "--input-ids 1,-200 --image image.png", "give either --image or --pixels, not both"},
+        {ok + "--input-ids 1,-200 --frobnicate 3", "unknown option \"--frobnicate\""},
+        {ok + "--input-ids 1,-200 --quiet=yes", "option --quiet takes no value"},
+        {ok + "--input-ids 1,-200 --model aligngpt_bin", "option --model given twice"},
+        {ok + "--input-ids", "option --input-ids needs a value"},
+        {ok + "--input-ids 1,5,9", "exactly one -200 image placeholder, found 0"},
+        {ok + "--input-ids 1,999,-200", "id 999 is outside the vocabulary [0, 64)"},
+    };
+    for (const auto& [args, expect] : cases) {
+        const auto r = run_tool(args);
+        INFO("args: " << args << "\noutput:\n" << r.output);
+        CHECK(r.code == 2);
+        CHECK(r.output.find(expect) != std::string::npos);
+        CHECK(r.output.find("usage: aligngpt") != std::string::npos);
+    }
+    CHECK(!fs::exists(out_file("never")));
+}
+
+TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --version exit 0") {
+    auto r = run_tool("trace -q --model no_such_dir --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"));
+    CHECK(r.code == 1);
+    CHECK(r.output.find("no_such_dir: not a directory") != std::string::npos);
+    r = run_tool("trace -q --model aligngpt_st --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"));
+    CHECK(r.code == 1);
+    CHECK(r.output.find("pass --vision-tower DIR") != std::string::npos);
+    r = run_tool("trace -q --model aligngpt_st --vision-tower clip_vision --pixels image.png --input-ids 1,-200 --out " +
+                 out_file("never"));
+    CHECK(r.code == 1);
+    CHECK(r.output.find("image.png") != std::string::npos);
+    r = run_tool("--help");
+    CHECK(r.code == 0);
+    CHECK(r.output.find("aligngpt trace options") != std::string::npos);
+    r = run_tool("trace --help");
+    CHECK(r.code == 0);
+    r = run_tool("--version");
+    CHECK(r.code == 0);
+    CHECK(r.output.rfind("aligngpt ", 0) == 0);
+}
+
+#endif  // ALIGNGPT_TOOL_PATH
