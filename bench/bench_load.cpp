@@ -61,7 +61,6 @@ private:
 };
 
 struct lazy_cpu : backend::cpu {
-    static constexpr const char* name = "cpu-lazy";
     template <class T>
     using buffer = lazy_buffer<T>;
 };

@@ -103,7 +103,9 @@ TEST_CASE("loader: the sharded .bin and the sharded safetensors copies give bit-
     const auto pa = params_of(*a.model), pb = params_of(*b.model);
     REQUIRE(pa.size() == pb.size());
     CHECK(pa.size() == 2 + 2 * 9 + 1 + 4 + 1 + 4);  // embed, lm_head, 2 layers, norm, projector, indicators, gate
-    for (const auto& [name, v] : pa) {
+    for (const auto& kv : pa) {
+        const std::string& name = kv.first;
+        const auto& v = kv.second;
         INFO(name);
         REQUIRE(pb.count(name));
         CHECK(golden::fnv1a(v) == golden::fnv1a(pb.at(name)));
@@ -286,7 +288,9 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
     CHECK(m.packed.f16_weights.empty());
     CHECK(m.stats.packed == 15);
     const auto pr = params_of(*ref.model);
-    for (const auto& [name, pw] : m.packed.bf16_weights) {
+    for (const auto& kv : m.packed.bf16_weights) {
+        const std::string& name = kv.first;
+        const auto& pw = kv.second;
         INFO(name);
         CHECK(io::is_llm_linear_weight(name));
         const auto& w = pr.at(name);

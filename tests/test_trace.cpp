@@ -200,7 +200,8 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,5,9", "exactly one -200 image placeholder, found 0"},
         {ok + "--input-ids 1,999,-200", "id 999 is outside the vocabulary [0, 64)"},
     };
-    for (const auto& [args, expect] : cases) {
+    for (const auto& c : cases) {
+        const std::string &args = c.first, &expect = c.second;
         const auto r = run_tool(args);
         INFO("args: " << args << "\noutput:\n" << r.output);
         CHECK(r.code == 2);

@@ -450,7 +450,9 @@ public:
             jobs.push_back({p, key, e, pack});
             total += t.nbytes();
         }
-        for (const auto& [k, e] : src.entries()) {
+        for (const auto& kv : src.entries()) {
+            const std::string& k = kv.first;  // (not a structured binding: lambdas below capture it)
+            const tensor_source::entry& e = kv.second;
             if (used.count(k)) continue;
             if (!opt.scope.empty() &&
                 std::none_of(opt.scope.begin(), opt.scope.end(), [&](const std::string& s) { return k.starts_with(s); }))
