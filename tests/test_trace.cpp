@@ -150,7 +150,7 @@ TEST_CASE("aligngpt trace (subprocess) on the tiny .bin directory matches the to
         CHECK_MESSAGE(f.find(k), k);
 }
 
-TEST_CASE("aligngpt trace --image (pad preprocessing) on the safetensors directory, underscore spellings") {
+TEST_CASE("aligngpt trace --image (expand2square + CLIP image processor) on the safetensors directory, underscore spellings") {
     const std::string out = out_file("trace_image");
     fs::remove(out);
     const auto r = run_tool("trace -q --model=aligngpt_st --vision_tower clip_vision --image image.png --input_ids " + ids_arg() +
