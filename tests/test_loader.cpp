@@ -2,6 +2,8 @@
 // (fixtures: tests/golden/model_dirs, made by tests/tools/golden/models_dir.py).
 #include <doctest/doctest.h>
 
+#include <cstring>
+
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -300,8 +302,26 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
             REQUIRE(std::equal(row.begin(), row.end(), w.begin() + j * pw->K()));
         }
     }
-    // without the nn::linear packed hook the model also holds the exact f32 widening
-    CHECK(params_of(*m.model) == pr);
+    // nn::linear holds the 14 decoder linears as bf16 panels (lm_head is a bare parameter and gets the
+    // exact f32 widening); the packed model computes the same logits as the f32 one, bit for bit.
+    int packed_linears = 0;
+    for (auto& layer : m.model->llm.layers)
+        for (auto* l : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj, &layer.up_proj,
+                        &layer.down_proj})
+            packed_linears += l->packed_bf16 != nullptr;
+    CHECK(packed_linears == 14);
+    CHECK(params_of(*m.model).at("lm_head.weight") == pr.at("lm_head.weight"));
+    {
+        const std::vector<std::int64_t> ids{1, 5, 9, 3, 7};
+        const std::vector<std::int64_t> pos{0, 1, 2, 3, 4};
+        auto run = [&](const auto& model) {
+            const index_t H = model.config.llm.hidden_size;
+            auto x = ag::reshape<float, backend::cpu>(nullptr, model.llm.embed(nullptr, ids), {1, 5, H});
+            return model.llm.forward(nullptr, x, pos).logits.value().to_vector();
+        };
+        const auto a = run(*m.model), b = run(*ref.model);
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    }
 
     // packed_store_only: the module keeps its own values for the packed weights
     auto so = o;

@@ -205,8 +205,10 @@ public:
             if (m->size() >= 4) std::memcpy(head, m->data(), 4);
         }
         // A safetensors file starts with a u64 header length <= 100 MB, so its bytes 3..7 are 0 and
-        // can never be "PK\3\4" or a pickle's 0x80; everything else is tried as safetensors.
-        if (std::memcmp(head, "PK\x03\x04", 4) == 0 || static_cast<unsigned char>(head[0]) == 0x80)
+        // can never be "PK\3\4" or the legacy torch pickle's 80 02 8a 0a (its first byte alone may
+        // be 0x80: a header of 128 + 256k bytes); everything else is tried as safetensors.
+        static const unsigned char legacy[4] = {0x80, 0x02, 0x8a, 0x0a};
+        if (std::memcmp(head, "PK\x03\x04", 4) == 0 || std::memcmp(head, legacy, 4) == 0)
             w.f_ = std::make_shared<const torch_bin_file>(torch_bin_file::open(path));
         else
             w.s_ = std::make_shared<const safetensors_file>(safetensors_file::open(path));

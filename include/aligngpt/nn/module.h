@@ -8,13 +8,16 @@
 //
 //   nn::linear<float> fc = nn::linear<float>::make("mm_projector.0", 1024, 4096);
 //   auto y = fc(&tp, x);                         // x: [..., 1024] -> [..., 4096]
+#include <memory>
 #include <string>
+#include <type_traits>
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/ops/activations.h"
 #include "aligngpt/ops/embedding.h"
 #include "aligngpt/ops/layer_norm.h"
 #include "aligngpt/ops/linear.h"
+#include "aligngpt/ops/packed.h"
 #include "aligngpt/ops/rms_norm.h"
 #include "aligngpt/rng.h"
 
@@ -36,10 +39,16 @@ void init_uniform(variable<T, B>& p, std::uint64_t seed, float a) {
     rng::fill_uniform(p.value().data(), p.value().numel(), seed, rng::fnv1a64(p.name()), a);
 }
 
+/// y = x W^T + b. Frozen weights may instead live 16-bit in memory as ops::packed_weight panels
+/// (set by io::load_aligngpt with weights_dtype bf16/f16): the forward then streams the panels,
+/// and the input gradient (stage 1 back-propagates through the frozen LLM) widens them exactly,
+/// so both give the same bits as the f32 weight would.
 template <class T, class B = backend::cpu>
 struct linear {
     variable<T, B> weight;  ///< "<prefix>.weight" [out, in]
     variable<T, B> bias;    ///< "<prefix>.bias" [out], undefined when the layer has none
+    std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;  ///< set: weight's value is unused
+    std::shared_ptr<const ops::packed_weight<f16>> packed_f16;
 
     static linear make(const std::string& prefix, index_t in, index_t out, bool has_bias = true) {
         linear l;
@@ -53,11 +62,53 @@ struct linear {
         init_uniform(weight, seed, a);
         if (bias.defined()) init_uniform(bias, seed, a);
     }
-    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const { return ag::linear(tp, x, weight, bias); }
+    bool is_packed() const { return packed_bf16 || packed_f16; }
+    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
+        if constexpr (std::is_same_v<T, float> && std::is_same_v<B, backend::cpu>) {
+            if (packed_bf16) return packed_forward(tp, x, *packed_bf16);
+            if (packed_f16) return packed_forward(tp, x, *packed_f16);
+        }
+        return ag::linear(tp, x, weight, bias);
+    }
+    /// Visitors tagged `using visits_linears = void;` (the loader) see the layer; others see its
+    /// parameters.
     template <class F>
     void visit(F&& f) {
-        f(weight);
-        if (bias.defined()) f(bias);
+        if constexpr (requires { typename std::remove_cvref_t<F>::visits_linears; }) {
+            f(*this);
+        } else {
+            f(weight);
+            if (bias.defined()) f(bias);
+        }
+    }
+
+private:
+    template <class S>
+    variable<T, B> packed_forward(tape<T, B>* tp, const variable<T, B>& x, const ops::packed_weight<S>& W) const {
+        const index_t K = x.shape().back(), N = W.N();
+        ALIGNGPT_CHECK(K == W.K(), "linear: input ", aligngpt::detail::shape_str(x.shape()), " does not match packed weight [",
+                       N, ",", W.K(), "] of ", weight.name());
+        const index_t M = K ? x.value().numel() / K : 0;
+        shape_t ys = x.shape();
+        ys.back() = N;
+        tensor<T, B> y(ys);
+        ops::linear_packed(B{}, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
+        std::vector<variable<T, B>> in{x};
+        if (bias.defined()) in.push_back(bias);
+        auto keep = std::is_same_v<S, bf16> ? std::shared_ptr<const void>(packed_bf16) : std::shared_ptr<const void>(packed_f16);
+        const variable<T, B> b = bias;
+        return tape<T, B>::record(tp, "linear_packed", y, in, [x, b, keep, M, N, K](autograd::node<T, B>& out) {
+            const auto& Wp = *static_cast<const ops::packed_weight<S>*>(keep.get());
+            if (x.requires_grad()) {  // dX = dY W with W widened exactly: the f32 path's bits
+                tensor<T, B> w({N, K});
+                for (index_t j = 0; j < N; j++) Wp.unpack_row(j, w.data() + j * K);
+                ops::linear_backward(B{}, x.get()->grad_buffer().data(), static_cast<T*>(nullptr), static_cast<T*>(nullptr),
+                                     out.grad.data(), x.value().data(), w.data(), M, N, K);
+            }
+            if (b.defined() && b.requires_grad())
+                ops::linear_backward(B{}, static_cast<T*>(nullptr), static_cast<T*>(nullptr), b.get()->grad_buffer().data(),
+                                     out.grad.data(), x.value().data(), static_cast<const T*>(nullptr), M, N, K);
+        });
     }
 };
 
