@@ -11,13 +11,10 @@
 //                      load time), peak_rss_GiB (getrusage ru_maxrss: the whole process), packed_GiB.
 //                      Target: peak RSS < 16 GiB.
 //
-// The model classes allocate (and zero) every parameter at construction, which for 7B in f32 is
-// 27 GB. Until the backend allocates lazily, this benchmark instantiates the same classes with
-// `lazy_cpu`, a backend whose large buffers are anonymous mmaps: untouched parameters (the f32
-// slots of the packed linears) then cost no memory, and the measured RSS is what the loader itself
-// keeps: packed bf16 LLM linears + f32 everything else.
+// backend::cpu zeroes large buffers lazily (anonymous mmap), so the f32 slots of the packed
+// linears, never written, cost no memory: the measured RSS is what the loaded model keeps
+// (packed bf16 LLM linears + f32 everything else).
 #include <benchmark/benchmark.h>
-#include <sys/mman.h>
 #include <sys/statvfs.h>
 
 #include <chrono>
@@ -33,37 +30,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace aligngpt;
-
-/// Zero-initialised storage: large buffers are anonymous mappings, so pages never written cost nothing.
-template <class T>
-class lazy_buffer {
-public:
-    lazy_buffer() = default;
-    explicit lazy_buffer(index_t n) : n_(n) {
-        bytes_ = std::max<std::size_t>(64, std::size_t(n) * sizeof(T));
-        void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (p == MAP_FAILED) throw std::bad_alloc();
-        p_ = static_cast<T*>(p);
-    }
-    lazy_buffer(const lazy_buffer&) = delete;
-    lazy_buffer& operator=(const lazy_buffer&) = delete;
-    ~lazy_buffer() {
-        if (p_) ::munmap(p_, bytes_);
-    }
-    T* data() { return p_; }
-    const T* data() const { return p_; }
-    index_t size() const { return n_; }
-
-private:
-    T* p_ = nullptr;
-    index_t n_ = 0;
-    std::size_t bytes_ = 0;
-};
-
-struct lazy_cpu : backend::cpu {
-    template <class T>
-    using buffer = lazy_buffer<T>;
-};
 
 // tests/golden/model_dirs next to this file (CMake compiles it by absolute path)
 const std::string golden_dirs = (fs::path(__FILE__).parent_path().parent_path() / "tests/golden/model_dirs").string();
@@ -117,7 +83,7 @@ std::vector<std::byte> synth(const std::string& name, index_t n) {
 template <class M>
 std::vector<std::pair<std::string, std::vector<index_t>>> names_shapes(M& m) {
     std::vector<std::pair<std::string, std::vector<index_t>>> out;
-    m.visit([&](autograd::variable<float, lazy_cpu>& p) { out.emplace_back(p.name(), p.shape()); });
+    m.visit([&](autograd::variable<float, backend::cpu>& p) { out.emplace_back(p.name(), p.shape()); });
     return out;
 }
 
@@ -137,9 +103,9 @@ std::string ensure_7b(const std::string& dir) {
     std::cerr << "[bench_load] writing a synthetic AlignGPT-7B bf16 checkpoint to " << dir << " (once)\n";
     const auto cfg = io::aligngpt_dir_config::from_json(config_7b("clip"), "config_7b");
     const auto vcfg = models::clip_vision_config::from_json(clip_config_l336(), "clip_l336: ");
-    models::aligngpt_model<float, lazy_cpu> m(cfg.model);
+    models::aligngpt_model<float, backend::cpu> m(cfg.model);
     auto tensors = names_shapes(m);
-    auto copy = models::clip_vision_model<float, lazy_cpu>::make(vcfg, "vision_tower.vision_tower.vision_model.");
+    auto copy = models::clip_vision_model<float, backend::cpu>::make(vcfg, "vision_tower.vision_tower.vision_model.");
     for (auto& t : names_shapes(copy)) tensors.push_back(std::move(t));
     for (int l = 0; l < 32; l++)  // transformers 4.31 saves the rotary buffers too (ignored on load)
         tensors.push_back({"model.layers." + std::to_string(l) + ".self_attn.rotary_emb.inv_freq", {64}});
@@ -177,7 +143,7 @@ std::string ensure_7b(const std::string& dir) {
     std::ofstream(dir + "/config.json") << config_7b("clip").dump(2);
 
     // the vision tower directory: fp32, like openai/clip-vit-large-patch14-336
-    auto vit = models::clip_vision_model<float, lazy_cpu>::make(vcfg, "vision_model.");
+    auto vit = models::clip_vision_model<float, backend::cpu>::make(vcfg, "vision_model.");
     io::safetensors_writer w;
     for (auto& [name, shape] : names_shapes(vit)) {
         index_t n = 1;
@@ -209,7 +175,7 @@ void BM_load_7b_bf16(benchmark::State& state) {
     std::uint64_t bytes = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
-        auto m = io::load_aligngpt<float, lazy_cpu>(dir, o);
+        auto m = io::load_aligngpt<float, backend::cpu>(dir, o);
         secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         bytes = m.stats.bytes;
         packed = double(m.packed.bytes());
