@@ -134,7 +134,8 @@ TEST_CASE("attention: decode steps with past > 0 equal the rows of the full caus
     tape<float>* none = nullptr;
     auto full = ag::attention(none, variable<float>::leaf(q), variable<float>::leaf(k), variable<float>::leaf(v), o);
     // the last T rows of the queries against keys 0 .. Tk-1, with past = Tk - T (the default) or explicit
-    for (auto [Tk, T] : std::vector<std::pair<index_t, index_t>>{{9, 1}, {6, 1}, {9, 3}, {5, 2}}) {
+    for (auto tk_t : std::vector<std::pair<index_t, index_t>>{{9, 1}, {6, 1}, {9, 3}, {5, 2}}) {
+        const index_t Tk = tk_t.first, T = tk_t.second;  // plain locals: Clang 14 cannot capture bindings
         CAPTURE(Tk); CAPTURE(T);
         auto qs = variable<float>::leaf(q.slice(1, Tk - T, Tk)), ks = variable<float>::leaf(k.slice(1, 0, Tk)),
              vs = variable<float>::leaf(v.slice(1, 0, Tk));
@@ -419,7 +420,9 @@ TEST_CASE("attention at full width (HS=128, NH=2, T=600, causal) matches PyTorch
     const auto r = run_attention(q, k, v, dy, o);
     const auto w = golden::hashfill<float>("attn_wide.checksum", {1, T, C}, 1.f);
     const auto rows = fx.get<index_t>("rows");
-    for (auto [name, vals] : {std::pair{"y", &r.y}, {"dq", &r.dq}, {"dk", &r.dk}, {"dv", &r.dv}}) {
+    for (auto nv : {std::pair{"y", &r.y}, {"dq", &r.dq}, {"dk", &r.dk}, {"dv", &r.dv}}) {
+        const auto name = nv.first;
+        const auto vals = nv.second;
         CAPTURE(name);
         std::vector<float> sel;
         for (index_t t : rows) sel.insert(sel.end(), vals->begin() + t * C, vals->begin() + (t + 1) * C);
@@ -442,7 +445,9 @@ TEST_CASE("rope matches transformers 4.31 LlamaRotaryEmbedding / apply_rotary_po
         {"plain", ops::rope_table(int(HS), 10000)},
         {"linear4", ops::rope_table(int(HS), 10000, ops::rope_scaling::from_name("linear", 4.0))},
         {"llama3", ops::rope_table(int(HS), 500000, ops::rope_scaling::from_name("llama3", 8.0, 1.0, 4.0, 8192))}};
-    for (const auto& [name, tab] : tabs) {
+    for (const auto& nt : tabs) {
+        const auto& name = nt.first;
+        const auto& tab = nt.second;
         CAPTURE(name);
         const auto p64 = fx.get<index_t>(name == "llama3" ? "llama3.pos" : "pos");
         const std::vector<std::int64_t> pos(p64.begin(), p64.end());
@@ -471,7 +476,9 @@ TEST_CASE("rope matches transformers 4.31 LlamaRotaryEmbedding / apply_rotary_po
 TEST_CASE("patch_embed matches transformers 4.31 CLIPVisionEmbeddings.patch_embedding (square and 28x42)") {
     const auto fx = golden::load("op_patch_embed");
     const auto w0 = golden::hashfill<float>("patch.weight", {6, 3, 14, 14}, 0.05f);
-    for (auto [name, shape] : {std::pair<std::string, shape_t>{"square", {2, 3, 28, 28}}, {"wide", {1, 3, 28, 42}}}) {
+    for (auto ns : {std::pair<std::string, shape_t>{"square", {2, 3, 28, 28}}, {"wide", {1, 3, 28, 42}}}) {
+        const auto name = ns.first;
+        const auto shape = ns.second;
         CAPTURE(name);
         auto px = variable<float>::leaf(golden::hashfill<float>("patch." + name + ".px", shape, 1.f), true);
         auto w = variable<float>::leaf(w0, true);

@@ -268,3 +268,19 @@ TEST_CASE("gemm and linear_packed: shape errors name the op") {
     ops::linear_packed(backend::cpu{}, y.data(), a.data(), pw0, bias.data(), 2);
     CHECK(y == std::vector<float>{1.f, 2.f, 3.f, 1.f, 2.f, 3.f});
 }
+
+TEST_CASE("gemm_batched: each item equals gemm_reference alone (shared and per-item operands)") {
+    const index_t batch = 3, M = 9, N = 37, K = 21;
+    std::vector<float> A(size_t(batch * M * K)), B(size_t(batch * K * N)), C(size_t(batch * M * N)), R = C;
+    rng::fill_uniform(A.data(), index_t(A.size()), 3, 1, 1.f);
+    rng::fill_uniform(B.data(), index_t(B.size()), 3, 2, 1.f);
+    for (index_t shared_b : {0, 1}) {
+        const index_t bb = shared_b ? 0 : K * N;
+        ops::gemm_batched(backend::cpu{}, batch, M, N, K, A.data(), K, 1, M * K, B.data(), 1, K, bb, C.data(), N, M * N);
+        for (index_t b = 0; b < batch; b++)
+            ops::gemm_reference(M, N, K, A.data() + b * M * K, K, 1, B.data() + b * bb, 1, K, R.data() + b * M * N, N,
+                                ops::gemm_init::zero, static_cast<const float*>(nullptr));
+        CAPTURE(shared_b);
+        CHECK(std::memcmp(C.data(), R.data(), C.size() * sizeof(float)) == 0);
+    }
+}

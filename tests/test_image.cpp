@@ -116,7 +116,8 @@ void check_clip_case(const golden::fixture& fx, const std::string& name, const r
             CHECK_MESSAGE(bad == 0, "expand2square differs from PIL's in " << bad << " 16-row bands");
         }
         // Full resize, compared with PIL's resized uint8 image.
-        const auto [h, w] = io::resize_output_size(src.height, src.width, cfg.shortest_edge);
+        const auto hw = io::resize_output_size(src.height, src.width, cfg.shortest_edge);
+        const auto h = hw.first, w = hw.second;  // plain locals: Clang 14 cannot capture structured bindings
         const auto shape = fx.get<std::int64_t>(k + ".resized_shape");
         REQUIRE(shape.size() == 2);
         CHECK(h == shape[0]);

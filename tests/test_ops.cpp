@@ -331,7 +331,9 @@ TEST_CASE("gelu, quick_gelu, silu, swiglu match torch / transformers (golden op_
     const std::pair<const char*, unary> ops[] = {{"gelu", ag::gelu<float, backend::cpu>},
                                                  {"quick_gelu", ag::quick_gelu<float, backend::cpu>},
                                                  {"silu", ag::silu<float, backend::cpu>}};
-    for (auto [name, op] : ops) {
+    for (const auto& name_op : ops) {
+        const auto& name = name_op.first;  // plain locals: Clang 14 cannot capture structured bindings
+        const auto& op = name_op.second;
         INFO(name);
         const std::string p = std::string(name) + ".";
         auto x = leaf(fx, p + "x");

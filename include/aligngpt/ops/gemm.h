@@ -490,4 +490,16 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
     }
 }
 
+/// A batch of independent products with the same shapes: C_b = c0_b + A_b B_b for b < batch, the
+/// operands of item b at A + b*batch_a, B + b*batch_b, C + b*batch_c (a batch stride of 0 shares
+/// the operand, e.g. one weight for every item). Each C_b has exactly the bits gemm() gives it alone.
+template <class T>
+void gemm_batched(const backend::cpu& be, index_t batch, index_t M, index_t N, index_t K, const T* A, index_t rs_a,
+                  index_t cs_a, index_t batch_a, const T* B, index_t rs_b, index_t cs_b, index_t batch_b, T* C,
+                  index_t ldc, index_t batch_c, gemm_init init = gemm_init::zero, const T* bias = nullptr) {
+    ALIGNGPT_CHECK(batch >= 0, "gemm_batched: negative batch ", batch);
+    for (index_t b = 0; b < batch; b++)
+        gemm(be, M, N, K, A + b * batch_a, rs_a, cs_a, B + b * batch_b, rs_b, cs_b, C + b * batch_c, ldc, init, bias);
+}
+
 }  // namespace aligngpt::ops

@@ -1,0 +1,42 @@
+#pragma once
+// Umbrella header: everything the CPU build offers. (The CUDA backend, when built, comes from
+// its own header under backend/cuda/.)
+#include "aligngpt/config.h"
+#include "aligngpt/half.h"
+#include "aligngpt/rng.h"
+#include "aligngpt/tensor.h"
+#include "aligngpt/tensor_adaptors.h"
+#include "aligngpt/backend/cpu.h"
+
+#include "aligngpt/autograd/grad_check.h"
+#include "aligngpt/autograd/tape.h"
+
+#include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/attention.h"
+#include "aligngpt/ops/cross_entropy.h"
+#include "aligngpt/ops/elementwise.h"
+#include "aligngpt/ops/embedding.h"
+#include "aligngpt/ops/gemm.h"
+#include "aligngpt/ops/layer_norm.h"
+#include "aligngpt/ops/linear.h"
+#include "aligngpt/ops/packed.h"
+#include "aligngpt/ops/patch_embed.h"
+#include "aligngpt/ops/reduce.h"
+#include "aligngpt/ops/rms_norm.h"
+#include "aligngpt/ops/rope.h"
+#include "aligngpt/ops/shape.h"
+#include "aligngpt/ops/softmax.h"
+
+#include "aligngpt/nn/module.h"
+
+#include "aligngpt/models/align.h"
+#include "aligngpt/models/aligngpt.h"
+#include "aligngpt/models/clip.h"
+#include "aligngpt/models/clip_vision.h"
+#include "aligngpt/models/llama.h"
+#include "aligngpt/models/projector.h"
+
+#include "aligngpt/io/image.h"
+#include "aligngpt/io/model_loader.h"
+#include "aligngpt/io/safetensors.h"
+#include "aligngpt/io/torch_bin.h"
