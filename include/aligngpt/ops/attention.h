@@ -45,6 +45,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/gemm.h"
 
 namespace aligngpt::ops {
 
@@ -89,33 +90,33 @@ struct attention_dims {
 
 // F is the scalar type (float or double); T is the number of queries, as in llm.c.
 template <class F>
-void attention_forward(const backend::cpu&, F* out, F* att, const F* q, const F* k, const F* v,
+void attention_forward(const backend::cpu& be, F* out, F* att, const F* q, const F* k, const F* v,
                        const attention_dims& d, const attention_options& o) {
     const index_t T = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const F scale = F(d.scale);
+    // pass 1 as one product per (b, h): att_bh[t, j] = q_t . k_j, each a fma chain over i ascending
+    // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
+    for (index_t b = 0; b < d.B; b++)
+        for (index_t h = 0; h < NH; h++)
+            gemm(be, T, Tk, HS, q + b * T * C + h * HS, C, index_t(1), k + b * Tk * Ck + (h / G) * HS, index_t(1), Ck,
+                 att + (b * NH + h) * T * Tk, Tk, gemm_init::zero);
+
     ALIGNGPT_OMP_FOR                                          // each thread owns query rows (b, h, t)
     for (index_t r = 0; r < d.B * NH * T; r++) {
-        const index_t b = r / (NH * T), h = (r / T) % NH, t = r % T, g = h / G;
-        const F* q_t = q + (b * T + t) * C + h * HS;
+        const index_t b = r / (NH * T), t = r % T;
         F* att_t = att + r * Tk;
-        F* out_t = out + (b * T + t) * C + h * HS;
 
-        // pass 1: scores and row max over visible keys
+        // pass 1 (rest): scale, mask, row max over visible keys
         F maxval = -std::numeric_limits<F>::infinity();
         bool any = false;
         for (index_t j = 0; j < Tk; j++) {
             if (!d.visible(o, b, t, j)) { att_t[j] = F(0); continue; }
-            const F* k_j = k + (b * Tk + j) * Ck + g * HS;
-            F s = 0;
-            for (index_t i = 0; i < HS; i++) s = std::fma(q_t[i], k_j[i], s);
-            s *= scale;
-            att_t[j] = s;
-            maxval = std::max(maxval, s);
+            att_t[j] *= scale;
+            maxval = std::max(maxval, att_t[j]);
             any = true;
         }
-        for (index_t i = 0; i < HS; i++) out_t[i] = F(0);
-        if (!any) continue;                                   // fully masked: p = 0, o = 0
+        if (!any) continue;                                   // fully masked: p = 0, so o = 0
 
         // pass 2: exponentials and their sum, j ascending
         F sum = 0;
@@ -127,14 +128,14 @@ void attention_forward(const backend::cpu&, F* out, F* att, const F* q, const F*
         // pass 3: normalise (masked entries stay exactly 0)
         for (index_t j = 0; j < Tk; j++)
             if (d.visible(o, b, t, j)) att_t[j] /= sum;
-
-        // pass 4: weighted sum of values; out_t[i] is one fma chain over j ascending
-        for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) continue;
-            const F* v_j = v + (b * Tk + j) * Ck + g * HS;
-            for (index_t i = 0; i < HS; i++) out_t[i] = std::fma(att_t[j], v_j[i], out_t[i]);
-        }
     }
+
+    // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j
+    // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
+    for (index_t b = 0; b < d.B; b++)
+        for (index_t h = 0; h < NH; h++)
+            gemm(be, T, HS, Tk, att + (b * NH + h) * T * Tk, Tk, index_t(1), v + b * Tk * Ck + (h / G) * HS, Ck,
+                 index_t(1), out + b * T * C + h * HS, C, gemm_init::zero);
 }
 
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen).
