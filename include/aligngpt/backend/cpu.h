@@ -41,6 +41,9 @@ public:
             void* m = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (m == MAP_FAILED) throw std::bad_alloc();
             p_ = static_cast<T*>(m);  // page-aligned, zero-filled on first touch
+#if defined(MADV_HUGEPAGE)
+            ::madvise(m, bytes_, MADV_HUGEPAGE);  // activations are rewritten each forward: 2 MiB faults, not 4 KiB
+#endif
             mapped_ = true;
             return;
         }
