@@ -277,7 +277,9 @@ TEST_CASE("align: gate ops, gate MLP and lin_comb backward match central differe
     CHECK(autograd::grad_check(mix, {text}) <= 1e-7);
     const autograd::op_under_test<double> mean = [&](autograd::tape<double>* tp, const std::vector<dvar>& x) {
         align_indicator<double> e{x[0]};
-        return ag::add(tp, e.ungated(tp, align_mode::mean, 2), e.lookup(tp, {3, 3}));
+        const auto m = e.ungated(tp, align_mode::mean, 2);
+        const auto l = e.lookup(tp, {3, 3});
+        return ag::add(tp, m, l);
     };
     CHECK(autograd::grad_check(mean, {ind.indicator_embs}) <= 1e-7);
 }

@@ -485,12 +485,20 @@ std::vector<float> op_chain_bits() {
     tape<float> tp;
     auto e = ag::embedding(&tp, W, ids, 0);                                      // [T, C]
     auto h = ag::rms_norm(&tp, ag::layer_norm(&tp, e, w, b), g);
-    auto a = ag::swiglu(&tp, ag::slice(&tp, h, 1, 0, C / 2), ag::slice(&tp, h, 1, C / 2, C));
-    auto z = ag::add_row(&tp, ag::add(&tp, ag::gelu(&tp, a), ag::mul(&tp, ag::quick_gelu(&tp, a), ag::silu(&tp, a))), r);
-    auto zz = ag::index_rows(&tp, ag::concat(&tp, {z, ag::transpose(&tp, ag::reshape(&tp, z, {C / 2, Tn}), 0, 1)}, 0),
-                             ids);                                                // repeated rows
-    auto loss = ag::add(&tp, ag::cross_entropy(&tp, zz, targets),
-                        ag::scale(&tp, ag::mean(&tp, ag::sum(&tp, ag::softmax(&tp, zz), 0)), 0.5f));
+    // One recording call per argument list: the tape order must not depend on the compiler's
+    // (unspecified) argument evaluation order.
+    auto h0 = ag::slice(&tp, h, 1, 0, C / 2);
+    auto h1 = ag::slice(&tp, h, 1, C / 2, C);
+    auto a = ag::swiglu(&tp, h0, h1);
+    auto a_gelu = ag::gelu(&tp, a);
+    auto a_qg = ag::quick_gelu(&tp, a);
+    auto a_silu = ag::silu(&tp, a);
+    auto z = ag::add_row(&tp, ag::add(&tp, a_gelu, ag::mul(&tp, a_qg, a_silu)), r);
+    auto zt = ag::transpose(&tp, ag::reshape(&tp, z, {C / 2, Tn}), 0, 1);
+    auto zz = ag::index_rows(&tp, ag::concat(&tp, {z, zt}, 0), ids);             // repeated rows
+    auto ce = ag::cross_entropy(&tp, zz, targets);
+    auto reg = ag::scale(&tp, ag::mean(&tp, ag::sum(&tp, ag::softmax(&tp, zz), 0)), 0.5f);
+    auto loss = ag::add(&tp, ce, reg);
     tp.backward(loss);
     std::vector<float> bits = loss.value().to_vector();
     for (const tensor<float>& t : {zz.value(), W.grad(), w.grad(), b.grad(), g.grad(), r.grad()}) {

@@ -64,7 +64,12 @@ struct clip_encoder_layer {
         mask.n_kv_head = 0;
         mask.scale = 0;  // HS^-0.5
         const variable<T, B> a = layer_norm1(tp, x);
-        const variable<T, B> o = ag::attention(tp, q_proj(tp, a), k_proj(tp, a), v_proj(tp, a), mask);
+        // One recording call per statement: C++ leaves argument evaluation order unspecified, and
+        // the tape order (hence the order gradients accumulate into `a`) must not depend on the compiler.
+        const variable<T, B> q = q_proj(tp, a);
+        const variable<T, B> k = k_proj(tp, a);
+        const variable<T, B> v = v_proj(tp, a);
+        const variable<T, B> o = ag::attention(tp, q, k, v, mask);
         const variable<T, B> h = ag::add(tp, x, out_proj(tp, o));
         const variable<T, B> m = fc1(tp, layer_norm2(tp, h));
         const variable<T, B> g = quick_gelu ? ag::quick_gelu(tp, m) : ag::gelu(tp, m);

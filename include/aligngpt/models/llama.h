@@ -193,7 +193,9 @@ struct llama_layer {
         if (ck) *ck = k.value(), *cv = v.value();
         const auto y = ag::add(tp, x, o_proj(tp, ag::attention(tp, q, k, v, att)));
         const auto m = post_attention_layernorm(tp, y);
-        return ag::add(tp, y, down_proj(tp, ag::swiglu(tp, gate_proj(tp, m), up_proj(tp, m))));
+        const auto g = gate_proj(tp, m);  // separate statements: a fixed tape order on every compiler
+        const auto u = up_proj(tp, m);
+        return ag::add(tp, y, down_proj(tp, ag::swiglu(tp, g, u)));
     }
 };
 
