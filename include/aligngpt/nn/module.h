@@ -65,8 +65,8 @@ struct linear {
     bool is_packed() const { return packed_bf16 || packed_f16; }
     variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
         if constexpr (std::is_same_v<T, float> && std::is_same_v<B, backend::cpu>) {
-            if (packed_bf16) return packed_forward(tp, x, *packed_bf16);
-            if (packed_f16) return packed_forward(tp, x, *packed_f16);
+            if (packed_bf16) return packed_forward(tp, x, packed_bf16);
+            if (packed_f16) return packed_forward(tp, x, packed_f16);
         }
         return ag::linear(tp, x, weight, bias);
     }
@@ -84,7 +84,9 @@ struct linear {
 
 private:
     template <class S>
-    variable<T, B> packed_forward(tape<T, B>* tp, const variable<T, B>& x, const ops::packed_weight<S>& W) const {
+    variable<T, B> packed_forward(tape<T, B>* tp, const variable<T, B>& x,
+                                  const std::shared_ptr<const ops::packed_weight<S>>& pw) const {
+        const ops::packed_weight<S>& W = *pw;
         const index_t K = x.shape().back(), N = W.N();
         ALIGNGPT_CHECK(K == W.K(), "linear: input ", aligngpt::detail::shape_str(x.shape()), " does not match packed weight [",
                        N, ",", W.K(), "] of ", weight.name());
@@ -95,19 +97,16 @@ private:
         ops::linear_packed(B{}, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
         std::vector<variable<T, B>> in{x};
         if (bias.defined()) in.push_back(bias);
-        auto keep = std::is_same_v<S, bf16> ? std::shared_ptr<const void>(packed_bf16) : std::shared_ptr<const void>(packed_f16);
         const variable<T, B> b = bias;
-        return tape<T, B>::record(tp, "linear_packed", y, in, [x, b, keep, M, N, K](autograd::node<T, B>& out) {
-            const auto& Wp = *static_cast<const ops::packed_weight<S>*>(keep.get());
-            if (x.requires_grad()) {  // dX = dY W with W widened exactly: the f32 path's bits
-                tensor<T, B> w({N, K});
-                for (index_t j = 0; j < N; j++) Wp.unpack_row(j, w.data() + j * K);
-                ops::linear_backward(B{}, x.get()->grad_buffer().data(), static_cast<T*>(nullptr), static_cast<T*>(nullptr),
-                                     out.grad.data(), x.value().data(), w.data(), M, N, K);
+        return tape<T, B>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, B>& out) {
+            T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
+            T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
+            tensor<T, B> w;  // dX = dY W with W widened exactly: the f32 path's bits
+            if (dx) {
+                w = tensor<T, B>({N, K});
+                for (index_t j = 0; j < N; j++) pw->unpack_row(j, w.data() + j * K);
             }
-            if (b.defined() && b.requires_grad())
-                ops::linear_backward(B{}, static_cast<T*>(nullptr), static_cast<T*>(nullptr), b.get()->grad_buffer().data(),
-                                     out.grad.data(), x.value().data(), static_cast<const T*>(nullptr), M, N, K);
+            ops::linear_backward(B{}, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
         });
     }
 };
