@@ -217,6 +217,37 @@ TEST_CASE("repro: gemm bits do not depend on thread count") {
     }
 }
 
+TEST_CASE("gemm: several shared B blocks, A blocks and K blocks, at 1-4 threads, equal gemm_reference") {
+    // gemm packs B one KC x NC block at a time into buffers the team shares, and each thread packs
+    // its rows of A once per K block when they fit one A block (gemm.h). These sizes give two or
+    // more K blocks, B blocks (N > NC = B_bytes / (KC * 4)) and, for M = 1100, several A blocks
+    // per task at one thread; every transpose of A and B, and every thread count, must give the
+    // definition's bits.
+    thread_guard guard;
+    for (const auto& mnk : std::vector<std::array<index_t, 3>>{{45, 2000, 600}, {1100, 40, 600}}) {
+        const index_t M = mnk[0], N = mnk[1], K = mnk[2];
+        std::vector<float> A(size_t(M * K)), B(size_t(K * N)), bias(static_cast<size_t>(N));
+        rng::fill_uniform(A.data(), M * K, 8, 1, 1.f);
+        rng::fill_uniform(B.data(), K * N, 8, 2, 1.f);
+        rng::fill_uniform(bias.data(), N, 8, 3, 1.f);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const index_t rsa = ta ? 1 : K, csa = ta ? M : 1, rsb = tb ? 1 : N, csb = tb ? K : 1;
+                std::vector<float> ref(size_t(M * N));
+                ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, ref.data(), N,
+                                    ops::gemm_init::bias, bias.data());
+                for (int threads : {1, 2, 3, 4}) {
+                    set_threads(threads);
+                    std::vector<float> c(size_t(M * N), -1.f);
+                    ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), N,
+                              ops::gemm_init::bias, bias.data());
+                    CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(ta); CAPTURE(tb); CAPTURE(threads);
+                    CHECK(same_bits(c, ref));
+                }
+            }
+    }
+}
+
 TEST_CASE("repro: gemm and linear_packed bits are locked (same hash in every build)") {
     // FNV-1a 64 of the outputs; the values are a property of the math (fma chains in order), so
     // generic x86-64, -march=native (AVX-512) and clang builds must all print and match these.

@@ -62,7 +62,7 @@ int compare_with_reference(const std::function<std::pair<std::vector<float>, std
     return compared;
 }
 
-std::string ids_arg() {
+[[maybe_unused]] std::string ids_arg() {  // used by the subprocess tests (when the tool is built)
     const auto ids = golden::load("model_dirs/trace_ref").get<std::int64_t>("input_ids");
     std::string s;
     for (std::int64_t i : ids) s += (s.empty() ? "" : ",") + std::to_string(i);

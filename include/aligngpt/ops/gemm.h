@@ -14,16 +14,21 @@
 //
 // How gemm() is fast and still exact (the GotoBLAS/BLIS loop nest, with the k order kept):
 //
-//   for each thread task (rows [m0,m1) x column panels [q0,q1) of C; no output has two owners)
-//     for pc in 0..K, step kc   (in order; kc <= KC)   A block  mc x kc -> packed, MR-tall panels (L2)
-//       for ic in the rows, step mc
-//         for q in the panels                          B panel  kc x NR -> packed from B (gemm) or
-//                                                                          prepacked (linear_packed)
-//           for ir in the block, step MR               micro_kernel: MR x NR accumulators
+//   threads split C into tm x tn tasks (rows x column panels; no output has two owners)
+//   for pc in 0..K, step kc   (in order; kc <= KC)
+//     for jc in 0..N, step nc                      B block kc x nc -> NR-wide panels, packed by the
+//                                                  whole team into a shared buffer (L3); barrier
+//       for ic in the task's rows, step mc         A block mc x kc -> MR-tall panels (L2), packed by
+//                                                  its task (once per pc when its rows fit one block)
+//         for q in the task's panels of the block
+//           for ir in the block, step MR           micro_kernel: MR x NR accumulators
 //             acc = (pc == 0 ? c0 : C tile)              <- the running C is loaded first, so the
 //             for k in pc .. pc+kc-1:                       K blocking does not change the order
 //               acc[r][:] = fma(A(i+r,k), B(k, j:j+NR), acc[r][:])   (a vector of NR columns)
 //             C tile = acc
+//
+// linear_packed (ops/packed.h) runs the same nest on weights packed once at load, so it skips
+// the B blocks. Large M is split by rows, so A and B are each packed about once per call.
 //
 // AVX-512: MR x NR = 14 x 32 (28 zmm accumulators), KC = 512. While a panel is in use the
 // next one and the next C tiles are prefetched.
@@ -39,6 +44,7 @@
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -168,6 +174,11 @@ struct blocking {
 #else
     static constexpr index_t A_bytes = 1280 * 1024;  // A block MC x KC in the 2 MiB L2
 #endif
+#if defined(ALIGNGPT_GEMM_BBLOCK)
+    static constexpr index_t B_bytes = ALIGNGPT_GEMM_BBLOCK;
+#else
+    static constexpr index_t B_bytes = 2 << 20;  // gemm's shared packed B block KC x NC (L3)
+#endif
 };
 
 /// Block size for cutting n into near-equal blocks of at most maxb, rounded up to a multiple of align.
@@ -179,7 +190,8 @@ inline index_t balanced_block(index_t n, index_t maxb, index_t align) {
 }
 
 /// Scratch memory for packed panels: 64-byte aligned, uninitialised (packing writes all of it).
-/// One grow-only buffer per thread, element type and Slot (0: A block, 1: B panel), kept for the
+/// One grow-only buffer per thread, element type and Slot (0: A block, 1: linear_packed's widened panel,
+/// 2: gemm's shared B blocks), kept for the
 /// thread's life, so a call does not pay mmap + page faults for ~1 MiB each time (OpenMP reuses
 /// its threads). Not re-entrant per slot: nothing inside a task calls gemm again.
 template <class T, int Slot>
@@ -334,9 +346,52 @@ inline void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T
     }
 }
 
+#if defined(__AVX512F__)
+/// out[k*ldo + j] = in[j*ldi + k] for j, k < 16 (floats): 16 row loads, three rounds of shuffles.
+/// (maskz forms with all-ones masks: the same shuffles, without GCC 12's false
+/// -Wmaybe-uninitialized from the _mm512_undefined_* inside the unmasked intrinsics)
+inline void transpose_16x16(const float* in, index_t ldi, float* out, index_t ldo) {
+    auto unpacklo = [](__m512 a, __m512 b) { return _mm512_maskz_unpacklo_ps(0xFFFF, a, b); };
+    auto unpackhi = [](__m512 a, __m512 b) { return _mm512_maskz_unpackhi_ps(0xFFFF, a, b); };
+    auto lo64 = [](__m512 a, __m512 b) {
+        return _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, _mm512_castps_pd(a), _mm512_castps_pd(b)));
+    };
+    auto hi64 = [](__m512 a, __m512 b) {
+        return _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, _mm512_castps_pd(a), _mm512_castps_pd(b)));
+    };
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + i * ldi);
+    // Within each 128-bit lane: a 4 x 4 transpose of every 4 rows (rows 4g..4g+3 -> t[4g + c]:
+    // lane L of t[4g + c] holds column 4L + c of those rows).
+    for (int g = 0; g < 16; g += 4) {
+        const __m512 ab_lo = unpacklo(r[g], r[g + 1]), ab_hi = unpackhi(r[g], r[g + 1]);
+        const __m512 cd_lo = unpacklo(r[g + 2], r[g + 3]), cd_hi = unpackhi(r[g + 2], r[g + 3]);
+        t[g] = lo64(ab_lo, cd_lo);
+        t[g + 1] = hi64(ab_lo, cd_lo);
+        t[g + 2] = lo64(ab_hi, cd_hi);
+        t[g + 3] = hi64(ab_hi, cd_hi);
+    }
+    // Across lanes: output row 4L + c gathers lane L of t[c], t[4 + c], t[8 + c], t[12 + c].
+    auto lanes = [](__m512 a, __m512 b, auto imm) { return _mm512_maskz_shuffle_f32x4(0xFFFF, a, b, decltype(imm)::value); };
+    using lo_pairs = std::integral_constant<int, 0x44>;  // lanes 0, 1 of a, then of b
+    using hi_pairs = std::integral_constant<int, 0xEE>;  // lanes 2, 3 of a, then of b
+    using evens = std::integral_constant<int, 0x88>;     // lanes 0, 2 of a, then of b
+    using odds = std::integral_constant<int, 0xDD>;      // lanes 1, 3 of a, then of b
+    for (int c = 0; c < 4; c++) {
+        const __m512 x0 = lanes(t[c], t[4 + c], lo_pairs{}), x1 = lanes(t[c], t[4 + c], hi_pairs{});
+        const __m512 x2 = lanes(t[8 + c], t[12 + c], lo_pairs{}), x3 = lanes(t[8 + c], t[12 + c], hi_pairs{});
+        _mm512_storeu_ps(out + (0 + c) * ldo, lanes(x0, x2, evens{}));
+        _mm512_storeu_ps(out + (4 + c) * ldo, lanes(x0, x2, odds{}));
+        _mm512_storeu_ps(out + (8 + c) * ldo, lanes(x1, x3, evens{}));
+        _mm512_storeu_ps(out + (12 + c) * ldo, lanes(x1, x3, odds{}));
+    }
+}
+#endif
+
 /// Packs one panel of B: out[k*W + j] = B(k, j) for k < kc, j < nr; columns nr..W-1 are 0.
 /// B points at the panel's first element. When B runs along k in memory (rs == 1, B = W^T of a
-/// linear) the copy is a transpose, done in 16 x W tiles so reads and writes stay in a few lines.
+/// linear) the copy is a transpose: 16 x 16 blocks in registers (AVX-512, float), else done in
+/// 16 x W tiles so reads and writes stay in a few lines.
 template <class T, class Src>
 inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index_t cs, T* out, index_t W) {
     if (cs == 1) {
@@ -344,7 +399,17 @@ inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index
             for (index_t j = 0; j < W; j++) out[k * W + j] = j < nr ? T(B[k * rs + j]) : T(0);
         return;
     }
-    for (index_t k0 = 0; k0 < kc; k0 += 16) {
+    index_t k_done = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float> && std::is_same_v<Src, float>) {
+        if (rs == 1 && nr == W && W % 16 == 0) {
+            k_done = kc / 16 * 16;
+            for (index_t k0 = 0; k0 < k_done; k0 += 16)
+                for (index_t j0 = 0; j0 < W; j0 += 16) transpose_16x16(B + j0 * cs + k0, cs, out + k0 * W + j0, W);
+        }
+    }
+#endif
+    for (index_t k0 = k_done; k0 < kc; k0 += 16) {
         const index_t k1 = std::min(kc, k0 + 16);
         for (index_t j = 0; j < nr; j++) {
             const Src* src = B + j * cs;
@@ -355,69 +420,102 @@ inline void pack_b_panel(index_t kc, index_t nr, const Src* B, index_t rs, index
     }
 }
 
-/// The loop nest of one thread task: rows [m0, m1) and panels [q0, q1) of C, where panel q is
-/// the W columns q*W .. q*W + W-1 (W a multiple of NR). The B side is abstracted:
-///   panel(q, pc, kc)            -> const T*: rows pc .. pc+kc-1 of panel q, k-major, row stride W
-///   prefetch(q, pc, kc, l0, n)  -> hints lines l0 .. l0+n-1 (of `lines(kc)`) of panel q's source
-/// gemm packs the panel from strided B; linear_packed points into (or widens) prepacked weights.
+/// The C tiles of rows [ic, ic + mc) and panels [q0, q1) for one block of kc steps of k. `a` holds
+/// those rows of A packed (pack_a); panel q is the W columns q*W .. q*W + W-1 (W a multiple of NR):
+///   panel(q)               -> const T*: its kc x W block, k-major, row stride W
+///   prefetch(q, l0, n)     -> hints lines l0 .. l0+n-1 of panel q's block (kc * W values)
+/// st says how the chains start (the first K block) or continue (start::load).
 template <class T, class Panel, class Prefetch>
-void task_loop(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_t K, index_t W, const T* A,
-               index_t rs_a, index_t cs_a, T* C, index_t ldc, gemm_init init, const T* bias, Panel&& panel,
-               Prefetch&& prefetch) {
-    using BL = blocking<T>;
-    constexpr int MR = BL::MR, NR = BL::NR;
-    if (m1 <= m0 || q1 <= q0) return;
-    const index_t kb = balanced_block(K, BL::KC, 8);
-    const index_t mb = balanced_block(m1 - m0, BL::A_bytes / (std::min(kb, K) * index_t(sizeof(T))), MR);
-    scratch<T, 0> abuf(std::min(mb, (m1 - m0 + MR - 1) / MR * MR) * std::min(kb, K));
-    for (index_t pc = 0; pc < K; pc += kb) {
-        const index_t kc = std::min(kb, K - pc);
-        const start st = pc > 0 ? start::load
-                         : init == gemm_init::zero ? start::zero
-                         : init == gemm_init::bias ? start::row
-                                                   : start::load;
-        for (index_t ic = m0; ic < m1; ic += mb) {
-            const index_t mc = std::min(mb, m1 - ic), tiles = (mc + MR - 1) / MR;
-            pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
-            for (index_t q = q0; q < q1; q++) {
-                const T* b = panel(q, pc, kc);
-                // While this panel is in use, the next one's source is fetched, a few lines per tile.
-                const std::size_t lines = std::size_t(kc * W) * sizeof(T) / 64;
-                const std::size_t per_tile = (lines + std::size_t(tiles * (W / NR)) - 1) / std::size_t(tiles * (W / NR));
-                std::size_t t = 0;
-                for (index_t js = 0; js < W; js += NR) {
-                    const index_t j = q * W + js, nr = std::min<index_t>(NR, N - j);
-                    if (nr <= 0) break;
-                    for (index_t i = 0; i < mc; i += MR, t++) {
-                        if (q + 1 < q1) prefetch(q + 1, pc, kc, t * per_tile, per_tile);
-                        if (i + 2 * MR < mc)  // the C tile after next: into L2 now, into L1 by c_next
-                            for (index_t r = 0; r < MR; r++)
-                                for (index_t l = 0; l < NR * index_t(sizeof(T)); l += 64)
-                                    prefetch_l2(reinterpret_cast<const char*>(C + (ic + i + 2 * MR + r) * ldc + j) + l);
-                        T* c = C + (ic + i) * ldc + j;
-                        const T* c_next = i + MR < mc                       ? c + MR * ldc
-                                          : j + NR < std::min(q1 * W, N) ? C + ic * ldc + j + NR
-                                                                          : nullptr;
-                        micro_kernel_edge(kc, abuf.get() + i * kc, b + js, W, c, ldc, st,
-                                          st == start::row ? bias + j : nullptr, std::min<index_t>(MR, mc - i), nr,
-                                          c_next);
-                    }
-                }
+void block_kernel(index_t ic, index_t mc, index_t kc, const T* a, index_t q0, index_t q1, index_t N, index_t W,
+                  T* C, index_t ldc, start st, const T* bias, Panel&& panel, Prefetch&& prefetch) {
+    constexpr int MR = blocking<T>::MR, NR = blocking<T>::NR;
+    const index_t tiles = (mc + MR - 1) / MR;
+    for (index_t q = q0; q < q1; q++) {
+        const T* b = panel(q);
+        // While this panel is in use, the next one is fetched into L2, a few lines per tile.
+        const std::size_t lines = std::size_t(kc * W) * sizeof(T) / 64;
+        const std::size_t per_tile = (lines + std::size_t(tiles * (W / NR)) - 1) / std::size_t(tiles * (W / NR));
+        std::size_t t = 0;
+        for (index_t js = 0; js < W; js += NR) {
+            const index_t j = q * W + js, nr = std::min<index_t>(NR, N - j);
+            if (nr <= 0) break;
+            for (index_t i = 0; i < mc; i += MR, t++) {
+                if (q + 1 < q1) prefetch(q + 1, t * per_tile, per_tile);
+                if (i + 2 * MR < mc)  // the C tile after next: into L2 now, into L1 by c_next
+                    for (index_t r = 0; r < MR; r++)
+                        for (index_t l = 0; l < NR * index_t(sizeof(T)); l += 64)
+                            prefetch_l2(reinterpret_cast<const char*>(C + (ic + i + 2 * MR + r) * ldc + j) + l);
+                T* c = C + (ic + i) * ldc + j;
+                const T* c_next = i + MR < mc                       ? c + MR * ldc
+                                  : j + NR < std::min(q1 * W, N) ? C + ic * ldc + j + NR
+                                                                  : nullptr;
+                micro_kernel_edge(kc, a + i * kc, b + js, W, c, ldc, st, st == start::row ? bias + j : nullptr,
+                                  std::min<index_t>(MR, mc - i), nr, c_next);
             }
         }
     }
 }
 
+/// How the chains of the K block starting at pc begin: from c0 for the first block, else from C.
+inline start block_start(index_t pc, gemm_init init) {
+    return pc > 0                     ? start::load
+           : init == gemm_init::zero ? start::zero
+           : init == gemm_init::bias ? start::row
+                                     : start::load;
+}
+
+/// Rows per A block: near-equal blocks of at most A_bytes for kc columns, whole MR tiles.
+template <class T>
+index_t a_block_rows(index_t rows, index_t kc) {
+    return balanced_block(rows, blocking<T>::A_bytes / (kc * index_t(sizeof(T))), blocking<T>::MR);
+}
+
+/// The loop nest of one thread task on prepacked B (linear_packed): rows [m0, m1) and panels
+/// [q0, q1) of C. panel(q, pc, kc) -> rows pc .. pc+kc-1 of panel q (k-major, row stride W);
+/// prefetch(q, pc, kc, l0, n) hints lines of that block's source.
+template <class T, class Panel, class Prefetch>
+void task_loop(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_t K, index_t W, const T* A,
+               index_t rs_a, index_t cs_a, T* C, index_t ldc, gemm_init init, const T* bias, Panel&& panel,
+               Prefetch&& prefetch) {
+    using BL = blocking<T>;
+    constexpr int MR = BL::MR;
+    if (m1 <= m0 || q1 <= q0) return;
+    const index_t kb = balanced_block(K, BL::KC, 8), mb = a_block_rows<T>(m1 - m0, std::min(kb, K));
+    scratch<T, 0> abuf(std::min(mb, (m1 - m0 + MR - 1) / MR * MR) * std::min(kb, K));
+    for (index_t pc = 0; pc < K; pc += kb) {
+        const index_t kc = std::min(kb, K - pc);
+        for (index_t ic = m0; ic < m1; ic += mb) {
+            const index_t mc = std::min(mb, m1 - ic);
+            pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
+            block_kernel(ic, mc, kc, abuf.get(), q0, q1, N, W, C, ldc, block_start(pc, init), bias,
+                         [&](index_t q) { return panel(q, pc, kc); },
+                         [&](index_t q, std::size_t l0, std::size_t n) { prefetch(q, pc, kc, l0, n); });
+        }
+    }
+}
+
 /// Splits C into tm x tn thread tasks (whole MR rows / `unit` columns each); a pure function of
-/// the sizes and the thread count, and no output belongs to two tasks.
+/// the sizes and the thread count, and no output belongs to two tasks. Of the splits with
+/// tm * tn == threads it takes the one whose busiest task does the least work: its tiles plus
+/// packing its rows of A (each task packs the A rows it uses; about half a tile's work per MR
+/// rows), so large M is split by rows (A packed once in all) and small M by columns.
 struct task_grid {
     index_t tm = 1, tn = 1, mu = 0, nu = 0;
     task_grid(index_t M, index_t N, index_t K, index_t MR, index_t unit, int threads) {
         mu = (M + MR - 1) / MR;
         nu = (N + unit - 1) / unit;
         if (threads <= 1 || double(M) * double(N) * double(K) < double(1 << 18) || mu == 0 || nu == 0) return;
-        tn = std::min<index_t>(threads, nu);
-        tm = std::max<index_t>(1, std::min<index_t>(threads / tn, mu));
+        index_t best = -1;
+        for (index_t n = 1; n <= threads; n++) {
+            const index_t m = threads / n;
+            if (threads % n != 0 || m > mu || n > nu) continue;
+            const index_t cost = (mu + m - 1) / m * (2 * ((nu + n - 1) / n) + 1);
+            if (best < 0 || cost < best) best = cost, tm = m, tn = n;
+        }
+        if (best < 0) {  // no exact factorisation fits: fewer tasks than threads
+            tn = std::min<index_t>(threads, nu);
+            tm = std::max<index_t>(1, std::min<index_t>(threads / tn, mu));
+        }
     }
     index_t tasks() const { return tm * tn; }
     /// [begin, end) of task t in rows (unit MR) and columns (unit `unit`), clipped to M, N.
@@ -439,36 +537,35 @@ inline void gemm_fill_init(index_t M, index_t N, T* C, index_t ldc, gemm_init in
         for (index_t j = 0; j < N; j++) C[i * ldc + j] = init == gemm_init::bias ? bias[j] : T(0);
 }
 
-/// One thread task of gemm: rows [m0, m1), NR-wide column panels [q0, q1) of C.
-template <class T>
-void gemm_task(index_t m0, index_t m1, index_t q0, index_t q1, index_t N, index_t K, const T* A, index_t rs_a,
-               index_t cs_a, const T* B, index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init,
-               const T* bias) {
-    constexpr index_t NR = blocking<T>::NR;
-    scratch<T, 1> bbuf(std::min<index_t>(K, blocking<T>::KC) * NR);
-    auto panel = [&](index_t q, index_t pc, index_t kc) {
-        pack_b_panel(kc, std::min(NR, N - q * NR), B + pc * rs_b + q * NR * cs_b, rs_b, cs_b, bbuf.get(), NR);
-        return static_cast<const T*>(bbuf.get());
-    };
-    // The source lines of panel q: NR runs of kc along k (rs_b == 1) or kc runs of NR along j.
-    auto prefetch = [&](index_t q, index_t pc, index_t kc, std::size_t l0, std::size_t n) {
-        const T* src = B + pc * rs_b + q * NR * cs_b;
-        if (rs_b == 1 && cs_b != 1) {
-            const std::size_t per_row = std::size_t(kc) * sizeof(T) / 64 + 1;
-            for (std::size_t l = l0; l < l0 + n && l < per_row * NR; l++)
-                prefetch_l2(src + index_t(l / per_row) * cs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
-        } else if (cs_b == 1) {
-            const std::size_t per_row = (NR * sizeof(T) + 63) / 64;
-            for (std::size_t l = l0; l < l0 + n && l < per_row * std::size_t(kc); l++)
-                prefetch_l2(src + index_t(l / per_row) * rs_b + index_t(l % per_row) * (64 / index_t(sizeof(T))));
-        }
-    };
-    task_loop(m0, m1, q0, q1, N, K, NR, A, rs_a, cs_a, C, ldc, init, bias, panel, prefetch);
+inline int thread_id() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#if defined(_OPENMP)
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+inline void team_barrier() {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
 }
 
 }  // namespace detail
 
 /// C = c0 + A B as defined above. Threads split C into output tiles; each element is one fma chain.
+///
+/// B is packed cooperatively, one block of kc x nc at a time (the team splits its panels, then
+/// waits at a barrier), into one of two shared buffers, so the next block can be packed while a
+/// slower thread still reads the last one. Each task packs only its own rows of A, once per K
+/// block when they fit in one A block (the common case), and every packed B block is read by
+/// every task that needs it: B and A are each copied about once per call, as in OpenBLAS and BLIS.
 template <class T>
 void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a,
           const T* B, index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init = gemm_init::zero,
@@ -477,16 +574,66 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
     if (M == 0 || N == 0) return;
     if (K == 0) return detail::gemm_fill_init(M, N, C, ldc, init, bias);
     using BL = detail::blocking<T>;
-    const detail::task_grid grid(M, N, K, BL::MR, BL::NR, max_threads());
+    constexpr index_t MR = BL::MR, NR = BL::NR;
+    const detail::task_grid grid(M, N, K, MR, NR, max_threads());
     const index_t tasks = grid.tasks();
+    const index_t kb = std::min(K, detail::balanced_block(K, BL::KC, 8));
+    const index_t nb = std::min((N + NR - 1) / NR * NR,
+                                detail::balanced_block(N, std::max<index_t>(NR, BL::B_bytes / (kb * index_t(sizeof(T)))), NR));
+    const index_t K_blocks = (K + kb - 1) / kb, N_blocks = (N + nb - 1) / nb;
+    const int buffers = tasks > 1 && K_blocks * N_blocks > 1 ? 2 : 1;
+    detail::scratch<T, 2> bbuf(buffers * kb * nb);  // the calling thread's; shared by its team
+    T* const bshared = bbuf.get();
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (tasks > 1)
+#pragma omp parallel num_threads(int(tasks)) if (tasks > 1)
 #endif
-    for (index_t t = 0; t < tasks; t++) {
-        index_t m0, m1, n0, n1;
-        grid.range(t, BL::MR, BL::NR, M, N, m0, m1, n0, n1);
-        detail::gemm_task(m0, m1, n0 / BL::NR, (n1 + BL::NR - 1) / BL::NR, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C,
-                          ldc, init, bias);
+    {
+        const index_t id = detail::thread_id(), team = detail::team_size();
+        // Task id is this thread's (the runtime may give a smaller team: then it loops over tasks).
+        // When it is the only one and its rows fit one A block, they are packed once per K block.
+        index_t m0 = 0, m1 = 0, n0, n1;
+        grid.range(id, MR, NR, M, N, m0, m1, n0, n1);
+        const bool keep_a = team == tasks && m1 > m0 && m1 - m0 <= detail::a_block_rows<T>(m1 - m0, kb);
+        const index_t a_max = std::max(MR, BL::A_bytes / (kb * index_t(sizeof(T))) / MR * MR);  // >= any block
+        detail::scratch<T, 0> abuf(std::min(a_max, (M + MR - 1) / MR * MR) * kb);
+        index_t block = 0;
+        for (index_t pc = 0; pc < K; pc += kb) {
+            const index_t kc = std::min(kb, K - pc);
+            const detail::start st = detail::block_start(pc, init);
+            if (keep_a) detail::pack_a(m1 - m0, kc, A + m0 * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
+            for (index_t jc = 0; jc < N; jc += nb, block++) {
+                const index_t ncb = std::min(nb, N - jc), panels = (ncb + NR - 1) / NR, qj = jc / NR;
+                T* bp = bshared + (block % buffers) * kb * nb;
+                for (index_t p = id * panels / team; p < (id + 1) * panels / team; p++)
+                    detail::pack_b_panel(kc, std::min(NR, ncb - p * NR), B + pc * rs_b + (jc + p * NR) * cs_b, rs_b,
+                                         cs_b, bp + p * kc * NR, NR);
+                detail::team_barrier();  // the block is complete, and the other buffer is free again
+                auto panel = [&](index_t q) { return static_cast<const T*>(bp + (q - qj) * kc * NR); };
+                auto prefetch = [&](index_t q, std::size_t l0, std::size_t n) {
+                    detail::prefetch_lines_l2(panel(q), std::size_t(kc * NR) * sizeof(T), l0, n);
+                };
+                for (index_t t = id; t < tasks; t += team) {
+                    // Task t's rows, and its share of this block's panels (so a column split
+                    // keeps every thread busy on every block).
+                    index_t r0, r1, c0, c1;
+                    grid.range(t, MR, NR, M, N, r0, r1, c0, c1);
+                    const index_t b = t % grid.tn;
+                    const index_t q0 = qj + b * panels / grid.tn, q1 = qj + (b + 1) * panels / grid.tn;
+                    if (r1 <= r0 || q1 <= q0) continue;
+                    if (keep_a) {
+                        detail::block_kernel(r0, r1 - r0, kc, abuf.get(), q0, q1, N, NR, C, ldc, st, bias, panel,
+                                             prefetch);
+                        continue;
+                    }
+                    const index_t rb = detail::a_block_rows<T>(r1 - r0, kb);
+                    for (index_t ic = r0; ic < r1; ic += rb) {
+                        const index_t mc = std::min(rb, r1 - ic);
+                        detail::pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, abuf.get());
+                        detail::block_kernel(ic, mc, kc, abuf.get(), q0, q1, N, NR, C, ldc, st, bias, panel, prefetch);
+                    }
+                }
+            }
+        }
     }
 }
 
