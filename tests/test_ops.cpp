@@ -8,7 +8,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "aligngpt/ops/cross_entropy.h"
 #include "aligngpt/ops/elementwise.h"
 #include "aligngpt/ops/embedding.h"
+#include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/layer_norm.h"
 #include "aligngpt/ops/reduce.h"
 #include "aligngpt/ops/rms_norm.h"
@@ -301,6 +304,79 @@ TEST_CASE("frozen inputs get no gradient buffer") {
 // =============================================================================================
 // 2. Parity with PyTorch (float32 goldens)
 // =============================================================================================
+
+namespace {
+float float_of_bits(std::uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+}
+std::uint32_t bits_of(float f) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return b;
+}
+}  // namespace
+
+TEST_CASE("exp (float): under 1 ulp from e^x over 2^20 points of [-104, 89]") {
+    // Reference: std::exp in double, whose error (< 1 ulp of double) is far below a float ulp. The
+    // ulp is that of the reference rounded to float (2^-149 where the result is subnormal). The
+    // bound, under 1 ulp, is what ops/exp.h states: the error a faithful rounding may have.
+    double worst = 0;
+    float worst_x = 0;
+    const std::uint32_t n = 1u << 20;
+    for (std::uint32_t i = 0; i <= n; i++) {
+        const float x = -104.0f + 193.0f * float(double(i) / n);
+        const double ref = std::exp(double(x));
+        const float got = ops::exp_scalar(x);
+        const float rf = float(ref);
+        if (std::isinf(rf)) {
+            CHECK(std::isinf(got));
+            continue;
+        }
+        const double ulp = rf == 0.0f ? std::ldexp(1.0, -149)
+                                      : double(std::nextafter(std::fabs(rf), std::numeric_limits<float>::infinity())) -
+                                            double(std::fabs(rf));
+        const double e = std::fabs(double(got) - ref) / ulp;
+        if (e > worst) worst = e, worst_x = x;
+    }
+    MESSAGE("exp: worst error ", worst, " ulp at x = ", worst_x);
+    CHECK(worst < 1.0);
+}
+
+TEST_CASE("exp (float): special values, and the vector path equals the scalar definition bit for bit") {
+    const float inf = std::numeric_limits<float>::infinity();
+    CHECK(ops::exp_scalar(0.0f) == 1.0f);
+    CHECK(ops::exp_scalar(-0.0f) == 1.0f);
+    CHECK(ops::exp_scalar(-inf) == 0.0f);
+    CHECK(!std::signbit(ops::exp_scalar(-inf)));
+    CHECK(ops::exp_scalar(inf) == inf);
+    CHECK(ops::exp_scalar(88.8f) == inf);
+    CHECK(std::isfinite(ops::exp_scalar(88.72f)));
+    CHECK(ops::exp_scalar(-110.0f) == 0.0f);
+    CHECK(ops::exp_scalar(-100.0f) > 0.0f);  // subnormal, not flushed
+    const float qnan = std::numeric_limits<float>::quiet_NaN();
+    CHECK(bits_of(ops::exp_scalar(qnan)) == bits_of(qnan));
+    // Every lane of the vector path (exp_shifted) against the scalar definition: the specials, a sweep
+    // of bit patterns over the whole float line, and a shift, with lengths that leave scalar tails.
+    std::vector<float> x = {0.0f, -0.0f, inf, -inf, qnan, 88.72f, 88.8f, -87.5f, -100.0f, -103.9f, -104.0f, -110.0f,
+                            1e-30f, -1e-30f, float_of_bits(1), float_of_bits(0x80000001u)};
+    for (std::uint64_t b = 0; b < (std::uint64_t(1) << 32); b += 4099) x.push_back(float_of_bits(std::uint32_t(b)));
+    for (float shift : {0.0f, 3.5f, -40.0f}) {
+        std::vector<float> y(x.size());
+        ops::exp_shifted(y.data(), x.data(), shift, index_t(x.size()) - 3);
+        for (size_t i = 0; i + 3 < x.size(); i++) {
+            const float want = ops::exp_scalar(x[i] - shift);
+            if (bits_of(y[i]) != bits_of(want)) {
+                CAPTURE(i);
+                CAPTURE(x[i]);
+                CAPTURE(shift);
+                CHECK(bits_of(y[i]) == bits_of(want));
+                break;
+            }
+        }
+    }
+}
 
 TEST_CASE("rms_norm matches transformers LlamaRMSNorm (golden op_rms_norm)") {
     const auto fx = golden::load("op_rms_norm");

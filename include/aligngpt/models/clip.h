@@ -29,6 +29,7 @@
 
 #include "aligngpt/models/clip_text.h"
 #include "aligngpt/models/clip_vision.h"
+#include "aligngpt/ops/exp.h"
 
 namespace aligngpt::ops {
 
@@ -122,7 +123,7 @@ struct clip_model {
     }
     /// exp(logit_scale) * cos. logit_scale enters as a constant: no gradient reaches it.
     variable<T, B> logits_per_image(tape<T, B>* tp, const variable<T, B>& cos) const {
-        return ag::scale(tp, cos, T(std::exp(logit_scale.value().data()[0])));
+        return ag::scale(tp, cos, T(ops::exp_of(logit_scale.value().data()[0])));
     }
 
     template <class F>

@@ -17,21 +17,42 @@
 //   dg = dy u silu'(g)        du = dy silu(g)
 //
 // Shapes: every buffer has n elements. Backward accumulates (+=) into dx (dg, du; each may be null).
-// Reproducibility: purely elementwise; threads split the elements they write.
+// Reproducibility: purely elementwise; threads split the elements they write. The sigmoid's exp is
+// ops/exp.h (float: ours, the same bits in scalar and vector code; double: std::exp).
+#include <algorithm>
 #include <cmath>
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/exp.h"
 
 namespace aligngpt::ops {
 
 // Scalar helpers (named *_scalar so they never collide with ops of the same name).
 template <class T>
-T sigmoid_scalar(T x) { return T(1) / (T(1) + std::exp(-x)); }
+T sigmoid_scalar(T x) { return T(1) / (T(1) + exp_of(T(-x))); }
+
+namespace detail {
+/// y[i] = x[i] * sigmoid(a * x[i]) (quick_gelu: a = 1.702; silu: a = 1): the exps of a block are
+/// computed as a vector first (exp_shifted), then the rest; the same bits as the scalar formula.
+template <class T>
+void x_sigmoid_ax(T* y, const T* x, T a, index_t n) {
+    constexpr index_t block = 256;
+    const index_t blocks = (n + block - 1) / block;
+    ALIGNGPT_OMP_FOR
+    for (index_t b = 0; b < blocks; b++) {
+        const index_t i0 = b * block, len = std::min(block, n - i0);
+        T e[block];
+        for (index_t i = 0; i < len; i++) e[i] = -(a * x[i0 + i]);
+        exp_shifted(e, e, T(0), len);
+        for (index_t i = 0; i < len; i++) y[i0 + i] = x[i0 + i] * (T(1) / (T(1) + e[i]));
+    }
+}
+}  // namespace detail
 template <class T>
 T gelu_grad_scalar(T x) {
     const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));   // Phi(x)
-    const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);    // phi(x)
+    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);    // phi(x)
     return cdf + x * pdf;
 }
 template <class T>
@@ -53,8 +74,7 @@ void gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t 
 
 template <class T>
 void quick_gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_scalar(T(1.702) * x[i]);
+    detail::x_sigmoid_ax(y, x, T(1.702), n);
 }
 template <class T>
 void quick_gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
@@ -67,8 +87,7 @@ void quick_gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, in
 
 template <class T>
 void silu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_scalar(x[i]);
+    detail::x_sigmoid_ax(y, x, T(1), n);
 }
 template <class T>
 void silu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {

@@ -45,6 +45,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/gemm.h"
 
 namespace aligngpt::ops {
@@ -107,27 +108,27 @@ void attention_forward(const backend::cpu& be, F* out, F* att, const F* q, const
         const index_t b = r / (NH * T), t = r % T;
         F* att_t = att + r * Tk;
 
-        // pass 1 (rest): scale, mask, row max over visible keys
+        // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
         F maxval = -std::numeric_limits<F>::infinity();
         bool any = false;
         for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) { att_t[j] = F(0); continue; }
+            if (!d.visible(o, b, t, j)) { att_t[j] = -std::numeric_limits<F>::infinity(); continue; }
             att_t[j] *= scale;
             maxval = std::max(maxval, att_t[j]);
             any = true;
         }
-        if (!any) continue;                                   // fully masked: p = 0, so o = 0
-
-        // pass 2: exponentials and their sum, j ascending
-        F sum = 0;
-        for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) continue;
-            att_t[j] = std::exp(att_t[j] - maxval);
-            sum += att_t[j];
+        if (!any) {                                           // fully masked: p = 0, so o = 0
+            std::fill(att_t, att_t + Tk, F(0));
+            continue;
         }
-        // pass 3: normalise (masked entries stay exactly 0)
-        for (index_t j = 0; j < Tk; j++)
-            if (d.visible(o, b, t, j)) att_t[j] /= sum;
+
+        // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
+        // sum, j ascending (adding +0 leaves the sum's bits as they were)
+        exp_shifted(att_t, att_t, maxval, Tk);
+        F sum = 0;
+        for (index_t j = 0; j < Tk; j++) sum += att_t[j];
+        // pass 3: normalise (masked entries are exactly 0)
+        for (index_t j = 0; j < Tk; j++) att_t[j] = d.visible(o, b, t, j) ? att_t[j] / sum : F(0);
     }
 
     // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j

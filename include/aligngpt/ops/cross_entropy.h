@@ -23,6 +23,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/exp.h"
 
 namespace aligngpt::ops {
 
@@ -51,7 +52,7 @@ T cross_entropy_forward(const backend::cpu&, T* lse, const T* z, const std::int6
         T m = z_n[0];
         for (index_t v = 1; v < V; v++) m = z_n[v] > m ? z_n[v] : m;
         T s = 0;
-        for (index_t v = 0; v < V; v++) s += std::exp(z_n[v] - m);
+        for (index_t v = 0; v < V; v++) s += exp_of(T(z_n[v] - m));
         lse[n] = m + std::log(s);
     }
     if (count == 0) return T(0);  // documented above: no targets, no loss (torch: NaN)
@@ -71,7 +72,7 @@ void cross_entropy_backward(const backend::cpu&, T* dz, T dL, const T* z, const 
     for (index_t n = 0; n < N; n++) {
         if (targets[n] == ignore_index) continue;
         for (index_t v = 0; v < V; v++) {
-            const T p = std::exp(z[n * V + v] - lse[n]);
+            const T p = exp_of(T(z[n * V + v] - lse[n]));
             dz[n * V + v] += scale * (p - (v == targets[n] ? T(1) : T(0)));
         }
     }

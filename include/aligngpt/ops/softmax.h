@@ -14,6 +14,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/exp.h"
 
 namespace aligngpt::ops {
 
@@ -25,11 +26,9 @@ void softmax_forward(const backend::cpu&, T* p, const T* x, index_t N, index_t C
         T* p_n = p + n * C;
         T m = x_n[0];
         for (index_t i = 1; i < C; i++) m = x_n[i] > m ? x_n[i] : m;
+        exp_shifted(p_n, x_n, m, C);  // ops/exp.h: the same bits as exp_of(x - m), vectorised
         T s = 0;
-        for (index_t i = 0; i < C; i++) {
-            p_n[i] = std::exp(x_n[i] - m);
-            s += p_n[i];
-        }
+        for (index_t i = 0; i < C; i++) s += p_n[i];
         for (index_t i = 0; i < C; i++) p_n[i] /= s;
     }
 }
