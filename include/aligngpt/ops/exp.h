@@ -76,7 +76,10 @@ namespace detail {
 inline __m512 exp_v(__m512 x) {
     namespace c = expf_consts;
     const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(c::lo)), _mm512_set1_ps(c::hi));
+    // (maskz forms with all-ones masks: the same instructions, without GCC 12's false
+    // -Wmaybe-uninitialized from the _mm512_undefined_* inside the unmasked intrinsics)
+    const __m512 xc =
+        _mm512_maskz_min_ps(0xFFFF, _mm512_maskz_max_ps(0xFFFF, x, _mm512_set1_ps(c::lo)), _mm512_set1_ps(c::hi));
     const __m512 magic = _mm512_set1_ps(c::round_magic);
     const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(c::log2e)), magic), magic);
     __m512 r = _mm512_add_ps(_mm512_mul_ps(n, _mm512_set1_ps(-c::ln2_hi)), xc);
@@ -88,10 +91,10 @@ inline __m512 exp_v(__m512 x) {
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p4));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p5));
     const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
-    const __m512i k = _mm512_cvtps_epi32(n), k1 = _mm512_srai_epi32(k, 1), k2 = _mm512_sub_epi32(k, k1);
+    const __m512i k = _mm512_maskz_cvtps_epi32(0xFFFF, n), k1 = _mm512_maskz_srai_epi32(0xFFFF, k, 1), k2 = _mm512_sub_epi32(k, k1);
     const __m512i bias = _mm512_set1_epi32(127);
-    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, bias), 23));
-    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, bias), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(k2, bias), 23));
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(k1, bias), 23));
     return _mm512_mask_blend_ps(nan, _mm512_mul_ps(_mm512_mul_ps(y, s2), s1), x);
 }
 inline constexpr int exp_lanes = 16;
