@@ -127,8 +127,8 @@ void attention_forward(const backend::cpu& be, F* out, F* att, const F* q, const
         exp_shifted(att_t, att_t, maxval, Tk);
         F sum = 0;
         for (index_t j = 0; j < Tk; j++) sum += att_t[j];
-        // pass 3: normalise (masked entries are exactly 0)
-        for (index_t j = 0; j < Tk; j++) att_t[j] = d.visible(o, b, t, j) ? att_t[j] / sum : F(0);
+        // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
+        for (index_t j = 0; j < Tk; j++) att_t[j] /= sum;
     }
 
     // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j
