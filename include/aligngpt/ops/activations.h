@@ -32,9 +32,22 @@ namespace aligngpt::ops {
 template <class T>
 T sigmoid_scalar(T x) { return T(1) / (T(1) + exp_of(T(-x))); }
 
+template <class T>
+T gelu_grad_scalar(T x) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));   // Phi(x)
+    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);    // phi(x)
+    return cdf + x * pdf;
+}
+template <class T>
+T silu_grad_scalar(T x) {
+    const T s = sigmoid_scalar(x);
+    return s * (T(1) + x * (T(1) - s));
+}
+
 namespace detail {
 /// y[i] = x[i] * sigmoid(a * x[i]) (quick_gelu: a = 1.702; silu: a = 1): the exps of a block are
-/// computed as a vector first (exp_shifted), then the rest; the same bits as the scalar formula.
+/// computed as a vector first (exp_shifted), then the products; the same bits as
+/// x * sigmoid_scalar(a * x).
 template <class T>
 void x_sigmoid_ax(T* y, const T* x, T a, index_t n) {
     constexpr index_t block = 256;
@@ -49,17 +62,6 @@ void x_sigmoid_ax(T* y, const T* x, T a, index_t n) {
     }
 }
 }  // namespace detail
-template <class T>
-T gelu_grad_scalar(T x) {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));   // Phi(x)
-    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);    // phi(x)
-    return cdf + x * pdf;
-}
-template <class T>
-T silu_grad_scalar(T x) {
-    const T s = sigmoid_scalar(x);
-    return s * (T(1) + x * (T(1) - s));
-}
 
 template <class T>
 void gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
