@@ -76,6 +76,28 @@ inline int max_threads() {
 #endif
 }
 
+/// Inside a parallel region: this thread's number in its team, and the team's size (0 and 1 outside).
+inline int thread_num() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#if defined(_OPENMP)
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+/// Waits for the whole team (inside a parallel region; a no-op without OpenMP).
+inline void team_barrier() {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
+}
+
 /// Sets the thread count for later parallel regions (no-op without OpenMP). Results never depend on it.
 inline void set_threads(int n) {
 #if defined(_OPENMP)

@@ -537,26 +537,6 @@ inline void gemm_fill_init(index_t M, index_t N, T* C, index_t ldc, gemm_init in
         for (index_t j = 0; j < N; j++) C[i * ldc + j] = init == gemm_init::bias ? bias[j] : T(0);
 }
 
-inline int thread_id() {
-#if defined(_OPENMP)
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-inline int team_size() {
-#if defined(_OPENMP)
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-inline void team_barrier() {
-#if defined(_OPENMP)
-#pragma omp barrier
-#endif
-}
-
 }  // namespace detail
 
 /// C = c0 + A B as defined above. Threads split C into output tiles; each element is one fma chain.
@@ -588,7 +568,7 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
 #pragma omp parallel num_threads(int(tasks)) if (tasks > 1)
 #endif
     {
-        const index_t id = detail::thread_id(), team = detail::team_size();
+        const index_t id = thread_num(), team = team_size();
         // Task id is this thread's (the runtime may give a smaller team: then it loops over tasks).
         // When it is the only one and its rows fit one A block, they are packed once per K block.
         index_t m0 = 0, m1 = 0, n0, n1;
@@ -607,7 +587,7 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
                 for (index_t p = id * panels / team; p < (id + 1) * panels / team; p++)
                     detail::pack_b_panel(kc, std::min(NR, ncb - p * NR), B + pc * rs_b + (jc + p * NR) * cs_b, rs_b,
                                          cs_b, bp + p * kc * NR, NR);
-                detail::team_barrier();  // the block is complete, and the other buffer is free again
+                team_barrier();  // the block is complete, and the other buffer is free again
                 auto panel = [&](index_t q) { return static_cast<const T*>(bp + (q - qj) * kc * NR); };
                 auto prefetch = [&](index_t q, std::size_t l0, std::size_t n) {
                     detail::prefetch_lines_l2(panel(q), std::size_t(kc * NR) * sizeof(T), l0, n);
