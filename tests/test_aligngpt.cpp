@@ -263,7 +263,7 @@ TEST_CASE("align: gate ops, gate MLP and lin_comb backward match central differe
     const std::vector<std::uint8_t> mask{1, 1, 0, 1, 0, 0};  // [2, 3]: 2 and 1 real text tokens
     const auto img = leaf("gc.img", {2, 576, 3}, 1.0f), text = leaf("gc.text", {2, 3, 3}, 1.0f);
     const autograd::op_under_test<double> dots = [&](autograd::tape<double>* tp, const std::vector<dvar>& x) {
-        return models::detail::gate_dots(tp, x[0], models::detail::gate_text_mean(tp, x[1], mask));
+        return ag::batched_matvec(tp, x[0], ag::masked_mean(tp, x[1], mask, 1e-8));
     };
     CHECK(autograd::grad_check(dots, {img, text}) <= 1e-7);
 

@@ -16,11 +16,14 @@
 
 #include "aligngpt/autograd/grad_check.h"
 #include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/batched_matvec.h"
 #include "aligngpt/ops/cross_entropy.h"
 #include "aligngpt/ops/elementwise.h"
 #include "aligngpt/ops/embedding.h"
 #include "aligngpt/ops/exp.h"
+#include "aligngpt/ops/l2_normalize.h"
 #include "aligngpt/ops/layer_norm.h"
+#include "aligngpt/ops/masked_mean.h"
 #include "aligngpt/ops/reduce.h"
 #include "aligngpt/ops/rms_norm.h"
 #include "aligngpt/ops/shape.h"
@@ -209,6 +212,21 @@ TEST_CASE("sum and mean backward match finite differences (double, tol 1e-8)") {
     op_under_test<double> m = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mean(tp, v[0]); };
     CHECK(grad_check(s, {x}) <= 1e-8);
     CHECK(grad_check(m, {x}) <= 1e-8);
+}
+
+TEST_CASE("masked_mean, batched_matvec, l2_normalize backward match finite differences (double, tol 1e-8)") {
+    one_thread guard;
+    auto x = random_leaf<double>({2, 4, 3}, 1), m = random_leaf<double>({2, 5, 3}, 2), v = random_leaf<double>({2, 3}, 3);
+    const std::vector<std::uint8_t> mask{1, 0, 1, 1, 0, 0, 0, 1};  // 3 and 1 counted rows
+    op_under_test<double> mean = [&](tape<double>* tp, const std::vector<vd>& a) { return ag::masked_mean(tp, a[0], mask, 1e-8); };
+    op_under_test<double> mv = [](tape<double>* tp, const std::vector<vd>& a) { return ag::batched_matvec(tp, a[0], a[1]); };
+    op_under_test<double> l2 = [](tape<double>* tp, const std::vector<vd>& a) { return ag::l2_normalize(tp, a[0]); };
+    CHECK(grad_check(mean, {x}) <= 1e-8);
+    CHECK(grad_check(mv, {m, v}) <= 1e-8);
+    CHECK(grad_check(l2, {x}) <= 1e-8);
+    // An all-zero mask row gives a zero mean (eps keeps it finite) and no gradient.
+    const std::vector<std::uint8_t> none(8, 0);
+    CHECK(ag::masked_mean<double, backend::cpu>(nullptr, x, none, 1e-8).value().to_vector() == std::vector<double>(6, 0.0));
 }
 
 // =============================================================================================

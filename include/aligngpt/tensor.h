@@ -5,6 +5,12 @@
 // offset/shape/strides; contiguous() and clone() copy. Kernels in ops/ take raw pointers plus
 // sizes (llm.c style), so a tensor is mostly a way to own memory and describe it.
 //
+// A tensor is allocated by a backend object and remembers it: ops run on their inputs' backend.
+// data() is a pointer in the backend's memory; only host_accessible backends (backend::cpu) let
+// the host dereference it (at(), the adaptors). Everything else goes through the backend
+// (fill, clone, to_vector, from), so the same code runs where the host cannot read the memory.
+// backend::cpu has a shared instance, used when no backend is named: tensor<float> x({2, 3}).
+//
 // Adaptors for readable code outside the bit-defining kernels:
 //   as_xtensor()  an xt::adapt view (N-d expressions, printing, slicing in tests and tools)
 //   as_eigen()    an Eigen::Map of a contiguous 2-d tensor (reference algebra, solvers)
@@ -51,18 +57,20 @@ public:
     using buffer_type = typename Backend::template buffer<T>;
 
     tensor() = default;
-    /// A zero-filled contiguous tensor of the given shape.
-    explicit tensor(shape_t shape)
-        : storage_(std::make_shared<buffer_type>(numel_of(shape))), shape_(std::move(shape)),
-          strides_(row_major_strides(shape_)) {}
+    /// A zero-filled contiguous tensor of the given shape, allocated by `be`.
+    tensor(shape_t shape, const Backend& be)
+        : storage_(std::make_shared<buffer_type>(be.template allocate<T>(numel_of(shape)))), be_(&be),
+          shape_(std::move(shape)), strides_(row_major_strides(shape_)) {}
+    /// The same on the backend's shared instance (backend::cpu; a backend with state has none).
+    explicit tensor(shape_t shape) : tensor(std::move(shape), Backend::instance()) {}
     tensor(std::initializer_list<index_t> shape) : tensor(shape_t(shape)) {}
 
-    /// A contiguous tensor holding a copy of `values` (size must equal the shape's element count).
-    static tensor from(const std::vector<T>& values, shape_t shape) {
-        tensor t(std::move(shape));
+    /// A contiguous tensor holding a copy of host `values` (size must equal the shape's element count).
+    static tensor from(const std::vector<T>& values, shape_t shape, const Backend& be = Backend::instance()) {
+        tensor t(std::move(shape), be);
         ALIGNGPT_CHECK(index_t(values.size()) == t.numel(), "tensor::from: ", values.size(),
                        " values for shape ", detail::shape_str(t.shape()));
-        std::copy(values.begin(), values.end(), t.data());
+        be.from_host(t.data(), values.data(), t.numel());
         return t;
     }
 
@@ -73,19 +81,35 @@ public:
     index_t size(int d) const { return shape_.at(size_t(d < 0 ? d + dim() : d)); }
     index_t numel() const { return numel_of(shape_); }
     index_t offset() const { return offset_; }
+    /// The backend that allocated this tensor (undefined tensor: none).
+    const Backend& backend() const {
+        ALIGNGPT_CHECK(be_ != nullptr, "tensor::backend: undefined tensor");
+        return *be_;
+    }
 
     T* data() { return storage_ ? storage_->data() + offset_ : nullptr; }
     const T* data() const { return storage_ ? storage_->data() + offset_ : nullptr; }
+    /// A host copy of the elements in row-major order (an explicit transfer on a device backend).
     std::vector<T> to_vector() const {
         const tensor c = contiguous();
-        return std::vector<T>(c.data(), c.data() + c.numel());
+        std::vector<T> v(size_t(c.numel()));
+        if (!v.empty()) c.backend().to_host(v.data(), c.data(), c.numel());
+        return v;
     }
 
     bool is_contiguous() const { return strides_ == row_major_strides(shape_); }
     bool shares_storage_with(const tensor& o) const { return storage_ == o.storage_; }
 
-    T& at(std::initializer_list<index_t> idx) { return data()[linear_index(idx)]; }
-    const T& at(std::initializer_list<index_t> idx) const { return data()[linear_index(idx)]; }
+    T& at(std::initializer_list<index_t> idx)
+        requires Backend::host_accessible
+    {
+        return data()[linear_index(idx)];
+    }
+    const T& at(std::initializer_list<index_t> idx) const
+        requires Backend::host_accessible
+    {
+        return data()[linear_index(idx)];
+    }
 
     /// View with a new shape; the tensor must be contiguous. One dimension may be -1.
     tensor reshape(shape_t s) const {
@@ -142,25 +166,15 @@ public:
 
     /// A contiguous deep copy.
     tensor clone() const {
-        tensor out(shape_);
-        const index_t n = numel();
-        const int D = dim();
-        std::vector<index_t> idx(size_t(D), 0);
-        for (index_t i = 0; i < n; i++) {
-            index_t src = 0;
-            for (int k = 0; k < D; k++) src += idx[size_t(k)] * strides_[size_t(k)];
-            out.data()[i] = data()[src];
-            for (int k = D; k-- > 0;) {
-                if (++idx[size_t(k)] < shape_[size_t(k)]) break;
-                idx[size_t(k)] = 0;
-            }
-        }
+        tensor out(shape_, backend());
+        if (is_contiguous()) backend().copy(out.data(), data(), numel());
+        else backend().copy_strided(out.data(), data(), shape_, strides_);
         return out;
     }
 
     void fill(T v) {
         ALIGNGPT_CHECK(is_contiguous(), "fill: tensor is not contiguous");
-        std::fill(data(), data() + numel(), v);
+        if (numel() > 0) backend().fill(data(), numel(), v);
     }
 
 private:
@@ -178,6 +192,7 @@ private:
     }
 
     std::shared_ptr<buffer_type> storage_;
+    const Backend* be_ = nullptr;
     index_t offset_ = 0;
     shape_t shape_;
     shape_t strides_;

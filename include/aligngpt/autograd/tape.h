@@ -39,7 +39,7 @@ struct node {
 
     /// The gradient buffer, zero-filled on first use.
     tensor<T, Backend>& grad_buffer() {
-        if (!grad.defined()) grad = tensor<T, Backend>(value.shape());
+        if (!grad.defined()) grad = tensor<T, Backend>(value.shape(), value.backend());
         return grad;
     }
 };
@@ -74,6 +74,8 @@ public:
     tensor<T, Backend>& grad() { return n_->grad; }
     void zero_grad() { n_->grad = tensor<T, Backend>(); }
     const std::string& name() const { return n_->name; }
+    /// The backend holding the value: ops run there.
+    const Backend& backend() const { return n_->value.backend(); }
     node_type* get() const { return n_.get(); }
     const std::shared_ptr<node_type>& ptr() const { return n_; }
 
@@ -115,8 +117,8 @@ public:
     void backward(const var& loss) {
         ALIGNGPT_CHECK(loss.value().numel() == 1, "tape::backward: loss must have one element, got shape ",
                        detail::shape_str(loss.shape()));
-        tensor<T, Backend> seed(loss.shape());
-        seed.data()[0] = T(1);
+        tensor<T, Backend> seed(loss.shape(), loss.backend());
+        seed.fill(T(1));
         backward(loss, seed);
     }
 
@@ -127,7 +129,7 @@ public:
         if (!out.requires_grad()) return;
         tensor<T, Backend>& g = out.get()->grad_buffer();
         const tensor<T, Backend> s = seed.contiguous();
-        for (index_t i = 0; i < g.numel(); i++) g.data()[i] += s.data()[i];
+        g.backend().accumulate(g.data(), s.data(), g.numel());
         for (index_t i = index_t(nodes_.size()); i-- > 0;) {
             node_type& n = *nodes_[size_t(i)];
             if (n.backward && n.grad.defined()) n.backward(n);
@@ -185,8 +187,9 @@ variable<T, Backend> checkpoint(tape<T, Backend>* tp, F fn, const variable<T, Ba
     }
     // The block may depend on parameters even if x is constant, so the node always records
     // when the tape records.
-    auto x_in = x.defined() ? x : var::leaf(tensor<T, Backend>({1}));
-    auto anchor = var::leaf(tensor<T, Backend>({1}), true);  // keeps the node on the tape
+    const Backend& be = y.backend();
+    auto x_in = x.defined() ? x : var::leaf(tensor<T, Backend>({1}, be));
+    auto anchor = var::leaf(tensor<T, Backend>({1}, be), true);  // keeps the node on the tape
     return tape<T, Backend>::record(
         tp, "checkpoint", y.value(), {x_in, anchor}, [fn, x_in](node<T, Backend>& out) {
             tape<T, Backend> local;
@@ -195,7 +198,7 @@ variable<T, Backend> checkpoint(tape<T, Backend>* tp, F fn, const variable<T, Ba
             local.backward(y2, out.grad);
             if (x_in.requires_grad() && x2.grad().defined()) {
                 auto& g = x_in.get()->grad_buffer();
-                for (index_t i = 0; i < g.numel(); i++) g.data()[i] += x2.grad().data()[i];
+                g.backend().accumulate(g.data(), x2.grad().data(), g.numel());
             }
         });
 }

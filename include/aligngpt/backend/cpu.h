@@ -1,22 +1,37 @@
 #pragma once
-// The CPU backend: the definition of "correct" for every other backend.
+// The CPU backend: the definition of "correct" for every other backend (docs/design.md, "Backend
+// policy").
 //
-// A Backend is a policy type (mlpack's MatType idea, nlohmann's basic_json<> idea) that provides
-//   static constexpr const char* name;          for messages and benchmark labels
-//   template <class T> using buffer = ...;      owning storage with .data(), .size(), constructible from (n)
-//   void synchronize() const;                   waits for queued work (no-op here)
-// plus an overload  ops::<op>_forward/_backward(const Backend&, ...)  for every op in ops/.
-// Model code names only the Backend template parameter, so a CUDA policy (backend/cuda/) is added
-// by writing those overloads; no model file changes and there is no runtime registry.
+// A backend is an object the caller owns: tensors are allocated by it and remember it, models are
+// built on it, and every op runs on the backend of its inputs. What a backend provides:
+//   name, host_accessible                         for messages; whether data() may be read by the host
+//   template <class T> using buffer = ...;        owning storage with .data(), .size()
+//   allocate<T>(n)                                 a zero-filled buffer
+//   fill, copy, copy_strided, accumulate           the memory primitives that the tape and tensor use
+//   to_host, from_host                             the only way host code reads or writes tensor memory
+//   synchronize()                                  waits for queued work
+// plus, for every op in ops/, the kernels  <op>_forward(const Backend&, ...) / <op>_backward(...),
+// found by argument-dependent lookup on the backend type. backend::cpu derives from
+// ops::cpu_kernels so that lookup finds the kernels written in ops/; another backend declares its
+// overloads in its own namespace (tests/support/opaque_backend.h is such a backend). No model file
+// names a backend, and there is no registry or dispatcher.
 //
 // Results of the CPU backend never depend on the number of OpenMP threads (see docs/design.md).
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 #include <sys/mman.h>
 
 #include "aligngpt/config.h"
+
+namespace aligngpt::ops {
+/// A base of backend::cpu: argument-dependent lookup then searches aligngpt::ops, so an op's
+/// unqualified kernel call `x_forward(be, ...)` finds the CPU kernels defined there.
+struct cpu_kernels {};
+}  // namespace aligngpt::ops
 
 namespace aligngpt::backend {
 
@@ -84,10 +99,53 @@ private:
 };
 }  // namespace detail
 
-struct cpu {
+struct cpu : ops::cpu_kernels {
     static constexpr const char* name = "cpu";
+    static constexpr bool host_accessible = true;
     template <class T>
     using buffer = detail::aligned_host_buffer<T, 64>;
+
+    /// The CPU backend has no state (threads are OpenMP's), so one shared instance serves every
+    /// tensor and model that does not name a backend. Backends with state offer no instance().
+    static const cpu& instance() {
+        static const cpu c;
+        return c;
+    }
+
+    template <class T>
+    buffer<T> allocate(index_t n) const { return buffer<T>(n); }
+
+    template <class T>
+    void fill(T* p, index_t n, T v) const { std::fill(p, p + n, v); }
+    template <class T>
+    void copy(T* dst, const T* src, index_t n) const { std::copy(src, src + n, dst); }
+    /// dst (contiguous) = the elements of src at `strides`, in row-major order of `shape`.
+    template <class T>
+    void copy_strided(T* dst, const T* src, const std::vector<index_t>& shape, const std::vector<index_t>& strides) const {
+        const int D = int(shape.size());
+        index_t n = 1;
+        for (index_t d : shape) n *= d;
+        std::vector<index_t> idx(size_t(D), 0);
+        for (index_t i = 0; i < n; i++) {
+            index_t s = 0;
+            for (int k = 0; k < D; k++) s += idx[size_t(k)] * strides[size_t(k)];
+            dst[i] = src[s];
+            for (int k = D; k-- > 0;) {
+                if (++idx[size_t(k)] < shape[size_t(k)]) break;
+                idx[size_t(k)] = 0;
+            }
+        }
+    }
+    /// dst[i] += src[i]: gradient accumulation (elementwise, so any thread split gives the same bits).
+    template <class T>
+    void accumulate(T* dst, const T* src, index_t n) const {
+        ALIGNGPT_OMP_FOR
+        for (index_t i = 0; i < n; i++) dst[i] += src[i];
+    }
+    template <class T>
+    void to_host(T* host, const T* src, index_t n) const { copy(host, src, n); }
+    template <class T>
+    void from_host(T* dst, const T* host, index_t n) const { copy(dst, host, n); }
     void synchronize() const {}
 };
 

@@ -35,7 +35,9 @@
 
 #include "aligngpt/nn/module.h"
 #include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/batched_matvec.h"
 #include "aligngpt/ops/elementwise.h"
+#include "aligngpt/ops/masked_mean.h"
 #include "aligngpt/ops/reduce.h"
 #include "aligngpt/ops/shape.h"
 #include "aligngpt/ops/softmax.h"
@@ -58,90 +60,13 @@ enum class align_mode {
     mean,         ///< mean(E[0:7]) + E[7] ("nogate")
 };
 
-namespace detail {
-
-/// a[b,:] = (sum_t m[b,t] T[b,t,:]) / (n_b + 1e-8); rows t ascending.
-template <class T, class B>
-variable<T, B> gate_text_mean(tape<T, B>* tp, const variable<T, B>& text, const std::vector<std::uint8_t>& mask) {
-    ALIGNGPT_CHECK(text.value().dim() == 3, "gate: text embeddings ", aligngpt::detail::shape_str(text.shape()),
-                   " are not [B, T, H]");
-    const index_t Bn = text.size(0), Tt = text.size(1), H = text.size(2);
-    ALIGNGPT_CHECK(index_t(mask.size()) == Bn * Tt, "gate: text mask has ", mask.size(), " entries for [B, T] = [", Bn,
-                   ", ", Tt, "]");
-    std::vector<T> denom(static_cast<size_t>(Bn), T(0));
-    for (index_t b = 0; b < Bn; b++) {
-        index_t n = 0;
-        for (index_t t = 0; t < Tt; t++) n += mask[size_t(b * Tt + t)] ? 1 : 0;
-        denom[size_t(b)] = T(n) + T(1e-8);  // torch: sum(mask.int()).to(dtype) + 1e-8
-    }
-    tensor<T, B> a({Bn, H});
-    const T* x = text.value().data();
-    ALIGNGPT_OMP_FOR
-    for (index_t b = 0; b < Bn; b++)
-        for (index_t h = 0; h < H; h++) {
-            T acc = 0;
-            for (index_t t = 0; t < Tt; t++)
-                if (mask[size_t(b * Tt + t)]) acc += x[(b * Tt + t) * H + h];
-            a.data()[b * H + h] = acc / denom[size_t(b)];
-        }
-    return tape<T, B>::record(tp, "gate_text_mean", a, {text}, [text, mask, denom, Bn, Tt, H](autograd::node<T, B>& out) {
-        T* dx = text.get()->grad_buffer().data();
-        const T* da = out.grad.data();
-        ALIGNGPT_OMP_FOR
-        for (index_t b = 0; b < Bn; b++)
-            for (index_t t = 0; t < Tt; t++)
-                if (mask[size_t(b * Tt + t)])
-                    for (index_t h = 0; h < H; h++) dx[(b * Tt + t) * H + h] += da[b * H + h] / denom[size_t(b)];
-    });
-}
-
-/// d[b,j] = sum_h I[b,j,h] a[b,h]; h ascending, one fma-free sum per output (as torch's mul+sum).
-template <class T, class B>
-variable<T, B> gate_dots(tape<T, B>* tp, const variable<T, B>& img, const variable<T, B>& a) {
-    ALIGNGPT_CHECK(img.value().dim() == 3 && a.value().dim() == 2 && img.size(0) == a.size(0) && img.size(2) == a.size(1),
-                   "gate: image tokens ", aligngpt::detail::shape_str(img.shape()), " and text mean ",
-                   aligngpt::detail::shape_str(a.shape()), " do not match");
-    const index_t Bn = img.size(0), J = img.size(1), H = img.size(2);
-    tensor<T, B> d({Bn, J});
-    const T *I = img.value().data(), *av = a.value().data();
-    ALIGNGPT_OMP_FOR_COLLAPSE2
-    for (index_t b = 0; b < Bn; b++)
-        for (index_t j = 0; j < J; j++) {
-            T acc = 0;
-            for (index_t h = 0; h < H; h++) acc += I[(b * J + j) * H + h] * av[b * H + h];
-            d.data()[b * J + j] = acc;
-        }
-    return tape<T, B>::record(tp, "gate_dots", d, {img, a}, [img, a, Bn, J, H](autograd::node<T, B>& out) {
-        const T *dd = out.grad.data(), *I = img.value().data(), *av = a.value().data();
-        if (img.requires_grad()) {
-            T* dI = img.get()->grad_buffer().data();
-            ALIGNGPT_OMP_FOR_COLLAPSE2
-            for (index_t b = 0; b < Bn; b++)
-                for (index_t j = 0; j < J; j++)
-                    for (index_t h = 0; h < H; h++) dI[(b * J + j) * H + h] += dd[b * J + j] * av[b * H + h];
-        }
-        if (a.requires_grad()) {
-            T* da = a.get()->grad_buffer().data();
-            ALIGNGPT_OMP_FOR_COLLAPSE2
-            for (index_t b = 0; b < Bn; b++)
-                for (index_t h = 0; h < H; h++) {
-                    T acc = da[b * H + h];
-                    for (index_t j = 0; j < J; j++) acc += dd[b * J + j] * I[(b * J + j) * H + h];
-                    da[b * H + h] = acc;
-                }
-        }
-    });
-}
-
-}  // namespace detail
-
 /// "align_indicators.indicator_embs" [8, H] and the ways of turning it into one vector per sample.
 template <class T = float, class B = backend::cpu>
 struct align_indicator {
     variable<T, B> indicator_embs;  ///< "align_indicators.indicator_embs" [8, H]
 
-    static align_indicator make(index_t H, const std::string& prefix = "align_indicators") {
-        return align_indicator{nn::parameter<T, B>(prefix + ".indicator_embs", {n_indicators, H})};
+    static align_indicator make(index_t H, const std::string& prefix = "align_indicators", const B& be = B::instance()) {
+        return align_indicator{nn::parameter<T, B>(prefix + ".indicator_embs", {n_indicators, H}, be)};
     }
     /// xavier_uniform_: U(+-sqrt(6 / (fan_in + fan_out))) = U(+-sqrt(6 / (H + 8))), stream = the key.
     void init(std::uint64_t seed) {
@@ -163,7 +88,7 @@ struct align_indicator {
     /// w E[0:7] (AlignGPT_family lin_comb_local).
     variable<T, B> local(tape<T, B>* tp, const variable<T, B>& w) const {
         ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == n_gate_components, "align_indicator: gate weights ",
-                       aligngpt::detail::shape_str(w.shape()), " are not [B, 7]");
+                       detail::shape_str(w.shape()), " are not [B, 7]");
         const auto rows = ag::slice(tp, indicator_embs, 0, 0, n_gate_components);  // [7, H]
         return ag::linear(tp, w, ag::transpose(tp, rows, 0, 1));                  // [B, 7] x [7, H]
     }
@@ -179,7 +104,7 @@ struct align_indicator {
             case align_mode::global_only: return lookup(tp, pick);
             case align_mode::mean: {
                 const auto m = ag::mean(tp, ag::slice(tp, indicator_embs, 0, 0, n_gate_components), 0);  // [H]
-                const auto zeros = variable<T, B>::leaf(tensor<T, B>({Bn, indicator_embs.size(1)}));
+                const auto zeros = variable<T, B>::leaf(tensor<T, B>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
                 return ag::add_row(tp, ag::add_row(tp, zeros, m), global_row(tp));
             }
             default: fail("align_indicator: mode needs gate weights");
@@ -198,9 +123,11 @@ template <class T = float, class B = backend::cpu>
 struct gated_weight_layer {
     nn::linear<T, B> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, 576], "gated_weight_layer.mlp.2.*" [7, 256]
 
-    static gated_weight_layer make(const std::string& prefix = "gated_weight_layer") {
-        return gated_weight_layer{nn::linear<T, B>::make(prefix + ".mlp.0", n_image_tokens, 256),
-                                  nn::linear<T, B>::make(prefix + ".mlp.2", 256, n_gate_components)};
+    /// n_tokens: the vision tower's patch count (576 for CLIP-L/14-336), the width of the dots.
+    static gated_weight_layer make(index_t n_tokens = n_image_tokens, const std::string& prefix = "gated_weight_layer",
+                                   const B& be = B::instance()) {
+        return gated_weight_layer{nn::linear<T, B>::make(prefix + ".mlp.0", n_tokens, 256, true, be),
+                                  nn::linear<T, B>::make(prefix + ".mlp.2", 256, n_gate_components, true, be)};
     }
     void init(std::uint64_t seed) { fc1.init_default(seed), fc2.init_default(seed); }
     template <class F>
@@ -209,11 +136,16 @@ struct gated_weight_layer {
     /// image [B, 576, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
     gate_output<T, B> operator()(tape<T, B>* tp, const variable<T, B>& image, const variable<T, B>& text,
                                  const std::vector<std::uint8_t>& text_mask) const {
-        ALIGNGPT_CHECK(image.value().dim() == 3 && image.size(1) == n_image_tokens, "gate: image tokens ",
-                       aligngpt::detail::shape_str(image.shape()), " are not [B, 576, H] (one image per sample)");
+        const index_t n_tokens = fc1.weight.size(1);
+        ALIGNGPT_CHECK(image.value().dim() == 3 && image.size(1) == n_tokens, "gate: image tokens ",
+                       detail::shape_str(image.shape()), " are not [B, ", n_tokens,
+                       ", H] (one image per sample)");
+        ALIGNGPT_CHECK(text.value().dim() == 3 && text.size(0) == image.size(0) && text.size(2) == image.size(2),
+                       "gate: text embeddings ", detail::shape_str(text.shape()), " do not match image tokens ",
+                       detail::shape_str(image.shape()));
         gate_output<T, B> g;
-        g.text_mean = detail::gate_text_mean(tp, text, text_mask);
-        g.dots = detail::gate_dots(tp, image, g.text_mean);
+        g.text_mean = ag::masked_mean(tp, text, text_mask, T(1e-8));
+        g.dots = ag::batched_matvec(tp, image, g.text_mean);
         g.weights = ag::softmax(tp, fc2(tp, ag::gelu(tp, fc1(tp, g.dots))));
         return g;
     }

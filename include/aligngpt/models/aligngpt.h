@@ -45,6 +45,7 @@ struct aligngpt_config {
     index_t mm_hidden_size = 1024;
     std::string mm_projector_type = "mlp2x_gelu";
     index_t tokenizer_model_max_length = 2048;  ///< 0: no truncation (key absent or null)
+    index_t n_image_tokens = 576;               ///< the vision tower's patch count: the gate's input width
 
     static aligngpt_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
         aligngpt_config c;
@@ -92,6 +93,7 @@ struct sample {
 ///   [ text embeddings (n_text) | image tokens (B_img * 576) | indicators (B_img) | a zero row ]
 struct prepared_batch {
     index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
+    index_t n_tokens = 576;                     ///< image tokens per image (the tower's patch count)
     std::vector<std::int64_t> text_ids;         ///< ids of the table's text rows
     std::vector<index_t> image_rows;            ///< batch row of the k-th image sample
     std::vector<std::int64_t> rows, positions, labels;  ///< [B*S]
@@ -100,12 +102,14 @@ struct prepared_batch {
     std::vector<std::uint8_t> gate_mask;        ///< [B_img*Tt]
     bool has_labels = false;
     index_t n_image() const { return index_t(image_rows.size()); }
-    index_t zero_row() const { return n_text + n_image() * (n_image_tokens + 1); }
+    index_t zero_row() const { return n_text + n_image() * (n_tokens + 1); }
 };
 
 /// Builds the assembly plan for a batch (pure bookkeeping, no tensors); errors name the sample.
-inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t max_length) {
+inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t max_length,
+                                    index_t n_tokens = 576) {
     prepared_batch p;
+    p.n_tokens = n_tokens;
     p.B = index_t(samples.size());
     ALIGNGPT_CHECK(p.B > 0, "aligngpt: empty batch");
     struct seq { std::vector<std::int64_t> src, lab, text; bool image = false; };
@@ -129,7 +133,7 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
             if (s.ids[t] == image_token_index) {
                 const index_t k = index_t(p.image_rows.size());
                 p.image_rows.push_back(b);
-                for (index_t j = 0; j < n_image_tokens; j++) q.src.push_back(-1 - (k * n_image_tokens + j)), q.lab.push_back(ignore_index);
+                for (index_t j = 0; j < n_tokens; j++) q.src.push_back(-1 - (k * n_tokens + j)), q.lab.push_back(ignore_index);
             } else {
                 q.src.push_back(index_t(p.text_ids.size())), q.lab.push_back(lab), q.text.push_back(index_t(p.text_ids.size()));
                 p.text_ids.push_back(s.ids[t]);
@@ -163,7 +167,7 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
             for (index_t t = 0; t <= len; t++) {
                 const bool ind = t == 1;
                 const index_t i = t == 0 ? 0 : t - 1;
-                p.rows[o + size_t(t)] = ind ? p.n_text + n_img * n_image_tokens + k : table_row(q.src[size_t(i)]);
+                p.rows[o + size_t(t)] = ind ? p.n_text + n_img * n_tokens + k : table_row(q.src[size_t(i)]);
                 p.labels[o + size_t(t)] = ind ? ignore_index : q.lab[size_t(i)];
                 p.positions[o + size_t(t)] = t, p.mask[o + size_t(t)] = 1;
             }
@@ -215,29 +219,33 @@ public:
     align_mode mode = align_mode::gated;           ///< finetune / inference indicator
     std::int64_t fixed_level = n_indicators - 1;   ///< for align_mode::fixed_level
 
-    explicit aligngpt_model(const aligngpt_config& c)
-        : config(c), llm(c.llm), mm_projector(projector<T, B>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size)),
-          align_indicators(align_indicator<T, B>::make(c.llm.hidden_size)), gated_weight(gated_weight_layer<T, B>::make()) {}
+    explicit aligngpt_model(const aligngpt_config& c, const B& be = B::instance())
+        : config(c), llm(c.llm, be),
+          mm_projector(projector<T, B>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)),
+          align_indicators(align_indicator<T, B>::make(c.llm.hidden_size, "align_indicators", be)),
+          gated_weight(gated_weight_layer<T, B>::make(c.n_image_tokens, "gated_weight_layer", be)) {}
 
     template <class F>
     void visit(F&& f) {
         llm.visit(f), mm_projector.visit(f), align_indicators.visit(f), gated_weight.visit(f);
     }
+    /// The backend the model was built on (its parameters' backend).
+    const B& backend() const { return llm.backend(); }
 
     /// One forward pass. image_features [B_img, 576, Dv] for the samples with a placeholder, in
     /// batch order (undefined when there are none). keep_trace keeps every layer's output.
     aligngpt_output<T, B> forward(tape<T, B>* tp, const std::vector<sample>& samples, const variable<T, B>& image_features,
                                   stage st, bool keep_trace = false, kv_cache<T, B>* cache = nullptr) const {
         aligngpt_output<T, B> out;
-        out.batch = prepare_batch(samples, config.tokenizer_model_max_length);
+        out.batch = prepare_batch(samples, config.tokenizer_model_max_length, config.n_image_tokens);
         const prepared_batch& p = out.batch;
         const index_t H = config.llm.hidden_size, Bi = p.n_image();
         std::vector<variable<T, B>> table{llm.embed(tp, p.text_ids)};  // [n_text, H]
         if (Bi > 0) {
             ALIGNGPT_CHECK(image_features.defined() && image_features.value().dim() == 3 && image_features.size(0) == Bi &&
-                               image_features.size(1) == n_image_tokens && image_features.size(2) == config.mm_hidden_size,
-                           "aligngpt: image features ", (image_features.defined() ? aligngpt::detail::shape_str(image_features.shape()) : "none"),
-                           " for ", Bi, " image samples; expected [", Bi, ", 576, ", config.mm_hidden_size, "]");
+                               image_features.size(1) == config.n_image_tokens && image_features.size(2) == config.mm_hidden_size,
+                           "aligngpt: image features ", (image_features.defined() ? detail::shape_str(image_features.shape()) : "none"),
+                           " for ", Bi, " image samples; expected [", Bi, ", ", config.n_image_tokens, ", ", config.mm_hidden_size, "]");
             const auto img = mm_projector(tp, image_features);  // [B_img, 576, H]
             if (st == stage::pretrain) {
                 ALIGNGPT_CHECK(Bi == p.B, "aligngpt: stage pretrain needs an image in every sample");
@@ -253,7 +261,7 @@ public:
             } else {
                 out.indicator = align_indicators.ungated(tp, mode, Bi, fixed_level);
             }
-            table.push_back(ag::reshape(tp, img, {Bi * n_image_tokens, H}));
+            table.push_back(ag::reshape(tp, img, {Bi * config.n_image_tokens, H}));
             table.push_back(out.indicator);
         }
         table.push_back(zero_row(H));
@@ -304,7 +312,7 @@ public:
     }
 
 private:
-    static variable<T, B> zero_row(index_t H) { return variable<T, B>::leaf(tensor<T, B>({1, H})); }
+    variable<T, B> zero_row(index_t H) const { return variable<T, B>::leaf(tensor<T, B>({1, H}, backend())); }
     /// gate rows point at the full table's zero row; in the text-only table that row is n_text.
     static std::vector<std::int64_t> remap_zero(std::vector<std::int64_t> rows, index_t n_text) {
         for (auto& r : rows) r = std::min<std::int64_t>(r, n_text);

@@ -30,53 +30,7 @@
 #include "aligngpt/models/clip_text.h"
 #include "aligngpt/models/clip_vision.h"
 #include "aligngpt/ops/exp.h"
-
-namespace aligngpt::ops {
-
-/// y_n = x_n / ||x_n||, rows of x (N, C); norm (N) is saved for backward.
-///   dx_n += (dy_n - y_n (y_n . dy_n)) / ||x_n||            (the Jacobian of x / ||x||)
-/// ||x|| = sqrt(sum_i x_i^2), i in order; each row is one thread's.
-template <class T>
-void l2_normalize_forward(const backend::cpu&, T* y, T* norm, const T* x, index_t N, index_t C) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        T ss = 0;
-        for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
-        const T r = std::sqrt(ss);
-        for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
-        norm[n] = r;
-    }
-}
-
-template <class T>
-void l2_normalize_backward(const backend::cpu&, T* dx, const T* dy, const T* y, const T* norm, index_t N, index_t C) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        T dot = 0;
-        for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
-        for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
-    }
-}
-
-}  // namespace aligngpt::ops
-
-namespace aligngpt::ag {
-
-/// Each row of x [..., C] divided by its L2 norm.
-template <class T, class B>
-autograd::variable<T, B> l2_normalize(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
-    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
-                   aligngpt::detail::shape_str(x.shape()), " has an empty last dimension");
-    const index_t C = x.shape().back(), N = x.value().numel() / C;
-    tensor<T, B> y(x.shape()), norm(shape_t{N});
-    ops::l2_normalize_forward(B{}, y.data(), norm.data(), x.value().data(), N, C);
-    return autograd::tape<T, B>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, B>& out) {
-        ops::l2_normalize_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), norm.data(),
-                                   N, C);
-    });
-}
-
-}  // namespace aligngpt::ag
+#include "aligngpt/ops/l2_normalize.h"
 
 namespace aligngpt::models {
 
@@ -89,15 +43,15 @@ struct clip_model {
     nn::linear<T, B> text_projection;     ///< "text_projection.weight" [P, Dt]
     variable<T, B> logit_scale;           ///< "logit_scale", 0-d
 
-    static clip_model make(const clip_config& cfg) {
+    static clip_model make(const clip_config& cfg, const B& be = B::instance()) {
         clip_model m;
         m.cfg = cfg;
-        m.text = clip_text_model<T, B>::make(cfg.text, "text_model.");
-        m.vision = clip_vision_model<T, B>::make(cfg.vision, "vision_model.");
-        m.visual_projection = nn::linear<T, B>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false);
-        m.text_projection = nn::linear<T, B>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false);
-        m.logit_scale = nn::parameter<T, B>("logit_scale", {});
-        m.logit_scale.value().data()[0] = T(cfg.logit_scale_init_value);
+        m.text = clip_text_model<T, B>::make(cfg.text, "text_model.", be);
+        m.vision = clip_vision_model<T, B>::make(cfg.vision, "vision_model.", be);
+        m.visual_projection = nn::linear<T, B>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false, be);
+        m.text_projection = nn::linear<T, B>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false, be);
+        m.logit_scale = nn::parameter<T, B>("logit_scale", {}, be);
+        m.logit_scale.value().fill(T(cfg.logit_scale_init_value));
         return m;
     }
 
@@ -105,7 +59,7 @@ struct clip_model {
     variable<T, B> image_features(tape<T, B>* tp, const variable<T, B>& pixels) const {
         return visual_projection(tp, vision.pooled(tp, vision.forward(tp, pixels)));
     }
-    variable<T, B> text_features(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
+    variable<T, B> text_features(tape<T, B>* tp, const tensor<std::int64_t>& ids,
                                  const std::vector<std::uint8_t>& attention_mask = {}) const {
         return text_projection(tp, text.forward(tp, ids, attention_mask).pooled);
     }
@@ -113,7 +67,7 @@ struct clip_model {
     variable<T, B> image_embeds(tape<T, B>* tp, const variable<T, B>& pixels) const {
         return ag::l2_normalize(tp, image_features(tp, pixels));
     }
-    variable<T, B> text_embeds(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
+    variable<T, B> text_embeds(tape<T, B>* tp, const tensor<std::int64_t>& ids,
                                const std::vector<std::uint8_t>& attention_mask = {}) const {
         return ag::l2_normalize(tp, text_features(tp, ids, attention_mask));
     }
@@ -121,9 +75,10 @@ struct clip_model {
     variable<T, B> cosine(tape<T, B>* tp, const variable<T, B>& img, const variable<T, B>& txt) const {
         return ag::linear(tp, img, txt);
     }
-    /// exp(logit_scale) * cos. logit_scale enters as a constant: no gradient reaches it.
+    /// exp(logit_scale) * cos. logit_scale enters as a constant (read to the host once): no gradient
+    /// reaches it.
     variable<T, B> logits_per_image(tape<T, B>* tp, const variable<T, B>& cos) const {
-        return ag::scale(tp, cos, T(ops::exp_of(logit_scale.value().data()[0])));
+        return ag::scale(tp, cos, T(ops::exp_of(logit_scale.value().to_vector().at(0))));
     }
 
     template <class F>

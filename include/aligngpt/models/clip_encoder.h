@@ -39,20 +39,20 @@ struct clip_encoder_layer {
     bool quick_gelu = true;                              ///< false: exact-erf gelu
 
     static clip_encoder_layer make(const std::string& prefix, index_t C, index_t I, int n_head, T eps = T(1e-5),
-                                   const std::string& act = "quick_gelu") {
+                                   const std::string& act = "quick_gelu", const B& be = B::instance()) {
         ALIGNGPT_CHECK(n_head > 0 && C % n_head == 0, "clip_encoder_layer ", prefix, ": width ", C,
                        " is not divisible by ", n_head, " heads");
         ALIGNGPT_CHECK(act == "quick_gelu" || act == "gelu", "clip_encoder_layer ", prefix, ": hidden_act \"", act,
                        "\" is not supported (quick_gelu, gelu)");
         clip_encoder_layer l;
-        l.k_proj = nn::linear<T, B>::make(prefix + "self_attn.k_proj", C, C);
-        l.v_proj = nn::linear<T, B>::make(prefix + "self_attn.v_proj", C, C);
-        l.q_proj = nn::linear<T, B>::make(prefix + "self_attn.q_proj", C, C);
-        l.out_proj = nn::linear<T, B>::make(prefix + "self_attn.out_proj", C, C);
-        l.layer_norm1 = nn::layer_norm<T, B>::make(prefix + "layer_norm1", C, eps);
-        l.fc1 = nn::linear<T, B>::make(prefix + "mlp.fc1", C, I);
-        l.fc2 = nn::linear<T, B>::make(prefix + "mlp.fc2", I, C);
-        l.layer_norm2 = nn::layer_norm<T, B>::make(prefix + "layer_norm2", C, eps);
+        l.k_proj = nn::linear<T, B>::make(prefix + "self_attn.k_proj", C, C, true, be);
+        l.v_proj = nn::linear<T, B>::make(prefix + "self_attn.v_proj", C, C, true, be);
+        l.q_proj = nn::linear<T, B>::make(prefix + "self_attn.q_proj", C, C, true, be);
+        l.out_proj = nn::linear<T, B>::make(prefix + "self_attn.out_proj", C, C, true, be);
+        l.layer_norm1 = nn::layer_norm<T, B>::make(prefix + "layer_norm1", C, eps, be);
+        l.fc1 = nn::linear<T, B>::make(prefix + "mlp.fc1", C, I, true, be);
+        l.fc2 = nn::linear<T, B>::make(prefix + "mlp.fc2", I, C, true, be);
+        l.layer_norm2 = nn::layer_norm<T, B>::make(prefix + "layer_norm2", C, eps, be);
         l.n_head = n_head;
         l.quick_gelu = act == "quick_gelu";
         return l;

@@ -46,36 +46,37 @@ struct clip_text_model {
         std::vector<std::int64_t> eot;               ///< [B], the pooled position of each row
     };
 
-    static clip_text_model make(const clip_text_config& cfg, const std::string& prefix = "text_model.") {
+    static clip_text_model make(const clip_text_config& cfg, const std::string& prefix = "text_model.",
+                                const B& be = B::instance()) {
         cfg.validate(prefix + ": ");
         clip_text_model m;
         m.cfg = cfg;
         m.prefix = prefix;
         const index_t D = cfg.hidden_size;
         const T eps = T(cfg.layer_norm_eps);
-        m.token_embedding = nn::embedding<T, B>::make(prefix + "embeddings.token_embedding", cfg.vocab_size, D);
+        m.token_embedding = nn::embedding<T, B>::make(prefix + "embeddings.token_embedding", cfg.vocab_size, D, -1, be);
         m.position_embedding =
-            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.max_position_embeddings, D);
+            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.max_position_embeddings, D, -1, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
             m.layers.push_back(clip_encoder_layer<T, B>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
                                                               cfg.intermediate_size, int(cfg.num_attention_heads),
-                                                              eps, cfg.hidden_act));
-        m.final_layer_norm = nn::layer_norm<T, B>::make(prefix + "final_layer_norm", D, eps);
+                                                              eps, cfg.hidden_act, be));
+        m.final_layer_norm = nn::layer_norm<T, B>::make(prefix + "final_layer_norm", D, eps, be);
         return m;
     }
 
-    /// ids [B, T] (T <= max_position_embeddings); attention_mask: empty, or B*T entries, 0 = padding.
-    output forward(tape<T, B>* tp, const tensor<std::int64_t, B>& ids,
+    /// ids [B, T] on the host (T <= max_position_embeddings); attention_mask: empty, or B*T entries, 0 = padding.
+    output forward(tape<T, B>* tp, const tensor<std::int64_t>& ids,
                    const std::vector<std::uint8_t>& attention_mask = {}) const {
         ALIGNGPT_CHECK(ids.dim() == 2 && ids.size(1) >= 1, prefix, "forward: input_ids ",
-                       aligngpt::detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
+                       detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
         const index_t Bn = ids.size(0), Tn = ids.size(1), D = cfg.hidden_size;
         ALIGNGPT_CHECK(Tn <= cfg.max_position_embeddings, prefix, "forward: ", Tn,
                        " tokens exceed max_position_embeddings = ", cfg.max_position_embeddings);
         ALIGNGPT_CHECK(attention_mask.empty() || index_t(attention_mask.size()) == Bn * Tn, prefix,
                        "forward: attention_mask has ", attention_mask.size(), " entries for input_ids ",
-                       aligngpt::detail::shape_str(ids.shape()));
-        const tensor<std::int64_t, B> idc = ids.contiguous();
+                       detail::shape_str(ids.shape()));
+        const tensor<std::int64_t> idc = ids.contiguous();
 
         output out;
         const variable<T, B> tok = ag::embedding(tp, token_embedding.weight, idc);   // [B, T, D]

@@ -54,23 +54,24 @@ struct clip_vision_model {
     nn::layer_norm<T, B> post_layernorm;             ///< [D]
 
     /// Zero-initialised parameters named "<prefix>..." (LayerNorm weights 1).
-    static clip_vision_model make(const clip_vision_config& cfg, const std::string& prefix = "vision_model.") {
+    static clip_vision_model make(const clip_vision_config& cfg, const std::string& prefix = "vision_model.",
+                                  const B& be = B::instance()) {
         cfg.validate(prefix + ": ");
         clip_vision_model m;
         m.cfg = cfg;
         m.prefix = prefix;
         const index_t D = cfg.hidden_size, P = cfg.patch_size;
         const T eps = T(cfg.layer_norm_eps);
-        m.class_embedding = nn::parameter<T, B>(prefix + "embeddings.class_embedding", {D});
-        m.patch_embedding = nn::parameter<T, B>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P});
+        m.class_embedding = nn::parameter<T, B>(prefix + "embeddings.class_embedding", {D}, be);
+        m.patch_embedding = nn::parameter<T, B>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P}, be);
         m.position_embedding =
-            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.num_positions(), D);
-        m.pre_layrnorm = nn::layer_norm<T, B>::make(prefix + "pre_layrnorm", D, eps);
+            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.num_positions(), D, -1, be);
+        m.pre_layrnorm = nn::layer_norm<T, B>::make(prefix + "pre_layrnorm", D, eps, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
             m.layers.push_back(clip_encoder_layer<T, B>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
                                                               cfg.intermediate_size, int(cfg.num_attention_heads),
-                                                              eps, cfg.hidden_act));
-        m.post_layernorm = nn::layer_norm<T, B>::make(prefix + "post_layernorm", D, eps);
+                                                              eps, cfg.hidden_act, be));
+        m.post_layernorm = nn::layer_norm<T, B>::make(prefix + "post_layernorm", D, eps, be);
         return m;
     }
 
@@ -81,7 +82,7 @@ struct clip_vision_model {
         const index_t D = cfg.hidden_size, S = cfg.image_size;
         ALIGNGPT_CHECK(pixels.value().dim() == 4 && pixels.size(1) == cfg.num_channels && pixels.size(2) == S &&
                            pixels.size(3) == S,
-                       prefix, "embeddings: pixels ", aligngpt::detail::shape_str(pixels.shape()), " are not [B, ",
+                       prefix, "embeddings: pixels ", detail::shape_str(pixels.shape()), " are not [B, ",
                        cfg.num_channels, ", ", S, ", ", S, "]");
         const index_t Bn = pixels.size(0), N = cfg.num_positions();
         const variable<T, B> p = ag::patch_embed(tp, pixels, patch_embedding);                 // [B, NP, D]

@@ -158,19 +158,19 @@ struct llama_layer {
     nn::rms_norm<T, B> input_layernorm, post_attention_layernorm;
     nn::linear<T, B> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
 
-    static llama_layer make(const llama_config& c, index_t i) {
+    static llama_layer make(const llama_config& c, index_t i, const B& be = B::instance()) {
         const std::string p = "model.layers." + std::to_string(i) + ".";
         const index_t H = c.hidden_size, I = c.intermediate_size, KV = c.num_key_value_heads * c.head_dim();
         const T eps = T(c.rms_norm_eps);
-        return llama_layer{nn::rms_norm<T, B>::make(p + "input_layernorm", H, eps),
-                           nn::rms_norm<T, B>::make(p + "post_attention_layernorm", H, eps),
-                           nn::linear<T, B>::make(p + "self_attn.q_proj", H, H, false),
-                           nn::linear<T, B>::make(p + "self_attn.k_proj", H, KV, false),
-                           nn::linear<T, B>::make(p + "self_attn.v_proj", H, KV, false),
-                           nn::linear<T, B>::make(p + "self_attn.o_proj", H, H, false),
-                           nn::linear<T, B>::make(p + "mlp.gate_proj", H, I, false),
-                           nn::linear<T, B>::make(p + "mlp.up_proj", H, I, false),
-                           nn::linear<T, B>::make(p + "mlp.down_proj", I, H, false)};
+        return llama_layer{nn::rms_norm<T, B>::make(p + "input_layernorm", H, eps, be),
+                           nn::rms_norm<T, B>::make(p + "post_attention_layernorm", H, eps, be),
+                           nn::linear<T, B>::make(p + "self_attn.q_proj", H, H, false, be),
+                           nn::linear<T, B>::make(p + "self_attn.k_proj", H, KV, false, be),
+                           nn::linear<T, B>::make(p + "self_attn.v_proj", H, KV, false, be),
+                           nn::linear<T, B>::make(p + "self_attn.o_proj", H, H, false, be),
+                           nn::linear<T, B>::make(p + "mlp.gate_proj", H, I, false, be),
+                           nn::linear<T, B>::make(p + "mlp.up_proj", H, I, false, be),
+                           nn::linear<T, B>::make(p + "mlp.down_proj", I, H, false, be)};
     }
     template <class F>
     void visit(F&& f) {
@@ -215,15 +215,18 @@ public:
     variable<T, B> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
     ops::rope_table rope;
 
-    explicit llama_model(const llama_config& c)
+    explicit llama_model(const llama_config& c, const B& be = B::instance())
         : config(c),
-          embed_tokens(nn::embedding<T, B>::make("model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id)),
-          norm(nn::rms_norm<T, B>::make("model.norm", c.hidden_size, T(c.rms_norm_eps))),
+          embed_tokens(nn::embedding<T, B>::make("model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id, be)),
+          norm(nn::rms_norm<T, B>::make("model.norm", c.hidden_size, T(c.rms_norm_eps), be)),
           rope(int(c.head_dim()), c.rope_theta, c.rope_scaling) {
-        for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, B>::make(c, i));
+        for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, B>::make(c, i, be));
         lm_head = c.tie_word_embeddings ? embed_tokens.weight
-                                        : nn::parameter<T, B>("lm_head.weight", {c.vocab_size, c.hidden_size});
+                                        : nn::parameter<T, B>("lm_head.weight", {c.vocab_size, c.hidden_size}, be);
     }
+
+    /// The backend the model was built on (its parameters' backend).
+    const B& backend() const { return embed_tokens.weight.backend(); }
 
     /// Every parameter once, in checkpoint order (a tied lm_head is the embedding and not repeated).
     template <class F>
@@ -243,7 +246,7 @@ public:
         });
         if (config.pad_token_id >= 0) {
             const index_t H = config.hidden_size;
-            std::fill_n(embed_tokens.weight.value().data() + config.pad_token_id * H, H, T(0));
+            backend().fill(embed_tokens.weight.value().data() + config.pad_token_id * H, H, T(0));
         }
     }
 
@@ -256,7 +259,7 @@ public:
                                const std::vector<std::uint8_t>& key_mask = {}, kv_cache<T, B>* cache = nullptr,
                                bool keep_layers = false) const {
         ALIGNGPT_CHECK(x.value().dim() == 3 && x.size(2) == config.hidden_size, "llama: input embeddings ",
-                       aligngpt::detail::shape_str(x.shape()), " are not [B, T, ", config.hidden_size, "]");
+                       detail::shape_str(x.shape()), " are not [B, T, ", config.hidden_size, "]");
         const index_t Bn = x.size(0), Tn = x.size(1), past = cache ? cache->length() : 0;
         ALIGNGPT_CHECK(index_t(positions.size()) == Bn * Tn, "llama: ", positions.size(), " positions for [B, T] = [",
                        Bn, ", ", Tn, "]");
@@ -289,7 +292,7 @@ public:
     std::vector<std::int64_t> generate_from_embeds(const variable<T, B>& prompt, index_t max_new_tokens,
                                                    std::vector<std::int64_t> eos = {}) const {
         ALIGNGPT_CHECK(prompt.value().dim() == 3 && prompt.size(0) == 1, "llama: generate takes one prompt [1, T, H], got ",
-                       aligngpt::detail::shape_str(prompt.shape()));
+                       detail::shape_str(prompt.shape()));
         if (eos.empty()) eos = config.eos_token_ids;
         kv_cache<T, B> cache;
         std::vector<std::int64_t> pos(size_t(prompt.size(1)));
@@ -314,10 +317,12 @@ public:
         return generate_from_embeds(e, max_new_tokens, std::move(eos));
     }
 
-    /// Index of the largest logit of the last position of batch row 0 (first index on ties).
+    /// Index of the largest logit of the last position of batch row 0 (first index on ties). The
+    /// row is copied to the host: one transfer of V values per decoded token.
     static std::int64_t argmax_last(const variable<T, B>& logits) {
         const index_t V = logits.size(2), Tn = logits.size(1);
-        const T* row = logits.value().data() + (Tn - 1) * V;
+        std::vector<T> row(static_cast<size_t>(V));
+        logits.backend().to_host(row.data(), logits.value().data() + (Tn - 1) * V, V);
         std::int64_t best = 0;
         for (index_t i = 1; i < V; i++)
             if (row[i] > row[best]) best = std::int64_t(i);

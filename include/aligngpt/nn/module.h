@@ -26,17 +26,19 @@ namespace aligngpt::nn {
 using autograd::tape;
 using autograd::variable;
 
-/// A zero-filled, frozen parameter named `name`.
+/// A zero-filled, frozen parameter named `name`, allocated by `be`.
 template <class T, class B = backend::cpu>
-variable<T, B> parameter(std::string name, shape_t shape) {
-    return variable<T, B>::leaf(tensor<T, B>(std::move(shape)), false, std::move(name));
+variable<T, B> parameter(std::string name, shape_t shape, const B& be = B::instance()) {
+    return variable<T, B>::leaf(tensor<T, B>(std::move(shape), be), false, std::move(name));
 }
 
 /// Fills p with U(-a, a) from the counter-based RNG, stream = fnv1a64(name): the same numbers
 /// for the same (seed, name) whatever else the model contains.
 template <class T, class B>
 void init_uniform(variable<T, B>& p, std::uint64_t seed, float a) {
-    rng::fill_uniform(p.value().data(), p.value().numel(), seed, rng::fnv1a64(p.name()), a);
+    std::vector<T> host(size_t(p.value().numel()));
+    rng::fill_uniform(host.data(), p.value().numel(), seed, rng::fnv1a64(p.name()), a);
+    p.value().backend().from_host(p.value().data(), host.data(), p.value().numel());
 }
 
 /// y = x W^T + b. Frozen weights may instead live 16-bit in memory as ops::packed_weight panels
@@ -50,10 +52,11 @@ struct linear {
     std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;  ///< set: weight's value is unused
     std::shared_ptr<const ops::packed_weight<f16>> packed_f16;
 
-    static linear make(const std::string& prefix, index_t in, index_t out, bool has_bias = true) {
+    static linear make(const std::string& prefix, index_t in, index_t out, bool has_bias = true,
+                       const B& be = B::instance()) {
         linear l;
-        l.weight = parameter<T, B>(prefix + ".weight", {out, in});
-        if (has_bias) l.bias = parameter<T, B>(prefix + ".bias", {out});
+        l.weight = parameter<T, B>(prefix + ".weight", {out, in}, be);
+        if (has_bias) l.bias = parameter<T, B>(prefix + ".bias", {out}, be);
         return l;
     }
     /// PyTorch's default init (kaiming_uniform(a=sqrt 5) == U(+-1/sqrt(in)) for weight and bias).
@@ -64,7 +67,7 @@ struct linear {
     }
     bool is_packed() const { return packed_bf16 || packed_f16; }
     variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
-        if constexpr (std::is_same_v<T, float> && std::is_same_v<B, backend::cpu>) {
+        if constexpr (std::is_same_v<T, float>) {  // panels hold 16-bit values widened to float
             if (packed_bf16) return packed_forward(tp, x, packed_bf16);
             if (packed_f16) return packed_forward(tp, x, packed_f16);
         }
@@ -88,25 +91,27 @@ private:
                                   const std::shared_ptr<const ops::packed_weight<S>>& pw) const {
         const ops::packed_weight<S>& W = *pw;
         const index_t K = x.shape().back(), N = W.N();
-        ALIGNGPT_CHECK(K == W.K(), "linear: input ", aligngpt::detail::shape_str(x.shape()), " does not match packed weight [",
+        ALIGNGPT_CHECK(K == W.K(), "linear: input ", detail::shape_str(x.shape()), " does not match packed weight [",
                        N, ",", W.K(), "] of ", weight.name());
         const index_t M = K ? x.value().numel() / K : 0;
         shape_t ys = x.shape();
         ys.back() = N;
-        tensor<T, B> y(ys);
-        ops::linear_packed(B{}, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
+        const B& be = x.backend();
+        tensor<T, B> y(ys, be);
+        linear_packed(be, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
         std::vector<variable<T, B>> in{x};
         if (bias.defined()) in.push_back(bias);
         const variable<T, B> b = bias;
         return tape<T, B>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, B>& out) {
+            const B& be = out.value.backend();
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
             tensor<T, B> w;  // dX = dY W with W widened exactly: the f32 path's bits
             if (dx) {
-                w = tensor<T, B>({N, K});
-                for (index_t j = 0; j < N; j++) pw->unpack_row(j, w.data() + j * K);
+                w = tensor<T, B>({N, K}, be);
+                packed_unpack(be, w.data(), *pw);
             }
-            ops::linear_backward(B{}, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
+            linear_backward(be, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
         });
     }
 };
@@ -115,8 +120,8 @@ template <class T, class B = backend::cpu>
 struct layer_norm {
     variable<T, B> weight, bias;  ///< "<prefix>.weight", "<prefix>.bias" [C]
     T eps = T(1e-5);
-    static layer_norm make(const std::string& prefix, index_t C, T eps = T(1e-5)) {
-        layer_norm l{parameter<T, B>(prefix + ".weight", {C}), parameter<T, B>(prefix + ".bias", {C}), eps};
+    static layer_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const B& be = B::instance()) {
+        layer_norm l{parameter<T, B>(prefix + ".weight", {C}, be), parameter<T, B>(prefix + ".bias", {C}, be), eps};
         l.weight.value().fill(T(1));
         return l;
     }
@@ -131,8 +136,8 @@ template <class T, class B = backend::cpu>
 struct rms_norm {
     variable<T, B> weight;  ///< "<prefix>.weight" [C]
     T eps = T(1e-5);
-    static rms_norm make(const std::string& prefix, index_t C, T eps = T(1e-5)) {
-        rms_norm l{parameter<T, B>(prefix + ".weight", {C}), eps};
+    static rms_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const B& be = B::instance()) {
+        rms_norm l{parameter<T, B>(prefix + ".weight", {C}, be), eps};
         l.weight.value().fill(T(1));
         return l;
     }
@@ -145,8 +150,9 @@ template <class T, class B = backend::cpu>
 struct embedding {
     variable<T, B> weight;  ///< "<prefix>.weight" [V, C]
     index_t padding_idx = -1;
-    static embedding make(const std::string& prefix, index_t V, index_t C, index_t padding_idx = -1) {
-        return embedding{parameter<T, B>(prefix + ".weight", {V, C}), padding_idx};
+    static embedding make(const std::string& prefix, index_t V, index_t C, index_t padding_idx = -1,
+                          const B& be = B::instance()) {
+        return embedding{parameter<T, B>(prefix + ".weight", {V, C}, be), padding_idx};
     }
     variable<T, B> operator()(tape<T, B>* tp, const std::vector<std::int64_t>& ids) const {
         return ag::embedding(tp, weight, ids, padding_idx);

@@ -39,10 +39,10 @@ inline index_t cross_entropy_count(const std::int64_t* targets, index_t N, index
     return count;
 }
 
-/// Returns the mean loss L; writes lse (N) for the backward (0 on ignored rows).
+/// Writes the mean loss L to *loss and lse (N) for the backward (0 on ignored rows).
 template <class T>
-T cross_entropy_forward(const backend::cpu&, T* lse, const T* z, const std::int64_t* targets, index_t N, index_t V,
-                        std::int64_t ignore_index = -100) {
+void cross_entropy_forward(const backend::cpu&, T* loss, T* lse, const T* z, const std::int64_t* targets, index_t N,
+                           index_t V, std::int64_t ignore_index = -100) {
     const index_t count = cross_entropy_count(targets, N, V, ignore_index);
     ALIGNGPT_OMP_FOR
     for (index_t n = 0; n < N; n++) {
@@ -55,19 +55,18 @@ T cross_entropy_forward(const backend::cpu&, T* lse, const T* z, const std::int6
         for (index_t v = 0; v < V; v++) s += exp_of(T(z_n[v] - m));
         lse[n] = m + std::log(s);
     }
-    if (count == 0) return T(0);  // documented above: no targets, no loss (torch: NaN)
     T sum = 0;
     for (index_t n = 0; n < N; n++)
         if (targets[n] != ignore_index) sum += lse[n] - z[n * V + targets[n]];
-    return sum / T(count);
+    *loss = count == 0 ? T(0) : sum / T(count);  // documented above: no targets, no loss (torch: NaN)
 }
 
 template <class T>
-void cross_entropy_backward(const backend::cpu&, T* dz, T dL, const T* z, const T* lse, const std::int64_t* targets,
+void cross_entropy_backward(const backend::cpu&, T* dz, const T* dloss, const T* z, const T* lse, const std::int64_t* targets,
                             index_t N, index_t V, std::int64_t ignore_index = -100) {
     const index_t count = cross_entropy_count(targets, N, V, ignore_index);
     if (count == 0) return;
-    const T scale = dL / T(count);
+    const T scale = *dloss / T(count);
     ALIGNGPT_OMP_FOR
     for (index_t n = 0; n < N; n++) {
         if (targets[n] == ignore_index) continue;
@@ -85,17 +84,19 @@ namespace aligngpt::ag {
 /// Mean cross-entropy of logits [..., V] against targets with one id per row; a 0-d scalar.
 template <class T, class B>
 autograd::variable<T, B> cross_entropy(autograd::tape<T, B>* tp, const autograd::variable<T, B>& logits,
-                                       const tensor<std::int64_t, B>& targets, std::int64_t ignore_index = -100) {
+                                       const tensor<std::int64_t>& targets, std::int64_t ignore_index = -100) {
+    const B& be = logits.backend();
     const index_t V = logits.value().dim() >= 1 ? logits.shape().back() : 0;
     const index_t N = V ? logits.value().numel() / V : 0;
     ALIGNGPT_CHECK(V > 0 && targets.numel() == N, "cross_entropy: logits ", detail::shape_str(logits.shape()),
                    " do not match targets ", detail::shape_str(targets.shape()));
-    const tensor<std::int64_t, B> tc = targets.contiguous();
-    tensor<T, B> lse(shape_t{N}), loss(shape_t{});
-    loss.data()[0] = ops::cross_entropy_forward(B{}, lse.data(), logits.value().data(), tc.data(), N, V, ignore_index);
+    const tensor<std::int64_t> tc = targets.contiguous();  // ids stay on the host: the kernel reads them
+    tensor<T, B> lse(shape_t{N}, be), loss(shape_t{}, be);
+    cross_entropy_forward(be, loss.data(), lse.data(), logits.value().data(), tc.data(), N, V, ignore_index);
     return autograd::tape<T, B>::record(
         tp, "cross_entropy", loss, {logits}, [logits, tc, lse, N, V, ignore_index](autograd::node<T, B>& out) {
-            ops::cross_entropy_backward(B{}, logits.get()->grad_buffer().data(), out.grad.data()[0],
+            const B& be = out.value.backend();
+            cross_entropy_backward(be, logits.get()->grad_buffer().data(), out.grad.data(),
                                         logits.value().data(), lse.data(), tc.data(), N, V, ignore_index);
         });
 }
@@ -103,7 +104,7 @@ autograd::variable<T, B> cross_entropy(autograd::tape<T, B>* tp, const autograd:
 template <class T, class B>
 autograd::variable<T, B> cross_entropy(autograd::tape<T, B>* tp, const autograd::variable<T, B>& logits,
                                        const std::vector<std::int64_t>& targets, std::int64_t ignore_index = -100) {
-    return cross_entropy(tp, logits, tensor<std::int64_t, B>::from(targets, {index_t(targets.size())}), ignore_index);
+    return cross_entropy(tp, logits, tensor<std::int64_t>::from(targets, {index_t(targets.size())}), ignore_index);
 }
 
 }  // namespace aligngpt::ag

@@ -80,15 +80,17 @@ namespace aligngpt::ag {
 template <class T, class B>
 autograd::variable<T, B> add(autograd::tape<T, B>* tp, const autograd::variable<T, B>& a,
                              const autograd::variable<T, B>& b) {
+    const B& be = a.backend();
     ALIGNGPT_CHECK(a.shape() == b.shape(), "add: shapes ", detail::shape_str(a.shape()), " and ",
                    detail::shape_str(b.shape()), " differ");
-    tensor<T, B> y(a.shape());
+    tensor<T, B> y(a.shape(), be);
     const index_t n = y.numel();
-    ops::add_forward(B{}, y.data(), a.value().data(), b.value().data(), n);
+    add_forward(be, y.data(), a.value().data(), b.value().data(), n);
     return autograd::tape<T, B>::record(tp, "add", y, {a, b}, [a, b, n](autograd::node<T, B>& out) {
+        const B& be = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        ops::add_backward(B{}, da, db, out.grad.data(), n);
+        add_backward(be, da, db, out.grad.data(), n);
     });
 }
 
@@ -96,26 +98,30 @@ autograd::variable<T, B> add(autograd::tape<T, B>* tp, const autograd::variable<
 template <class T, class B>
 autograd::variable<T, B> mul(autograd::tape<T, B>* tp, const autograd::variable<T, B>& a,
                              const autograd::variable<T, B>& b) {
+    const B& be = a.backend();
     ALIGNGPT_CHECK(a.shape() == b.shape(), "mul: shapes ", detail::shape_str(a.shape()), " and ",
                    detail::shape_str(b.shape()), " differ");
-    tensor<T, B> y(a.shape());
+    tensor<T, B> y(a.shape(), be);
     const index_t n = y.numel();
-    ops::mul_forward(B{}, y.data(), a.value().data(), b.value().data(), n);
+    mul_forward(be, y.data(), a.value().data(), b.value().data(), n);
     return autograd::tape<T, B>::record(tp, "mul", y, {a, b}, [a, b, n](autograd::node<T, B>& out) {
+        const B& be = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        ops::mul_backward(B{}, da, db, out.grad.data(), a.value().data(), b.value().data(), n);
+        mul_backward(be, da, db, out.grad.data(), a.value().data(), b.value().data(), n);
     });
 }
 
 /// s * x for a constant s.
 template <class T, class B>
 autograd::variable<T, B> scale(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, T s) {
-    tensor<T, B> y(x.shape());
+    const B& be = x.backend();
+    tensor<T, B> y(x.shape(), be);
     const index_t n = y.numel();
-    ops::scale_forward(B{}, y.data(), x.value().data(), s, n);
+    scale_forward(be, y.data(), x.value().data(), s, n);
     return autograd::tape<T, B>::record(tp, "scale", y, {x}, [x, s, n](autograd::node<T, B>& out) {
-        ops::scale_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), s, n);
+        const B& be = out.value.backend();
+        scale_backward(be, x.get()->grad_buffer().data(), out.grad.data(), s, n);
     });
 }
 
@@ -123,16 +129,18 @@ autograd::variable<T, B> scale(autograd::tape<T, B>* tp, const autograd::variabl
 template <class T, class B>
 autograd::variable<T, B> add_row(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
                                  const autograd::variable<T, B>& r) {
+    const B& be = x.backend();
     const index_t C = r.value().numel();
     ALIGNGPT_CHECK(r.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "add_row: input ",
                    detail::shape_str(x.shape()), " does not match row ", detail::shape_str(r.shape()));
     const index_t N = C ? x.value().numel() / C : 0;
-    tensor<T, B> y(x.shape());
-    ops::add_row_forward(B{}, y.data(), x.value().data(), r.value().data(), N, C);
+    tensor<T, B> y(x.shape(), be);
+    add_row_forward(be, y.data(), x.value().data(), r.value().data(), N, C);
     return autograd::tape<T, B>::record(tp, "add_row", y, {x, r}, [x, r, N, C](autograd::node<T, B>& out) {
+        const B& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dr = r.requires_grad() ? r.get()->grad_buffer().data() : nullptr;
-        ops::add_row_backward(B{}, dx, dr, out.grad.data(), N, C);
+        add_row_backward(be, dx, dr, out.grad.data(), N, C);
     });
 }
 

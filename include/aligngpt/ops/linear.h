@@ -45,6 +45,7 @@ using autograd::variable;
 template <class T, class B>
 variable<T, B> linear(tape<T, B>* tp, const variable<T, B>& x, const variable<T, B>& w,
                       const variable<T, B>& b = {}) {
+    const B& be = x.backend();
     const index_t K = x.shape().back(), N = w.size(0);
     ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == K, "linear: input ", detail::shape_str(x.shape()),
                    " does not match weight ", detail::shape_str(w.shape()));
@@ -54,16 +55,17 @@ variable<T, B> linear(tape<T, B>* tp, const variable<T, B>& x, const variable<T,
     const index_t M = K ? x.value().numel() / K : 0;
     shape_t ys = x.shape();
     ys.back() = N;
-    tensor<T, B> y(ys);
-    ops::linear_forward(B{}, y.data(), x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
+    tensor<T, B> y(ys, be);
+    linear_forward(be, y.data(), x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
                         M, N, K);
     std::vector<variable<T, B>> in{x, w};
     if (b.defined()) in.push_back(b);
     return tape<T, B>::record(tp, "linear", y, in, [x, w, b, M, N, K](autograd::node<T, B>& out) {
+        const B& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
         T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        ops::linear_backward(B{}, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(), M, N, K);
+        linear_backward(be, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(), M, N, K);
     });
 }
 

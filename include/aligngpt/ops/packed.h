@@ -240,4 +240,11 @@ void linear_packed(const backend::cpu&, float* Y, const float* X, const packed_w
     }
 }
 
+/// W[N, K] = float(packed rows), exact: the input gradient dX = dY W of a packed linear uses it.
+template <class S>
+void packed_unpack(const backend::cpu&, float* W, const packed_weight<S>& pw) {
+    ALIGNGPT_OMP_FOR
+    for (index_t j = 0; j < pw.N(); j++) pw.unpack_row(j, W + j * pw.K());
+}
+
 }  // namespace aligngpt::ops

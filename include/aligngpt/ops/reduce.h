@@ -43,6 +43,7 @@ namespace reduce_detail {
 template <class T, class B>
 autograd::variable<T, B> reduce(autograd::tape<T, B>* tp, const char* op, const autograd::variable<T, B>& x,
                                 bool all, int d, bool mean) {
+    const B& be = x.backend();
     const shape_t& s = x.shape();
     index_t outer = 1, D = x.value().numel(), inner = 1;
     shape_t ys;  // 0-d for a full reduction
@@ -57,10 +58,11 @@ autograd::variable<T, B> reduce(autograd::tape<T, B>* tp, const char* op, const 
         ys.erase(ys.begin() + d);
     }
     ALIGNGPT_CHECK(!mean || D > 0, op, ": mean over an empty dimension of shape ", detail::shape_str(s));
-    tensor<T, B> y(ys);
-    ops::sum_forward(B{}, y.data(), x.value().data(), outer, D, inner, mean);
+    tensor<T, B> y(ys, be);
+    sum_forward(be, y.data(), x.value().data(), outer, D, inner, mean);
     return autograd::tape<T, B>::record(tp, op, y, {x}, [x, outer, D, inner, mean](autograd::node<T, B>& out) {
-        ops::sum_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
+        const B& be = out.value.backend();
+        sum_backward(be, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
     });
 }
 }  // namespace reduce_detail

@@ -67,16 +67,18 @@ namespace aligngpt::ag {
 template <class T, class B>
 autograd::variable<T, B> rms_norm(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
                                   const autograd::variable<T, B>& g, T eps = T(1e-5)) {
+    const B& be = x.backend();
     const index_t C = g.value().numel();
     ALIGNGPT_CHECK(g.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "rms_norm: input ",
                    detail::shape_str(x.shape()), " does not match weight ", detail::shape_str(g.shape()));
     const index_t N = C ? x.value().numel() / C : 0;
-    tensor<T, B> y(x.shape()), rstd(shape_t{N});
-    ops::rms_norm_forward(B{}, y.data(), rstd.data(), x.value().data(), g.value().data(), N, C, eps);
+    tensor<T, B> y(x.shape(), be), rstd(shape_t{N}, be);
+    rms_norm_forward(be, y.data(), rstd.data(), x.value().data(), g.value().data(), N, C, eps);
     return autograd::tape<T, B>::record(tp, "rms_norm", y, {x, g}, [x, g, rstd, N, C](autograd::node<T, B>& out) {
+        const B& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
-        ops::rms_norm_backward(B{}, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);
+        rms_norm_backward(be, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);
     });
 }
 

@@ -164,6 +164,7 @@ using ops::rope_table;
 template <class F, class Bk>
 autograd::variable<F, Bk> rope(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& x,
                                const std::vector<std::int64_t>& positions, const rope_table& tab) {
+    const Bk& be = x.backend();
     const index_t HS = tab.head_size, C = x.value().dim() ? x.shape().back() : 0;
     ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", aligngpt::detail::shape_str(x.shape()),
                    " last dim is not a multiple of head size ", HS);
@@ -171,10 +172,11 @@ autograd::variable<F, Bk> rope(autograd::tape<F, Bk>* tp, const autograd::variab
     ALIGNGPT_CHECK(index_t(positions.size()) == N, "rope: x ", aligngpt::detail::shape_str(x.shape()), " has ", N,
                    " rows but positions has shape [", positions.size(), "]");
     const int NH = int(C / HS);
-    tensor<F, Bk> y(x.shape());
-    ops::rope_forward(Bk{}, y.data(), x.value().data(), positions.data(), N, NH, tab);
+    tensor<F, Bk> y(x.shape(), be);
+    rope_forward(be, y.data(), x.value().data(), positions.data(), N, NH, tab);
     return autograd::tape<F, Bk>::record(tp, "rope", y, {x}, [x, positions, tab, N, NH](autograd::node<F, Bk>& n) {
-        ops::rope_backward(Bk{}, x.get()->grad_buffer().data(), n.grad.data(), positions.data(), N, NH, tab);
+        const Bk& be = n.value.backend();
+        rope_backward(be, x.get()->grad_buffer().data(), n.grad.data(), positions.data(), N, NH, tab);
     });
 }
 

@@ -50,13 +50,15 @@ namespace aligngpt::ag {
 /// softmax over the last dimension of x (any leading dimensions).
 template <class T, class B>
 autograd::variable<T, B> softmax(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    const B& be = x.backend();
     ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "softmax: input ", detail::shape_str(x.shape()),
                    " has an empty last dimension");
     const index_t C = x.shape().back(), N = x.value().numel() / C;
-    tensor<T, B> p(x.shape());
-    ops::softmax_forward(B{}, p.data(), x.value().data(), N, C);
+    tensor<T, B> p(x.shape(), be);
+    softmax_forward(be, p.data(), x.value().data(), N, C);
     return autograd::tape<T, B>::record(tp, "softmax", p, {x}, [x, N, C](autograd::node<T, B>& out) {
-        ops::softmax_backward(B{}, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
+        const B& be = out.value.backend();
+        softmax_backward(be, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
     });
 }
 

@@ -1,0 +1,57 @@
+#pragma once
+// Row-wise L2 normalisation, as CLIP normalises its image and text embeddings before the cosine
+// (HF: x / x.norm(p=2, dim=-1, keepdim=True)).
+//
+//   y_n = x_n / ||x_n||,  ||x|| = sqrt(sum_i x_i^2)                 norm (N) saved for backward
+//   dx_n += (dy_n - y_n (y_n . dy_n)) / ||x_n||                     (the Jacobian of x / ||x||)
+//
+// Shapes: x, y, dx, dy (N, C)   norm (N). Each row is one thread's; sums run i ascending.
+#include <cmath>
+
+#include "aligngpt/autograd/tape.h"
+#include "aligngpt/backend/cpu.h"
+
+namespace aligngpt::ops {
+
+template <class T>
+void l2_normalize_forward(const backend::cpu&, T* y, T* norm, const T* x, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        T ss = 0;
+        for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
+        const T r = std::sqrt(ss);
+        for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
+        norm[n] = r;
+    }
+}
+
+template <class T>
+void l2_normalize_backward(const backend::cpu&, T* dx, const T* dy, const T* y, const T* norm, index_t N, index_t C) {
+    ALIGNGPT_OMP_FOR
+    for (index_t n = 0; n < N; n++) {
+        T dot = 0;
+        for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
+        for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
+    }
+}
+
+}  // namespace aligngpt::ops
+
+namespace aligngpt::ag {
+
+/// Each row of x [..., C] divided by its L2 norm.
+template <class T, class B>
+autograd::variable<T, B> l2_normalize(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
+                   detail::shape_str(x.shape()), " has an empty last dimension");
+    const B& be = x.backend();
+    const index_t C = x.shape().back(), N = x.value().numel() / C;
+    tensor<T, B> y(x.shape(), be), norm(shape_t{N}, be);
+    l2_normalize_forward(be, y.data(), norm.data(), x.value().data(), N, C);
+    return autograd::tape<T, B>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, B>& out) {
+        l2_normalize_backward(out.value.backend(), x.get()->grad_buffer().data(), out.grad.data(), out.value.data(),
+                              norm.data(), N, C);
+    });
+}
+
+}  // namespace aligngpt::ag
