@@ -107,7 +107,7 @@ void check_grads(M& m, const golden::fixture& fx, double limit) {
 
 }  // namespace
 
-TEST_CASE("aligngpt: prepare_batch follows spec 1.5 (indicator after BOS, 576 image slots, shifts, padding)") {
+TEST_CASE("aligngpt: prepare_batch follows docs/model.md (indicator after BOS, 576 image slots, shifts, padding)") {
     const std::vector<sample> s{{{1, 5, image_token_index, 7, 8}, {-100, 5, -100, 7, 8}},
                                 {{1, 9, 10}, {-100, 9, 10}},
                                 {{1, image_token_index, 11}, {-100, -100, 11}}};
@@ -153,7 +153,7 @@ TEST_CASE("aligngpt: prepare_batch follows spec 1.5 (indicator after BOS, 576 im
     CHECK(t.S == 300);
     CHECK(t.labels[299] == -100);  // an image slot survived the cut, the text after it did not
 
-    // mixed batch: a text-only row longer than the image rows is cut to S = max_len + 1 (spec 4.6)
+    // mixed batch: a text-only row longer than the image rows is cut to S = max_len + 1 (docs/model.md §7.4)
     std::vector<std::int64_t> long_text(700, 5);
     long_text[0] = 1;
     const auto mixed = prepare_batch({{{1, image_token_index}}, {long_text}}, 0);
@@ -293,7 +293,7 @@ TEST_CASE("aligngpt_config: AlignGPT config.json fields, errors naming file and 
     CHECK(c.mm_hidden_size == 32);
     CHECK(c.tokenizer_model_max_length == 2048);
     aligngpt_model<float> m(c);
-    CHECK(nn::parameter_count(m.gated_weight) == 149511);  // spec 2.2
+    CHECK(nn::parameter_count(m.gated_weight) == 149511);  // docs/model.md §5.3
     auto bad = j;
     bad["tokenizer_padding_side"] = "left";
     CHECK_THROWS_WITH_AS(aligngpt_config::from_json(bad, "a.json"), doctest::Contains("tokenizer_padding_side"), error);

@@ -276,7 +276,7 @@ TEST_CASE("CLIP backward matches finite differences (double): l2_normalize, visi
     CHECK(e_txt <= 1e-7);
 }
 
-TEST_CASE("alignment_levels: equal-frequency buckets over the ascending rank, stable ties [INF, spec 3]") {
+TEST_CASE("alignment_levels: equal-frequency buckets over the ascending rank, stable ties [inferred: docs/model.md]") {
     // 16 pairs, 8 levels: two per level; ties (0.5 x 4) keep original index order.
     const std::vector<float> s{0.9f, 0.1f, 0.5f, 0.5f, 0.3f, 0.5f, 0.2f, 0.8f,
                                0.5f, 0.05f, 0.7f, 0.6f, 0.95f, 0.4f, 0.25f, 0.35f};

@@ -14,7 +14,7 @@
 //     max |diff| = 3 levels, on 8.9% of the bytes (7394 of 82944; the test prints the values), and
 //     after preprocessing (pad mode) the pixel_values differ by at most 0.0438 (= 3/255/0.2686).
 //     The resampler is proven exact on that photo using PIL's own decode (stored as PNG).
-//   * bad inputs (reliability.md §7 "Images") give aligngpt::error naming the file, never a crash.
+//   * bad inputs give aligngpt::error naming the file, never a crash (R1, R2: docs/model.md §11.4).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -340,7 +340,7 @@ std::vector<std::uint8_t> png_header_only(std::uint32_t w, std::uint32_t h) {
 
 }  // namespace
 
-TEST_CASE("image: bad inputs are refused with the file name (reliability.md §7)") {
+TEST_CASE("image: bad inputs are refused with the file name (R1, R2)") {
     const auto png = read_bytes(kImages + "landscape_500x333.png");
     const auto jpg = read_bytes(kImages + "photo_192x144.jpg");
     auto expect = [](const std::vector<std::uint8_t>& bytes, const std::string& name, const std::string& what,

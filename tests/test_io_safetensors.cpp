@@ -1,5 +1,5 @@
 // safetensors reader/writer: round trips, the accepted odd cases, and one handcrafted malformed
-// file per rule of reliability.md §1 and the §7 checklist, each checked for an error naming the
+// file per rule of the reference reader (docs/model.md §11.4), each checked for an error naming the
 // file and the field (R1). Files are built as byte strings here and written to ALIGNGPT_TEST_TMP.
 #include <doctest/doctest.h>
 
@@ -61,7 +61,7 @@ TEST_CASE("safetensors: writer -> reader round trip, every plain dtype, metadata
     w.add("u8", dtype::U8, {3}, bytes, 3);
     const std::int16_t s16[2] = {-300, 300};
     w.add("s16", dtype::I16, {2}, s16, 4);
-    w.add("scalar", dtype::F32, {}, a.data(), 4);       // rank 0 (R: §1 rule 7)
+    w.add("scalar", dtype::F32, {}, a.data(), 4);       // rank 0
     w.add("empty", dtype::F32, {0, 4}, nullptr, 0);      // zero elements
     w.set_metadata("format", "pt");
     const std::string p = tmp_file("roundtrip.safetensors");
@@ -112,7 +112,7 @@ TEST_CASE("safetensors: writer leaves no temporary file and replaces atomically"
 }
 
 TEST_CASE("safetensors: accepted odd files (whitespace both sides, unaligned data, empty, rank 0)") {
-    // JSON whitespace before and after the object (writers pad to align data), §1 rule 2.
+    // JSON whitespace before and after the object (writers pad to align data).
     const std::string h = " \t\n\r{\"w\":" + ok_entry + "}\n  \t";  // header length is odd -> unaligned F32 data
     std::string bytes = u64le(h.size()) + h;
     const float vals[2] = {3.5f, -1.25f};
@@ -134,15 +134,15 @@ TEST_CASE("safetensors: accepted odd files (whitespace both sides, unaligned dat
     CHECK_THROWS_WITH_AS(f.read_as<float>("q"), doctest::Contains("F4 cannot be read"), aligngpt::error);
 }
 
-TEST_CASE("safetensors: every malformed-file rule is refused with file and field named (R1, §1, §7)") {
-    // Length field (§1 rule 1).
+TEST_CASE("safetensors: every malformed-file rule is refused with file and field named (R1)") {
+    // Length field.
     expect_open_error("empty.st", "", {"0 bytes", "too small"});
     expect_open_error("seven.st", "1234567", {"7 bytes", "too small"});
     expect_open_error("n_zero.st", u64le(0), {"empty"});
     expect_open_error("n_past_eof.st", u64le(100) + "{}", {"N = 100", "only 2 bytes"});
     expect_open_error("n_max.st", u64le(~std::uint64_t(0)) + "{}", {"N = 18446744073709551615", "limit"});
     expect_open_error("n_cap.st", u64le(100'000'001) + "{}", {"N = 100000001", "100000000"});
-    // Header text (§1 rule 2).
+    // Header text.
     expect_open_error("not_utf8.st", st_bytes("{\"\xff\":1}"), {"UTF-8", "byte 10"});
     expect_open_error("overlong_utf8.st", st_bytes("{\"\xc0\xaf\":1}"), {"UTF-8"});
     expect_open_error("not_json.st", st_bytes("{nope}"), {"invalid JSON"});
@@ -155,16 +155,16 @@ TEST_CASE("safetensors: every malformed-file rule is refused with file and field
     expect_open_error("trailing_garbage.st", st_bytes("{} x"), {"invalid JSON"});
     expect_open_error("deep.st", st_bytes(R"({"w":{"dtype":)" + std::string(100000, '[')), {"tensor \"w\"", "dtype", "array"});
     expect_open_error("deep_meta.st", st_bytes(R"({"__metadata__":{"k":)" + std::string(100000, '{')), {"__metadata__", "\"k\"", "string"});
-    // __metadata__ (§1 rule 3).
+    // __metadata__.
     expect_open_error("meta_int.st", st_bytes(R"({"__metadata__":{"unquoted_int":0}})"), {"__metadata__", "unquoted_int", "must be a string"});
     expect_open_error("meta_list.st", st_bytes(R"({"__metadata__":["a"]})"), {"__metadata__", "object"});
     expect_open_error("meta_dup.st", st_bytes(R"({"__metadata__":{"a":"1","a":"2"}})"), {"__metadata__", "duplicate key \"a\""});
-    // Names and duplicates (§1 rule 8, §7).
+    // Names and duplicates.
     expect_open_error("dup.st", st_bytes(R"({"w":)" + ok_entry + R"(,"w":)" + ok_entry + "}", 8), {"duplicate key \"w\""});
     expect_open_error("empty_name.st", st_bytes(R"({"":)" + ok_entry + "}", 8), {"tensor name is empty"});
     expect_open_error("nul_name.st", st_bytes(R"({"a\u0000b":)" + ok_entry + "}", 8), {"\"a\\x00b\"", "NUL"});
     expect_open_error("long_name.st", st_bytes("{\"" + std::string(65537, 'n') + "\":" + ok_entry + "}", 8), {"65537 bytes", "65536"});
-    // Entries (§1 rules 3-4, schema additionalProperties:false).
+    // Entries (schema additionalProperties:false).
     expect_open_error("entry_num.st", st_bytes(R"({"w":5})"), {"tensor \"w\"", "must be an object", "integer (5)"});
     expect_open_error("extra_field.st", st_bytes(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8), {"tensor \"w\"", "unknown field \"x\""});
     expect_open_error("dup_field.st", st_bytes(R"({"w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "duplicate field \"dtype\""});
@@ -174,7 +174,7 @@ TEST_CASE("safetensors: every malformed-file rule is refused with file and field
     expect_open_error("lower_dtype.st", st_bytes(R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", 8), {"unknown dtype \"f32\""});
     expect_open_error("dtype_type.st", st_bytes(R"({"w":{"dtype":32,"shape":[2],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "\"dtype\"", "must be a string"});
     expect_open_error("f6_bits.st", st_bytes(R"({"w":{"dtype":"F6_E2M3","shape":[3],"data_offsets":[0,2]}})", 2), {"tensor \"w\"", "18 bits", "whole number of bytes"});
-    // Shapes (§1 rule 5, §7).
+    // Shapes.
     expect_open_error("shape_neg.st", st_bytes(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "\"shape\"", "item 0", "negative integer (-2)"});
     expect_open_error("shape_float.st", st_bytes(R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8), {"\"shape\"", "non-integer number (2.0)"});
     expect_open_error("shape_str.st", st_bytes(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", 8), {"\"shape\"", "array of integers"});
@@ -185,7 +185,7 @@ TEST_CASE("safetensors: every malformed-file rule is refused with file and field
     std::string many_dims = "[";
     for (int k = 0; k < 1000000; k++) many_dims += k ? ",1" : "1";
     expect_open_error("rank_1e6.st", st_bytes(R"({"w":{"dtype":"F32","shape":)" + many_dims + R"(],"data_offsets":[0,4]}})", 4), {"tensor \"w\"", "rank exceeds 64"});
-    // data_offsets (§1 rules 5-6, 9).
+    // data_offsets.
     const auto entry = [](const std::string& dt, const std::string& shape, const std::string& offs) {
         return "{\"dtype\":\"" + dt + "\",\"shape\":" + shape + ",\"data_offsets\":" + offs + "}";
     };

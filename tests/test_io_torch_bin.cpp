@@ -1,7 +1,7 @@
 // PyTorch .bin (zip + restricted pickle), weight_file and checkpoint_dir.
 // Real files: tests/golden/io/ (recipe: tests/tools/make_io_fixtures.py) must give bit-identical
-// tensors in every format. Malformed files: zips and pickles built byte by byte below, one per rule
-// of reliability.md §2b and the §7 ".bin" and "sharded directory" checklists; each error must name
+// tensors in every format. Malformed files: zips and pickles built byte by byte below, one per check
+// of io/zip.h, io/pickle.h, io/torch_bin.h and checkpoint_dir (docs/model.md §11.4); each error must name
 // the file and the field (R1).
 #include <doctest/doctest.h>
 
@@ -167,7 +167,7 @@ TEST_CASE("checkpoint_dir: save_pretrained .bin, safetensors, and sharded copies
     expect_error([&] { (void)a.at("nope"); }, {"llama_st", "\"nope\""});
 }
 
-TEST_CASE("zip container: every malformed archive is refused, naming file and entry (§2b, §7)") {
+TEST_CASE("zip container: every malformed archive is refused, naming file and entry") {
     const std::string pkl = state_dict_pickle({tensor_spec{}});
     const std::vector<std::pair<std::string, std::string>> files = {{"archive/data.pkl", pkl}, {"archive/data/0", std::string(16, '\0')}};
     auto open = [](const std::string& name, const std::string& bytes) { return [p = put(tmp_path(name), bytes)] { (void)torch_bin_file::open(p); }; };
@@ -207,7 +207,7 @@ TEST_CASE("zip container: every malformed archive is refused, naming file and en
     expect_error(open("trunc.bin", z.bytes.substr(0, z.bytes.size() - 5)), {"trunc.bin", "no end-of-central-directory"});
 }
 
-TEST_CASE("pickle: forbidden globals never run, and every structural corruption is refused (§2b)") {
+TEST_CASE("pickle: forbidden globals never run, and every structural corruption is refused") {
     const std::string canary = tmp_path("canary_pwned");
     fs::remove(canary);
     for (const auto& [mod, fn] : std::vector<std::pair<std::string, std::string>>{{"os", "system"}, {"posix", "system"}, {"builtins", "eval"}, {"subprocess", "Popen"}}) {
@@ -260,7 +260,7 @@ TEST_CASE("pickle: forbidden globals never run, and every structural corruption 
     expect_error([&] { pickle::machine("\x80\x02]q\x01q\x02q\x03q\x04.", "memo.pkl", lim).state_dict(); }, {"memo.pkl", "more than 3 memo entries"});
 }
 
-TEST_CASE("torch .bin: storages and views are checked against the zip entry (§2b, CVE-2026-24747 class)") {
+TEST_CASE("torch .bin: storages and views are checked against the zip entry (CVE-2026-24747 class)") {
     auto t = [](auto f) { tensor_spec s; f(s); return state_dict_pickle({s}); };
     const std::vector<std::pair<std::string, std::string>> data = {{"archive/data/0", std::string(16, '\0')}};
     CHECK(torch_bin_file::open(bin_file("good.bin", t([](tensor_spec&) {}))).read_as<float>("w").size() == 4);
@@ -284,7 +284,7 @@ TEST_CASE("torch .bin: storages and views are checked against the zip entry (§2
     CHECK(f.read_as<float>("v").size() == 3);
 }
 
-TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transformers#47176, §7)") {
+TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transformers#47176)") {
     const std::string src = golden + "llama_st_sharded/";
     const std::string idx = "model.safetensors.index.json";
     const std::string original = read_text_file(src + idx, 1 << 20);

@@ -53,7 +53,7 @@ void load_strict(M& m, const std::string& path) {
         p.value() = f.template tensor_as<float>(p.name());
         used.insert(p.name());
     });
-    for (const auto& t : f.tensors())  // 4.31 saves the RoPE buffer inv_freq; we recompute it (spec 6.3)
+    for (const auto& t : f.tensors())  // 4.31 saves the RoPE buffer inv_freq; we recompute it (docs/model.md §11.3)
         if (t.name.find("rotary_emb.inv_freq") == std::string::npos)
             CHECK_MESSAGE(used.count(t.name), path << ": unused tensor " << t.name);
 }

@@ -5,7 +5,7 @@
 //                  (--prompt TEXT | --input-ids 1,2,-200,...) [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
 //
-// trace runs one prefill and writes the named intermediates (spec 7) in f32 to a safetensors file:
+// trace runs one prefill and writes the named intermediates (docs/model.md §12.3) in f32 to a safetensors file:
 //   pixel_values, vision.hidden_states.<i> (i = 0 .. select layer), vision.features,
 //   projector.out, gate.text_mean, gate.dots, gate.weights, align.indicator, inputs_embeds,
 //   llm.layers.<i>.out, logits, and input_ids (I64).

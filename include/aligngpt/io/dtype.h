@@ -2,7 +2,7 @@
 // Element types of weight files (the safetensors list, which also covers torch storages) and the
 // one place where raw little-endian bytes become numbers.
 //
-// The dtype list is exactly the safetensors reference's `enum Dtype` (reliability.md §1 rule 4):
+// The dtype list is exactly the safetensors reference's `enum Dtype` (docs/model.md §11.4):
 // any other string is refused at parse time. The exotic types (F4, F6_*, F8_*, C64) are accepted so
 // such files can be opened and listed, but `convert_elements` refuses them: there is no exact
 // conversion we want to promise for them.

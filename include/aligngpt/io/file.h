@@ -3,7 +3,7 @@
 //   mapped_file     read-only mmap of a whole regular file, shared by everything opened from it
 //   read_text_file  a small file (index.json, config) read fully, with a size cap checked first
 //   atomic_file     write tmp in the same dir -> fsync(tmp) -> rename -> fsync(dir)
-//                   (reliability.md §8 write protocol: a crash leaves the old file or the new one)
+//                   (docs/model.md §11.4: a crash leaves the old file or the new one)
 // plus checked u64 arithmetic and safe quoting of untrusted names for error messages.
 //
 // Not defended: a file truncated or rewritten by another process while it is mapped (the mapping

@@ -1,5 +1,5 @@
 #pragma once
-// Images in: decoding (PNG, JPEG) and the CLIP preprocessing of the reference (spec §1.1).
+// Images in: decoding (PNG, JPEG) and the CLIP preprocessing of the reference (docs/model.md §2).
 //
 //   rgb_image img = io::load_image("cat.jpg");                         // 8-bit RGB, HWC
 //   auto cfg = io::clip_image_processor_config::from_json_file("preprocessor_config.json");

@@ -1,6 +1,6 @@
 #pragma once
 // Strict, all-or-nothing loading of model parameters by name, and of a whole AlignGPT model
-// directory in the published layout (spec 6; reliability.md R1-R5).
+// directory in the published layout (docs/model.md §11; rules R1-R5: docs/model.md §11.4).
 //
 //   auto m = io::load_aligngpt("aligngpt-7b", {.vision_tower = "clip-vit-large-patch14-336"});
 //   auto feats = m.vision->features(nullptr, pixels, m.config.mm_vision_select_layer);
@@ -23,10 +23,10 @@
 //   (madvise DONTNEED) once consumed, so resident memory holds the model, not the files.
 //
 // load_aligngpt(dir, options)
-//   config.json (LLaMA fields + mm_* fields, spec 6.2) is parsed and validated before anything is
+//   config.json (LLaMA fields + mm_* fields, docs/model.md §11.1) is parsed and validated before anything is
 //   allocated; errors name the file and the field. Weights: sharded or single .bin / safetensors
 //   (checkpoint_dir). The CLIP copy "vision_tower.vision_tower.*" inside the checkpoint is ignored
-//   (the reference drops it too, spec 6.4). A stage-1 file (mm_projector_align.bin, also accepted
+//   (the reference drops it too, docs/model.md §11.3). A stage-1 file (mm_projector_align.bin, also accepted
 //   as mm_projector.bin) is read when the directory is a pretrain output (then the LLM comes from
 //   options.base_llm) or when options.mm_projector names it; its keys map by suffix as in the
 //   reference (the part after "mm_projector." -> "mm_projector.<rest>"; any key containing
@@ -117,7 +117,7 @@ struct load_options {
     std::vector<std::pair<std::string, std::string>> rename{};
     /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected") unless
     /// a parameter asks for them: the buffers the reference recomputes, and the CLIP copy inside an
-    /// AlignGPT checkpoint, which the reference drops (spec 6.4).
+    /// AlignGPT checkpoint, which the reference drops (docs/model.md §11.3).
     std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids", "vision_tower.vision_tower.*"};
     /// Non-empty: only source keys starting with one of these prefixes are considered at all.
     std::vector<std::string> scope{};
@@ -268,7 +268,7 @@ private:
     std::map<std::string, entry, std::less<>> entries_;
 };
 
-/// The stage-1 file's keys mapped as the reference's loader maps them (spec 6.3):
+/// The stage-1 file's keys mapped as the reference's loader maps them (docs/model.md §11.3):
 /// "<anything>mm_projector.<rest>" -> "mm_projector.<rest>", "*indicator_embs*" ->
 /// "align_indicators.indicator_embs", everything else dropped.
 inline tensor_source stage1_source(const std::string& file) {
@@ -609,7 +609,7 @@ load_result load_parameters(M& module, const tensor_source& src, const load_opti
 // ---------------------------------------------------------------------------------------------
 // AlignGPT model directories
 
-/// config.json of an AlignGPT model directory: the LLaMA fields + the mm_* fields (spec 6.2).
+/// config.json of an AlignGPT model directory: the LLaMA fields + the mm_* fields (docs/model.md §11.1).
 struct aligngpt_dir_config {
     models::aligngpt_config model;
     std::string path;                        ///< the config.json read

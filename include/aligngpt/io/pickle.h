@@ -2,7 +2,7 @@
 // A restricted, non-executing pickle machine for the `data.pkl` of torch.save / save_pretrained.
 //
 // Plain pickle is a program: GLOBAL imports any callable and REDUCE calls it, so `torch.load`
-// without weights_only runs arbitrary code (reliability.md §2b). This machine never calls anything:
+// without weights_only runs arbitrary code (docs/model.md §11.4). This machine never calls anything:
 // it understands the opcodes torch.save emits (protocol 2, plus the protocol-4 forms STACK_GLOBAL,
 // SHORT_BINUNICODE, MEMOIZE, FRAME) and GLOBALs from a fixed allowlist only:
 //   collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter,
@@ -88,7 +88,7 @@ inline const char* op_name(unsigned char op) {
     }
 }
 
-/// The allowlist (reliability.md §2b). Returns false for anything else.
+/// The allowlist (docs/model.md §11.4). Returns false for anything else.
 inline bool resolve_global(std::string_view mod, std::string_view name, object& o) {
     o.k = kind::global;
     if (mod == "collections" && name == "OrderedDict") return o.g = global_id::ordered_dict, true;

@@ -5,7 +5,7 @@
 // each tensor name to {"dtype", "shape", "data_offsets": [BEGIN, END)} (offsets relative to the
 // buffer) plus an optional "__metadata__" object of string -> string.
 //
-// open() enforces every rule of the reference reader (reliability.md §1, checklist §7), so a
+// open() enforces every rule of the reference reader (docs/model.md §11.4), so a
 // malicious file cannot make us read out of bounds or allocate more than its own size:
 //  - N <= limits.max_header_bytes (100 MB) and 8 + N <= file size, with checked arithmetic;
 //  - the header is UTF-8 and JSON whose first non-whitespace byte is '{'; JSON whitespace on both

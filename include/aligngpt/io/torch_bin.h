@@ -7,7 +7,7 @@
 //   <root>/data/<key>   raw little-endian bytes of storage <key>
 //   <root>/byteorder    "little" (torch >= 2.0; absent before), <root>/version, ...
 // The pickle runs on the restricted machine of pickle.h (nothing is executed). Then every tensor
-// is checked against its storage (reliability.md §2b):
+// is checked against its storage (docs/model.md §11.4):
 //   - the storage entry exists and its size == declared numel * itemsize (CVE-2026-24747 class);
 //   - size_i >= 0, stride_i >= 0, offset >= 0, no stride 0 on a dimension longer than 1, and
 //     offset + sum((size_i - 1) * stride_i) < storage numel, all with checked arithmetic;

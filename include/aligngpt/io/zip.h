@@ -7,7 +7,7 @@
 // is the source of truth; sizes and offsets >= 0xFFFFFFFF live in the zip64 extra field (id 1) and
 // the counts in the zip64 end record (7B shards are > 4 GiB).
 //
-// Why each check (reliability.md §2b, §7 "PyTorch .bin"): an untrusted archive can lie in every
+// Why each check (docs/model.md §11.4): an untrusted archive can lie in every
 // field, and zip readers disagree on which copy of a field wins, so we refuse any disagreement:
 //  - EOCD found at the end with an exact comment length; single disk only;
 //  - entry count <= limits.max_entries and <= what the central directory can hold (no huge reserve);

@@ -1,15 +1,15 @@
 #pragma once
-// AlignGPT's alignment module (Zhao et al. 2024, arXiv 2405.14129, eqs. 2-3; spec 2): N = 8
+// AlignGPT's alignment module (Zhao et al. 2024, arXiv 2405.14129, Eqs. 2-3; docs/model.md §5): N = 8
 // alignment-indicator embeddings and the gate that mixes them (AlignGPT src/model/
 // multimodal_components/mm_align.py: AlignIndicator, GatedWeightLayer).
 //
-// Indicator (spec 2.1), "align_indicators.indicator_embs" E [8, H], xavier_uniform init
+// Indicator (docs/model.md §5.2), "align_indicators.indicator_embs" E [8, H], xavier_uniform init
 // U(+-sqrt(6 / (H + 8))). Row 7 = the highest alignment level = the global vector H_N:
 //   lookup (stage 1):         h_b = E[level_b]                               level in 0..7
 //   lin_comb (stage 2, eq. 3): h_b = sum_{i<7} w_bi E[i] + E[7]               [B,7] x [7,H], then + row 7
 //   AlignGPT_family ablations: global_only h = E[7];  local_only h = w E[0:7];  mean h = mean(E[0:7]) + E[7]
 //
-// Gate (spec 2.2, eq. 2), keys gated_weight_layer.mlp.{0,2}.{weight,bias}: [256,576] [256] [7,256] [7]
+// Gate (docs/model.md §5.3, Eq. 2), keys gated_weight_layer.mlp.{0,2}.{weight,bias}: [256,576] [256] [7,256] [7]
 //   n_b    = sum_t m_bt                                   m = text mask without BOS
 //   a_b    = (sum_t m_bt T_bt) / (n_b + 1e-8)              T = raw token embeddings, no BOS    [B, H]
 //   d_bj   = sum_h I_bjh a_bh                              I = projected image tokens [B,576,H] [B, 576]
@@ -17,7 +17,7 @@
 // The width 576 is the number of image tokens: exactly one image per sample.
 //
 // Backward of the two gate-specific ops (the MLP and softmax are ops/ layers):
-//   text mean:  dT_bt += m_bt da_b / (n_b + 1e-8)                (spec 2.5: reaches embed_tokens)
+//   text mean:  dT_bt += m_bt da_b / (n_b + 1e-8)                (docs/model.md §5.6: reaches embed_tokens)
 //   dots:       dI_bj += dd_bj a_b,   da_b += sum_j dd_bj I_bj    (j ascending; reaches the projector)
 // Text-only batches: the reference calls dummy_forward() only to keep the gate in the DDP graph; it
 // adds a zero-length slice, so the gate and the indicators receive no gradient from such a batch.
@@ -51,7 +51,7 @@ inline constexpr index_t n_image_tokens = 576;   ///< N_IMAGE_TOKEN: CLIP-L/14-3
 inline constexpr index_t n_indicators = 8;       ///< AlignIndicator n_indicators
 inline constexpr index_t n_gate_components = 7;  ///< GatedWeightLayer n_components (rows 0..6)
 
-/// How the indicator vector is formed (spec 2.3/2.4).
+/// How the indicator vector is formed (docs/model.md §5.5).
 enum class align_mode {
     gated,        ///< lin_comb(gate weights): the released checkpoints (stage 2, inference)
     fixed_level,  ///< E[level] chosen by the caller: stage 1, or the family's "inference-fix"
@@ -112,7 +112,7 @@ struct align_indicator {
     }
 };
 
-/// The gate's named intermediates (spec 7: gate.text_mean, gate.dots, gate.weights).
+/// The gate's named intermediates (docs/model.md §12.3: gate.text_mean, gate.dots, gate.weights).
 template <class T = float, class B = backend::cpu>
 struct gate_output {
     variable<T, B> text_mean, dots, weights;  ///< [B, H], [B, 576], [B, 7]

@@ -1,7 +1,7 @@
 #pragma once
 // AlignGPT (Zhao et al. 2024, arXiv 2405.14129): image features -> projector -> splice into the
-// token embeddings, one alignment-indicator vector after BOS -> LLaMA. Spec 1.5 (assembly), 2.3
-// (stages), 4.4 (loss), 1.7 (decoding); reference AlignGPT src/model/aligngpt.py.
+// token embeddings, one alignment-indicator vector after BOS -> LLaMA.
+// docs/model.md §7 (assembly), §9 (stages, loss), §10 (decoding); reference AlignGPT src/model/aligngpt.py.
 //
 // Per image sample (ids hold exactly one -200 placeholder), k = len(c0) with c0 starting at BOS:
 //   pos:    0     1          2 .. k          k+1 .. k+576     k+577 ..
@@ -89,7 +89,7 @@ struct sample {
     std::int64_t level = -1;           ///< alignment level 0..7 (stage 1 only)
 };
 
-/// Index bookkeeping of spec 1.5. Every LLM input row is a row of one table:
+/// Index bookkeeping of docs/model.md §7. Every LLM input row is a row of one table:
 ///   [ text embeddings (n_text) | image tokens (B_img * 576) | indicators (B_img) | a zero row ]
 struct prepared_batch {
     index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
@@ -196,7 +196,7 @@ struct aligngpt_output {
     gate_output<T, B> gate;                 ///< undefined unless the gate ran
     std::vector<variable<T, B>> layers;     ///< each decoder layer's output (with keep_trace)
 
-    /// The named intermediates of spec 7, in order; undefined ones are skipped.
+    /// The named intermediates of docs/model.md §12.3, in order; undefined ones are skipped.
     std::vector<std::pair<std::string, tensor<T, B>>> trace() const {
         std::vector<std::pair<std::string, tensor<T, B>>> t;
         const auto put = [&](const std::string& n, const variable<T, B>& v) { if (v.defined()) t.emplace_back(n, v.value()); };
@@ -272,7 +272,7 @@ public:
         return out;
     }
 
-    /// forward() on pixels through a frozen vision tower, e.g. clip_vision_model (spec 1.2: no_grad,
+    /// forward() on pixels through a frozen vision tower, e.g. clip_vision_model (docs/model.md §3.2: no_grad,
     /// hidden_states[-2] without CLS): any type with features(tape*, pixels) -> [B_img, 576, Dv].
     template <class Tower>
     aligngpt_output<T, B> forward_pixels(tape<T, B>* tp, const std::vector<sample>& samples, const Tower& tower,
@@ -285,7 +285,7 @@ public:
         return forward(tp, samples, f, st, keep_trace);
     }
 
-    /// The trainable set of each stage (spec 4.2/4.3): pretrain = projector + indicators; finetune =
+    /// The trainable set of each stage (docs/model.md §9.2, §9.3): pretrain = projector + indicators; finetune =
     /// LLM + projector + gate (indicators frozen); inference = nothing.
     void set_trainable_for(stage st) {
         nn::set_trainable(*this, false);

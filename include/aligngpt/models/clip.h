@@ -1,5 +1,5 @@
 #pragma once
-// CLIP image-caption similarity and AlignGPT's alignment levels (spec 3; transformers 4.31
+// CLIP image-caption similarity and AlignGPT's alignment levels (docs/model.md §6; transformers 4.31
 // CLIPModel.forward; Radford et al. 2021, Fig. 3 pseudo-code).
 //
 //   img = normalize( vision.pooled(pixels)  visual_projectionᵀ )     [Ni, P]   visual_projection [P, Dv], no bias
@@ -8,7 +8,7 @@
 //   logits_per_image[i, t] = exp(logit_scale) * cos[i, t]            (logit_scale: scalar parameter)
 //   normalize(x) = x / ||x||_2 per row (as HF: x / x.norm(p=2, dim=-1, keepdim=True))
 //
-// Alignment levels (spec 3): every pair of the pre-training set is scored by cos, ranked, and
+// Alignment levels (docs/model.md §6.3): every pair of the pre-training set is scored by cos, ranked, and
 // bucketed into N = 8 levels; level 7 = most similar. What the sources state: "rank, then bucket"
 // (maintainer, AlignGPT issue #1) and that levels index 0..7. INFERRED [INF], not stated anywhere:
 // equal-frequency buckets over the ascending rank, level = floor(rank * N / n), ties broken by

@@ -1,7 +1,7 @@
 #pragma once
 // CLIP text tower (transformers 4.31 CLIPTextTransformer; Radford et al. 2021, sec. 2.4). Used to
-// score image-caption pairs when alignment levels are (re)computed (spec 3, "Reference CLIP
-// similarity computation"): 12 layers of width 768 in openai/clip-vit-large-patch14(-336).
+// score image-caption pairs when alignment levels are (re)computed (docs/model.md §6.1):
+// 12 layers of width 768 in openai/clip-vit-large-patch14(-336).
 //
 //   X0 = token_embedding[ids] + position_embedding[0..T-1]          [B, T, D]   hidden_states[0]
 //   hidden_states[i+1] = encoder.layers[i](hidden_states[i])        causal + key padding mask

@@ -1,7 +1,7 @@
 #pragma once
 // CLIP vision tower (transformers 4.31 CLIPVisionTransformer; Radford et al. 2021 with the ViT of
-// Dosovitskiy et al. 2021, eq. 1-4). AlignGPT uses ViT-L/14-336 (spec 1.2): 577 tokens of width
-// 1024, 24 pre-LN blocks, and takes hidden_states[-2] without the CLS token (spec 1.2, "Feature
+// Dosovitskiy et al. 2021, eq. 1-4). AlignGPT uses ViT-L/14-336 (docs/model.md §3): 577 tokens of width
+// 1024, 24 pre-LN blocks, and takes hidden_states[-2] without the CLS token (docs/model.md §3.2, "Feature
 // selection"; the reference's clip_encoder.py feature_select).
 //
 //   P   = patch_embed(pixels, patch_embedding.weight)             [B, NP, D]   conv, no bias

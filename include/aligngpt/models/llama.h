@@ -1,6 +1,6 @@
 #pragma once
 // LLaMA / Vicuna v1.5 decoder (Touvron et al. 2023) as transformers 4.31 LlamaForCausalLM computes
-// it (spec 1.6, decoding 1.7). AlignGPT feeds it input embeddings (image rows and the indicator
+// it (docs/model.md §8, decoding §10). AlignGPT feeds it input embeddings (image rows and the indicator
 // spliced in), so forward() starts from embeddings [B, T, H], not from ids.
 //
 //   for each layer l:                                       X [B, T, H]
@@ -13,8 +13,8 @@
 //   logits = RMSNorm_final(X) W_lm^T  [B, T, V]             W_lm = embed_tokens when tied
 //
 // Masks: key_mask [B, past+T] (1 = real token, 0 = right padding); queries see keys j <= past + t.
-// Embedding: padding_idx = pad_token_id, so that row never receives a gradient (spec 1.6).
-// Greedy decoding (spec 1.7): argmax of the last position's logits (first index on ties), stop at
+// Embedding: padding_idx = pad_token_id, so that row never receives a gradient (docs/model.md §8.3).
+// Greedy decoding (docs/model.md §10): argmax of the last position's logits (first index on ties), stop at
 // an eos id or after max_new_tokens; position of a decoded token = number of cached keys.
 // Bits: every kernel is per row (GEMM per output, attention per query row, norms per row), so a
 // decode step equals the same row of a full forward, and batch N equals N runs of batch 1, exactly.
@@ -43,7 +43,7 @@ namespace aligngpt::models {
 using autograd::tape;
 using autograd::variable;
 
-/// The fields of a Hugging Face LLaMA config.json that the decoder reads (spec 1.6, 6.2).
+/// The fields of a Hugging Face LLaMA config.json that the decoder reads (docs/model.md §8.1, §11.1).
 struct llama_config {
     index_t hidden_size = 4096, intermediate_size = 11008, num_hidden_layers = 32;
     index_t num_attention_heads = 32, num_key_value_heads = 32;  ///< kv heads default to heads
@@ -330,7 +330,7 @@ public:
     }
 };
 
-/// Next-token targets for logits [B, S, V] from labels [B*S] (spec 4.4): target[b,t] = labels[b,t+1],
+/// Next-token targets for logits [B, S, V] from labels [B*S] (docs/model.md §9.1): target[b,t] = labels[b,t+1],
 /// the last position of every row ignored. The mean of ag::cross_entropy over them is HF's loss.
 inline std::vector<std::int64_t> shifted_targets(const std::vector<std::int64_t>& labels, index_t Bn, index_t S,
                                                  std::int64_t ignore_index = -100) {

@@ -1,5 +1,5 @@
 #pragma once
-// The vision-language projector (spec 1.3; AlignGPT src/model/multimodal_components/
+// The vision-language projector (docs/model.md §4; AlignGPT src/model/multimodal_components/
 // mm_projector_builder.py, LLaVA-1.5's design, Liu et al. 2023 "Improved Baselines", sec. 3.2),
 // chosen by the config string mm_projector_type:
 //

@@ -1,6 +1,6 @@
 #pragma once
 // Cross-entropy over logits with integer targets (torch.nn.functional.cross_entropy, reduction
-// 'mean', ignore_index -100), the causal-LM loss of spec 4.4.
+// 'mean', ignore_index -100), the causal-LM loss of docs/model.md §9.1.
 //
 //   counted rows  K = { n : target_n != ignore_index },  |K| = count
 //   lse_n  = m_n + log sum_v exp(z_nv - m_n),  m_n = max_v z_nv     (max, then sum, left to right)

@@ -4,7 +4,7 @@
 //   y[t, :] = W[ids[t], :]                                       forward: a row copy per token
 //   dW[v, :] += sum over t with ids[t] = v, in increasing t, of dy[t, :]      (v != padding_idx)
 //
-// padding_idx (LLaMA: 0, spec 1.6) is looked up like any row, but its gradient is never written,
+// padding_idx (LLaMA: 0, docs/model.md §8.3) is looked up like any row, but its gradient is never written,
 // exactly as nn.Embedding(padding_idx=0); -1 means none. The same pair of kernels, with
 // padding_idx = -1, is the row gather of shape.h (index_rows, used to splice image tokens).
 //

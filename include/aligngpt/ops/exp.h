@@ -1,8 +1,8 @@
 #pragma once
 // exp for float as one fixed sequence of IEEE operations, so the scalar, AVX2 and AVX-512 paths give
-// the same bits lane by lane, and no libm is involved (style.md section 5: the bits we promise do not
-// depend on the SIMD width, the compiler or the C library). Double keeps std::exp (the finite
-// difference checks run in double; their bits are not promised across libms).
+// the same bits lane by lane, and no libm is involved (docs/design.md "The deterministic contract":
+// the bits we promise do not depend on the SIMD width, the compiler or the C library). Double keeps
+// std::exp (the finite difference checks run in double; their bits are not promised across libms).
 //
 //   x   = clamp(x, -104, 89)                   beyond these e^x rounds to 0 or overflows to inf anyway
 //   n   = (x log2(e) + 1.5 2^23) - 1.5 2^23    x log2(e) rounded to an integer, half to even, by the

@@ -1,5 +1,5 @@
 #pragma once
-// The matrix product whose bits we promise (style.md section 5, docs/design.md "GEMM").
+// The matrix product whose bits we promise (docs/design.md "GEMM" and "The deterministic contract").
 //
 //   C(i,j) = c0(i,j);  for k = 0 .. K-1 in order:  C(i,j) = fma(A(i,k), B(k,j), C(i,j))
 //   c0 = 0 (init::zero), bias[j] (init::bias), or the value already in C (init::accumulate)

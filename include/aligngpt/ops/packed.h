@@ -1,6 +1,6 @@
 #pragma once
 // Prepacked linear weights: W[N, K] (the Hugging Face layout, y = x W^T + b) rearranged once,
-// at load, into the panels the GEMM micro-kernel and the decode GEMV read (style.md section 5).
+// at load, into the panels the GEMM micro-kernel and the decode GEMV read (docs/design.md "GEMM").
 //
 //   W[N, K] row-major                      packed_weight<S>: P = ceil(N / 32) panels, each K x 32
 //                                          (k-major: the 32 weights of one k are contiguous)

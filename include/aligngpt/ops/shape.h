@@ -1,6 +1,6 @@
 #pragma once
 // Data movement: concat and slice along a dimension, row gather, reshape, transpose of two dims.
-// Each backward routes the gradient back by index (spec 4.7: "splice/insert/concat").
+// Each backward routes the gradient back by index (the splice of docs/model.md §7.2).
 //
 // Every op views its input as a 3-d block around the dimension d it works on:
 //   [outer, D, inner]   outer = prod of dims before d, inner = prod of dims after d.

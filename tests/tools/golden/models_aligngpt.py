@@ -1,7 +1,7 @@
 """Golden recipes for include/aligngpt/models/{align.h, aligngpt.h} (tests/test_aligngpt.cpp).
 
 The reference forward is written here in torch after AlignGPT src/model/aligngpt.py and
-multimodal_components/mm_align.py (spec 1.5, 2, 4.4): projector nn.Sequential(Linear, GELU, Linear),
+multimodal_components/mm_align.py (docs/model.md §7, §5, §9.1): projector nn.Sequential(Linear, GELU, Linear),
 GatedWeightLayer, AlignIndicator.lin_comb / lookup, prepare_inputs_labels_for_multimodal with right
 padding, then the REAL transformers 4.31 LlamaForCausalLM on inputs_embeds (fp32, CPU).
 
@@ -177,7 +177,7 @@ def golden_aligngpt_stage1():
 
 def v1_sample(tag, with_image, n_q, n_a):
     """vicuna_v1 shape: [BOS, system.., USER :, (▁ IMG ▁ \\n), question.., ASSISTANT :, answer.., </s>];
-    targets = answer and </s> (spec 4.4)."""
+    targets = answer and </s> (docs/model.md §9.1)."""
     sys, user, asst = ids_from(tag + ".sys", 5), ids_from(tag + ".user", 3), ids_from(tag + ".asst", 3)
     q, a = ids_from(tag + ".q", n_q), ids_from(tag + ".a", n_a) + [2]
     img = [29 % V, IMAGE, 29 % V, 13] if with_image else []

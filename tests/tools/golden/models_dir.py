@@ -1,4 +1,4 @@
-"""Tiny model directories in the published layout (spec 6) for include/aligngpt/io/model_loader.h
+"""Tiny model directories in the published layout (docs/model.md §11) for include/aligngpt/io/model_loader.h
 and tools/aligngpt.cpp (tests/test_loader.cpp, tests/test_trace.cpp).
 
 Written under tests/golden/model_dirs/ with the REAL transformers 4.31 / torch classes:
@@ -25,7 +25,7 @@ Written under tests/golden/model_dirs/ with the REAL transformers 4.31 / torch c
 The LLM, projector, gate and indicators are models_aligngpt.build() (hashfill by HF key) rounded to
 bf16; the reference forward is models_aligngpt.reference_forward, run in fp32 on the bf16 values
 (the checkpoint's exact numbers), with the fp32 CLIP of clip_vision/ (not the bf16 copy, whose
-values are deliberately different: the reference ignores it, spec 6.4).
+values are deliberately different: the reference ignores it, docs/model.md §11.3).
 """
 import json
 import os

@@ -3,7 +3,7 @@
 // header, with internal linkage (STB_IMAGE_STATIC): each TU gets its own private copy, so a
 // header-only library needs no .c file and there is no ODR clash between TUs.
 //
-// Hardening (reliability.md §3):
+// Hardening (docs/model.md §11.4):
 //   * STBI_ONLY_PNG + STBI_ONLY_JPEG: the GIF/BMP/PSD/TGA/HDR/PIC/PNM decoders, where most of the
 //     published stb_image CVEs are, are not compiled at all;
 //   * STBI_NO_STDIO: the caller reads the file (with a size cap) and decodes from memory;
