@@ -9,25 +9,23 @@
 //   lin_comb (stage 2, eq. 3): h_b = sum_{i<7} w_bi E[i] + E[7]               [B,7] x [7,H], then + row 7
 //   AlignGPT_family ablations: global_only h = E[7];  local_only h = w E[0:7];  mean h = mean(E[0:7]) + E[7]
 //
-// Gate (docs/model.md §5.3, Eq. 2), keys gated_weight_layer.mlp.{0,2}.{weight,bias}: [256,576] [256] [7,256] [7]
-//   n_b    = sum_t m_bt                                   m = text mask without BOS
-//   a_b    = (sum_t m_bt T_bt) / (n_b + 1e-8)              T = raw token embeddings, no BOS    [B, H]
-//   d_bj   = sum_h I_bjh a_bh                              I = projected image tokens [B,576,H] [B, 576]
-//   w_b    = softmax( W2 GELU(W1 d_b + b1) + b2 )          GELU = erf form                    [B, 7]
-// The width 576 is the number of image tokens: exactly one image per sample.
-//
-// Backward of the two gate-specific ops (the MLP and softmax are ops/ layers):
-//   text mean:  dT_bt += m_bt da_b / (n_b + 1e-8)                (docs/model.md §5.6: reaches embed_tokens)
-//   dots:       dI_bj += dd_bj a_b,   da_b += sum_j dd_bj I_bj    (j ascending; reaches the projector)
+// Gate (docs/model.md §5.3, Eq. 2), keys gated_weight_layer.mlp.{0,2}.{weight,bias}: [256,P] [256] [7,256] [7]
+//   a_b    = (sum_t m_bt T_bt) / (n_b + 1e-8)              ag::masked_mean: T = raw token embeddings,  [B, H]
+//                                                          no BOS; m = text mask; n_b = sum_t m_bt
+//   d_bj   = sum_h I_bjh a_bh                              ag::batched_matvec: I = projected image   [B, P]
+//                                                          tokens [B, P, H]
+//   w_b    = softmax( W2 GELU(W1 d_b + b1) + b2 )          GELU = erf form                           [B, 7]
+// P is the vision tower's patch count (576 for CLIP-L/14-336; the published checkpoints): exactly
+// one image per sample. Gradients reach embed_tokens through a and the projector through I
+// (docs/model.md §5.6); the two ops' backward passes are in their ops/ headers.
 // Text-only batches: the reference calls dummy_forward() only to keep the gate in the DDP graph; it
 // adds a zero-length slice, so the gate and the indicators receive no gradient from such a batch.
 // Here nothing is recorded for them: their gradient buffers stay empty (= zero), the same update.
 //
-// Shapes: T [B, Tt, H]  m [B*Tt] (0/1)  I [B, 576, H]  a [B, H]  d [B, 576]  w [B, 7]  h [B, H]
-// Reproducibility: each output element is one left-to-right sum owned by one thread.
+// Shapes: T [B, Tt, H]  m [B*Tt] (0/1)  I [B, P, H]  a [B, H]  d [B, P]  w [B, 7]  h [B, H]
 //
-//   models::align_indicator<float> ind(H);   ind.init(seed);
-//   models::gated_weight_layer<float> gate;  gate.init(seed);
+//   auto ind = models::align_indicator<float>::make(H);      ind.init(seed);
+//   auto gate = models::gated_weight_layer<float>::make(576);  gate.init(seed);
 //   auto g = gate(&tp, image_embeds, text_embeds, text_mask);   // g.weights [B, 7]
 //   auto h = ind.lin_comb(&tp, g.weights);                       // [B, H]
 #include <string>
@@ -47,7 +45,7 @@ namespace aligngpt::models {
 using autograd::tape;
 using autograd::variable;
 
-inline constexpr index_t n_image_tokens = 576;   ///< N_IMAGE_TOKEN: CLIP-L/14-336 patches
+inline constexpr index_t n_image_tokens = 576;   ///< CLIP-L/14-336's patches: the published checkpoints' gate width
 inline constexpr index_t n_indicators = 8;       ///< AlignIndicator n_indicators
 inline constexpr index_t n_gate_components = 7;  ///< GatedWeightLayer n_components (rows 0..6)
 
@@ -115,13 +113,13 @@ struct align_indicator {
 /// The gate's named intermediates (docs/model.md §12.3: gate.text_mean, gate.dots, gate.weights).
 template <class T = float, class B = backend::cpu>
 struct gate_output {
-    variable<T, B> text_mean, dots, weights;  ///< [B, H], [B, 576], [B, 7]
+    variable<T, B> text_mean, dots, weights;  ///< [B, H], [B, P], [B, 7]
 };
 
-/// GatedWeightLayer: MLP(576 -> 256 -> 7) on the image-text dot products, softmax over 7.
+/// GatedWeightLayer: MLP(P -> 256 -> 7) on the image-text dot products, softmax over 7.
 template <class T = float, class B = backend::cpu>
 struct gated_weight_layer {
-    nn::linear<T, B> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, 576], "gated_weight_layer.mlp.2.*" [7, 256]
+    nn::linear<T, B> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, P], "gated_weight_layer.mlp.2.*" [7, 256]
 
     /// n_tokens: the vision tower's patch count (576 for CLIP-L/14-336), the width of the dots.
     static gated_weight_layer make(index_t n_tokens = n_image_tokens, const std::string& prefix = "gated_weight_layer",
@@ -133,7 +131,7 @@ struct gated_weight_layer {
     template <class F>
     void visit(F&& f) { fc1.visit(f), fc2.visit(f); }
 
-    /// image [B, 576, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
+    /// image [B, P, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
     gate_output<T, B> operator()(tape<T, B>* tp, const variable<T, B>& image, const variable<T, B>& text,
                                  const std::vector<std::uint8_t>& text_mask) const {
         const index_t n_tokens = fc1.weight.size(1);
