@@ -62,7 +62,7 @@ int main() {
     auto inf = model.forward(nullptr, {q}, feats, stage::inference);
     std::printf("inference: gate weights over levels 0..6:");
     for (int j = 0; j < 7; j++) std::printf(" %.4f", inf.gate.weights.value().data()[j]);
-    const auto ids = model.generate(q, feats, 12);
+    const auto ids = model.generate(q, feats, {12});
     std::printf("\ngreedy continuation (12 tokens):");
     for (auto id : ids) std::printf(" %lld", (long long)id);
     std::printf("\n");

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
         for (index_t j = 0; out.gate.weights.defined() && j < out.gate.weights.value().numel(); j++)
             std::printf(" %.4f", out.gate.weights.value().data()[j]);
         std::printf("\ngreedy ids:");
-        for (auto id : m.model->generate(models::sample{ids}, feats, 16)) std::printf(" %lld", (long long)id);
+        for (auto id : m.model->generate(models::sample{ids}, feats, {16})) std::printf(" %lld", (long long)id);
         std::printf("\n");
     } catch (const aligngpt::error& e) {
         std::fprintf(stderr, "error: %s\n", e.what());

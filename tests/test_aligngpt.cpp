@@ -74,11 +74,13 @@ std::vector<float> probe_rows(const tensor<float>& t, const std::vector<std::int
 // fp32 parity with torch: different summation orders only (see test_llama.cpp). Every intermediate
 // and the gradients must be within torch.testing.assert_close's fp32 defaults (ratio <= 1); the
 // measured worst ratio is printed.
-void check_against(const golden::fixture& fx, const aligngpt_output<float>& out, double limit) {
+void check_against(const golden::fixture& fx, const aligngpt_output<float>& out, const trace_sink<float>& sink,
+                   double limit) {
     const auto probe = fx.get<std::int64_t>("probe");
-    for (const auto& entry : out.trace()) {
+    for (const auto& entry : sink.entries) {
         const std::string& name = entry.first;  // (no structured binding: doctest macros capture it)
         const tensor<float>& t = entry.second;
+        if (name == "projector.out") continue;  // the fixtures record what follows the projector
         REQUIRE_MESSAGE(fx.has(name), "fixture lacks " << name);
         const bool rows = t.dim() == 3 && t.size(1) == out.batch.S;
         const auto ours = rows ? probe_rows(t, probe) : t.to_vector();
@@ -165,13 +167,34 @@ TEST_CASE("aligngpt: prepare_batch follows docs/model.md (indicator after BOS, 5
     CHECK_THROWS_AS(prepare_batch({{{1, 2, 3}, {1, 2}}}, 0), error);
 }
 
+TEST_CASE("aligngpt: prepare_batch's segments read as the paper's figure; the tower's patch count sets the image width") {
+    // 4 image tokens per image (a 28 px tower of 14 px patches): text, indicator, text, image, text.
+    const auto p = prepare_batch({{{1, 5, image_token_index, 7, 8}, {-100, 5, -100, 7, 8}}}, 0, 4);
+    using K = segment::kind_t;
+    const auto& seg = p.segments.at(0);
+    REQUIRE(seg.size() == 5);
+    const std::vector<K> kinds{seg[0].kind, seg[1].kind, seg[2].kind, seg[3].kind, seg[4].kind};
+    CHECK(kinds == std::vector<K>{K::text, K::indicator, K::text, K::image, K::text});
+    CHECK(seg[1].first == p.indicator_row(0));
+    CHECK(seg[3].first == p.image_row(0));
+    CHECK(seg[3].length == 4);
+    CHECK(p.S == 9);  // BOS, indicator, 5, 4 image rows, 7, 8 = 9 rows
+    CHECK(p.rows == std::vector<std::int64_t>{0, p.indicator_row(0), 1, 4, 5, 6, 7, 2, 3});
+    CHECK(p.labels == std::vector<std::int64_t>{-100, -100, 5, -100, -100, -100, -100, 7, 8});
+    // The placeholder first: the indicator still follows the first row (here an image row).
+    const auto q = prepare_batch({{{image_token_index, 7}}}, 0, 4);
+    CHECK(q.rows == std::vector<std::int64_t>{1, q.indicator_row(0), 2, 3, 4, 0});
+    CHECK(q.segments.at(0).size() == 4);
+}
+
 TEST_CASE("aligngpt stage 1 (pretrain, plain template, levels 3 and 7, truncation at 590) matches the reference") {
     const auto fx = golden::load("aligngpt_stage1");
     auto m = make_model(590);
     m.set_trainable_for(stage::pretrain);
     autograd::tape<float> tp;
-    const auto out = m.forward(&tp, read_samples(fx), features(2), stage::pretrain, true);
-    check_against(fx, out, 1.0);
+    trace_sink<float> sink;
+    const auto out = m.forward(&tp, read_samples(fx), features(2), stage::pretrain, {}, &sink);
+    check_against(fx, out, sink, 1.0);
     tp.backward(out.loss);
     check_grads(m, fx, 1.0);
     CHECK_FALSE(m.llm.embed_tokens.weight.grad().defined());  // the LLM is frozen in stage 1
@@ -182,8 +205,9 @@ TEST_CASE("aligngpt stage 2 (finetune, gate mix, v1 masks, image + text-only sam
     auto m = make_model(2048);
     nn::set_trainable(m, true);
     autograd::tape<float> tp;
-    const auto out = m.forward(&tp, read_samples(fx), features(1), stage::finetune, true);
-    check_against(fx, out, 1.0);
+    trace_sink<float> sink;
+    const auto out = m.forward(&tp, read_samples(fx), features(1), stage::finetune, {}, &sink);
+    check_against(fx, out, sink, 1.0);
     tp.backward(out.loss);
     check_grads(m, fx, 1.0);
 }
@@ -194,7 +218,7 @@ TEST_CASE("aligngpt inference: greedy generation with the KV cache (gate and ind
     for (int i = 0; i < 2; i++) {
         const auto prompt = fx.get<std::int64_t>("prompt" + std::to_string(i));
         const bool img = std::count(prompt.begin(), prompt.end(), image_token_index) > 0;
-        const auto gen = m.generate({prompt}, img ? features(1) : var{}, 24);
+        const auto gen = m.generate({prompt}, img ? features(1) : var{}, {24});
         CHECK_MESSAGE(gen == fx.get<std::int64_t>("generated" + std::to_string(i)), "prompt " << i);
     }
     const auto pre = m.forward(nullptr, {{fx.get<std::int64_t>("prompt0")}}, features(1), stage::inference);
@@ -237,18 +261,18 @@ TEST_CASE("align: indicator init, lookup, lin_comb and the ablation modes; text-
     CHECK_FALSE(m.gated_weight.fc1.weight.grad().defined());
     CHECK_FALSE(m.align_indicators.indicator_embs.grad().defined());
 
-    m.mode = align_mode::fixed_level, m.fixed_level = 2;  // the paper's fixed-level ablation at inference
-    const auto fx = m.forward(nullptr, {{{1, image_token_index, 9}}}, features(1), stage::inference);
+    const alignment level2{align_mode::fixed_level, 2};  // the paper's fixed-level ablation at inference
+    const auto fx = m.forward(nullptr, {{{1, image_token_index, 9}}}, features(1), stage::inference, level2);
     for (index_t h = 0; h < H; h++)
         CHECK(fx.inputs_embeds.value().data()[H + h] == m.align_indicators.indicator_embs.value().data()[2 * H + h]);
 
     struct fake_tower {  // stands in for clip_vision_model::features (frozen, run without recording)
-        var features(autograd::tape<float>* tp, const var& pixels) const {
+        var features(autograd::tape<float>* tp, const var& pixels, trace_sink<float>*) const {
             CHECK(tp == nullptr);
             return ag::scale<float, backend::cpu>(tp, pixels, 1.0f);
         }
     };
-    const auto fp = m.forward_pixels(nullptr, {{{1, image_token_index, 9}}}, fake_tower{}, features(1), stage::inference);
+    const auto fp = m.forward_pixels(nullptr, {{{1, image_token_index, 9}}}, fake_tower{}, features(1), stage::inference, level2);
     CHECK(fp.logits.value().to_vector() == fx.logits.value().to_vector());
 }
 

@@ -2,7 +2,7 @@
 // backward on test::opaque (tests/support/opaque_backend.h), whose memory the host cannot read,
 // and give the same bits as backend::cpu. Host transfers per forward are counted and bounded:
 // model code that touched tensor memory directly would crash here, and one that copied to the host
-// behind the backend's back would show in the counts.
+// behind the backend's back would show in the counts. ctest label: backend.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -74,6 +74,8 @@ std::vector<float> pixel_values(index_t n) {
 }
 
 }  // namespace
+
+TEST_SUITE("backend") {
 
 TEST_CASE("backend: the opaque test backend hides its memory and counts transfers") {
     opaque dev;
@@ -158,8 +160,8 @@ TEST_CASE("backend: tiny LLaMA forward, backward and greedy decoding give backen
     check_same_grads(grads(ref), grads(dut));
 
     dev.reset_counts();
-    const auto gr = ref.generate({1, 5, 9}, 6, {});
-    const auto gd = dut.generate({1, 5, 9}, 6, {});
+    const auto gr = ref.generate({1, 5, 9}, {6});
+    const auto gd = dut.generate({1, 5, 9}, {6});
     CHECK(gr == gd);
     CHECK(dev.to_host_calls == index_t(gd.size()));  // one logits row per token, for the argmax
     CHECK(dev.from_host_calls == 0);
@@ -208,7 +210,9 @@ TEST_CASE("backend: tiny AlignGPT stage 1 and stage 2 give backend::cpu's bits o
     auto fd = autograd::variable<float, opaque>::leaf(
         tensor<float, opaque>::from(std::vector<float>(feats.begin(), feats.begin() + 64), {1, 4, 16}, dev));
     dev.reset_counts();
-    const auto gd = dut.generate(q, fd, 5);
-    CHECK(ref.generate(q, fr, 5) == gd);
+    const auto gd = dut.generate(q, fd, {5});
+    CHECK(ref.generate(q, fr, {5}) == gd);
     CHECK(dev.to_host_calls == index_t(gd.size()));
 }
+
+}  // TEST_SUITE("backend")

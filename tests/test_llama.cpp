@@ -95,9 +95,12 @@ void check_parity(const std::string& name, double max_ratio) {
     const auto fx = golden::load(name);
     const auto m = make_model(name, name == "llama_tiny");
     const batch b = read_batch(fx);
-    const auto out = m.forward(nullptr, embed_batch(m, b.ids, b.B, b.T), b.positions, b.mask, nullptr, true);
-    for (size_t l = 0; l < out.layers.size(); l++) {
-        const double r = golden::close_ratio(out.layers[l].value().to_vector(),
+    trace_sink<float> sink;
+    const auto out = m.forward(nullptr, embed_batch(m, b.ids, b.B, b.T), b.positions, b.mask, nullptr, &sink);
+    for (index_t l = 0; l < m.config.num_hidden_layers; l++) {
+        const tensor<float> layer = sink.get("llm.layers." + std::to_string(l) + ".out");
+        REQUIRE(layer.defined());
+        const double r = golden::close_ratio(layer.to_vector(),
                                              fx.get("layers." + std::to_string(l) + ".out"), 1.3e-6, 1e-5);
         MESSAGE(name << " layer " << l << " close_ratio(rtol 1.3e-6, atol 1e-5) = " << r);
         CHECK(r <= max_ratio);
@@ -110,7 +113,7 @@ void check_parity(const std::string& name, double max_ratio) {
     for (int p = 0; p < 2; p++) {
         const auto prompt = fx.get<std::int64_t>("prompt" + std::to_string(p));
         const auto expect = fx.get<std::int64_t>("generated" + std::to_string(p));
-        CHECK(m.generate(prompt, 32) == expect);
+        CHECK(m.generate(prompt, {32}) == expect);
     }
 }
 
@@ -260,12 +263,13 @@ TEST_CASE("repro: llama forward and greedy decode give the same bits on 1 and 3 
     const batch b = read_batch(fx);
     const auto run = [&](int threads) {
         set_threads(threads);
-        auto out = m.forward(nullptr, embed_batch(m, b.ids, b.B, b.T), b.positions, b.mask, nullptr, true);
-        return std::make_pair(out.logits.value().to_vector(), out.layers[0].value().to_vector());
+        trace_sink<float> sink;
+        auto out = m.forward(nullptr, embed_batch(m, b.ids, b.B, b.T), b.positions, b.mask, nullptr, &sink);
+        return std::make_pair(out.logits.value().to_vector(), sink.get("llm.layers.0.out").to_vector());
     };
     const int before = max_threads();
     const auto one = run(1), three = run(3);
-    const auto gen = m.generate(fx.get<std::int64_t>("prompt1"), 32);
+    const auto gen = m.generate(fx.get<std::int64_t>("prompt1"), {32});
     set_threads(before);
     CHECK(one.first == three.first);
     CHECK(one.second == three.second);

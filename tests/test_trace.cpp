@@ -78,23 +78,21 @@ TEST_CASE("aligngpt end to end through the public API: load a directory, encode 
     auto m = io::load_aligngpt(dirs + "/aligngpt_bin", o);
     const auto ref = golden::load("model_dirs/trace_ref");
     const auto pixels = golden::load("model_dirs/pixels").tensor("pixel_values");
-    const auto hs = m.vision->forward(nullptr, pixels, m.config.mm_vision_select_layer);
-    const auto feats = m.vision->select_features(nullptr, hs, m.config.mm_vision_select_layer, "patch");
-    const auto out = m.model->forward(nullptr, {models::sample{ref.get<std::int64_t>("input_ids")}}, feats,
-                                      models::stage::inference, true);
+    // One prefill through the models' own code: the tower, projector, gate and LLM fill the sink.
+    trace_sink<float> sink;
+    sink.put("pixel_values", pixels);
+    m.vision->select_layer = m.config.mm_vision_select_layer;
+    const auto out = m.model->forward_pixels(nullptr, {models::sample{ref.get<std::int64_t>("input_ids")}}, *m.vision,
+                                             autograd::variable<float>::leaf(pixels), models::stage::inference, {}, &sink);
     std::map<std::string, tensor<float>> t;
-    for (size_t i = 0; i < hs.size(); i++) t["vision.hidden_states." + std::to_string(i)] = hs[i].value();
-    t["vision.features"] = feats.value();
-    t["projector.out"] = m.model->mm_projector(nullptr, feats).value();
-    t["pixel_values"] = pixels;
-    for (const auto& [k, v] : out.trace()) t[k] = v;
+    for (const auto& [k, v] : sink.entries) t[k] = v;
     const int n = compare_with_reference([&](const std::string& k) -> std::pair<std::vector<float>, std::vector<index_t>> {
         if (!t.count(k)) return {};
         return {t[k].to_vector(), t[k].shape()};
     });
     CHECK(n == 13);
     const auto last = ref.get<float>("logits");
-    CHECK(models::llama_model<float>::argmax_last(out.logits) ==
+    CHECK(generate::argmax_last(out.logits) ==
           std::max_element(last.end() - 64, last.end()) - (last.end() - 64));
 }
 

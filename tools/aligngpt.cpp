@@ -212,23 +212,17 @@ int run_trace(const trace_args& a) {
 
     const tensor<float> pixels = a.pixels.empty() ? read_image(a.image, m) : read_pixels(a.pixels, m.vision_config.image_size);
     if (!a.quiet) log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << ")\n";
-    io::safetensors_writer w;
-    w.add("pixel_values", pixels);
-    const auto hs = m.vision->forward(nullptr, pixels, cfg.mm_vision_select_layer);
-    for (std::size_t i = 0; i < hs.size(); i++) w.add("vision.hidden_states." + std::to_string(i), hs[i].value());
-    const auto feats = m.vision->select_features(nullptr, hs, cfg.mm_vision_select_layer, cfg.mm_vision_select_feature);
-    w.add("vision.features", feats.value());
-    w.add("projector.out", model.mm_projector(nullptr, feats).value());
-
-    if (a.align_level >= 0) {
-        model.mode = models::align_mode::fixed_level;
-        model.fixed_level = a.align_level;
-    } else {
-        model.mode = models::align_mode::gated;
-    }
+    // One prefill through the model's own code: the tower, the projector, the gate and the LLM put
+    // their intermediates into the sink, in the order they are computed.
+    const models::alignment al = a.align_level < 0 ? models::alignment{}
+                                                   : models::alignment{models::align_mode::fixed_level, a.align_level};
     if (!a.quiet) log << "[trace] prefill: " << ids.size() << " ids, align level " << (a.align_level < 0 ? std::string("auto (gate)") : std::to_string(a.align_level)) << "\n";
-    const auto out = model.forward(nullptr, {models::sample{ids}}, feats, models::stage::inference, /*keep_trace=*/true);
-    for (const auto& [name, t] : out.trace()) w.add(name, t);
+    trace_sink<float> sink;
+    sink.put("pixel_values", pixels);
+    const auto out = model.forward_pixels(nullptr, {models::sample{ids}}, *m.vision, autograd::variable<float>::leaf(pixels),
+                                          models::stage::inference, al, &sink);
+    io::safetensors_writer w;
+    for (const auto& [name, t] : sink.entries) w.add(name, t);
     w.add("input_ids", io::dtype::I64, {index_t(ids.size())}, ids.data(), ids.size() * sizeof(std::int64_t));
     w.set_metadata("producer", "aligngpt trace " ALIGNGPT_TOOL_VERSION);
     w.set_metadata("model", a.model);
@@ -237,7 +231,7 @@ int run_trace(const trace_args& a) {
     const auto& logits = out.logits;
     if (!a.quiet)
         log << "[trace] wrote " << a.out << ": logits " << aligngpt::detail::shape_str(logits.shape()) << ", next token (greedy) "
-            << models::llama_model<float>::argmax_last(logits) << "\n";
+            << generate::argmax_last(logits) << "\n";
     return 0;
 }
 

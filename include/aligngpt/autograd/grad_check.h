@@ -17,26 +17,26 @@
 
 namespace aligngpt::autograd {
 
-template <class T, class B = backend::cpu>
-using op_under_test = std::function<variable<T, B>(tape<T, B>*, const std::vector<variable<T, B>>&)>;
+template <class T, class Backend = backend::cpu>
+using op_under_test = std::function<variable<T, Backend>(tape<T, Backend>*, const std::vector<variable<T, Backend>>&)>;
 
 /// Weighted sum of f's output with fixed weights; value only, no tape.
-template <class T, class B>
-T weighted_output(const op_under_test<T, B>& f, const std::vector<variable<T, B>>& xs) {
-    const variable<T, B> y = f(nullptr, xs);
+template <class T, class Backend>
+T weighted_output(const op_under_test<T, Backend>& f, const std::vector<variable<T, Backend>>& xs) {
+    const variable<T, Backend> y = f(nullptr, xs);
     T acc = 0;
     for (index_t i = 0; i < y.value().numel(); i++)
         acc += y.value().data()[i] * T(rng::uniform(99, 7, std::uint64_t(i), 1.f));
     return acc;
 }
 
-template <class T, class B = backend::cpu>
-T grad_check(const op_under_test<T, B>& f, const std::vector<variable<T, B>>& xs, T h = T(1e-6)) {
+template <class T, class Backend = backend::cpu>
+T grad_check(const op_under_test<T, Backend>& f, const std::vector<variable<T, Backend>>& xs, T h = T(1e-6)) {
     // Analytic gradients of L = sum r_i y_i: seed dy = r.
-    tape<T, B> tp;
+    tape<T, Backend> tp;
     for (auto x : xs) x.zero_grad();
-    const variable<T, B> y = f(&tp, xs);
-    tensor<T, B> seed(y.shape());
+    const variable<T, Backend> y = f(&tp, xs);
+    tensor<T, Backend> seed(y.shape());
     for (index_t i = 0; i < seed.numel(); i++) seed.data()[i] = T(rng::uniform(99, 7, std::uint64_t(i), 1.f));
     tp.backward(y, seed);
 
@@ -45,7 +45,7 @@ T grad_check(const op_under_test<T, B>& f, const std::vector<variable<T, B>>& xs
         if (!x.requires_grad()) continue;
         ALIGNGPT_CHECK(x.grad().defined() || x.value().numel() == 0, "grad_check: no gradient reached input ",
                        x.name());
-        tensor<T, B> v = x.value();  // shares storage: perturb in place, restore after
+        tensor<T, Backend> v = x.value();  // shares storage: perturb in place, restore after
         for (index_t j = 0; j < v.numel(); j++) {
             const T orig = v.data()[j];
             v.data()[j] = orig + h;
@@ -62,11 +62,11 @@ T grad_check(const op_under_test<T, B>& f, const std::vector<variable<T, B>>& xs
 }
 
 /// A leaf filled with counter-based uniform values in [-a, a).
-template <class T, class B = backend::cpu>
-variable<T, B> random_leaf(shape_t shape, std::uint64_t stream, bool requires_grad = true, float a = 1.f) {
-    tensor<T, B> t(std::move(shape));
+template <class T, class Backend = backend::cpu>
+variable<T, Backend> random_leaf(shape_t shape, std::uint64_t stream, bool requires_grad = true, float a = 1.f) {
+    tensor<T, Backend> t(std::move(shape));
     rng::fill_uniform(t.data(), t.numel(), 1234, stream, a);
-    return variable<T, B>::leaf(t, requires_grad, "x" + std::to_string(stream));
+    return variable<T, Backend>::leaf(t, requires_grad, "x" + std::to_string(stream));
 }
 
 }  // namespace aligngpt::autograd

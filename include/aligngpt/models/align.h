@@ -58,13 +58,20 @@ enum class align_mode {
     mean,         ///< mean(E[0:7]) + E[7] ("nogate")
 };
 
-/// "align_indicators.indicator_embs" [8, H] and the ways of turning it into one vector per sample.
-template <class T = float, class B = backend::cpu>
-struct align_indicator {
-    variable<T, B> indicator_embs;  ///< "align_indicators.indicator_embs" [8, H]
+/// How finetune and inference form the indicator: an argument of the forward pass, next to the
+/// stage (stage 1 always looks up each sample's own level).
+struct alignment {
+    align_mode mode = align_mode::gated;
+    std::int64_t level = n_indicators - 1;  ///< fixed_level's row: 0..7, 7 = H_8, the global indicator
+};
 
-    static align_indicator make(index_t H, const std::string& prefix = "align_indicators", const B& be = B::instance()) {
-        return align_indicator{nn::parameter<T, B>(prefix + ".indicator_embs", {n_indicators, H}, be)};
+/// "align_indicators.indicator_embs" [8, H] and the ways of turning it into one vector per sample.
+template <class T = float, class Backend = backend::cpu>
+struct align_indicator {
+    variable<T, Backend> indicator_embs;  ///< "align_indicators.indicator_embs" [8, H]
+
+    static align_indicator make(index_t H, const std::string& prefix = "align_indicators", const Backend& be = Backend::instance()) {
+        return align_indicator{nn::parameter<T, Backend>(prefix + ".indicator_embs", {n_indicators, H}, be)};
     }
     /// xavier_uniform_: U(+-sqrt(6 / (fan_in + fan_out))) = U(+-sqrt(6 / (H + 8))), stream = the key.
     void init(std::uint64_t seed) {
@@ -74,35 +81,35 @@ struct align_indicator {
     void visit(F&& f) { f(indicator_embs); }
 
     /// E[levels[b]] for each sample (stage 1; levels in 0..7); the gradient scatters into those rows.
-    variable<T, B> lookup(tape<T, B>* tp, const std::vector<std::int64_t>& levels) const {
+    variable<T, Backend> lookup(tape<T, Backend>* tp, const std::vector<std::int64_t>& levels) const {
         for (std::int64_t l : levels)
             ALIGNGPT_CHECK(0 <= l && l < n_indicators, "align_indicator: level ", l, " outside 0..7");
         return ag::index_rows(tp, indicator_embs, levels);
     }
     /// w [B, 7] -> w E[0:7] + E[7]  (matmul first, then the row add, as the reference).
-    variable<T, B> lin_comb(tape<T, B>* tp, const variable<T, B>& w) const {
+    variable<T, Backend> lin_comb(tape<T, Backend>* tp, const variable<T, Backend>& w) const {
         return ag::add_row(tp, local(tp, w), global_row(tp));
     }
     /// w E[0:7] (AlignGPT_family lin_comb_local).
-    variable<T, B> local(tape<T, B>* tp, const variable<T, B>& w) const {
+    variable<T, Backend> local(tape<T, Backend>* tp, const variable<T, Backend>& w) const {
         ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == n_gate_components, "align_indicator: gate weights ",
                        detail::shape_str(w.shape()), " are not [B, 7]");
         const auto rows = ag::slice(tp, indicator_embs, 0, 0, n_gate_components);  // [7, H]
         return ag::linear(tp, w, ag::transpose(tp, rows, 0, 1));                  // [B, 7] x [7, H]
     }
     /// E[7] as a row [H].
-    variable<T, B> global_row(tape<T, B>* tp) const {
+    variable<T, Backend> global_row(tape<T, Backend>* tp) const {
         return ag::reshape(tp, ag::slice(tp, indicator_embs, 0, n_indicators - 1, n_indicators), {indicator_embs.size(1)});
     }
     /// One vector per sample for a mode other than gated (w unused), repeated for Bn samples.
-    variable<T, B> ungated(tape<T, B>* tp, align_mode mode, index_t Bn, std::int64_t level = n_indicators - 1) const {
+    variable<T, Backend> ungated(tape<T, Backend>* tp, align_mode mode, index_t Bn, std::int64_t level = n_indicators - 1) const {
         std::vector<std::int64_t> pick(size_t(Bn), mode == align_mode::fixed_level ? level : n_indicators - 1);
         switch (mode) {
             case align_mode::fixed_level:
             case align_mode::global_only: return lookup(tp, pick);
             case align_mode::mean: {
                 const auto m = ag::mean(tp, ag::slice(tp, indicator_embs, 0, 0, n_gate_components), 0);  // [H]
-                const auto zeros = variable<T, B>::leaf(tensor<T, B>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
+                const auto zeros = variable<T, Backend>::leaf(tensor<T, Backend>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
                 return ag::add_row(tp, ag::add_row(tp, zeros, m), global_row(tp));
             }
             default: fail("align_indicator: mode needs gate weights");
@@ -111,28 +118,28 @@ struct align_indicator {
 };
 
 /// The gate's named intermediates (docs/model.md §12.3: gate.text_mean, gate.dots, gate.weights).
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct gate_output {
-    variable<T, B> text_mean, dots, weights;  ///< [B, H], [B, P], [B, 7]
+    variable<T, Backend> text_mean, dots, weights;  ///< [B, H], [B, P], [B, 7]
 };
 
 /// GatedWeightLayer: MLP(P -> 256 -> 7) on the image-text dot products, softmax over 7.
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct gated_weight_layer {
-    nn::linear<T, B> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, P], "gated_weight_layer.mlp.2.*" [7, 256]
+    nn::linear<T, Backend> fc1, fc2;  ///< "gated_weight_layer.mlp.0.*" [256, P], "gated_weight_layer.mlp.2.*" [7, 256]
 
     /// n_tokens: the vision tower's patch count (576 for CLIP-L/14-336), the width of the dots.
     static gated_weight_layer make(index_t n_tokens = n_image_tokens, const std::string& prefix = "gated_weight_layer",
-                                   const B& be = B::instance()) {
-        return gated_weight_layer{nn::linear<T, B>::make(prefix + ".mlp.0", n_tokens, 256, true, be),
-                                  nn::linear<T, B>::make(prefix + ".mlp.2", 256, n_gate_components, true, be)};
+                                   const Backend& be = Backend::instance()) {
+        return gated_weight_layer{nn::linear<T, Backend>::make(prefix + ".mlp.0", n_tokens, 256, true, be),
+                                  nn::linear<T, Backend>::make(prefix + ".mlp.2", 256, n_gate_components, true, be)};
     }
     void init(std::uint64_t seed) { fc1.init_default(seed), fc2.init_default(seed); }
     template <class F>
     void visit(F&& f) { fc1.visit(f), fc2.visit(f); }
 
     /// image [B, P, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
-    gate_output<T, B> operator()(tape<T, B>* tp, const variable<T, B>& image, const variable<T, B>& text,
+    gate_output<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& image, const variable<T, Backend>& text,
                                  const std::vector<std::uint8_t>& text_mask) const {
         const index_t n_tokens = fc1.weight.size(1);
         ALIGNGPT_CHECK(image.value().dim() == 3 && image.size(1) == n_tokens, "gate: image tokens ",
@@ -141,7 +148,7 @@ struct gated_weight_layer {
         ALIGNGPT_CHECK(text.value().dim() == 3 && text.size(0) == image.size(0) && text.size(2) == image.size(2),
                        "gate: text embeddings ", detail::shape_str(text.shape()), " do not match image tokens ",
                        detail::shape_str(image.shape()));
-        gate_output<T, B> g;
+        gate_output<T, Backend> g;
         g.text_mean = ag::masked_mean(tp, text, text_mask, T(1e-8));
         g.dots = ag::batched_matvec(tp, image, g.text_mean);
         g.weights = ag::softmax(tp, fc2(tp, ag::gelu(tp, fc1(tp, g.dots))));

@@ -4,9 +4,10 @@
 // docs/model.md §7 (assembly), §9 (stages, loss), §10 (decoding); reference AlignGPT src/model/aligngpt.py.
 //
 // Per image sample (ids hold exactly one -200 placeholder), k = len(c0) with c0 starting at BOS:
-//   pos:    0     1          2 .. k          k+1 .. k+576     k+577 ..
-//           BOS   INDICATOR  c0[1:]          IMAGE x 576      c1 (rest of the text)
-//   labels  l0    IGNORE     c0 labels[1:]   IGNORE x 576     c1 labels
+//   pos:    0     1          2 .. k          k+1 .. k+P       k+P+1 ..
+//           BOS   INDICATOR  c0[1:]          IMAGE x P        c1 (rest of the text)
+//   labels  l0    IGNORE     c0 labels[1:]   IGNORE x P       c1 labels
+// P = the vision tower's patch count (576 for CLIP-L/14-336; aligngpt_config::n_image_tokens).
 // The spliced sequence (without the indicator) is cut to tokenizer_model_max_length - 1, rows are
 // right-padded to S = max_len + 1 (mask 0, position 0, label IGNORE), positions are 0..len.
 // Text-only samples get no indicator; next to image samples they are cut/padded to the same S.
@@ -18,13 +19,15 @@
 // (align.h), or an ablation mode. Loss: mean cross-entropy of logits[b,t] against labels[b,t+1].
 // Generation: the gate and the indicator run once, at prefill; decode steps feed token ids.
 //
-// The vision tower is outside: forward takes CLIP features [B_img, 576, Dv] (hidden_states[-2]
+// The vision tower is outside: forward takes CLIP features [B_img, P, Dv] (hidden_states[-2]
 // without CLS), so precomputed features work; forward_pixels runs a clip_vision_model first.
 //
 //   models::aligngpt_model<float> m(models::aligngpt_config::load("aligngpt-7b/config.json"));
 //   auto out = m.forward(&tp, {{ids, labels}}, features, models::stage::finetune);
 //   tp.backward(out.loss);
-//   auto reply = m.generate({prompt_ids}, features, 128);
+//   auto reply = m.generate({prompt_ids}, features, {128});             // generate/greedy.h
+//   auto fixed = m.forward(nullptr, {{ids}}, features, models::stage::inference,
+//                          {models::align_mode::fixed_level, 3});     // the indicator of level 3
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +35,7 @@
 #include "aligngpt/models/align.h"
 #include "aligngpt/models/llama.h"
 #include "aligngpt/models/projector.h"
+#include "aligngpt/trace.h"
 
 namespace aligngpt::models {
 
@@ -89,19 +93,31 @@ struct sample {
     std::int64_t level = -1;           ///< alignment level 0..7 (stage 1 only)
 };
 
+/// A run of consecutive rows of the embedding table (below): one piece of a spliced sequence.
+struct segment {
+    enum kind_t { text, indicator, image } kind;
+    index_t first = 0, length = 0;  ///< table rows [first, first + length)
+    std::vector<std::int64_t> labels{};  ///< text: the tokens' labels; indicator, image: none (IGNORE)
+};
+
 /// Index bookkeeping of docs/model.md §7. Every LLM input row is a row of one table:
-///   [ text embeddings (n_text) | image tokens (B_img * 576) | indicators (B_img) | a zero row ]
+///   [ text embeddings (n_text) | image tokens (B_img * P) | indicators (B_img) | a zero row ]
+/// Each sample is a list of segments in the paper's order, and the batch is one gather of table
+/// rows (`rows`), padded with the zero row.
 struct prepared_batch {
     index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
-    index_t n_tokens = 576;                     ///< image tokens per image (the tower's patch count)
+    index_t n_tokens = 576;                     ///< P: image tokens per image (the tower's patch count)
     std::vector<std::int64_t> text_ids;         ///< ids of the table's text rows
     std::vector<index_t> image_rows;            ///< batch row of the k-th image sample
+    std::vector<std::vector<segment>> segments; ///< per sample, before truncation and padding
     std::vector<std::int64_t> rows, positions, labels;  ///< [B*S]
     std::vector<std::uint8_t> mask;                     ///< [B*S]
     std::vector<std::int64_t> gate_rows;        ///< [B_img*Tt] table rows of T[:,1:] (zero row = pad)
     std::vector<std::uint8_t> gate_mask;        ///< [B_img*Tt]
     bool has_labels = false;
     index_t n_image() const { return index_t(image_rows.size()); }
+    index_t image_row(index_t k) const { return n_text + k * n_tokens; }
+    index_t indicator_row(index_t k) const { return n_text + n_image() * n_tokens + k; }
     index_t zero_row() const { return n_text + n_image() * (n_tokens + 1); }
 };
 
@@ -112,11 +128,12 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
     p.n_tokens = n_tokens;
     p.B = index_t(samples.size());
     ALIGNGPT_CHECK(p.B > 0, "aligngpt: empty batch");
-    struct seq { std::vector<std::int64_t> src, lab, text; bool image = false; };
-    std::vector<seq> seqs(size_t(p.B));
-    for (index_t b = 0; b < p.B; b++) p.has_labels = p.has_labels || !samples[size_t(b)].labels.empty();
-    index_t n_img = 0;
-    for (const auto& s : samples) n_img += std::count(s.ids.begin(), s.ids.end(), image_token_index) ? 1 : 0;
+    ALIGNGPT_CHECK(n_tokens > 0, "aligngpt: ", n_tokens, " image tokens per image");
+    for (const auto& s : samples) p.has_labels = p.has_labels || !s.labels.empty();
+    // Pass 1: check each sample, give its text tokens table rows, split it at the placeholder.
+    struct split { std::vector<std::int64_t> before, after; bool image = false; };  // table rows
+    std::vector<split> parts(size_t(p.B));
+    std::vector<std::int64_t> row_label;  // label of each text row
     for (index_t b = 0; b < p.B; b++) {
         const sample& s = samples[size_t(b)];
         ALIGNGPT_CHECK(!s.ids.empty(), "aligngpt: sample ", b, " has no ids");
@@ -125,164 +142,184 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
         ALIGNGPT_CHECK(p.has_labels == !s.labels.empty(), "aligngpt: sample ", b, ": labels given for some samples only");
         const auto n_ph = std::count(s.ids.begin(), s.ids.end(), image_token_index);
         ALIGNGPT_CHECK(n_ph <= 1, "aligngpt: sample ", b, " has ", n_ph, " image placeholders (-200); the gate ",
-                       "takes exactly one image of 576 tokens per sample");
-        seq& q = seqs[size_t(b)];
+                       "takes exactly one image of ", n_tokens, " tokens per sample");
+        split& q = parts[size_t(b)];
         q.image = n_ph == 1;
+        if (q.image) p.image_rows.push_back(b);
+        bool seen = false;
         for (size_t t = 0; t < s.ids.size(); t++) {
-            const std::int64_t lab = s.labels.empty() ? ignore_index : s.labels[t];
-            if (s.ids[t] == image_token_index) {
-                const index_t k = index_t(p.image_rows.size());
-                p.image_rows.push_back(b);
-                for (index_t j = 0; j < n_tokens; j++) q.src.push_back(-1 - (k * n_tokens + j)), q.lab.push_back(ignore_index);
-            } else {
-                q.src.push_back(index_t(p.text_ids.size())), q.lab.push_back(lab), q.text.push_back(index_t(p.text_ids.size()));
-                p.text_ids.push_back(s.ids[t]);
-            }
+            if (s.ids[t] == image_token_index) { seen = true; continue; }
+            (seen ? q.after : q.before).push_back(index_t(p.text_ids.size()));
+            p.text_ids.push_back(s.ids[t]);
+            row_label.push_back(s.labels.empty() ? ignore_index : s.labels[t]);
         }
     }
     p.n_text = index_t(p.text_ids.size());
-    const auto table_row = [&](std::int64_t src) { return src >= 0 ? src : p.n_text + (-1 - src); };
-    // lengths: image rows truncated to max_length - 1, then one more slot for the indicator
-    index_t max_len = 0, max_text = 0, max_pure = 0;
-    for (auto& q : seqs) {
+    const auto text_segment = [&](const std::vector<std::int64_t>& r, size_t from, size_t to) {
+        segment g{segment::text, from < to ? r[from] : 0, index_t(to - from), {}};
+        for (size_t i = from; i < to; i++) g.labels.push_back(row_label[size_t(r[i])]);
+        return g;
+    };
+    // Pass 2: the segments, in the paper's order. An image sample is
+    //   BOS | INDICATOR | c0[1:] | IMAGE x P | c1        (c0 = the text before the image, from BOS)
+    // i.e. the text and image rows with the indicator after the first row (BOS).
+    index_t k = 0;
+    for (const split& q : parts) {
+        std::vector<segment> seg;
+        if (!q.before.empty()) seg.push_back(text_segment(q.before, 0, q.before.size()));
+        if (q.image) seg.push_back({segment::image, p.image_row(k), n_tokens, {}});
+        if (!q.after.empty()) seg.push_back(text_segment(q.after, 0, q.after.size()));
         if (q.image) {
-            if (max_length > 0 && index_t(q.src.size()) > max_length - 1) q.src.resize(size_t(max_length - 1)), q.lab.resize(size_t(max_length - 1));
-            max_len = std::max(max_len, index_t(q.src.size()));
-            max_text = std::max(max_text, index_t(q.text.size()));
+            segment rest = seg.front();  // split the first segment after its first row
+            seg.front().length = 1, rest.first += 1, rest.length -= 1;
+            if (!rest.labels.empty()) seg.front().labels.resize(1), rest.labels.erase(rest.labels.begin());
+            seg.insert(seg.begin() + 1, segment{segment::indicator, p.indicator_row(k), 1, {}});
+            if (rest.length > 0) seg.insert(seg.begin() + 2, std::move(rest));
+            k++;
+        }
+        p.segments.push_back(std::move(seg));
+    }
+    // Lengths: an image sample without its indicator is cut to max_length - 1; text-only samples
+    // next to image samples are cut to the same S; everything is right-padded to S.
+    const auto length_without_indicator = [](const std::vector<segment>& seg) {
+        index_t n = 0;
+        for (const segment& g : seg) n += g.kind == segment::indicator ? 0 : g.length;
+        return n;
+    };
+    index_t max_len = 0, max_text = 0, max_pure = 0;
+    for (index_t b = 0; b < p.B; b++) {
+        const index_t n = length_without_indicator(p.segments[size_t(b)]);
+        if (parts[size_t(b)].image) {
+            max_len = std::max(max_len, max_length > 0 ? std::min(n, max_length - 1) : n);
+            max_text = std::max(max_text, index_t(parts[size_t(b)].before.size() + parts[size_t(b)].after.size()));
         } else {
-            max_pure = std::max(max_pure, index_t(q.src.size()));
+            max_pure = std::max(max_pure, n);
         }
     }
-    p.S = n_img > 0 ? max_len + 1 : max_pure;
-    p.Tt = n_img > 0 ? max_text - 1 : 0;
+    p.S = p.n_image() > 0 ? max_len + 1 : max_pure;
+    p.Tt = p.n_image() > 0 ? max_text - 1 : 0;
     const std::int64_t zero = p.zero_row();
     p.rows.assign(size_t(p.B * p.S), zero), p.positions.assign(size_t(p.B * p.S), 0);
     p.labels.assign(size_t(p.B * p.S), ignore_index), p.mask.assign(size_t(p.B * p.S), 0);
-    index_t k = 0;
     for (index_t b = 0; b < p.B; b++) {
-        const seq& q = seqs[size_t(b)];
-        const size_t o = size_t(b * p.S);
-        if (q.image) {  // [src0, indicator, src1 ...]
-            const index_t len = index_t(q.src.size());
-            for (index_t t = 0; t <= len; t++) {
-                const bool ind = t == 1;
-                const index_t i = t == 0 ? 0 : t - 1;
-                p.rows[o + size_t(t)] = ind ? p.n_text + n_img * n_tokens + k : table_row(q.src[size_t(i)]);
-                p.labels[o + size_t(t)] = ind ? ignore_index : q.lab[size_t(i)];
-                p.positions[o + size_t(t)] = t, p.mask[o + size_t(t)] = 1;
+        const bool image = parts[size_t(b)].image;
+        index_t budget = image ? (max_length > 0 ? max_length - 1 : p.S) : p.S;  // rows other than the indicator
+        index_t t = 0;
+        for (const segment& g : p.segments[size_t(b)]) {
+            for (index_t i = 0; i < g.length; i++) {
+                if (g.kind != segment::indicator) {
+                    if (budget == 0) break;
+                    budget--;
+                }
+                const size_t o = size_t(b * p.S + t);
+                p.rows[o] = g.first + i;
+                p.labels[o] = g.kind == segment::text ? g.labels[size_t(i)] : ignore_index;
+                p.positions[o] = t, p.mask[o] = 1;
+                t++;
             }
-            for (index_t t = 0; t < p.Tt; t++) {  // T[:, 1:]: text rows without BOS, zero-padded
-                const bool real = t + 1 < index_t(q.text.size());
-                p.gate_rows.push_back(real ? q.text[size_t(t + 1)] : zero);
+        }
+        if (image) {  // the gate's text: all text rows without BOS (not truncated), zero-padded to Tt
+            std::vector<std::int64_t> text = parts[size_t(b)].before;
+            text.insert(text.end(), parts[size_t(b)].after.begin(), parts[size_t(b)].after.end());
+            for (index_t i = 0; i < p.Tt; i++) {
+                const bool real = i + 1 < index_t(text.size());
+                p.gate_rows.push_back(real ? text[size_t(i + 1)] : zero);
                 p.gate_mask.push_back(real ? 1 : 0);
-            }
-            k++;
-        } else {
-            const index_t len = std::min(index_t(q.src.size()), p.S);
-            for (index_t t = 0; t < len; t++) {
-                p.rows[o + size_t(t)] = q.src[size_t(t)], p.labels[o + size_t(t)] = q.lab[size_t(t)];
-                p.positions[o + size_t(t)] = t, p.mask[o + size_t(t)] = 1;
             }
         }
     }
     return p;
 }
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct aligngpt_output {
     prepared_batch batch;
-    variable<T, B> logits, loss;            ///< [B, S, V]; loss 0-d (undefined without labels)
-    variable<T, B> inputs_embeds, indicator;
-    gate_output<T, B> gate;                 ///< undefined unless the gate ran
-    std::vector<variable<T, B>> layers;     ///< each decoder layer's output (with keep_trace)
-
-    /// The named intermediates of docs/model.md §12.3, in order; undefined ones are skipped.
-    std::vector<std::pair<std::string, tensor<T, B>>> trace() const {
-        std::vector<std::pair<std::string, tensor<T, B>>> t;
-        const auto put = [&](const std::string& n, const variable<T, B>& v) { if (v.defined()) t.emplace_back(n, v.value()); };
-        put("gate.text_mean", gate.text_mean), put("gate.dots", gate.dots), put("gate.weights", gate.weights);
-        put("align.indicator", indicator), put("inputs_embeds", inputs_embeds);
-        for (size_t l = 0; l < layers.size(); l++) put("llm.layers." + std::to_string(l) + ".out", layers[l]);
-        put("logits", logits);
-        return t;
-    }
+    variable<T, Backend> logits, loss;            ///< [B, S, V]; loss 0-d (undefined without labels)
+    variable<T, Backend> inputs_embeds, indicator;
+    gate_output<T, Backend> gate;                 ///< undefined unless the gate ran
 };
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 class aligngpt_model {
 public:
     aligngpt_config config;
-    llama_model<T, B> llm;
-    projector<T, B> mm_projector;                  ///< "mm_projector.*"
-    align_indicator<T, B> align_indicators;        ///< "align_indicators.indicator_embs"
-    gated_weight_layer<T, B> gated_weight;         ///< "gated_weight_layer.mlp.*"
-    align_mode mode = align_mode::gated;           ///< finetune / inference indicator
-    std::int64_t fixed_level = n_indicators - 1;   ///< for align_mode::fixed_level
+    llama_model<T, Backend> llm;
+    projector<T, Backend> mm_projector;                  ///< "mm_projector.*"
+    align_indicator<T, Backend> align_indicators;        ///< "align_indicators.indicator_embs"
+    gated_weight_layer<T, Backend> gated_weight;         ///< "gated_weight_layer.mlp.*"
 
-    explicit aligngpt_model(const aligngpt_config& c, const B& be = B::instance())
+    explicit aligngpt_model(const aligngpt_config& c, const Backend& be = Backend::instance())
         : config(c), llm(c.llm, be),
-          mm_projector(projector<T, B>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)),
-          align_indicators(align_indicator<T, B>::make(c.llm.hidden_size, "align_indicators", be)),
-          gated_weight(gated_weight_layer<T, B>::make(c.n_image_tokens, "gated_weight_layer", be)) {}
+          mm_projector(projector<T, Backend>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)),
+          align_indicators(align_indicator<T, Backend>::make(c.llm.hidden_size, "align_indicators", be)),
+          gated_weight(gated_weight_layer<T, Backend>::make(c.n_image_tokens, "gated_weight_layer", be)) {}
 
     template <class F>
     void visit(F&& f) {
         llm.visit(f), mm_projector.visit(f), align_indicators.visit(f), gated_weight.visit(f);
     }
     /// The backend the model was built on (its parameters' backend).
-    const B& backend() const { return llm.backend(); }
+    const Backend& backend() const { return llm.backend(); }
 
-    /// One forward pass. image_features [B_img, 576, Dv] for the samples with a placeholder, in
-    /// batch order (undefined when there are none). keep_trace keeps every layer's output.
-    aligngpt_output<T, B> forward(tape<T, B>* tp, const std::vector<sample>& samples, const variable<T, B>& image_features,
-                                  stage st, bool keep_trace = false, kv_cache<T, B>* cache = nullptr) const {
-        aligngpt_output<T, B> out;
+    /// One forward pass. image_features [B_img, P, Dv] for the samples with a placeholder, in batch
+    /// order (undefined when there are none). `al` says how finetune and inference form the
+    /// indicator; `trace` (optional) receives the named intermediates; `cache` (optional) is filled
+    /// for decoding.
+    aligngpt_output<T, Backend> forward(tape<T, Backend>* tp, const std::vector<sample>& samples, const variable<T, Backend>& image_features,
+                                  stage st, alignment al = {}, trace_sink<T, Backend>* trace = nullptr,
+                                  kv_cache<T, Backend>* cache = nullptr) const {
+        aligngpt_output<T, Backend> out;
         out.batch = prepare_batch(samples, config.tokenizer_model_max_length, config.n_image_tokens);
         const prepared_batch& p = out.batch;
         const index_t H = config.llm.hidden_size, Bi = p.n_image();
-        std::vector<variable<T, B>> table{llm.embed(tp, p.text_ids)};  // [n_text, H]
+        const auto put = [&](const char* name, const variable<T, Backend>& v) { if (trace && v.defined()) trace->put(name, v.value()); };
+        std::vector<variable<T, Backend>> table{llm.embed(tp, p.text_ids)};  // [n_text, H]
         if (Bi > 0) {
             ALIGNGPT_CHECK(image_features.defined() && image_features.value().dim() == 3 && image_features.size(0) == Bi &&
                                image_features.size(1) == config.n_image_tokens && image_features.size(2) == config.mm_hidden_size,
                            "aligngpt: image features ", (image_features.defined() ? detail::shape_str(image_features.shape()) : "none"),
                            " for ", Bi, " image samples; expected [", Bi, ", ", config.n_image_tokens, ", ", config.mm_hidden_size, "]");
-            const auto img = mm_projector(tp, image_features);  // [B_img, 576, H]
+            const auto img = mm_projector(tp, image_features);  // [B_img, P, H]
+            put("projector.out", img);
             if (st == stage::pretrain) {
                 ALIGNGPT_CHECK(Bi == p.B, "aligngpt: stage pretrain needs an image in every sample");
                 std::vector<std::int64_t> levels;
                 for (index_t b : p.image_rows) levels.push_back(samples[size_t(b)].level);
                 out.indicator = align_indicators.lookup(tp, levels);
-            } else if (mode == align_mode::gated || mode == align_mode::local_only) {
+            } else if (al.mode == align_mode::gated || al.mode == align_mode::local_only) {
                 const auto text = ag::reshape(tp, ag::index_rows(tp, ag::concat(tp, {table[0], zero_row(H)}, 0),
                                                                  remap_zero(p.gate_rows, p.n_text)), {Bi, p.Tt, H});
                 out.gate = gated_weight(tp, img, text, p.gate_mask);
-                out.indicator = mode == align_mode::gated ? align_indicators.lin_comb(tp, out.gate.weights)
-                                                          : align_indicators.local(tp, out.gate.weights);
+                out.indicator = al.mode == align_mode::gated ? align_indicators.lin_comb(tp, out.gate.weights)
+                                                             : align_indicators.local(tp, out.gate.weights);
             } else {
-                out.indicator = align_indicators.ungated(tp, mode, Bi, fixed_level);
+                out.indicator = align_indicators.ungated(tp, al.mode, Bi, al.level);
             }
+            put("gate.text_mean", out.gate.text_mean), put("gate.dots", out.gate.dots), put("gate.weights", out.gate.weights);
+            put("align.indicator", out.indicator);
             table.push_back(ag::reshape(tp, img, {Bi * config.n_image_tokens, H}));
             table.push_back(out.indicator);
         }
         table.push_back(zero_row(H));
         out.inputs_embeds = ag::reshape(tp, ag::index_rows(tp, ag::concat(tp, table, 0), p.rows), {p.B, p.S, H});
-        auto r = llm.forward(tp, out.inputs_embeds, p.positions, p.mask, cache, keep_trace);
-        out.logits = r.logits, out.layers = std::move(r.layers);
+        put("inputs_embeds", out.inputs_embeds);
+        out.logits = llm.forward(tp, out.inputs_embeds, p.positions, p.mask, cache, trace).logits;
         if (p.has_labels) out.loss = ag::cross_entropy(tp, out.logits, shifted_targets(p.labels, p.B, p.S), ignore_index);
         return out;
     }
 
     /// forward() on pixels through a frozen vision tower, e.g. clip_vision_model (docs/model.md §3.2: no_grad,
-    /// hidden_states[-2] without CLS): any type with features(tape*, pixels) -> [B_img, 576, Dv].
+    /// hidden_states[-2] without CLS): any type with features(tape*, pixels, trace) -> [B_img, P, Dv].
     template <class Tower>
-    aligngpt_output<T, B> forward_pixels(tape<T, B>* tp, const std::vector<sample>& samples, const Tower& tower,
-                                         const variable<T, B>& pixels, stage st, bool keep_trace = false) const {
-        variable<T, B> f;
+    aligngpt_output<T, Backend> forward_pixels(tape<T, Backend>* tp, const std::vector<sample>& samples, const Tower& tower,
+                                         const variable<T, Backend>& pixels, stage st, alignment al = {},
+                                         trace_sink<T, Backend>* trace = nullptr) const {
+        variable<T, Backend> f;
         if (pixels.defined()) {
-            autograd::no_grad<T, B> frozen(tp);
-            f = tower.features(nullptr, pixels);
+            autograd::no_grad<T, Backend> frozen(tp);
+            f = tower.features(nullptr, pixels, trace);
         }
-        return forward(tp, samples, f, st, keep_trace);
+        return forward(tp, samples, f, st, al, trace);
     }
 
     /// The trainable set of each stage (docs/model.md §9.2, §9.3): pretrain = projector + indicators; finetune =
@@ -295,24 +332,19 @@ public:
         nn::set_trainable(llm, true), nn::set_trainable(gated_weight, true);
     }
 
-    /// Greedy decoding of one prompt (stage inference): the gate and indicator run at prefill only.
-    std::vector<std::int64_t> generate(const sample& prompt, const variable<T, B>& image_features, index_t max_new_tokens,
-                                       std::vector<std::int64_t> eos = {}) const {
-        if (eos.empty()) eos = config.llm.eos_token_ids;
-        kv_cache<T, B> cache;
-        auto logits = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, false, &cache).logits;
-        std::vector<std::int64_t> out;
-        while (index_t(out.size()) < max_new_tokens) {
-            out.push_back(llama_model<T, B>::argmax_last(logits));
-            if (std::find(eos.begin(), eos.end(), out.back()) != eos.end() || index_t(out.size()) == max_new_tokens) break;
-            const auto e = ag::reshape<T, B>(nullptr, llm.embed(nullptr, {out.back()}), {1, 1, config.llm.hidden_size});
-            logits = llm.forward(nullptr, e, {std::int64_t(cache.length())}, {}, &cache).logits;
-        }
-        return out;
+    /// Greedy decoding of one prompt (stage inference): the gate and indicator run at prefill only,
+    /// then the decode loop of generate/greedy.h feeds one token at a time through the LLM.
+    std::vector<std::int64_t> generate(const sample& prompt, const variable<T, Backend>& image_features, generate::options opt,
+                                       alignment al = {}) const {
+        if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
+        kv_cache<T, Backend> cache;
+        const auto prefill = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al,
+                                     nullptr, &cache);
+        return generate::greedy(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
     }
 
 private:
-    variable<T, B> zero_row(index_t H) const { return variable<T, B>::leaf(tensor<T, B>({1, H}, backend())); }
+    variable<T, Backend> zero_row(index_t H) const { return variable<T, Backend>::leaf(tensor<T, Backend>({1, H}, backend())); }
     /// gate rows point at the full table's zero row; in the text-only table that row is n_text.
     static std::vector<std::int64_t> remap_zero(std::vector<std::int64_t> rows, index_t n_text) {
         for (auto& r : rows) r = std::min<std::int64_t>(r, n_text);

@@ -34,50 +34,50 @@
 
 namespace aligngpt::models {
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct clip_model {
     clip_config cfg;
-    clip_text_model<T, B> text;
-    clip_vision_model<T, B> vision;
-    nn::linear<T, B> visual_projection;   ///< "visual_projection.weight" [P, Dv]
-    nn::linear<T, B> text_projection;     ///< "text_projection.weight" [P, Dt]
-    variable<T, B> logit_scale;           ///< "logit_scale", 0-d
+    clip_text_model<T, Backend> text;
+    clip_vision_model<T, Backend> vision;
+    nn::linear<T, Backend> visual_projection;   ///< "visual_projection.weight" [P, Dv]
+    nn::linear<T, Backend> text_projection;     ///< "text_projection.weight" [P, Dt]
+    variable<T, Backend> logit_scale;           ///< "logit_scale", 0-d
 
-    static clip_model make(const clip_config& cfg, const B& be = B::instance()) {
+    static clip_model make(const clip_config& cfg, const Backend& be = Backend::instance()) {
         clip_model m;
         m.cfg = cfg;
-        m.text = clip_text_model<T, B>::make(cfg.text, "text_model.", be);
-        m.vision = clip_vision_model<T, B>::make(cfg.vision, "vision_model.", be);
-        m.visual_projection = nn::linear<T, B>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false, be);
-        m.text_projection = nn::linear<T, B>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false, be);
-        m.logit_scale = nn::parameter<T, B>("logit_scale", {}, be);
+        m.text = clip_text_model<T, Backend>::make(cfg.text, "text_model.", be);
+        m.vision = clip_vision_model<T, Backend>::make(cfg.vision, "vision_model.", be);
+        m.visual_projection = nn::linear<T, Backend>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false, be);
+        m.text_projection = nn::linear<T, Backend>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false, be);
+        m.logit_scale = nn::parameter<T, Backend>("logit_scale", {}, be);
         m.logit_scale.value().fill(T(cfg.logit_scale_init_value));
         return m;
     }
 
     /// Unnormalised projections (CLIPModel.get_image_features / get_text_features).
-    variable<T, B> image_features(tape<T, B>* tp, const variable<T, B>& pixels) const {
+    variable<T, Backend> image_features(tape<T, Backend>* tp, const variable<T, Backend>& pixels) const {
         return visual_projection(tp, vision.pooled(tp, vision.forward(tp, pixels)));
     }
-    variable<T, B> text_features(tape<T, B>* tp, const tensor<std::int64_t>& ids,
+    variable<T, Backend> text_features(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
                                  const std::vector<std::uint8_t>& attention_mask = {}) const {
         return text_projection(tp, text.forward(tp, ids, attention_mask).pooled);
     }
     /// L2-normalised embeddings: [Ni, P] and [Nt, P].
-    variable<T, B> image_embeds(tape<T, B>* tp, const variable<T, B>& pixels) const {
+    variable<T, Backend> image_embeds(tape<T, Backend>* tp, const variable<T, Backend>& pixels) const {
         return ag::l2_normalize(tp, image_features(tp, pixels));
     }
-    variable<T, B> text_embeds(tape<T, B>* tp, const tensor<std::int64_t>& ids,
+    variable<T, Backend> text_embeds(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
                                const std::vector<std::uint8_t>& attention_mask = {}) const {
         return ag::l2_normalize(tp, text_features(tp, ids, attention_mask));
     }
     /// cos[i, t] = img_i . txt_t  ->  [Ni, Nt]  (a linear map with the text embeddings as weight).
-    variable<T, B> cosine(tape<T, B>* tp, const variable<T, B>& img, const variable<T, B>& txt) const {
+    variable<T, Backend> cosine(tape<T, Backend>* tp, const variable<T, Backend>& img, const variable<T, Backend>& txt) const {
         return ag::linear(tp, img, txt);
     }
     /// exp(logit_scale) * cos. logit_scale enters as a constant (read to the host once): no gradient
     /// reaches it.
-    variable<T, B> logits_per_image(tape<T, B>* tp, const variable<T, B>& cos) const {
+    variable<T, Backend> logits_per_image(tape<T, Backend>* tp, const variable<T, Backend>& cos) const {
         return ag::scale(tp, cos, T(ops::exp_of(logit_scale.value().to_vector().at(0))));
     }
 

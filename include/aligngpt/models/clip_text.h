@@ -30,43 +30,43 @@
 
 namespace aligngpt::models {
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct clip_text_model {
     clip_text_config cfg;
     std::string prefix;
-    nn::embedding<T, B> token_embedding;             ///< embeddings.token_embedding [V, D]
-    nn::embedding<T, B> position_embedding;          ///< embeddings.position_embedding [max_pos, D]
-    std::vector<clip_encoder_layer<T, B>> layers;    ///< encoder.layers.{j}
-    nn::layer_norm<T, B> final_layer_norm;           ///< [D]
+    nn::embedding<T, Backend> token_embedding;             ///< embeddings.token_embedding [V, D]
+    nn::embedding<T, Backend> position_embedding;          ///< embeddings.position_embedding [max_pos, D]
+    std::vector<clip_encoder_layer<T, Backend>> layers;    ///< encoder.layers.{j}
+    nn::layer_norm<T, Backend> final_layer_norm;           ///< [D]
 
     struct output {
-        std::vector<variable<T, B>> hidden_states;   ///< L+1 entries, [B, T, D]
-        variable<T, B> last_hidden_state;            ///< final_layer_norm(hidden_states[L])
-        variable<T, B> pooled;                       ///< [B, D], at the EOT token
+        std::vector<variable<T, Backend>> hidden_states;   ///< L+1 entries, [B, T, D]
+        variable<T, Backend> last_hidden_state;            ///< final_layer_norm(hidden_states[L])
+        variable<T, Backend> pooled;                       ///< [B, D], at the EOT token
         std::vector<std::int64_t> eot;               ///< [B], the pooled position of each row
     };
 
     static clip_text_model make(const clip_text_config& cfg, const std::string& prefix = "text_model.",
-                                const B& be = B::instance()) {
+                                const Backend& be = Backend::instance()) {
         cfg.validate(prefix + ": ");
         clip_text_model m;
         m.cfg = cfg;
         m.prefix = prefix;
         const index_t D = cfg.hidden_size;
         const T eps = T(cfg.layer_norm_eps);
-        m.token_embedding = nn::embedding<T, B>::make(prefix + "embeddings.token_embedding", cfg.vocab_size, D, -1, be);
+        m.token_embedding = nn::embedding<T, Backend>::make(prefix + "embeddings.token_embedding", cfg.vocab_size, D, -1, be);
         m.position_embedding =
-            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.max_position_embeddings, D, -1, be);
+            nn::embedding<T, Backend>::make(prefix + "embeddings.position_embedding", cfg.max_position_embeddings, D, -1, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
-            m.layers.push_back(clip_encoder_layer<T, B>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
+            m.layers.push_back(clip_encoder_layer<T, Backend>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
                                                               cfg.intermediate_size, int(cfg.num_attention_heads),
                                                               eps, cfg.hidden_act, be));
-        m.final_layer_norm = nn::layer_norm<T, B>::make(prefix + "final_layer_norm", D, eps, be);
+        m.final_layer_norm = nn::layer_norm<T, Backend>::make(prefix + "final_layer_norm", D, eps, be);
         return m;
     }
 
     /// ids [B, T] on the host (T <= max_position_embeddings); attention_mask: empty, or B*T entries, 0 = padding.
-    output forward(tape<T, B>* tp, const tensor<std::int64_t>& ids,
+    output forward(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
                    const std::vector<std::uint8_t>& attention_mask = {}) const {
         ALIGNGPT_CHECK(ids.dim() == 2 && ids.size(1) >= 1, prefix, "forward: input_ids ",
                        detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
@@ -79,8 +79,8 @@ struct clip_text_model {
         const tensor<std::int64_t> idc = ids.contiguous();
 
         output out;
-        const variable<T, B> tok = ag::embedding(tp, token_embedding.weight, idc);   // [B, T, D]
-        const variable<T, B> pos = ag::reshape(tp, ag::slice(tp, position_embedding.weight, 0, 0, Tn), {Tn * D});
+        const variable<T, Backend> tok = ag::embedding(tp, token_embedding.weight, idc);   // [B, T, D]
+        const variable<T, Backend> pos = ag::reshape(tp, ag::slice(tp, position_embedding.weight, 0, 0, Tn), {Tn * D});
         out.hidden_states.push_back(
             ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, tok, {Bn, Tn * D}), pos), {Bn, Tn, D}));
 

@@ -32,6 +32,7 @@
 #include "aligngpt/models/clip_encoder.h"
 #include "aligngpt/ops/patch_embed.h"
 #include "aligngpt/ops/shape.h"
+#include "aligngpt/trace.h"
 
 namespace aligngpt::models {
 
@@ -42,98 +43,113 @@ inline index_t resolve_index(index_t i, index_t n, const char* what) {
     return r;
 }
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct clip_vision_model {
     clip_vision_config cfg;
     std::string prefix;
-    variable<T, B> class_embedding;                  ///< embeddings.class_embedding [D]
-    variable<T, B> patch_embedding;                  ///< embeddings.patch_embedding.weight [D, C, P, P]
-    nn::embedding<T, B> position_embedding;          ///< embeddings.position_embedding [NP+1, D]
-    nn::layer_norm<T, B> pre_layrnorm;               ///< [D]
-    std::vector<clip_encoder_layer<T, B>> layers;    ///< encoder.layers.{j}
-    nn::layer_norm<T, B> post_layernorm;             ///< [D]
+    index_t select_layer = -2;                       ///< AlignGPT's mm_vision_select_layer
+    std::string select_feature = "patch";            ///< AlignGPT's mm_vision_select_feature
+    variable<T, Backend> class_embedding;                  ///< embeddings.class_embedding [D]
+    variable<T, Backend> patch_embedding;                  ///< embeddings.patch_embedding.weight [D, C, P, P]
+    nn::embedding<T, Backend> position_embedding;          ///< embeddings.position_embedding [NP+1, D]
+    nn::layer_norm<T, Backend> pre_layrnorm;               ///< [D]
+    std::vector<clip_encoder_layer<T, Backend>> layers;    ///< encoder.layers.{j}
+    nn::layer_norm<T, Backend> post_layernorm;             ///< [D]
 
     /// Zero-initialised parameters named "<prefix>..." (LayerNorm weights 1).
     static clip_vision_model make(const clip_vision_config& cfg, const std::string& prefix = "vision_model.",
-                                  const B& be = B::instance()) {
+                                  const Backend& be = Backend::instance()) {
         cfg.validate(prefix + ": ");
         clip_vision_model m;
         m.cfg = cfg;
         m.prefix = prefix;
         const index_t D = cfg.hidden_size, P = cfg.patch_size;
         const T eps = T(cfg.layer_norm_eps);
-        m.class_embedding = nn::parameter<T, B>(prefix + "embeddings.class_embedding", {D}, be);
-        m.patch_embedding = nn::parameter<T, B>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P}, be);
+        m.class_embedding = nn::parameter<T, Backend>(prefix + "embeddings.class_embedding", {D}, be);
+        m.patch_embedding = nn::parameter<T, Backend>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P}, be);
         m.position_embedding =
-            nn::embedding<T, B>::make(prefix + "embeddings.position_embedding", cfg.num_positions(), D, -1, be);
-        m.pre_layrnorm = nn::layer_norm<T, B>::make(prefix + "pre_layrnorm", D, eps, be);
+            nn::embedding<T, Backend>::make(prefix + "embeddings.position_embedding", cfg.num_positions(), D, -1, be);
+        m.pre_layrnorm = nn::layer_norm<T, Backend>::make(prefix + "pre_layrnorm", D, eps, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
-            m.layers.push_back(clip_encoder_layer<T, B>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
+            m.layers.push_back(clip_encoder_layer<T, Backend>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
                                                               cfg.intermediate_size, int(cfg.num_attention_heads),
                                                               eps, cfg.hidden_act, be));
-        m.post_layernorm = nn::layer_norm<T, B>::make(prefix + "post_layernorm", D, eps, be);
+        m.post_layernorm = nn::layer_norm<T, Backend>::make(prefix + "post_layernorm", D, eps, be);
         return m;
     }
 
     index_t num_layers() const { return index_t(layers.size()); }
 
     /// pre_layrnorm(concat(cls, patches) + positions): hidden_states[0], [B, NP+1, D].
-    variable<T, B> embed(tape<T, B>* tp, const variable<T, B>& pixels) const {
+    variable<T, Backend> embed(tape<T, Backend>* tp, const variable<T, Backend>& pixels) const {
         const index_t D = cfg.hidden_size, S = cfg.image_size;
         ALIGNGPT_CHECK(pixels.value().dim() == 4 && pixels.size(1) == cfg.num_channels && pixels.size(2) == S &&
                            pixels.size(3) == S,
                        prefix, "embeddings: pixels ", detail::shape_str(pixels.shape()), " are not [B, ",
                        cfg.num_channels, ", ", S, ", ", S, "]");
         const index_t Bn = pixels.size(0), N = cfg.num_positions();
-        const variable<T, B> p = ag::patch_embed(tp, pixels, patch_embedding);                 // [B, NP, D]
+        const variable<T, Backend> p = ag::patch_embed(tp, pixels, patch_embedding);                 // [B, NP, D]
         const std::vector<std::int64_t> zeros(size_t(Bn), 0);
-        const variable<T, B> cls =                                                             // [B, 1, D]
+        const variable<T, Backend> cls =                                                             // [B, 1, D]
             ag::reshape(tp, ag::index_rows(tp, ag::reshape(tp, class_embedding, {1, D}), zeros), {Bn, 1, D});
-        const variable<T, B> x = ag::concat(tp, {cls, p}, 1);                                  // [B, N, D]
+        const variable<T, Backend> x = ag::concat(tp, {cls, p}, 1);                                  // [B, N, D]
         // + position_embedding, broadcast over the batch: rows of [B, N*D] plus one row [N*D]
-        const variable<T, B> pos = ag::reshape(tp, position_embedding.weight, {N * D});
-        const variable<T, B> x0 = ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, x, {Bn, N * D}), pos), {Bn, N, D});
+        const variable<T, Backend> pos = ag::reshape(tp, position_embedding.weight, {N * D});
+        const variable<T, Backend> x0 = ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, x, {Bn, N * D}), pos), {Bn, N, D});
         return pre_layrnorm(tp, x0);
     }
 
-    /// hidden_states[0 .. up_to] (up_to Python-style over L+1 entries; -1 = all layers).
-    std::vector<variable<T, B>> forward(tape<T, B>* tp, const variable<T, B>& pixels, index_t up_to = -1) const {
+    /// hidden_states[0 .. up_to] (up_to Python-style over L+1 entries; -1 = all layers); each one
+    /// goes to `trace` as "vision.hidden_states.<i>" when given.
+    std::vector<variable<T, Backend>> forward(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t up_to = -1,
+                                        trace_sink<T, Backend>* trace = nullptr) const {
         const index_t last = resolve_index(up_to, num_layers() + 1, "clip_vision_model::forward up_to");
-        std::vector<variable<T, B>> hs{embed(tp, pixels)};
+        std::vector<variable<T, Backend>> hs{embed(tp, pixels)};
         for (index_t i = 0; i < last; i++) hs.push_back(layers[size_t(i)](tp, hs.back(), {}));
+        if (trace)
+            for (size_t i = 0; i < hs.size(); i++) trace->put("vision.hidden_states." + std::to_string(i), hs[i].value());
         return hs;
     }
-    std::vector<variable<T, B>> forward(tape<T, B>* tp, const tensor<T, B>& pixels, index_t up_to = -1) const {
-        return forward(tp, variable<T, B>::leaf(pixels), up_to);
+    std::vector<variable<T, Backend>> forward(tape<T, Backend>* tp, const tensor<T, Backend>& pixels, index_t up_to = -1,
+                                        trace_sink<T, Backend>* trace = nullptr) const {
+        return forward(tp, variable<T, Backend>::leaf(pixels), up_to, trace);
     }
 
     /// post_layernorm(hidden_states[L][:, 0]) -> [B, D]; needs the full list (up_to = -1).
-    variable<T, B> pooled(tape<T, B>* tp, const std::vector<variable<T, B>>& hs) const {
+    variable<T, Backend> pooled(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs) const {
         ALIGNGPT_CHECK(index_t(hs.size()) == num_layers() + 1, prefix, "post_layernorm: pooling needs all ",
                        num_layers() + 1, " hidden states, got ", hs.size(), " (run forward with up_to = -1)");
-        const variable<T, B>& h = hs.back();
-        const variable<T, B> cls = ag::reshape(tp, ag::slice(tp, h, 1, 0, 1), {h.size(0), h.size(2)});
+        const variable<T, Backend>& h = hs.back();
+        const variable<T, Backend> cls = ag::reshape(tp, ag::slice(tp, h, 1, 0, 1), {h.size(0), h.size(2)});
         return post_layernorm(tp, cls);
     }
 
     /// AlignGPT's feature_select: hidden_states[select_layer] ("patch": without the CLS token,
     /// [B, NP, D]; "cls_patch": all NP+1 tokens). select_layer is Python-style over the full list
     /// of L+1 entries (-2 = index L-1), whatever prefix of it `hs` holds.
-    variable<T, B> select_features(tape<T, B>* tp, const std::vector<variable<T, B>>& hs, index_t select_layer = -2,
+    variable<T, Backend> select_features(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs, index_t select_layer = -2,
                                    const std::string& feature = "patch") const {
         const index_t i = resolve_index(select_layer, num_layers() + 1, "select_features select_layer");
         ALIGNGPT_CHECK(feature == "patch" || feature == "cls_patch", "select_features: mm_vision_select_feature \"",
                        feature, "\" is not supported (patch, cls_patch)");
         ALIGNGPT_CHECK(i < index_t(hs.size()), "select_features: hidden_states[", i, "] was not computed (",
                        hs.size(), " entries; run forward with up_to >= ", i, ")");
-        const variable<T, B>& h = hs[size_t(i)];
+        const variable<T, Backend>& h = hs[size_t(i)];
         return feature == "patch" ? ag::slice(tp, h, 1, 1, h.size(1)) : h;
     }
 
     /// The image features AlignGPT feeds the projector: runs only the layers select_layer needs.
-    variable<T, B> features(tape<T, B>* tp, const variable<T, B>& pixels, index_t select_layer = -2,
-                            const std::string& feature = "patch") const {
-        return select_features(tp, forward(tp, pixels, select_layer), select_layer, feature);
+    /// With `trace`: the hidden states computed and "vision.features".
+    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t select_layer,
+                                  const std::string& feature = "patch",
+                            trace_sink<T, Backend>* trace = nullptr) const {
+        auto f = select_features(tp, forward(tp, pixels, select_layer, trace), select_layer, feature);
+        if (trace) trace->put("vision.features", f.value());
+        return f;
+    }
+    /// The same with this tower's AlignGPT settings (select_layer, select_feature).
+    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, trace_sink<T, Backend>* trace = nullptr) const {
+        return features(tp, pixels, select_layer, select_feature, trace);
     }
 
     template <class F>

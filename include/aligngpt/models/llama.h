@@ -22,7 +22,7 @@
 //   auto cfg = models::llama_config::load("vicuna-7b/config.json");
 //   models::llama_model<float> llm(cfg);                      // zero weights; load by HF key
 //   auto out = llm.forward(&tp, embeds, positions, key_mask);  // out.logits [B, T, V]
-//   auto ids = llm.generate(prompt_ids, 32);                   // greedy, KV cache
+//   auto ids = llm.generate(prompt_ids, {32});                 // greedy, KV cache (generate/greedy.h)
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -31,12 +31,14 @@
 #include <string>
 #include <vector>
 
+#include "aligngpt/generate/greedy.h"
 #include "aligngpt/nn/module.h"
 #include "aligngpt/ops/attention.h"
 #include "aligngpt/ops/cross_entropy.h"
 #include "aligngpt/ops/elementwise.h"
 #include "aligngpt/ops/rope.h"
 #include "aligngpt/ops/shape.h"
+#include "aligngpt/trace.h"
 
 namespace aligngpt::models {
 
@@ -146,31 +148,31 @@ struct llama_config {
 };
 
 /// Per layer post-RoPE keys and values [B, len, NKV*HS]; empty until the first forward.
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct kv_cache {
-    std::vector<tensor<T, B>> k, v;
+    std::vector<tensor<T, Backend>> k, v;
     index_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(1); }
     void clear() { k.clear(), v.clear(); }
 };
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct llama_layer {
-    nn::rms_norm<T, B> input_layernorm, post_attention_layernorm;
-    nn::linear<T, B> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+    nn::rms_norm<T, Backend> input_layernorm, post_attention_layernorm;
+    nn::linear<T, Backend> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
 
-    static llama_layer make(const llama_config& c, index_t i, const B& be = B::instance()) {
+    static llama_layer make(const llama_config& c, index_t i, const Backend& be = Backend::instance()) {
         const std::string p = "model.layers." + std::to_string(i) + ".";
         const index_t H = c.hidden_size, I = c.intermediate_size, KV = c.num_key_value_heads * c.head_dim();
         const T eps = T(c.rms_norm_eps);
-        return llama_layer{nn::rms_norm<T, B>::make(p + "input_layernorm", H, eps, be),
-                           nn::rms_norm<T, B>::make(p + "post_attention_layernorm", H, eps, be),
-                           nn::linear<T, B>::make(p + "self_attn.q_proj", H, H, false, be),
-                           nn::linear<T, B>::make(p + "self_attn.k_proj", H, KV, false, be),
-                           nn::linear<T, B>::make(p + "self_attn.v_proj", H, KV, false, be),
-                           nn::linear<T, B>::make(p + "self_attn.o_proj", H, H, false, be),
-                           nn::linear<T, B>::make(p + "mlp.gate_proj", H, I, false, be),
-                           nn::linear<T, B>::make(p + "mlp.up_proj", H, I, false, be),
-                           nn::linear<T, B>::make(p + "mlp.down_proj", I, H, false, be)};
+        return llama_layer{nn::rms_norm<T, Backend>::make(p + "input_layernorm", H, eps, be),
+                           nn::rms_norm<T, Backend>::make(p + "post_attention_layernorm", H, eps, be),
+                           nn::linear<T, Backend>::make(p + "self_attn.q_proj", H, H, false, be),
+                           nn::linear<T, Backend>::make(p + "self_attn.k_proj", H, KV, false, be),
+                           nn::linear<T, Backend>::make(p + "self_attn.v_proj", H, KV, false, be),
+                           nn::linear<T, Backend>::make(p + "self_attn.o_proj", H, H, false, be),
+                           nn::linear<T, Backend>::make(p + "mlp.gate_proj", H, I, false, be),
+                           nn::linear<T, Backend>::make(p + "mlp.up_proj", H, I, false, be),
+                           nn::linear<T, Backend>::make(p + "mlp.down_proj", I, H, false, be)};
     }
     template <class F>
     void visit(F&& f) {
@@ -179,16 +181,16 @@ struct llama_layer {
     }
 
     /// One decoder layer on x [B, T, H]; appends this layer's k, v to `cache` slot l when given.
-    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x, const std::vector<std::int64_t>& pos,
-                              const ops::rope_table& rope, ops::attention_options att, tensor<T, B>* ck = nullptr,
-                              tensor<T, B>* cv = nullptr) const {
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x, const std::vector<std::int64_t>& pos,
+                              const ops::rope_table& rope, ops::attention_options att, tensor<T, Backend>* ck = nullptr,
+                              tensor<T, Backend>* cv = nullptr) const {
         const auto h = input_layernorm(tp, x);
         const auto q = ag::rope(tp, q_proj(tp, h), pos, rope);
         auto k = ag::rope(tp, k_proj(tp, h), pos, rope);
         auto v = v_proj(tp, h);
         if (ck && ck->defined()) {  // decoding: cached keys come first, they are constants
-            k = ag::concat(tp, {variable<T, B>::leaf(*ck), k}, 1);
-            v = ag::concat(tp, {variable<T, B>::leaf(*cv), v}, 1);
+            k = ag::concat(tp, {variable<T, Backend>::leaf(*ck), k}, 1);
+            v = ag::concat(tp, {variable<T, Backend>::leaf(*cv), v}, 1);
         }
         if (ck) *ck = k.value(), *cv = v.value();
         const auto y = ag::add(tp, x, o_proj(tp, ag::attention(tp, q, k, v, att)));
@@ -199,34 +201,33 @@ struct llama_layer {
     }
 };
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 struct llama_output {
-    variable<T, B> logits;                  ///< [B, T, V]
-    std::vector<variable<T, B>> layers;     ///< each decoder layer's output [B, T, H] (if asked for)
+    variable<T, Backend> logits;                  ///< [B, T, V]
 };
 
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 class llama_model {
 public:
     llama_config config;
-    nn::embedding<T, B> embed_tokens;       ///< "model.embed_tokens.weight" [V, H], padding_idx = pad
-    std::vector<llama_layer<T, B>> layers;  ///< "model.layers.<i>.*"
-    nn::rms_norm<T, B> norm;                ///< "model.norm.weight"
-    variable<T, B> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
+    nn::embedding<T, Backend> embed_tokens;       ///< "model.embed_tokens.weight" [V, H], padding_idx = pad
+    std::vector<llama_layer<T, Backend>> layers;  ///< "model.layers.<i>.*"
+    nn::rms_norm<T, Backend> norm;                ///< "model.norm.weight"
+    variable<T, Backend> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
     ops::rope_table rope;
 
-    explicit llama_model(const llama_config& c, const B& be = B::instance())
+    explicit llama_model(const llama_config& c, const Backend& be = Backend::instance())
         : config(c),
-          embed_tokens(nn::embedding<T, B>::make("model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id, be)),
-          norm(nn::rms_norm<T, B>::make("model.norm", c.hidden_size, T(c.rms_norm_eps), be)),
+          embed_tokens(nn::embedding<T, Backend>::make("model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id, be)),
+          norm(nn::rms_norm<T, Backend>::make("model.norm", c.hidden_size, T(c.rms_norm_eps), be)),
           rope(int(c.head_dim()), c.rope_theta, c.rope_scaling) {
-        for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, B>::make(c, i, be));
+        for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, Backend>::make(c, i, be));
         lm_head = c.tie_word_embeddings ? embed_tokens.weight
-                                        : nn::parameter<T, B>("lm_head.weight", {c.vocab_size, c.hidden_size}, be);
+                                        : nn::parameter<T, Backend>("lm_head.weight", {c.vocab_size, c.hidden_size}, be);
     }
 
     /// The backend the model was built on (its parameters' backend).
-    const B& backend() const { return embed_tokens.weight.backend(); }
+    const Backend& backend() const { return embed_tokens.weight.backend(); }
 
     /// Every parameter once, in checkpoint order (a tied lm_head is the embedding and not repeated).
     template <class F>
@@ -240,7 +241,7 @@ public:
     /// Like HF's _init_weights with the counter RNG: U(+-0.02 sqrt 3) (std 0.02) for matrices, the
     /// padding row zeroed, norms one. Stream = fnv1a64(HF key).
     void init(std::uint64_t seed, float std_dev = 0.02f) {
-        visit([&](variable<T, B>& p) {
+        visit([&](variable<T, Backend>& p) {
             if (p.value().dim() == 1) p.value().fill(T(1));
             else nn::init_uniform(p, seed, std_dev * std::sqrt(3.0f));
         });
@@ -251,13 +252,13 @@ public:
     }
 
     /// Token embeddings [1, n, H] for ids (one sample) or [n, H] flattened; gradient skips the pad row.
-    variable<T, B> embed(tape<T, B>* tp, const std::vector<std::int64_t>& ids) const { return embed_tokens(tp, ids); }
+    variable<T, Backend> embed(tape<T, Backend>* tp, const std::vector<std::int64_t>& ids) const { return embed_tokens(tp, ids); }
 
     /// Decoder on input embeddings x [B, T, H] at positions [B*T]; key_mask [B*(past+T)] (empty: all
     /// keys valid). With a cache, x holds the new tokens only and the cache grows by T.
-    llama_output<T, B> forward(tape<T, B>* tp, const variable<T, B>& x, const std::vector<std::int64_t>& positions,
-                               const std::vector<std::uint8_t>& key_mask = {}, kv_cache<T, B>* cache = nullptr,
-                               bool keep_layers = false) const {
+    llama_output<T, Backend> forward(tape<T, Backend>* tp, const variable<T, Backend>& x, const std::vector<std::int64_t>& positions,
+                               const std::vector<std::uint8_t>& key_mask = {}, kv_cache<T, Backend>* cache = nullptr,
+                               trace_sink<T, Backend>* trace = nullptr) const {
         ALIGNGPT_CHECK(x.value().dim() == 3 && x.size(2) == config.hidden_size, "llama: input embeddings ",
                        detail::shape_str(x.shape()), " are not [B, T, ", config.hidden_size, "]");
         const index_t Bn = x.size(0), Tn = x.size(1), past = cache ? cache->length() : 0;
@@ -277,56 +278,40 @@ public:
         att.key_mask = key_mask;
         if (cache && cache->k.empty()) cache->k.resize(layers.size()), cache->v.resize(layers.size());
 
-        llama_output<T, B> out;
-        variable<T, B> h = x;
+        llama_output<T, Backend> out;
+        variable<T, Backend> h = x;
         for (size_t l = 0; l < layers.size(); l++) {
             h = layers[l](tp, h, positions, rope, att, cache ? &cache->k[l] : nullptr, cache ? &cache->v[l] : nullptr);
-            if (keep_layers) out.layers.push_back(h);
+            if (trace) trace->put("llm.layers." + std::to_string(l) + ".out", h.value());
         }
         out.logits = ag::linear(tp, norm(tp, h), lm_head);
+        if (trace) trace->put("logits", out.logits.value());
         return out;
     }
 
     /// Greedy continuation of one prompt given as embeddings [1, T0, H] (positions 0..T0-1): the
     /// prefill fills the cache, then each new token is embedded and decoded at position = cache length.
-    std::vector<std::int64_t> generate_from_embeds(const variable<T, B>& prompt, index_t max_new_tokens,
-                                                   std::vector<std::int64_t> eos = {}) const {
+    std::vector<std::int64_t> generate_from_embeds(const variable<T, Backend>& prompt, generate::options opt) const {
         ALIGNGPT_CHECK(prompt.value().dim() == 3 && prompt.size(0) == 1, "llama: generate takes one prompt [1, T, H], got ",
                        detail::shape_str(prompt.shape()));
-        if (eos.empty()) eos = config.eos_token_ids;
-        kv_cache<T, B> cache;
+        if (opt.eos.empty()) opt.eos = config.eos_token_ids;
+        kv_cache<T, Backend> cache;
         std::vector<std::int64_t> pos(size_t(prompt.size(1)));
         for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
-        auto logits = forward(nullptr, prompt, pos, {}, &cache).logits;
-        std::vector<std::int64_t> out;
-        while (index_t(out.size()) < max_new_tokens) {
-            const std::int64_t next = argmax_last(logits);
-            out.push_back(next);
-            if (std::find(eos.begin(), eos.end(), next) != eos.end()) break;
-            if (index_t(out.size()) == max_new_tokens) break;
-            const auto e = ag::reshape<T, B>(nullptr, embed(nullptr, {next}), {1, 1, config.hidden_size});
-            logits = forward(nullptr, e, {std::int64_t(cache.length())}, {}, &cache).logits;
-        }
-        return out;
+        return generate::greedy(forward(nullptr, prompt, pos, {}, &cache).logits,
+                                [&](std::int64_t token) { return decode_step(token, cache); }, opt);
     }
 
     /// Greedy continuation of prompt ids (HF generate with do_sample=False, num_beams=1).
-    std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, index_t max_new_tokens,
-                                       std::vector<std::int64_t> eos = {}) const {
-        const auto e = ag::reshape<T, B>(nullptr, embed(nullptr, prompt), {1, index_t(prompt.size()), config.hidden_size});
-        return generate_from_embeds(e, max_new_tokens, std::move(eos));
+    std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, generate::options opt) const {
+        const auto e = ag::reshape<T, Backend>(nullptr, embed(nullptr, prompt), {1, index_t(prompt.size()), config.hidden_size});
+        return generate_from_embeds(e, std::move(opt));
     }
 
-    /// Index of the largest logit of the last position of batch row 0 (first index on ties). The
-    /// row is copied to the host: one transfer of V values per decoded token.
-    static std::int64_t argmax_last(const variable<T, B>& logits) {
-        const index_t V = logits.size(2), Tn = logits.size(1);
-        std::vector<T> row(static_cast<size_t>(V));
-        logits.backend().to_host(row.data(), logits.value().data() + (Tn - 1) * V, V);
-        std::int64_t best = 0;
-        for (index_t i = 1; i < V; i++)
-            if (row[i] > row[best]) best = std::int64_t(i);
-        return best;
+    /// One decoded token at position = cache length: its logits [1, 1, V]; the cache grows by one.
+    variable<T, Backend> decode_step(std::int64_t token, kv_cache<T, Backend>& cache) const {
+        const auto e = ag::reshape<T, Backend>(nullptr, embed(nullptr, {token}), {1, 1, config.hidden_size});
+        return forward(nullptr, e, {std::int64_t(cache.length())}, {}, &cache).logits;
     }
 };
 

@@ -27,15 +27,15 @@ using autograd::tape;
 using autograd::variable;
 
 /// A zero-filled, frozen parameter named `name`, allocated by `be`.
-template <class T, class B = backend::cpu>
-variable<T, B> parameter(std::string name, shape_t shape, const B& be = B::instance()) {
-    return variable<T, B>::leaf(tensor<T, B>(std::move(shape), be), false, std::move(name));
+template <class T, class Backend = backend::cpu>
+variable<T, Backend> parameter(std::string name, shape_t shape, const Backend& be = Backend::instance()) {
+    return variable<T, Backend>::leaf(tensor<T, Backend>(std::move(shape), be), false, std::move(name));
 }
 
 /// Fills p with U(-a, a) from the counter-based RNG, stream = fnv1a64(name): the same numbers
 /// for the same (seed, name) whatever else the model contains.
-template <class T, class B>
-void init_uniform(variable<T, B>& p, std::uint64_t seed, float a) {
+template <class T, class Backend>
+void init_uniform(variable<T, Backend>& p, std::uint64_t seed, float a) {
     std::vector<T> host(size_t(p.value().numel()));
     rng::fill_uniform(host.data(), p.value().numel(), seed, rng::fnv1a64(p.name()), a);
     p.value().backend().from_host(p.value().data(), host.data(), p.value().numel());
@@ -45,18 +45,18 @@ void init_uniform(variable<T, B>& p, std::uint64_t seed, float a) {
 /// (set by io::load_aligngpt with weights_dtype bf16/f16): the forward then streams the panels,
 /// and the input gradient (stage 1 back-propagates through the frozen LLM) widens them exactly,
 /// so both give the same bits as the f32 weight would.
-template <class T, class B = backend::cpu>
+template <class T, class Backend = backend::cpu>
 struct linear {
-    variable<T, B> weight;  ///< "<prefix>.weight" [out, in]
-    variable<T, B> bias;    ///< "<prefix>.bias" [out], undefined when the layer has none
+    variable<T, Backend> weight;  ///< "<prefix>.weight" [out, in]
+    variable<T, Backend> bias;    ///< "<prefix>.bias" [out], undefined when the layer has none
     std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;  ///< set: weight's value is unused
     std::shared_ptr<const ops::packed_weight<f16>> packed_f16;
 
     static linear make(const std::string& prefix, index_t in, index_t out, bool has_bias = true,
-                       const B& be = B::instance()) {
+                       const Backend& be = Backend::instance()) {
         linear l;
-        l.weight = parameter<T, B>(prefix + ".weight", {out, in}, be);
-        if (has_bias) l.bias = parameter<T, B>(prefix + ".bias", {out}, be);
+        l.weight = parameter<T, Backend>(prefix + ".weight", {out, in}, be);
+        if (has_bias) l.bias = parameter<T, Backend>(prefix + ".bias", {out}, be);
         return l;
     }
     /// PyTorch's default init (kaiming_uniform(a=sqrt 5) == U(+-1/sqrt(in)) for weight and bias).
@@ -66,7 +66,7 @@ struct linear {
         if (bias.defined()) init_uniform(bias, seed, a);
     }
     bool is_packed() const { return packed_bf16 || packed_f16; }
-    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x) const {
         if constexpr (std::is_same_v<T, float>) {  // panels hold 16-bit values widened to float
             if (packed_bf16) return packed_forward(tp, x, packed_bf16);
             if (packed_f16) return packed_forward(tp, x, packed_f16);
@@ -87,7 +87,7 @@ struct linear {
 
 private:
     template <class S>
-    variable<T, B> packed_forward(tape<T, B>* tp, const variable<T, B>& x,
+    variable<T, Backend> packed_forward(tape<T, Backend>* tp, const variable<T, Backend>& x,
                                   const std::shared_ptr<const ops::packed_weight<S>>& pw) const {
         const ops::packed_weight<S>& W = *pw;
         const index_t K = x.shape().back(), N = W.N();
@@ -96,19 +96,19 @@ private:
         const index_t M = K ? x.value().numel() / K : 0;
         shape_t ys = x.shape();
         ys.back() = N;
-        const B& be = x.backend();
-        tensor<T, B> y(ys, be);
+        const Backend& be = x.backend();
+        tensor<T, Backend> y(ys, be);
         linear_packed(be, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
-        std::vector<variable<T, B>> in{x};
+        std::vector<variable<T, Backend>> in{x};
         if (bias.defined()) in.push_back(bias);
-        const variable<T, B> b = bias;
-        return tape<T, B>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, B>& out) {
-            const B& be = out.value.backend();
+        const variable<T, Backend> b = bias;
+        return tape<T, Backend>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, Backend>& out) {
+            const Backend& be = out.value.backend();
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-            tensor<T, B> w;  // dX = dY W with W widened exactly: the f32 path's bits
+            tensor<T, Backend> w;  // dX = dY W with W widened exactly: the f32 path's bits
             if (dx) {
-                w = tensor<T, B>({N, K}, be);
+                w = tensor<T, Backend>({N, K}, be);
                 packed_unpack(be, w.data(), *pw);
             }
             linear_backward(be, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
@@ -116,45 +116,45 @@ private:
     }
 };
 
-template <class T, class B = backend::cpu>
+template <class T, class Backend = backend::cpu>
 struct layer_norm {
-    variable<T, B> weight, bias;  ///< "<prefix>.weight", "<prefix>.bias" [C]
+    variable<T, Backend> weight, bias;  ///< "<prefix>.weight", "<prefix>.bias" [C]
     T eps = T(1e-5);
-    static layer_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const B& be = B::instance()) {
-        layer_norm l{parameter<T, B>(prefix + ".weight", {C}, be), parameter<T, B>(prefix + ".bias", {C}, be), eps};
+    static layer_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const Backend& be = Backend::instance()) {
+        layer_norm l{parameter<T, Backend>(prefix + ".weight", {C}, be), parameter<T, Backend>(prefix + ".bias", {C}, be), eps};
         l.weight.value().fill(T(1));
         return l;
     }
-    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const {
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x) const {
         return ag::layer_norm(tp, x, weight, bias, eps);
     }
     template <class F>
     void visit(F&& f) { f(weight), f(bias); }
 };
 
-template <class T, class B = backend::cpu>
+template <class T, class Backend = backend::cpu>
 struct rms_norm {
-    variable<T, B> weight;  ///< "<prefix>.weight" [C]
+    variable<T, Backend> weight;  ///< "<prefix>.weight" [C]
     T eps = T(1e-5);
-    static rms_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const B& be = B::instance()) {
-        rms_norm l{parameter<T, B>(prefix + ".weight", {C}, be), eps};
+    static rms_norm make(const std::string& prefix, index_t C, T eps = T(1e-5), const Backend& be = Backend::instance()) {
+        rms_norm l{parameter<T, Backend>(prefix + ".weight", {C}, be), eps};
         l.weight.value().fill(T(1));
         return l;
     }
-    variable<T, B> operator()(tape<T, B>* tp, const variable<T, B>& x) const { return ag::rms_norm(tp, x, weight, eps); }
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x) const { return ag::rms_norm(tp, x, weight, eps); }
     template <class F>
     void visit(F&& f) { f(weight); }
 };
 
-template <class T, class B = backend::cpu>
+template <class T, class Backend = backend::cpu>
 struct embedding {
-    variable<T, B> weight;  ///< "<prefix>.weight" [V, C]
+    variable<T, Backend> weight;  ///< "<prefix>.weight" [V, C]
     index_t padding_idx = -1;
     static embedding make(const std::string& prefix, index_t V, index_t C, index_t padding_idx = -1,
-                          const B& be = B::instance()) {
-        return embedding{parameter<T, B>(prefix + ".weight", {V, C}, be), padding_idx};
+                          const Backend& be = Backend::instance()) {
+        return embedding{parameter<T, Backend>(prefix + ".weight", {V, C}, be), padding_idx};
     }
-    variable<T, B> operator()(tape<T, B>* tp, const std::vector<std::int64_t>& ids) const {
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const std::vector<std::int64_t>& ids) const {
         return ag::embedding(tp, weight, ids, padding_idx);
     }
     template <class F>

@@ -117,50 +117,50 @@ namespace aligngpt::ag {
 
 /// One unary pointwise op on the tape: y = fwd(x), dx += bwd(dy, x). fwd and bwd call the kernels
 /// unqualified, so the backend of x picks them (argument-dependent lookup).
-template <class T, class B, class Fwd, class Bwd>
-autograd::variable<T, B> unary_pointwise(autograd::tape<T, B>* tp, const char* op, const autograd::variable<T, B>& x,
+template <class T, class Backend, class Fwd, class Bwd>
+autograd::variable<T, Backend> unary_pointwise(autograd::tape<T, Backend>* tp, const char* op, const autograd::variable<T, Backend>& x,
                                    Fwd fwd, Bwd bwd) {
-    const B& be = x.backend();
-    tensor<T, B> y(x.shape(), be);
+    const Backend& be = x.backend();
+    tensor<T, Backend> y(x.shape(), be);
     const index_t n = y.numel();
     fwd(be, y.data(), x.value().data(), n);
-    return autograd::tape<T, B>::record(tp, op, y, {x}, [x, n, bwd](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, op, y, {x}, [x, n, bwd](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         bwd(be, x.get()->grad_buffer().data(), out.grad.data(), x.value().data(), n);
     });
 }
 
-template <class T, class B>
-autograd::variable<T, B> gelu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> gelu(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     return unary_pointwise(
         tp, "gelu", x, [](const auto& be, auto... a) { gelu_forward(be, a...); },
         [](const auto& be, auto... a) { gelu_backward(be, a...); });
 }
-template <class T, class B>
-autograd::variable<T, B> quick_gelu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> quick_gelu(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     return unary_pointwise(
         tp, "quick_gelu", x, [](const auto& be, auto... a) { quick_gelu_forward(be, a...); },
         [](const auto& be, auto... a) { quick_gelu_backward(be, a...); });
 }
-template <class T, class B>
-autograd::variable<T, B> silu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> silu(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     return unary_pointwise(
         tp, "silu", x, [](const auto& be, auto... a) { silu_forward(be, a...); },
         [](const auto& be, auto... a) { silu_backward(be, a...); });
 }
 
 /// silu(g) * u, fused (LLaMA MLP: g = gate_proj(x), u = up_proj(x)); g and u have the same shape.
-template <class T, class B>
-autograd::variable<T, B> swiglu(autograd::tape<T, B>* tp, const autograd::variable<T, B>& g,
-                                const autograd::variable<T, B>& u) {
-    const B& be = g.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> swiglu(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& g,
+                                const autograd::variable<T, Backend>& u) {
+    const Backend& be = g.backend();
     ALIGNGPT_CHECK(g.shape() == u.shape(), "swiglu: gate ", detail::shape_str(g.shape()),
                    " and up ", detail::shape_str(u.shape()), " differ");
-    tensor<T, B> y(g.shape(), be);
+    tensor<T, Backend> y(g.shape(), be);
     const index_t n = y.numel();
     swiglu_forward(be, y.data(), g.value().data(), u.value().data(), n);
-    return autograd::tape<T, B>::record(tp, "swiglu", y, {g, u}, [g, u, n](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "swiglu", y, {g, u}, [g, u, n](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
         T* du = u.requires_grad() ? u.get()->grad_buffer().data() : nullptr;
         swiglu_backward(be, dg, du, out.grad.data(), g.value().data(), u.value().data(), n);

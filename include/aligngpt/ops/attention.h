@@ -211,12 +211,12 @@ namespace aligngpt::ag {
 using ops::attention_options;
 
 /// softmax(c q k^T + mask) v per head: q [B, T, NH*HS], k and v [B, Tk, NKV*HS] -> [B, T, NH*HS].
-template <class F, class Bk>
-autograd::variable<F, Bk> attention(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& q,
-                                    const autograd::variable<F, Bk>& k, const autograd::variable<F, Bk>& v,
+template <class T, class Backend>
+autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& q,
+                                    const autograd::variable<T, Backend>& k, const autograd::variable<T, Backend>& v,
                                     const attention_options& opts) {
-    const Bk& be = q.backend();
-    const auto sq = aligngpt::detail::shape_str(q.shape()), sk = aligngpt::detail::shape_str(k.shape()), sv = aligngpt::detail::shape_str(v.shape());
+    const Backend& be = q.backend();
+    const auto sq = detail::shape_str(q.shape()), sk = detail::shape_str(k.shape()), sv = detail::shape_str(v.shape());
     ALIGNGPT_CHECK(q.value().dim() == 3 && k.value().dim() == 3 && v.value().dim() == 3,
                    "attention: q ", sq, ", k ", sk, ", v ", sv, " must be 3-d [B, T, heads*HS]");
     const int NH = opts.n_head, NKV = opts.n_kv_head ? opts.n_kv_head : opts.n_head;
@@ -228,14 +228,14 @@ autograd::variable<F, Bk> attention(autograd::tape<F, Bk>* tp, const autograd::v
     ALIGNGPT_CHECK(v.shape() == k.shape(), "attention: k ", sk, " and v ", sv, " differ");
     const ops::attention_dims d(q.size(0), q.size(1), k.size(1), HS, opts);
 
-    tensor<F, Bk> out(q.shape(), be), att({d.B, index_t(NH), d.T, d.Tk}, be);
+    tensor<T, Backend> out(q.shape(), be), att({d.B, index_t(NH), d.T, d.Tk}, be);
     attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d,
                            opts);
-    return autograd::tape<F, Bk>::record(tp, "attention", out, {q, k, v}, [q, k, v, att, d, opts](autograd::node<F, Bk>& n) {
-        const Bk& be = n.value.backend();
-        F* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
-        F* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
-        F* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
+    return autograd::tape<T, Backend>::record(tp, "attention", out, {q, k, v}, [q, k, v, att, d, opts](autograd::node<T, Backend>& n) {
+        const Backend& be = n.value.backend();
+        T* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
+        T* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
+        T* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
         attention_backward(be, dq, dk, dv, n.grad.data(), q.value().data(), k.value().data(), v.value().data(),
                                 att.data(), d, opts);
     });

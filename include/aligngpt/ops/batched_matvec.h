@@ -50,17 +50,17 @@ void batched_matvec_backward(const backend::cpu&, T* dM, T* dv, const T* dy, con
 namespace aligngpt::ag {
 
 /// M [B, J, H], v [B, H] -> [B, J].
-template <class T, class B>
-autograd::variable<T, B> batched_matvec(autograd::tape<T, B>* tp, const autograd::variable<T, B>& m,
-                                        const autograd::variable<T, B>& v) {
+template <class T, class Backend>
+autograd::variable<T, Backend> batched_matvec(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& m,
+                                        const autograd::variable<T, Backend>& v) {
     ALIGNGPT_CHECK(m.value().dim() == 3 && v.value().dim() == 2 && m.size(0) == v.size(0) && m.size(2) == v.size(1),
                    "batched_matvec: matrices ", detail::shape_str(m.shape()), " and vectors ",
                    detail::shape_str(v.shape()), " do not match");
-    const B& be = m.backend();
+    const Backend& be = m.backend();
     const index_t Bn = m.size(0), J = m.size(1), H = m.size(2);
-    tensor<T, B> y({Bn, J}, be);
+    tensor<T, Backend> y({Bn, J}, be);
     batched_matvec_forward(be, y.data(), m.value().data(), v.value().data(), Bn, J, H);
-    return autograd::tape<T, B>::record(tp, "batched_matvec", y, {m, v}, [m, v, Bn, J, H](autograd::node<T, B>& out) {
+    return autograd::tape<T, Backend>::record(tp, "batched_matvec", y, {m, v}, [m, v, Bn, J, H](autograd::node<T, Backend>& out) {
         T* dM = m.requires_grad() ? m.get()->grad_buffer().data() : nullptr;
         T* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
         batched_matvec_backward(out.value.backend(), dM, dv, out.grad.data(), m.value().data(), v.value().data(), Bn, J, H);

@@ -82,27 +82,27 @@ void cross_entropy_backward(const backend::cpu&, T* dz, const T* dloss, const T*
 namespace aligngpt::ag {
 
 /// Mean cross-entropy of logits [..., V] against targets with one id per row; a 0-d scalar.
-template <class T, class B>
-autograd::variable<T, B> cross_entropy(autograd::tape<T, B>* tp, const autograd::variable<T, B>& logits,
+template <class T, class Backend>
+autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& logits,
                                        const tensor<std::int64_t>& targets, std::int64_t ignore_index = -100) {
-    const B& be = logits.backend();
+    const Backend& be = logits.backend();
     const index_t V = logits.value().dim() >= 1 ? logits.shape().back() : 0;
     const index_t N = V ? logits.value().numel() / V : 0;
     ALIGNGPT_CHECK(V > 0 && targets.numel() == N, "cross_entropy: logits ", detail::shape_str(logits.shape()),
                    " do not match targets ", detail::shape_str(targets.shape()));
     const tensor<std::int64_t> tc = targets.contiguous();  // ids stay on the host: the kernel reads them
-    tensor<T, B> lse(shape_t{N}, be), loss(shape_t{}, be);
+    tensor<T, Backend> lse(shape_t{N}, be), loss(shape_t{}, be);
     cross_entropy_forward(be, loss.data(), lse.data(), logits.value().data(), tc.data(), N, V, ignore_index);
-    return autograd::tape<T, B>::record(
-        tp, "cross_entropy", loss, {logits}, [logits, tc, lse, N, V, ignore_index](autograd::node<T, B>& out) {
-            const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(
+        tp, "cross_entropy", loss, {logits}, [logits, tc, lse, N, V, ignore_index](autograd::node<T, Backend>& out) {
+            const Backend& be = out.value.backend();
             cross_entropy_backward(be, logits.get()->grad_buffer().data(), out.grad.data(),
                                         logits.value().data(), lse.data(), tc.data(), N, V, ignore_index);
         });
 }
 
-template <class T, class B>
-autograd::variable<T, B> cross_entropy(autograd::tape<T, B>* tp, const autograd::variable<T, B>& logits,
+template <class T, class Backend>
+autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& logits,
                                        const std::vector<std::int64_t>& targets, std::int64_t ignore_index = -100) {
     return cross_entropy(tp, logits, tensor<std::int64_t>::from(targets, {index_t(targets.size())}), ignore_index);
 }

@@ -77,17 +77,17 @@ void add_row_backward(const backend::cpu& be, T* dx, T* dr, const T* dy, index_t
 namespace aligngpt::ag {
 
 /// a + b (same shape).
-template <class T, class B>
-autograd::variable<T, B> add(autograd::tape<T, B>* tp, const autograd::variable<T, B>& a,
-                             const autograd::variable<T, B>& b) {
-    const B& be = a.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> add(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& a,
+                             const autograd::variable<T, Backend>& b) {
+    const Backend& be = a.backend();
     ALIGNGPT_CHECK(a.shape() == b.shape(), "add: shapes ", detail::shape_str(a.shape()), " and ",
                    detail::shape_str(b.shape()), " differ");
-    tensor<T, B> y(a.shape(), be);
+    tensor<T, Backend> y(a.shape(), be);
     const index_t n = y.numel();
     add_forward(be, y.data(), a.value().data(), b.value().data(), n);
-    return autograd::tape<T, B>::record(tp, "add", y, {a, b}, [a, b, n](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "add", y, {a, b}, [a, b, n](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
         add_backward(be, da, db, out.grad.data(), n);
@@ -95,17 +95,17 @@ autograd::variable<T, B> add(autograd::tape<T, B>* tp, const autograd::variable<
 }
 
 /// a * b elementwise (same shape).
-template <class T, class B>
-autograd::variable<T, B> mul(autograd::tape<T, B>* tp, const autograd::variable<T, B>& a,
-                             const autograd::variable<T, B>& b) {
-    const B& be = a.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> mul(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& a,
+                             const autograd::variable<T, Backend>& b) {
+    const Backend& be = a.backend();
     ALIGNGPT_CHECK(a.shape() == b.shape(), "mul: shapes ", detail::shape_str(a.shape()), " and ",
                    detail::shape_str(b.shape()), " differ");
-    tensor<T, B> y(a.shape(), be);
+    tensor<T, Backend> y(a.shape(), be);
     const index_t n = y.numel();
     mul_forward(be, y.data(), a.value().data(), b.value().data(), n);
-    return autograd::tape<T, B>::record(tp, "mul", y, {a, b}, [a, b, n](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "mul", y, {a, b}, [a, b, n](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
         mul_backward(be, da, db, out.grad.data(), a.value().data(), b.value().data(), n);
@@ -113,31 +113,31 @@ autograd::variable<T, B> mul(autograd::tape<T, B>* tp, const autograd::variable<
 }
 
 /// s * x for a constant s.
-template <class T, class B>
-autograd::variable<T, B> scale(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, T s) {
-    const B& be = x.backend();
-    tensor<T, B> y(x.shape(), be);
+template <class T, class Backend>
+autograd::variable<T, Backend> scale(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, T s) {
+    const Backend& be = x.backend();
+    tensor<T, Backend> y(x.shape(), be);
     const index_t n = y.numel();
     scale_forward(be, y.data(), x.value().data(), s, n);
-    return autograd::tape<T, B>::record(tp, "scale", y, {x}, [x, s, n](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "scale", y, {x}, [x, s, n](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         scale_backward(be, x.get()->grad_buffer().data(), out.grad.data(), s, n);
     });
 }
 
 /// x + r with r [C] broadcast over every row of x [..., C] (a bias add).
-template <class T, class B>
-autograd::variable<T, B> add_row(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
-                                 const autograd::variable<T, B>& r) {
-    const B& be = x.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> add_row(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
+                                 const autograd::variable<T, Backend>& r) {
+    const Backend& be = x.backend();
     const index_t C = r.value().numel();
     ALIGNGPT_CHECK(r.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "add_row: input ",
                    detail::shape_str(x.shape()), " does not match row ", detail::shape_str(r.shape()));
     const index_t N = C ? x.value().numel() / C : 0;
-    tensor<T, B> y(x.shape(), be);
+    tensor<T, Backend> y(x.shape(), be);
     add_row_forward(be, y.data(), x.value().data(), r.value().data(), N, C);
-    return autograd::tape<T, B>::record(tp, "add_row", y, {x, r}, [x, r, N, C](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "add_row", y, {x, r}, [x, r, N, C](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dr = r.requires_grad() ? r.get()->grad_buffer().data() : nullptr;
         add_row_backward(be, dx, dr, out.grad.data(), N, C);

@@ -67,28 +67,28 @@ namespace aligngpt::ag {
 
 /// Looks up rows of weight [V, C] for ids of any shape S; the result has shape S + [C].
 /// The gradient of row padding_idx stays zero (-1: no padding row).
-template <class T, class B>
-autograd::variable<T, B> embedding(autograd::tape<T, B>* tp, const autograd::variable<T, B>& weight,
+template <class T, class Backend>
+autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& weight,
                                    const tensor<std::int64_t>& ids, std::int64_t padding_idx = -1) {
-    const B& be = weight.backend();
+    const Backend& be = weight.backend();
     ALIGNGPT_CHECK(weight.value().dim() == 2, "embedding: weight ", detail::shape_str(weight.shape()),
                    " is not 2-d (ids ", detail::shape_str(ids.shape()), ")");
     const index_t V = weight.size(0), C = weight.size(1), Tn = ids.numel();
     const tensor<std::int64_t> idc = ids.contiguous();  // ids stay on the host: the kernel reads them
     shape_t ys = ids.shape();
     ys.push_back(C);
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     embedding_forward(be, y.data(), weight.value().data(), idc.data(), Tn, V, C);
-    return autograd::tape<T, B>::record(
-        tp, "embedding", y, {weight}, [weight, idc, Tn, V, C, padding_idx](autograd::node<T, B>& out) {
-            const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(
+        tp, "embedding", y, {weight}, [weight, idc, Tn, V, C, padding_idx](autograd::node<T, Backend>& out) {
+            const Backend& be = out.value.backend();
             embedding_backward(be, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C,
                                     padding_idx);
         });
 }
 
-template <class T, class B>
-autograd::variable<T, B> embedding(autograd::tape<T, B>* tp, const autograd::variable<T, B>& weight,
+template <class T, class Backend>
+autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& weight,
                                    const std::vector<std::int64_t>& ids, std::int64_t padding_idx = -1) {
     return embedding(tp, weight, tensor<std::int64_t>::from(ids, {index_t(ids.size())}), padding_idx);
 }

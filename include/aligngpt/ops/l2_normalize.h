@@ -40,15 +40,15 @@ void l2_normalize_backward(const backend::cpu&, T* dx, const T* dy, const T* y, 
 namespace aligngpt::ag {
 
 /// Each row of x [..., C] divided by its L2 norm.
-template <class T, class B>
-autograd::variable<T, B> l2_normalize(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> l2_normalize(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
                    detail::shape_str(x.shape()), " has an empty last dimension");
-    const B& be = x.backend();
+    const Backend& be = x.backend();
     const index_t C = x.shape().back(), N = x.value().numel() / C;
-    tensor<T, B> y(x.shape(), be), norm(shape_t{N}, be);
+    tensor<T, Backend> y(x.shape(), be), norm(shape_t{N}, be);
     l2_normalize_forward(be, y.data(), norm.data(), x.value().data(), N, C);
-    return autograd::tape<T, B>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, B>& out) {
+    return autograd::tape<T, Backend>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, Backend>& out) {
         l2_normalize_backward(out.value.backend(), x.get()->grad_buffer().data(), out.grad.data(), out.value.data(),
                               norm.data(), N, C);
     });

@@ -79,11 +79,11 @@ void layer_norm_backward(const backend::cpu&, T* dx, T* dw, T* db, const T* dy, 
 namespace aligngpt::ag {
 
 /// y = w * (x - mean) / sqrt(var + eps) + b over the last dimension of x. b may be undefined.
-template <class T, class B>
-autograd::variable<T, B> layer_norm(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
-                                    const autograd::variable<T, B>& w, const autograd::variable<T, B>& b = {},
+template <class T, class Backend>
+autograd::variable<T, Backend> layer_norm(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
+                                    const autograd::variable<T, Backend>& w, const autograd::variable<T, Backend>& b = {},
                                     T eps = T(1e-5)) {
-    const B& be = x.backend();
+    const Backend& be = x.backend();
     const index_t C = w.value().numel();
     ALIGNGPT_CHECK(w.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "layer_norm: input ",
                    detail::shape_str(x.shape()), " does not match weight ", detail::shape_str(w.shape()));
@@ -91,14 +91,14 @@ autograd::variable<T, B> layer_norm(autograd::tape<T, B>* tp, const autograd::va
                    detail::shape_str(b.defined() ? b.shape() : shape_t{}), " does not match weight ",
                    detail::shape_str(w.shape()));
     const index_t N = C ? x.value().numel() / C : 0;
-    tensor<T, B> y(x.shape(), be), mean(shape_t{N}, be), rstd(shape_t{N}, be);
+    tensor<T, Backend> y(x.shape(), be), mean(shape_t{N}, be), rstd(shape_t{N}, be);
     layer_norm_forward(be, y.data(), mean.data(), rstd.data(), x.value().data(), w.value().data(),
                             b.defined() ? b.value().data() : nullptr, N, C, eps);
-    std::vector<autograd::variable<T, B>> in{x, w};
+    std::vector<autograd::variable<T, Backend>> in{x, w};
     if (b.defined()) in.push_back(b);
-    return autograd::tape<T, B>::record(
-        tp, "layer_norm", y, in, [x, w, b, mean, rstd, N, C](autograd::node<T, B>& out) {
-            const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(
+        tp, "layer_norm", y, in, [x, w, b, mean, rstd, N, C](autograd::node<T, Backend>& out) {
+            const Backend& be = out.value.backend();
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;

@@ -42,10 +42,10 @@ using autograd::tape;
 using autograd::variable;
 
 /// y = x W^T + b over the last dimension of x (any leading dimensions). b may be undefined.
-template <class T, class B>
-variable<T, B> linear(tape<T, B>* tp, const variable<T, B>& x, const variable<T, B>& w,
-                      const variable<T, B>& b = {}) {
-    const B& be = x.backend();
+template <class T, class Backend>
+variable<T, Backend> linear(tape<T, Backend>* tp, const variable<T, Backend>& x, const variable<T, Backend>& w,
+                      const variable<T, Backend>& b = {}) {
+    const Backend& be = x.backend();
     const index_t K = x.shape().back(), N = w.size(0);
     ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == K, "linear: input ", detail::shape_str(x.shape()),
                    " does not match weight ", detail::shape_str(w.shape()));
@@ -55,13 +55,13 @@ variable<T, B> linear(tape<T, B>* tp, const variable<T, B>& x, const variable<T,
     const index_t M = K ? x.value().numel() / K : 0;
     shape_t ys = x.shape();
     ys.back() = N;
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     linear_forward(be, y.data(), x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
                         M, N, K);
-    std::vector<variable<T, B>> in{x, w};
+    std::vector<variable<T, Backend>> in{x, w};
     if (b.defined()) in.push_back(b);
-    return tape<T, B>::record(tp, "linear", y, in, [x, w, b, M, N, K](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return tape<T, Backend>::record(tp, "linear", y, in, [x, w, b, M, N, K](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
         T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;

@@ -86,11 +86,11 @@ void patch_embed_backward(const backend::cpu& be, T* dpixels, T* dw, const T* do
 namespace aligngpt::ag {
 
 /// pixels [B, C, H, W], weight [D, C, P, P] -> [B, (H/P)*(W/P), D]; H and W must be multiples of P.
-template <class T, class Bk>
-autograd::variable<T, Bk> patch_embed(autograd::tape<T, Bk>* tp, const autograd::variable<T, Bk>& pixels,
-                                      const autograd::variable<T, Bk>& weight) {
-    const Bk& be = pixels.backend();
-    const auto sx = aligngpt::detail::shape_str(pixels.shape()), sw = aligngpt::detail::shape_str(weight.shape());
+template <class T, class Backend>
+autograd::variable<T, Backend> patch_embed(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& pixels,
+                                      const autograd::variable<T, Backend>& weight) {
+    const Backend& be = pixels.backend();
+    const auto sx = detail::shape_str(pixels.shape()), sw = detail::shape_str(weight.shape());
     ALIGNGPT_CHECK(pixels.value().dim() == 4 && weight.value().dim() == 4 && weight.size(2) == weight.size(3) &&
                        weight.size(2) > 0 && pixels.size(1) == weight.size(1),
                    "patch_embed: pixels ", sx, " [B, C, H, W] do not match weight ", sw, " [D, C, P, P]");
@@ -98,11 +98,11 @@ autograd::variable<T, Bk> patch_embed(autograd::tape<T, Bk>* tp, const autograd:
                             weight.size(0)};
     ALIGNGPT_CHECK(d.H % d.P == 0 && d.W % d.P == 0, "patch_embed: pixels ", sx,
                    " height and width are not multiples of the patch size ", d.P, " (weight ", sw, ")");
-    tensor<T, Bk> out({d.B, d.patches(), d.D}, be);
+    tensor<T, Backend> out({d.B, d.patches(), d.D}, be);
     patch_embed_forward(be, out.data(), pixels.value().data(), weight.value().data(), d);
-    return autograd::tape<T, Bk>::record(tp, "patch_embed", out, {pixels, weight},
-                                         [pixels, weight, d](autograd::node<T, Bk>& n) {
-        const Bk& be = n.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "patch_embed", out, {pixels, weight},
+                                         [pixels, weight, d](autograd::node<T, Backend>& n) {
+        const Backend& be = n.value.backend();
         T* dx = pixels.requires_grad() ? pixels.get()->grad_buffer().data() : nullptr;
         T* dw = weight.requires_grad() ? weight.get()->grad_buffer().data() : nullptr;
         patch_embed_backward(be, dx, dw, n.grad.data(), pixels.value().data(), weight.value().data(), d);

@@ -40,10 +40,10 @@ void sum_backward(const backend::cpu&, T* dx, const T* dy, index_t outer, index_
 namespace aligngpt::ag {
 
 namespace reduce_detail {
-template <class T, class B>
-autograd::variable<T, B> reduce(autograd::tape<T, B>* tp, const char* op, const autograd::variable<T, B>& x,
+template <class T, class Backend>
+autograd::variable<T, Backend> reduce(autograd::tape<T, Backend>* tp, const char* op, const autograd::variable<T, Backend>& x,
                                 bool all, int d, bool mean) {
-    const B& be = x.backend();
+    const Backend& be = x.backend();
     const shape_t& s = x.shape();
     index_t outer = 1, D = x.value().numel(), inner = 1;
     shape_t ys;  // 0-d for a full reduction
@@ -58,33 +58,33 @@ autograd::variable<T, B> reduce(autograd::tape<T, B>* tp, const char* op, const 
         ys.erase(ys.begin() + d);
     }
     ALIGNGPT_CHECK(!mean || D > 0, op, ": mean over an empty dimension of shape ", detail::shape_str(s));
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     sum_forward(be, y.data(), x.value().data(), outer, D, inner, mean);
-    return autograd::tape<T, B>::record(tp, op, y, {x}, [x, outer, D, inner, mean](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, op, y, {x}, [x, outer, D, inner, mean](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         sum_backward(be, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
     });
 }
 }  // namespace reduce_detail
 
 /// Sum of all elements (0-d).
-template <class T, class B>
-autograd::variable<T, B> sum(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> sum(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     return reduce_detail::reduce(tp, "sum", x, true, 0, false);
 }
 /// Sum over dimension d (removed from the shape).
-template <class T, class B>
-autograd::variable<T, B> sum(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int d) {
+template <class T, class Backend>
+autograd::variable<T, Backend> sum(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int d) {
     return reduce_detail::reduce(tp, "sum", x, false, d, false);
 }
 /// Mean of all elements (0-d).
-template <class T, class B>
-autograd::variable<T, B> mean(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
+template <class T, class Backend>
+autograd::variable<T, Backend> mean(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
     return reduce_detail::reduce(tp, "mean", x, true, 0, true);
 }
 /// Mean over dimension d (removed from the shape).
-template <class T, class B>
-autograd::variable<T, B> mean(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int d) {
+template <class T, class Backend>
+autograd::variable<T, Backend> mean(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int d) {
     return reduce_detail::reduce(tp, "mean", x, false, d, true);
 }
 

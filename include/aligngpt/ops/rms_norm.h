@@ -64,18 +64,18 @@ void rms_norm_backward(const backend::cpu&, T* dx, T* dg, const T* dy, const T* 
 namespace aligngpt::ag {
 
 /// y = g * x / rms(x) over the last dimension of x (any leading dimensions).
-template <class T, class B>
-autograd::variable<T, B> rms_norm(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
-                                  const autograd::variable<T, B>& g, T eps = T(1e-5)) {
-    const B& be = x.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> rms_norm(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
+                                  const autograd::variable<T, Backend>& g, T eps = T(1e-5)) {
+    const Backend& be = x.backend();
     const index_t C = g.value().numel();
     ALIGNGPT_CHECK(g.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "rms_norm: input ",
                    detail::shape_str(x.shape()), " does not match weight ", detail::shape_str(g.shape()));
     const index_t N = C ? x.value().numel() / C : 0;
-    tensor<T, B> y(x.shape(), be), rstd(shape_t{N}, be);
+    tensor<T, Backend> y(x.shape(), be), rstd(shape_t{N}, be);
     rms_norm_forward(be, y.data(), rstd.data(), x.value().data(), g.value().data(), N, C, eps);
-    return autograd::tape<T, B>::record(tp, "rms_norm", y, {x, g}, [x, g, rstd, N, C](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "rms_norm", y, {x, g}, [x, g, rstd, N, C](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
         rms_norm_backward(be, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);

@@ -104,31 +104,31 @@ private:
     }
 };
 
-/// cos and sin of the HS/2 angles at position pos, rounded to F.
-template <class F>
-void rope_cos_sin(const rope_table& tab, std::int64_t pos, F* c, F* s) {
+/// cos and sin of the HS/2 angles at position pos, rounded to T.
+template <class T>
+void rope_cos_sin(const rope_table& tab, std::int64_t pos, T* c, T* s) {
     for (int j = 0; j < tab.head_size / 2; j++) {
         const double a = double(tab.angle(pos, j));
-        c[j] = F(std::cos(a));
-        s[j] = F(std::sin(a));
+        c[j] = T(std::cos(a));
+        s[j] = T(std::sin(a));
     }
 }
 
 /// y = rope(x); y may equal x (in place).
-template <class F>
-void rope_forward(const backend::cpu&, F* y, const F* x, const std::int64_t* pos, index_t N, int NH,
+template <class T>
+void rope_forward(const backend::cpu&, T* y, const T* x, const std::int64_t* pos, index_t N, int NH,
                   const rope_table& tab) {
     const index_t HS = tab.head_size, h = HS / 2, C = NH * HS;
     ALIGNGPT_OMP_FOR                                          // each thread owns rows n
     for (index_t n = 0; n < N; n++) {
-        std::vector<F> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
+        std::vector<T> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
         rope_cos_sin(tab, pos[n], c.data(), s.data());
         for (index_t hd = 0; hd < NH; hd++)
             for (index_t i = 0; i < h; i++) {
                 const index_t a = n * C + hd * HS + i, b = a + h;
-                const F xa = x[a], xb = x[b];                 // read both before writing (in place)
-                const F ya = xa * c[size_t(i)] + (-xb) * s[size_t(i)];
-                const F yb = xb * c[size_t(i)] + xa * s[size_t(i)];
+                const T xa = x[a], xb = x[b];                 // read both before writing (in place)
+                const T ya = xa * c[size_t(i)] + (-xb) * s[size_t(i)];
+                const T yb = xb * c[size_t(i)] + xa * s[size_t(i)];
                 y[a] = ya;
                 y[b] = yb;
             }
@@ -136,13 +136,13 @@ void rope_forward(const backend::cpu&, F* y, const F* x, const std::int64_t* pos
 }
 
 /// dx += rope^T(dy); dx must not alias dy.
-template <class F>
-void rope_backward(const backend::cpu&, F* dx, const F* dy, const std::int64_t* pos, index_t N, int NH,
+template <class T>
+void rope_backward(const backend::cpu&, T* dx, const T* dy, const std::int64_t* pos, index_t N, int NH,
                    const rope_table& tab) {
     const index_t HS = tab.head_size, h = HS / 2, C = NH * HS;
     ALIGNGPT_OMP_FOR                                          // each thread owns rows n
     for (index_t n = 0; n < N; n++) {
-        std::vector<F> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
+        std::vector<T> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
         rope_cos_sin(tab, pos[n], c.data(), s.data());
         for (index_t hd = 0; hd < NH; hd++)
             for (index_t i = 0; i < h; i++) {
@@ -161,21 +161,21 @@ using ops::rope_scaling;
 using ops::rope_table;
 
 /// Rotates every head of x [..., NH*HS] (rows in order B*T) by its row's position.
-template <class F, class Bk>
-autograd::variable<F, Bk> rope(autograd::tape<F, Bk>* tp, const autograd::variable<F, Bk>& x,
+template <class T, class Backend>
+autograd::variable<T, Backend> rope(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
                                const std::vector<std::int64_t>& positions, const rope_table& tab) {
-    const Bk& be = x.backend();
+    const Backend& be = x.backend();
     const index_t HS = tab.head_size, C = x.value().dim() ? x.shape().back() : 0;
-    ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", aligngpt::detail::shape_str(x.shape()),
+    ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", detail::shape_str(x.shape()),
                    " last dim is not a multiple of head size ", HS);
     const index_t N = x.value().numel() / C;
-    ALIGNGPT_CHECK(index_t(positions.size()) == N, "rope: x ", aligngpt::detail::shape_str(x.shape()), " has ", N,
+    ALIGNGPT_CHECK(index_t(positions.size()) == N, "rope: x ", detail::shape_str(x.shape()), " has ", N,
                    " rows but positions has shape [", positions.size(), "]");
     const int NH = int(C / HS);
-    tensor<F, Bk> y(x.shape(), be);
+    tensor<T, Backend> y(x.shape(), be);
     rope_forward(be, y.data(), x.value().data(), positions.data(), N, NH, tab);
-    return autograd::tape<F, Bk>::record(tp, "rope", y, {x}, [x, positions, tab, N, NH](autograd::node<F, Bk>& n) {
-        const Bk& be = n.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "rope", y, {x}, [x, positions, tab, N, NH](autograd::node<T, Backend>& n) {
+        const Backend& be = n.value.backend();
         rope_backward(be, x.get()->grad_buffer().data(), n.grad.data(), positions.data(), N, NH, tab);
     });
 }

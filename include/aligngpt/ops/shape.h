@@ -72,9 +72,9 @@ inline index_t prod(const shape_t& s, int from, int to) {
 }  // namespace shape_detail
 
 /// Concatenation along dim d; all inputs agree on every other dimension.
-template <class T, class B>
-autograd::variable<T, B> concat(autograd::tape<T, B>* tp, const std::vector<autograd::variable<T, B>>& xs, int d) {
-    const B& be = xs.at(0).backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std::vector<autograd::variable<T, Backend>>& xs, int d) {
+    const Backend& be = xs.at(0).backend();
     ALIGNGPT_CHECK(!xs.empty(), "concat: no inputs");
     const shape_t& s0 = xs[0].shape();
     d = shape_detail::norm_dim("concat", d, s0);
@@ -89,14 +89,14 @@ autograd::variable<T, B> concat(autograd::tape<T, B>* tp, const std::vector<auto
     }
     const index_t outer = shape_detail::prod(s0, 0, d), inner = shape_detail::prod(s0, d + 1, int(s0.size()));
     const index_t Dy = ys[size_t(d)];
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     index_t off = 0;
     for (const auto& x : xs) {
         copy_block(be, y.data(), Dy, off, x.value().data(), x.size(d), 0, x.size(d), outer, inner, false);
         off += x.size(d);
     }
-    return autograd::tape<T, B>::record(tp, "concat", y, xs, [xs, d, Dy, outer, inner](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "concat", y, xs, [xs, d, Dy, outer, inner](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         index_t off = 0;
         for (const auto& x : xs) {
             if (x.requires_grad())  // dx[o, j, i] += dy[o, off + j, i]
@@ -108,10 +108,10 @@ autograd::variable<T, B> concat(autograd::tape<T, B>* tp, const std::vector<auto
 }
 
 /// x[..., begin:end, ...] along dim d, as a contiguous copy.
-template <class T, class B>
-autograd::variable<T, B> slice(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int d, index_t begin,
+template <class T, class Backend>
+autograd::variable<T, Backend> slice(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int d, index_t begin,
                                index_t end) {
-    const B& be = x.backend();
+    const Backend& be = x.backend();
     d = shape_detail::norm_dim("slice", d, x.shape());
     const index_t D = x.size(d);
     ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= D, "slice: range [", begin, ",", end,
@@ -120,19 +120,19 @@ autograd::variable<T, B> slice(autograd::tape<T, B>* tp, const autograd::variabl
     const index_t inner = shape_detail::prod(x.shape(), d + 1, x.value().dim()), Dn = end - begin;
     shape_t ys = x.shape();
     ys[size_t(d)] = Dn;
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     copy_block(be, y.data(), Dn, 0, x.value().data(), D, begin, Dn, outer, inner, false);
-    return autograd::tape<T, B>::record(tp, "slice", y, {x}, [x, D, begin, Dn, outer, inner](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "slice", y, {x}, [x, D, begin, Dn, outer, inner](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         copy_block(be, x.get()->grad_buffer().data(), D, begin, out.grad.data(), Dn, 0, Dn, outer, inner, true);
     });
 }
 
 /// Rows of x [R, ...] picked by `rows` (any may repeat): result [rows.size(), ...].
-template <class T, class B>
-autograd::variable<T, B> index_rows(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x,
+template <class T, class Backend>
+autograd::variable<T, Backend> index_rows(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
                                     const std::vector<std::int64_t>& rows) {
-    const B& be = x.backend();
+    const Backend& be = x.backend();
     ALIGNGPT_CHECK(x.value().dim() >= 1, "index_rows: input ", detail::shape_str(x.shape()), " is 0-d");
     const index_t R = x.size(0), C = R ? x.value().numel() / R : 0, Nr = index_t(rows.size());
     for (index_t r = 0; r < Nr; r++)
@@ -140,29 +140,29 @@ autograd::variable<T, B> index_rows(autograd::tape<T, B>* tp, const autograd::va
                        " at position ", r, " is outside [0, ", R, ") for input ", detail::shape_str(x.shape()));
     shape_t ys = x.shape();
     ys[0] = Nr;
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     embedding_forward(be, y.data(), x.value().data(), rows.data(), Nr, R, C);
-    return autograd::tape<T, B>::record(tp, "index_rows", y, {x}, [x, rows, Nr, R, C](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "index_rows", y, {x}, [x, rows, Nr, R, C](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         embedding_backward(be, x.get()->grad_buffer().data(), out.grad.data(), rows.data(), Nr, R, C, -1);
     });
 }
 
 /// The same elements with a new shape (one dimension may be -1). The value is a view of x's
 /// storage: recorded values are never written in place.
-template <class T, class B>
-autograd::variable<T, B> reshape(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, shape_t s) {
-    tensor<T, B> y = x.value().reshape(std::move(s));
+template <class T, class Backend>
+autograd::variable<T, Backend> reshape(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, shape_t s) {
+    tensor<T, Backend> y = x.value().reshape(std::move(s));
     const index_t n = y.numel();
-    return autograd::tape<T, B>::record(tp, "reshape", y, {x}, [x, n](autograd::node<T, B>& out) {
+    return autograd::tape<T, Backend>::record(tp, "reshape", y, {x}, [x, n](autograd::node<T, Backend>& out) {
         out.value.backend().accumulate(x.get()->grad_buffer().data(), out.grad.data(), n);
     });
 }
 
 /// x with dimensions a and b exchanged, as a contiguous copy.
-template <class T, class B>
-autograd::variable<T, B> transpose(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x, int a, int b) {
-    const B& be = x.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> transpose(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int a, int b) {
+    const Backend& be = x.backend();
     a = shape_detail::norm_dim("transpose", a, x.shape());
     b = shape_detail::norm_dim("transpose", b, x.shape());
     if (a > b) std::swap(a, b);
@@ -172,10 +172,10 @@ autograd::variable<T, B> transpose(autograd::tape<T, B>* tp, const autograd::var
     if (a == b) P = A = M = Bn = 1, Q = x.value().numel();  // nothing to exchange: a plain copy
     shape_t ys = s;
     std::swap(ys[size_t(a)], ys[size_t(b)]);
-    tensor<T, B> y(ys, be);
+    tensor<T, Backend> y(ys, be);
     transpose_copy(be, y.data(), x.value().data(), P, A, M, Bn, Q, false);
-    return autograd::tape<T, B>::record(tp, "transpose", y, {x}, [x, P, A, M, Bn, Q](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "transpose", y, {x}, [x, P, A, M, Bn, Q](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         transpose_copy(be, x.get()->grad_buffer().data(), out.grad.data(), P, Bn, M, A, Q, true);
     });
 }

@@ -48,16 +48,16 @@ void softmax_backward(const backend::cpu&, T* dx, const T* dy, const T* p, index
 namespace aligngpt::ag {
 
 /// softmax over the last dimension of x (any leading dimensions).
-template <class T, class B>
-autograd::variable<T, B> softmax(autograd::tape<T, B>* tp, const autograd::variable<T, B>& x) {
-    const B& be = x.backend();
+template <class T, class Backend>
+autograd::variable<T, Backend> softmax(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
+    const Backend& be = x.backend();
     ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "softmax: input ", detail::shape_str(x.shape()),
                    " has an empty last dimension");
     const index_t C = x.shape().back(), N = x.value().numel() / C;
-    tensor<T, B> p(x.shape(), be);
+    tensor<T, Backend> p(x.shape(), be);
     softmax_forward(be, p.data(), x.value().data(), N, C);
-    return autograd::tape<T, B>::record(tp, "softmax", p, {x}, [x, N, C](autograd::node<T, B>& out) {
-        const B& be = out.value.backend();
+    return autograd::tape<T, Backend>::record(tp, "softmax", p, {x}, [x, N, C](autograd::node<T, Backend>& out) {
+        const Backend& be = out.value.backend();
         softmax_backward(be, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
     });
 }
