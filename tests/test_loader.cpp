@@ -226,13 +226,14 @@ TEST_CASE("loader: config.json is validated before allocation; errors name the f
         return message_of([&] { io::load_aligngpt(d, quiet(vision)); });
     };
     std::string m = try_config([](nlohmann::json& j) { j["num_attention_heads"] = 5; });
-    CHECK(m.find("config.json: field 'num_attention_heads' = 5 does not divide hidden_size 64") != std::string::npos);
+    CHECK(m.find("config.json: field 'num_attention_heads' must divide hidden_size = 64, got 5") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["hidden_size"] = "64"; });
-    CHECK(m.find("field 'hidden_size' must be an integer") != std::string::npos);
+    CHECK(m.find("config.json: field 'hidden_size' must be an integer in [1, 65536], got \"64\"") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_hidden_size"] = 48; });
     CHECK(m.find("field 'mm_hidden_size' = 48 but the vision tower") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["model_type"] = "bert"; });
-    CHECK(m.find("field 'model_type' = \"bert\"") != std::string::npos);
+    CHECK(m.find("field 'model_type' must be \"aligngpt\"") != std::string::npos);
+    CHECK(m.find("got \"bert\"") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_use_im_start_end"] = true; });
     CHECK(m.find("field 'mm_use_im_start_end'") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_vision_select_layer"] = -7; });

@@ -68,6 +68,7 @@
 #include "aligngpt/half.h"
 #include "aligngpt/io/dtype.h"
 #include "aligngpt/io/file.h"
+#include "aligngpt/io/json.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/io/torch_bin.h"
 // clip_vision.h before aligngpt.h: its unqualified detail::shape_str would otherwise find
@@ -619,51 +620,22 @@ struct aligngpt_dir_config {
     std::string image_aspect_ratio = "square";  ///< "pad" or anything else (= square)
 
     static aligngpt_dir_config from_json(const nlohmann::json& j, const std::string& path) {
-        ALIGNGPT_CHECK(j.is_object(), path, ": top level is not a JSON object");
-        const auto where = [&](const char* f) { return path + ": field '" + std::string(f) + "'"; };
-        if (j.contains("model_type")) {
-            ALIGNGPT_CHECK(j["model_type"].is_string(), where("model_type"), " must be a string");
-            const std::string t = j["model_type"].get<std::string>();
-            ALIGNGPT_CHECK(t == "aligngpt" || t == "llava" || t == "llava_llama", where("model_type"), " = \"", t,
-                           "\": not an AlignGPT config (expected \"aligngpt\")");
-        }
+        const json_reader r(j, path);  // null reads as absent
+        r.nulls(json_nulls::refused).one_of("model_type", "aligngpt", {"aligngpt", "llava", "llava_llama"}, "an AlignGPT config");
         aligngpt_dir_config c;
         c.path = path;
         c.model = models::aligngpt_config::from_json(j, path);  // LLaMA fields + mm_hidden_size etc., validated
-        const auto str = [&](const char* f, std::string def) {
-            if (!j.contains(f) || j[f].is_null()) return def;
-            ALIGNGPT_CHECK(j[f].is_string(), where(f), " must be a string, got ", j[f].dump());
-            return j[f].get<std::string>();
-        };
-        const auto flag = [&](const char* f) {
-            if (!j.contains(f) || j[f].is_null()) return false;
-            ALIGNGPT_CHECK(j[f].is_boolean(), where(f), " must be true or false, got ", j[f].dump());
-            return j[f].get<bool>();
-        };
-        c.mm_vision_tower = str("mm_vision_tower", "");
-        c.mm_vision_select_feature = str("mm_vision_select_feature", "patch");
-        ALIGNGPT_CHECK(c.mm_vision_select_feature == "patch", where("mm_vision_select_feature"), " = \"",
-                       c.mm_vision_select_feature, "\": only \"patch\" (576 tokens, the gate's width) is supported");
-        c.image_aspect_ratio = str("image_aspect_ratio", "square");
-        if (j.contains("mm_vision_select_layer") && !j["mm_vision_select_layer"].is_null()) {
-            const auto& v = j["mm_vision_select_layer"];
-            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= -1024 && v.get<std::int64_t>() <= 1024,
-                           where("mm_vision_select_layer"), " must be an integer in [-1024, 1024], got ", v.dump());
-            c.mm_vision_select_layer = v.get<std::int64_t>();
-        }
-        ALIGNGPT_CHECK(!flag("mm_use_im_start_end"), where("mm_use_im_start_end"), " = true is not supported (AlignGPT uses false)");
-        ALIGNGPT_CHECK(!flag("mm_use_im_patch_token"), where("mm_use_im_patch_token"), " = true is not supported (AlignGPT uses false)");
+        c.mm_vision_tower = r.string("mm_vision_tower", "");
+        c.mm_vision_select_feature = r.one_of("mm_vision_select_feature", "patch", {"patch"},
+                                              "576 tokens, the gate's width; \"cls_patch\" is not supported");
+        c.image_aspect_ratio = r.string("image_aspect_ratio", "square");
+        c.mm_vision_select_layer = r.integer("mm_vision_select_layer", -2, -1024, 1024);
+        if (r.boolean("mm_use_im_start_end", false)) r.must_be("mm_use_im_start_end", "false (as in AlignGPT)");
+        if (r.boolean("mm_use_im_patch_token", false)) r.must_be("mm_use_im_patch_token", "false (as in AlignGPT)");
         return c;
     }
     static aligngpt_dir_config load(const std::string& path) {
-        const std::string text = read_text_file(path, 1u << 20);
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(text);
-        } catch (const std::exception& e) {
-            fail(path, ": not valid JSON: ", e.what());
-        }
-        return from_json(j, path);
+        return from_json(read_json_file(path, {.max_bytes = 1 << 20}), path);
     }
 };
 
