@@ -23,15 +23,9 @@
 // weights_dtype (f32 | bf16 | f16): with bf16/f16 the parameters chosen by options.pack_if
 //   (default: every nn::linear weight) are packed once, straight from the mapped file, into
 //   ops::packed_weight<bf16|f16> panels when the file holds that very dtype (no rounding, no f32
-//   copy). The packed weights land in the result's packed store; nn::linear has no packed slot
-//   yet (see LOADER HOOK below), so unless packed_store_only is set the model ALSO gets the exact
-//   f32 widening, which makes forward() correct but costs f32 memory.
-//
-// LOADER HOOK (requested in nn/module.h): if nn::linear<T,B> has members
-//   std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;
-//   std::shared_ptr<const ops::packed_weight<f16>>  packed_f16;
-// and its visit(f) calls f(*this) for visitors that declare `using visits_linears = void;`, this
-// loader sets them (detected at compile time) and leaves the f32 weight untouched.
+//   copy). An nn::linear's weight goes into its packed slot (its f32 value is then unused); any
+//   other packed parameter (a bare matrix such as lm_head) also gets the exact f32 widening,
+//   unless packed_store_only. Every packed weight is in the result's packed store.
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -99,8 +93,8 @@ struct load_options {
     weights_dtype dtype = weights_dtype::f32;
     /// Which 2-D parameters bf16/f16 packs, by name (empty: every nn::linear weight).
     std::function<bool(std::string_view)> pack_if{};
-    /// bf16/f16 without the nn::linear hook: packed weights go to the packed store only (the
-    /// module's variables keep their current values). For callers that use the packed weights themselves.
+    /// bf16/f16: a packed parameter that is not an nn::linear's weight goes to the packed store
+    /// only (the module's variable keeps its current value). For callers that use the store.
     bool packed_store_only = false;
 };
 
@@ -314,15 +308,15 @@ private:
     clock::time_point t0_, last_;
 };
 
-/// Visitor collecting a module's parameters (and, with the nn::linear hook, the linears).
+/// Visitor collecting a module's parameters, each linear's weight with its layer (for packing).
 template <class T, class B>
 struct param_slot {
     autograd::variable<T, B> var;
-    nn::linear<T, B>* linear = nullptr;  ///< set when the parameter is that linear's weight (hook only)
+    nn::linear<T, B>* linear = nullptr;  ///< set when the parameter is that linear's weight
 };
 template <class T, class B>
 struct collect_params {
-    using visits_linears = void;  // the requested nn::linear hook calls f(linear&) for visitors with this tag
+    using visits_linears = void;  // nn::linear::visit calls f(linear&) for visitors with this tag
     std::vector<param_slot<T, B>>* out;
     void operator()(autograd::variable<T, B>& v) const { out->push_back({v, nullptr}); }
     void operator()(nn::linear<T, B>& l) const {
@@ -330,12 +324,6 @@ struct collect_params {
         if (l.bias.defined()) out->push_back({l.bias, nullptr});
     }
 };
-
-template <class L, class S>
-constexpr bool linear_has_packed_slot() {
-    if constexpr (std::is_same_v<S, bf16>) return requires(L& l, std::shared_ptr<const ops::packed_weight<bf16>> p) { l.packed_bf16 = p; };
-    else return requires(L& l, std::shared_ptr<const ops::packed_weight<f16>> p) { l.packed_f16 = p; };
-}
 
 }  // namespace detail
 
@@ -482,8 +470,8 @@ public:
     /// Swaps every staged value into its parameter. Only call when ok().
     void commit() {
         for (auto& [var, v] : values_) var.value() = std::move(v);
-        for (auto& [lin, pw] : packed_bf16_) set_packed(lin, pw);
-        for (auto& [lin, pw] : packed_f16_) set_packed(lin, pw);
+        for (auto& [lin, pw] : packed_bf16_) lin->packed_bf16 = pw;
+        for (auto& [lin, pw] : packed_f16_) lin->packed_f16 = pw;
         values_.clear(), packed_bf16_.clear(), packed_f16_.clear();
     }
     packed_store& packed() { return packed_; }
@@ -507,12 +495,11 @@ private:
         const std::string& name = slot.var.name();
         if constexpr (std::is_same_v<S, bf16>) packed_.bf16_weights[name] = pw;
         else packed_.f16_weights[name] = pw;
-        constexpr bool hook = detail::linear_has_packed_slot<nn::linear<T, B>, S>();
-        if (hook && slot.linear) {
+        if (slot.linear) {
             if constexpr (std::is_same_v<S, bf16>) packed_bf16_.push_back({slot.linear, pw});
             else packed_f16_.push_back({slot.linear, pw});
         } else if (!opt.packed_store_only) {
-            // no packed slot in the model: give it the exact f32 widening as well
+            // a bare matrix has no packed slot: give it the exact f32 widening as well
             tensor<T, B> v(t.shape);
             std::vector<float> row(static_cast<std::size_t>(K));
             for (index_t j = 0; j < N; j++) {
@@ -526,14 +513,6 @@ private:
         if (opt.dtype == weights_dtype::bf16) stage_packed<bf16>(slot, t, f, opt);
         else stage_packed<f16>(slot, t, f, opt);
     }
-    template <class S>
-    static void set_packed([[maybe_unused]] nn::linear<T, B>* l, [[maybe_unused]] const std::shared_ptr<const ops::packed_weight<S>>& pw) {
-        if constexpr (detail::linear_has_packed_slot<nn::linear<T, B>, S>()) {
-            if constexpr (std::is_same_v<S, bf16>) l->packed_bf16 = pw;
-            else l->packed_f16 = pw;
-        }
-    }
-
     std::vector<std::pair<autograd::variable<T, B>, tensor<T, B>>> values_;
     std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<bf16>>>> packed_bf16_;
     std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<f16>>>> packed_f16_;
