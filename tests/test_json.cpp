@@ -131,6 +131,7 @@ TEST_CASE("json: the five config parsers report in the one format") {
     const auto a = models::aligngpt_config::from_json(j, "config.json");
     CHECK(a.tokenizer_model_max_length == 0);  // null: no truncation
     CHECK(a.mm_projector_type == "linear");    // absent: the reference's getattr default
+    CHECK(a.n_image_tokens == 576);            // not a config.json field: set by the loader
 
     // CLIP (a CLIPConfig section)
     const std::string clip = write_tmp("clip.json", R"({"model_type": "clip", "vision_config": {"patch_size": null}})");

