@@ -235,15 +235,6 @@ public:
         r.prefix_ = name(key) + ".";
         return r;
     }
-    /// A reader of `v` (an object held elsewhere, e.g. an array item) named `field` in messages.
-    json_reader nested(const nlohmann::json& v, const std::string& field) const {
-        if (!v.is_object()) aligngpt::fail(file_, ": field '", prefix_, field, "' must be an object, got ", detail::json_text(v));
-        json_reader r = *this;
-        r.j_ = &v;
-        r.prefix_ = prefix_ + field + ".";
-        return r;
-    }
-
     static std::string int_range(std::int64_t lo, std::int64_t hi) {
         if (hi == no_limit) return "an integer >= " + std::to_string(lo);
         return "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
