@@ -1,4 +1,4 @@
-// Loading benchmarks (io/model_loader.h).
+// Loading benchmarks (aligngpt/pretrained.h over io/checkpoint.h).
 //
 //   BM_load_tiny       the tiny AlignGPT directory of tests/golden/model_dirs (always; CI smoke)
 //   BM_load_7b_bf16    a synthetic full-size AlignGPT-7B checkpoint in bf16 (2-GB safetensors shards
@@ -24,7 +24,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "aligngpt/io/model_loader.h"
+#include "aligngpt/pretrained.h"
 
 namespace {
 
@@ -35,12 +35,12 @@ using namespace aligngpt;
 const std::string golden_dirs = (fs::path(__FILE__).parent_path().parent_path() / "tests/golden/model_dirs").string();
 
 void BM_load_tiny(benchmark::State& state) {
-    io::load_options o;
+    pretrained::load_options o;
     o.quiet = true;
     o.vision_tower = golden_dirs + "/clip_vision";
     std::uint64_t bytes = 0;
     for (auto _ : state) {
-        auto m = io::load_aligngpt(golden_dirs + "/aligngpt_st", o);
+        auto m = pretrained::load_aligngpt(golden_dirs + "/aligngpt_st", o);
         bytes = m.stats.bytes;
         benchmark::DoNotOptimize(m.model->llm.lm_head.value().data());
     }
@@ -101,8 +101,8 @@ std::string ensure_7b(const std::string& dir) {
         return "less than 16.5 GB free in " + dir + " for the synthetic 7B checkpoint (set ALIGNGPT_BENCH_DIR)";
     const auto t0 = std::chrono::steady_clock::now();
     std::cerr << "[bench_load] writing a synthetic AlignGPT-7B bf16 checkpoint to " << dir << " (once)\n";
-    const auto cfg = io::aligngpt_dir_config::from_json(config_7b("clip"), "config_7b");
-    const auto vcfg = models::clip_vision_config::from_json(clip_config_l336(), "clip_l336: ");
+    const auto cfg = pretrained::aligngpt_dir_config::from_json(config_7b("clip"), "config_7b");
+    const auto vcfg = models::clip_vision_config::from_json(clip_config_l336(), "clip_l336");
     models::aligngpt_model<float, backend::cpu> m(cfg.model);
     auto tensors = names_shapes(m);
     auto copy = models::clip_vision_model<float, backend::cpu>::make(vcfg, "vision_tower.vision_tower.vision_model.");
@@ -168,14 +168,14 @@ void BM_load_7b_bf16(benchmark::State& state) {
         }
         return;
     }
-    io::load_options o;
+    pretrained::load_options o;
     o.dtype = io::weights_dtype::bf16;
-    o.packed_store_only = true;  // no nn::linear packed slot yet: the packed weights stay in the store
+    o.packed_store_only = true;  // lm_head stays packed only, without its f32 widening
     double secs = 0, packed = 0;
     std::uint64_t bytes = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
-        auto m = io::load_aligngpt<float, backend::cpu>(dir, o);
+        auto m = pretrained::load_aligngpt<float, backend::cpu>(dir, o);
         secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         bytes = m.stats.bytes;
         packed = double(m.packed.bytes());

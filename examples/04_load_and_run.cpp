@@ -16,10 +16,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        io::load_options opt;
+        pretrained::load_options opt;
         opt.vision_tower = argv[2];
         opt.dtype = io::weights_dtype::bf16;  // frozen LLM linears stay 16-bit: a 7B model fits in < 16 GiB
-        auto m = io::load_aligngpt(argv[1], opt);
+        auto m = pretrained::load_aligngpt(argv[1], opt);
 
         io::clip_image_processor_config pc;  // openai/clip-vit-large-patch14-336 defaults, aspect "pad"
         const int S = int(m.vision_config.image_size);  // 336 for ViT-L/14-336 (smaller in tiny test towers)

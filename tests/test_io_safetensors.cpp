@@ -134,6 +134,25 @@ TEST_CASE("safetensors: accepted odd files (whitespace both sides, unaligned dat
     CHECK_THROWS_WITH_AS(f.read_as<float>("q"), doctest::Contains("F4 cannot be read"), aligngpt::error);
 }
 
+TEST_CASE("safetensors: a file of another format is named as not a safetensors file") {
+    // A PNG: its signature read as a little-endian u64 is N = 727905341920923785.
+    const std::string png = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs/image.png";
+    std::string msg;
+    try {
+        (void)safetensors_file::open(png);
+    } catch (const aligngpt::error& e) {
+        msg = e.what();
+    }
+    CHECK_MESSAGE(msg.find("image.png: not a safetensors file (") != std::string::npos, msg);
+    CHECK_MESSAGE(msg.find("727905341920923785") != std::string::npos, msg);
+    // Lengths that cannot be a header: past the end of the file, over the limit; and a header that
+    // does not open a JSON object.
+    expect_open_error("text.st", "hello world, not a tensor file\n", {"not a safetensors file ("});
+    expect_open_error("past_eof.st", u64le(40) + "{}", {"not a safetensors file (", "N = 40", "only 2 bytes"});
+    expect_open_error("not_object.st", st_bytes("x{}"), {"not a safetensors file (", "not a JSON object", "\"x\""});
+    expect_open_error("too_small.st", "abc", {"not a safetensors file (", "3 bytes"});
+}
+
 TEST_CASE("safetensors: every malformed-file rule is refused with file and field named (R1)") {
     // Length field.
     expect_open_error("empty.st", "", {"0 bytes", "too small"});

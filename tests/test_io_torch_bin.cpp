@@ -318,9 +318,11 @@ TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transform
     if (original.find(lm + ",") != std::string::npos)
         expect_error([&] { (void)checkpoint_dir::open(d); }, {"model-00004-of-00004.safetensors", "\"lm_head.weight\"", "not in the weight_map"});
     d = make_dir("dir_total", replace(original, "\"total_size\": 13008", "\"total_size\": 13009"));
-    expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "total_size = 13009", "13008"});
-    d = make_dir("dir_not_obj", replace(original, "\"weight_map\": {", "\"weight_map\": [{") + "]");
-    expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "weight_map"});
+    expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "field 'metadata.total_size' must be", "13008, got 13009"});
+    std::string as_array = replace(original, "\"weight_map\": {", "\"weight_map\": [{");
+    as_array.insert(as_array.find_last_of('}'), "]");  // {"metadata": ..., "weight_map": [{...}]}
+    d = make_dir("dir_not_obj", as_array);
+    expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "field 'weight_map' must be an object, got [{"});
     d = make_dir("dir_symlink", replace(original, lm, "\"lm_head.weight\": \"link.safetensors\""));
     fs::create_symlink(src + "model-00004-of-00004.safetensors", d + "/link.safetensors");
     expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "link.safetensors", "outside"});

@@ -1,4 +1,4 @@
-// io/model_loader.h: strict by-name loading, all-or-nothing, AlignGPT model directories
+// io/checkpoint.h: strict by-name loading, all-or-nothing; aligngpt/pretrained.h: AlignGPT model directories
 // (fixtures: tests/golden/model_dirs, made by tests/tools/golden/models_dir.py).
 #include <doctest/doctest.h>
 
@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "aligngpt/io/model_loader.h"
+#include "aligngpt/io/checkpoint.h"
+#include "aligngpt/pretrained.h"
 #include "support/golden.h"
 
 namespace {
@@ -23,8 +24,8 @@ const std::string dirs = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs";
 const std::string bin_dir = dirs + "/aligngpt_bin", st_dir = dirs + "/aligngpt_st", clip_dir = dirs + "/clip_vision";
 const std::string pretrain_dir = dirs + "/aligngpt_pretrain", stage1 = pretrain_dir + "/mm_projector_align.bin";
 
-io::load_options quiet(std::string vision = clip_dir) {
-    io::load_options o;
+pretrained::load_options quiet(std::string vision = clip_dir) {
+    pretrained::load_options o;
     o.quiet = true;
     o.vision_tower = std::move(vision);
     return o;
@@ -92,16 +93,16 @@ TEST_CASE("loader: glob patterns and the LLM-linear predicate") {
     CHECK(io::glob_match("*", ""));
     CHECK_FALSE(io::glob_match("*.position_ids", "position_ids"));
     CHECK_FALSE(io::glob_match("a*b", "a.c"));
-    CHECK(io::is_llm_linear_weight("model.layers.31.mlp.down_proj.weight"));
-    CHECK(io::is_llm_linear_weight("lm_head.weight"));
-    CHECK_FALSE(io::is_llm_linear_weight("model.embed_tokens.weight"));
-    CHECK_FALSE(io::is_llm_linear_weight("vision_model.encoder.layers.0.self_attn.q_proj.weight"));
-    CHECK_FALSE(io::is_llm_linear_weight("mm_projector.0.weight"));
+    CHECK(pretrained::is_llm_linear_weight("model.layers.31.mlp.down_proj.weight"));
+    CHECK(pretrained::is_llm_linear_weight("lm_head.weight"));
+    CHECK_FALSE(pretrained::is_llm_linear_weight("model.embed_tokens.weight"));
+    CHECK_FALSE(pretrained::is_llm_linear_weight("vision_model.encoder.layers.0.self_attn.q_proj.weight"));
+    CHECK_FALSE(pretrained::is_llm_linear_weight("mm_projector.0.weight"));
 }
 
 TEST_CASE("loader: the sharded .bin and the sharded safetensors copies give bit-identical parameters") {
-    auto a = io::load_aligngpt(bin_dir, quiet());
-    auto b = io::load_aligngpt(st_dir, quiet());
+    auto a = pretrained::load_aligngpt(bin_dir, quiet());
+    auto b = pretrained::load_aligngpt(st_dir, quiet());
     const auto pa = params_of(*a.model), pb = params_of(*b.model);
     REQUIRE(pa.size() == pb.size());
     CHECK(pa.size() == 2 + 2 * 9 + 1 + 4 + 1 + 4);  // embed, lm_head, 2 layers, norm, projector, indicators, gate
@@ -149,14 +150,16 @@ TEST_CASE("loader: missing, unexpected, wrong-shape and wrong-dtype tensors are 
         },
         {raw_tensor{"model.extra_head.weight", io::dtype::F32, {2}, std::vector<std::byte>(8)}});  // unexpected
 
-    const auto cfg = io::aligngpt_dir_config::load(d + "/config.json");
+    const auto cfg = pretrained::aligngpt_dir_config::load(d + "/config.json");
     models::aligngpt_model<float> m(cfg.model);
     // sentinels: a failed load must leave every parameter as it was (R5)
     m.llm.layers[0].up_proj.weight.value().fill(7.0f);
     m.mm_projector.linears[0].weight.value().fill(-3.0f);
     const auto before = params_of(m);
 
-    const std::string msg = message_of([&] { io::load_parameters(m, io::tensor_source::open(d), quiet()); });
+    auto o = quiet();
+    o.ignore.push_back("vision_tower.vision_tower.*");  // the CLIP copy, which only load_aligngpt skips by default
+    const std::string msg = message_of([&] { io::load_parameters(m, io::tensor_source::open(d), o); });
     INFO(msg);
     CHECK(msg.find("4 problems") != std::string::npos);
     CHECK(msg.find("nothing was loaded") != std::string::npos);
@@ -171,7 +174,7 @@ TEST_CASE("loader: missing, unexpected, wrong-shape and wrong-dtype tensors are 
     CHECK(params_of(m) == before);
 
     // the same through load_aligngpt: one message, nothing returned
-    const std::string msg2 = message_of([&] { io::load_aligngpt(d, quiet()); });
+    const std::string msg2 = message_of([&] { pretrained::load_aligngpt(d, quiet()); });
     CHECK(msg2.find("load_aligngpt: " + d) != std::string::npos);
     CHECK(msg2.find("model.norm.weight") != std::string::npos);
     CHECK(msg2.find("model.extra_head.weight") != std::string::npos);
@@ -185,7 +188,7 @@ TEST_CASE("loader: a load that fails in the vision tower leaves the language mod
         if (t.name == "vision_model.post_layernorm.bias") t.shape = {2, 16};
         return true;
     });
-    const std::string msg = message_of([&] { io::load_aligngpt(st_dir, quiet(v)); });
+    const std::string msg = message_of([&] { pretrained::load_aligngpt(st_dir, quiet(v)); });
     CHECK(msg.find("\"vision_model.post_layernorm.bias\" in model.safetensors: [2,16], expected [32]") != std::string::npos);
 
     // load_parameters on an existing CLIP: the good values are never swapped in
@@ -208,7 +211,7 @@ TEST_CASE("loader: a shard name with ../ in the index is refused") {
     nlohmann::json idx = nlohmann::json::parse(in);
     idx["weight_map"]["model.norm.weight"] = "../loader_traversal/" + idx["weight_map"]["model.norm.weight"].get<std::string>();
     std::ofstream(d + "/model.safetensors.index.json") << idx.dump(1);
-    const std::string msg = message_of([&] { io::load_aligngpt(d, quiet()); });
+    const std::string msg = message_of([&] { pretrained::load_aligngpt(d, quiet()); });
     INFO(msg);
     CHECK(msg.find("model.norm.weight") != std::string::npos);
     CHECK(msg.find("plain file name") != std::string::npos);
@@ -223,34 +226,36 @@ TEST_CASE("loader: config.json is validated before allocation; errors name the f
         edit(j);
         std::ofstream(d + "/config.json") << j.dump(1);
         fs::create_symlink(fs::absolute(st_dir + "/model.safetensors.index.json"), d + "/model.safetensors.index.json");
-        return message_of([&] { io::load_aligngpt(d, quiet(vision)); });
+        return message_of([&] { pretrained::load_aligngpt(d, quiet(vision)); });
     };
     std::string m = try_config([](nlohmann::json& j) { j["num_attention_heads"] = 5; });
-    CHECK(m.find("config.json: field 'num_attention_heads' = 5 does not divide hidden_size 64") != std::string::npos);
+    CHECK(m.find("config.json: field 'num_attention_heads' must divide hidden_size = 64, got 5") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["hidden_size"] = "64"; });
-    CHECK(m.find("field 'hidden_size' must be an integer") != std::string::npos);
+    CHECK(m.find("config.json: field 'hidden_size' must be an integer in [1, 65536], got \"64\"") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_hidden_size"] = 48; });
-    CHECK(m.find("field 'mm_hidden_size' = 48 but the vision tower") != std::string::npos);
+    CHECK(m.find("field 'mm_hidden_size' must be the vision tower's hidden_size, 32") != std::string::npos);
+    CHECK(m.find("got 48") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["model_type"] = "bert"; });
-    CHECK(m.find("field 'model_type' = \"bert\"") != std::string::npos);
+    CHECK(m.find("field 'model_type' must be \"aligngpt\"") != std::string::npos);
+    CHECK(m.find("got \"bert\"") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_use_im_start_end"] = true; });
     CHECK(m.find("field 'mm_use_im_start_end'") != std::string::npos);
     m = try_config([](nlohmann::json& j) { j["mm_vision_select_layer"] = -7; });
     CHECK(m.find("field 'mm_vision_select_layer'") != std::string::npos);
     // a hub id that is not a local directory
     m = try_config([](nlohmann::json&) {}, "");
-    CHECK(m.find("field 'mm_vision_tower' = \"openai/clip-vit-large-patch14-336\" is not a local directory") != std::string::npos);
+    CHECK(m.find("field 'mm_vision_tower' must be a local directory, got \"openai/clip-vit-large-patch14-336\"") != std::string::npos);
     CHECK(m.find("--vision-tower DIR") != std::string::npos);
-    m = message_of([&] { io::load_aligngpt(st_dir + "/nonexistent", quiet()); });
+    m = message_of([&] { pretrained::load_aligngpt(st_dir + "/nonexistent", quiet()); });
     CHECK(m.find("not a directory") != std::string::npos);
 }
 
 TEST_CASE("loader: the stage-1 file overrides projector and indicators, mapped by suffix") {
-    const auto s1 = io::stage1_source(stage1);
+    const auto s1 = pretrained::stage1_source(stage1);
     CHECK(s1.size() == 5);
     auto o = quiet();
     o.mm_projector = stage1;
-    auto m = io::load_aligngpt(st_dir, o);
+    auto m = pretrained::load_aligngpt(st_dir, o);
     const auto p = params_of(*m.model);
     CHECK(m.stage1_file == stage1);
     CHECK(p.at("mm_projector.0.weight") == source_values(s1, "mm_projector.0.weight"));
@@ -265,14 +270,14 @@ TEST_CASE("loader: the stage-1 file overrides projector and indicators, mapped b
         t.name = "model." + t.name;
         return true;
     });
-    CHECK(io::stage1_source(d + "/mm_projector.bin").find("align_indicators.indicator_embs"));
-    CHECK(io::stage1_source(d + "/mm_projector.bin").find("mm_projector.2.bias"));
+    CHECK(pretrained::stage1_source(d + "/mm_projector.bin").find("align_indicators.indicator_embs"));
+    CHECK(pretrained::stage1_source(d + "/mm_projector.bin").find("mm_projector.2.bias"));
 
     // a pretrain output: the LLM from base_llm, projector + indicators from mm_projector_align.bin, no gate
-    CHECK(message_of([&] { io::load_aligngpt(pretrain_dir, quiet()); }).find("base_llm") != std::string::npos);
+    CHECK(message_of([&] { pretrained::load_aligngpt(pretrain_dir, quiet()); }).find("base_llm") != std::string::npos);
     auto po = quiet();
     po.base_llm = st_dir;
-    auto pm = io::load_aligngpt(pretrain_dir, po);
+    auto pm = pretrained::load_aligngpt(pretrain_dir, po);
     const auto pp = params_of(*pm.model);
     CHECK(pm.stage1_file == stage1);
     CHECK(pm.config.image_aspect_ratio == "square");
@@ -284,8 +289,8 @@ TEST_CASE("loader: the stage-1 file overrides projector and indicators, mapped b
 TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the file") {
     auto o = quiet();
     o.dtype = io::weights_dtype::bf16;
-    auto m = io::load_aligngpt(st_dir, o);
-    auto ref = io::load_aligngpt(st_dir, quiet());
+    auto m = pretrained::load_aligngpt(st_dir, o);
+    auto ref = pretrained::load_aligngpt(st_dir, quiet());
     CHECK(m.packed.bf16_weights.size() == 2 * 7 + 1);
     CHECK(m.packed.f16_weights.empty());
     CHECK(m.stats.packed == 15);
@@ -294,7 +299,7 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
         const std::string& name = kv.first;
         const auto& pw = kv.second;
         INFO(name);
-        CHECK(io::is_llm_linear_weight(name));
+        CHECK(pretrained::is_llm_linear_weight(name));
         const auto& w = pr.at(name);
         std::vector<float> row(std::size_t(pw->K()));
         for (index_t j = 0; j < pw->N(); j++) {
@@ -327,7 +332,7 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
     auto so = o;
     so.packed_store_only = true;
     so.load_vision = false;
-    auto s = io::load_aligngpt(st_dir, so);
+    auto s = pretrained::load_aligngpt(st_dir, so);
     CHECK(!s.vision);
     CHECK(s.packed.size() == 15);
     CHECK(s.model->llm.lm_head.value().to_vector() == std::vector<float>(64 * 64, 0.0f));
@@ -340,7 +345,7 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
     std::ostringstream log;
     fo.quiet = false;
     fo.log = &log;
-    auto f = io::load_aligngpt(st_dir, fo);
+    auto f = pretrained::load_aligngpt(st_dir, fo);
     CHECK(f.packed.size() == 0);
     CHECK(log.str().find("kept in f32") != std::string::npos);
     CHECK(log.str().find("[load] aligngpt: ") != std::string::npos);
@@ -370,4 +375,85 @@ TEST_CASE("loader: CLIP vision weights from a CLIPModel directory and from the c
           source_values(src, "vision_tower.vision_tower.vision_model.embeddings.class_embedding"));
     CHECK(copy.layers[1].fc2.weight.value().to_vector() ==
           source_values(src, "vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc2.weight"));
+}
+
+namespace {
+/// The input width of a model's gate (its first linear's weight [256, width]).
+index_t gate_width(const models::aligngpt_model<float>& m) {
+    CHECK(m.gated_weight.fc1.weight.name() == pretrained::gate_input_weight);
+    return m.gated_weight.fc1.weight.size(1);
+}
+/// A copy of clip_vision/ whose image_size is `image_size` (patch 2), position embeddings to match.
+std::string tower_of(const std::string& name, index_t image_size) {
+    const std::string v = tmp_dir(name);
+    std::ifstream in(clip_dir + "/config.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["image_size"] = image_size;
+    std::ofstream(v + "/config.json") << c.dump(1);
+    const index_t positions = (image_size / 2) * (image_size / 2) + 1;
+    write_copy(io::tensor_source::open(clip_dir), v + "/model.safetensors", [&](raw_tensor& t) {
+        if (t.name == "vision_model.embeddings.position_embedding.weight") {
+            t.shape[0] = positions;
+            t.bytes.resize(std::size_t(positions * t.shape[1]) * 4);
+        }
+        return !t.name.ends_with("position_ids");
+    });
+    return v;
+}
+/// A copy of aligngpt_st/ (one file) whose gate takes `width` image tokens.
+std::string checkpoint_with_gate(const std::string& name, index_t width) {
+    const std::string d = tmp_dir(name);
+    fs::copy_file(st_dir + "/config.json", d + "/config.json");
+    write_copy(io::tensor_source::open(st_dir), d + "/model.safetensors", [&](raw_tensor& t) {
+        if (t.name == pretrained::gate_input_weight) {
+            const std::size_t elem = t.bytes.size() / std::size_t(t.shape[0] * t.shape[1]);
+            t.shape[1] = width;
+            t.bytes.resize(std::size_t(t.shape[0] * width) * elem);
+        }
+        return true;
+    });
+    return d;
+}
+}  // namespace
+
+TEST_CASE("loader: the image-token count follows the vision tower; a gate trained for another count is refused") {
+    auto m = pretrained::load_aligngpt(st_dir, quiet());
+    CHECK(m.config.model.n_image_tokens == 576);  // (48 / 2)^2, as (336 / 14)^2 for CLIP-L/14-336
+    CHECK(m.model->config.n_image_tokens == 576);
+
+    // the published gate (576 wide) with a 256-patch tower (32 px / 2, as 224 px / 14): refused
+    // before anything is read, naming both numbers and both files
+    const std::string v256 = tower_of("tower256", 32);
+    std::string msg = message_of([&] { pretrained::load_aligngpt(st_dir, quiet(v256)); });
+    INFO(msg);
+    CHECK(msg.find(".safetensors: tensor \"gated_weight_layer.mlp.0.weight\"") != std::string::npos);
+    CHECK(msg.find("takes 576 image tokens, but the vision tower gives 256 patches per image (") != std::string::npos);
+    CHECK(msg.find(v256 + "/config.json: (image_size 32 / patch_size 2)^2") != std::string::npos);
+
+    // a gate of 575 with the 576-patch tower
+    const std::string d575 = checkpoint_with_gate("gate575", 575);
+    msg = message_of([&] { pretrained::load_aligngpt(d575, quiet()); });
+    CHECK(msg.find(d575 + "/model.safetensors: tensor \"gated_weight_layer.mlp.0.weight\" [") != std::string::npos);
+    CHECK(msg.find("takes 575 image tokens, but the vision tower gives 576 patches") != std::string::npos);
+    // without a tower the count is the config default, 576
+    auto nv = quiet();
+    nv.load_vision = false;
+    msg = message_of([&] { pretrained::load_aligngpt(d575, nv); });
+    CHECK(msg.find("takes 575 image tokens, but the model expects 576 (the default; no vision tower is loaded)") !=
+          std::string::npos);
+
+    // a matching pair at 256: the gate's width comes from config.n_image_tokens, and a prefill runs
+    models::aligngpt_config c256 = m.config.model;
+    c256.n_image_tokens = 256;
+    CHECK(gate_width(models::aligngpt_model<float>(c256)) == 256);
+    const std::string d256 = checkpoint_with_gate("gate256", 256);
+    auto m256 = pretrained::load_aligngpt(d256, quiet(v256));
+    CHECK(m256.model->config.n_image_tokens == 256);
+    CHECK(gate_width(*m256.model) == 256);
+    const index_t S = m256.vision_config.image_size;
+    const auto px = autograd::variable<float>::leaf(tensor<float>({1, 3, S, S}));
+    const auto out = m256.model->forward_pixels(nullptr, {models::sample{{1, models::image_token_index, 5}}}, *m256.vision,
+                                                px, models::stage::inference);
+    CHECK(out.batch.S == 1 + 1 + 256 + 1);  // BOS, indicator, 256 image rows, one token
+    CHECK(out.gate.weights.shape() == shape_t{1, 7});
 }

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "aligngpt/io/model_loader.h"
+#include "aligngpt/pretrained.h"
 #include "support/golden.h"
 
 namespace {
@@ -72,16 +72,15 @@ int compare_with_reference(const std::function<std::pair<std::vector<float>, std
 }  // namespace
 
 TEST_CASE("aligngpt end to end through the public API: load a directory, encode pixels, run the ids, read logits") {
-    io::load_options o;
+    pretrained::load_options o;
     o.quiet = true;
     o.vision_tower = dirs + "/clip_vision";
-    auto m = io::load_aligngpt(dirs + "/aligngpt_bin", o);
+    auto m = pretrained::load_aligngpt(dirs + "/aligngpt_bin", o);
     const auto ref = golden::load("model_dirs/trace_ref");
     const auto pixels = golden::load("model_dirs/pixels").tensor("pixel_values");
     // One prefill through the models' own code: the tower, projector, gate and LLM fill the sink.
     trace_sink<float> sink;
     sink.put("pixel_values", pixels);
-    m.vision->select_layer = m.config.mm_vision_select_layer;
     const auto out = m.model->forward_pixels(nullptr, {models::sample{ref.get<std::int64_t>("input_ids")}}, *m.vision,
                                              autograd::variable<float>::leaf(pixels), models::stage::inference, {}, &sink);
     std::map<std::string, tensor<float>> t;

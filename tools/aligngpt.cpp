@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "aligngpt/config.h"
-#include "aligngpt/io/model_loader.h"
+#include "aligngpt/pretrained.h"
 #include "aligngpt/io/safetensors.h"
 #if __has_include("aligngpt/io/image.h")
 #include "aligngpt/io/image.h"
@@ -170,7 +170,7 @@ tensor<float> read_pixels(const std::string& path, index_t size) {
     return p;
 }
 
-tensor<float> read_image([[maybe_unused]] const std::string& path, [[maybe_unused]] const io::loaded_aligngpt<>& m) {
+tensor<float> read_image([[maybe_unused]] const std::string& path, [[maybe_unused]] const pretrained::loaded_aligngpt<>& m) {
 #ifdef ALIGNGPT_TOOL_HAVE_IMAGE
     namespace fs = std::filesystem;
     const std::string pc = m.vision_dir + "/preprocessor_config.json";
@@ -189,13 +189,13 @@ tensor<float> read_image([[maybe_unused]] const std::string& path, [[maybe_unuse
 
 int run_trace(const trace_args& a) {
     std::ostream& log = std::cerr;
-    io::load_options opt;
+    pretrained::load_options opt;
     opt.quiet = a.quiet;
     opt.vision_tower = a.vision_tower;
     opt.mm_projector = a.mm_projector;
     opt.base_llm = a.base_llm;
     opt.dtype = a.dtype;
-    auto m = io::load_aligngpt(a.model, opt);
+    auto m = pretrained::load_aligngpt(a.model, opt);
     auto& model = *m.model;
     const auto& cfg = m.config;
     const std::vector<std::int64_t>& ids = *a.ids;

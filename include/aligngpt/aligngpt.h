@@ -39,7 +39,10 @@
 #include "aligngpt/models/llama.h"
 #include "aligngpt/models/projector.h"
 
+#include "aligngpt/io/checkpoint.h"
 #include "aligngpt/io/image.h"
-#include "aligngpt/io/model_loader.h"
+#include "aligngpt/io/json.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/io/torch_bin.h"
+
+#include "aligngpt/pretrained.h"

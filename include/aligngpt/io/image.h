@@ -52,6 +52,7 @@
 #include "aligngpt/config.h"
 #include "aligngpt/io/detail/stb_image_impl.h"
 #include "aligngpt/io/file.h"
+#include "aligngpt/io/json.h"
 #include "aligngpt/io/resample.h"
 #include "aligngpt/tensor.h"
 
@@ -323,87 +324,57 @@ struct clip_image_processor_config {
     /// Reads a preprocessor_config.json object; `aspect` is not part of it (set it from the model
     /// config's image_aspect_ratio). Unknown keys are ignored, as transformers does.
     static clip_image_processor_config from_json(const nlohmann::json& j, const std::string& name = "preprocessor_config") {
-        ALIGNGPT_CHECK(j.is_object(), name, ": expected a JSON object");
+        const json_reader r(j, name, json_nulls::refused);
         clip_image_processor_config c;
-        auto get_bool = [&](const char* k, bool& out) {
-            if (!j.contains(k)) return;
-            ALIGNGPT_CHECK(j[k].is_boolean(), name, ": \"", k, "\" must be true or false, got ", j[k].dump());
-            out = j[k].get<bool>();
-        };
-        auto get_pos_int = [&](const nlohmann::json& v, const std::string& what) {
-            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() > 0 && v.get<std::int64_t>() <= 65536, name,
-                           ": ", what, " must be an integer in [1, 65536], got ", v.dump());
-            return int(v.get<std::int64_t>());
-        };
-        auto get_triple = [&](const char* k, std::array<double, 3>& out) {
-            if (!j.contains(k)) return;
-            const auto& v = j[k];
-            if (v.is_number()) {
-                out.fill(v.get<double>());
-                return;
-            }
-            ALIGNGPT_CHECK(v.is_array() && v.size() == 3, name, ": \"", k, "\" must be a number or 3 numbers, got ", v.dump());
+        const auto pos_int = [](const json_reader& in, const char* k) { return int(in.integer(k, std::nullopt, 1, 65536)); };
+        const auto triple = [&](const char* k, std::array<double, 3>& out) {
+            const nlohmann::json* v = r.get(k);
+            if (!v) return;
+            if (v->is_number()) return out.fill(v->get<double>());
+            if (!v->is_array() || v->size() != 3) r.must_be(k, "a number or 3 numbers");
             for (std::size_t i = 0; i < 3; i++) {
-                ALIGNGPT_CHECK(v[i].is_number(), name, ": \"", k, "\"[", i, "] is not a number: ", v[i].dump());
-                out[i] = v[i].get<double>();
+                if (!(*v)[i].is_number()) r.must_be(k, "a number or 3 numbers");
+                out[i] = (*v)[i].get<double>();
             }
         };
-        get_bool("do_resize", c.do_resize);
-        get_bool("do_center_crop", c.do_center_crop);
-        get_bool("do_rescale", c.do_rescale);
-        get_bool("do_normalize", c.do_normalize);
-        if (j.contains("do_convert_rgb")) {
-            bool rgb = true;
-            get_bool("do_convert_rgb", rgb);
-            ALIGNGPT_CHECK(rgb, name, ": do_convert_rgb=false is not supported (images are always decoded to RGB)");
-        }
-        if (j.contains("size")) {
-            const auto& s = j["size"];
-            if (s.is_object()) {
-                ALIGNGPT_CHECK(s.contains("shortest_edge") && s.size() == 1, name,
-                               ": \"size\" must be an integer or {\"shortest_edge\": n} for CLIP, got ", s.dump());
-                c.shortest_edge = get_pos_int(s["shortest_edge"], "size.shortest_edge");
+        c.do_resize = r.boolean("do_resize", c.do_resize);
+        c.do_center_crop = r.boolean("do_center_crop", c.do_center_crop);
+        c.do_rescale = r.boolean("do_rescale", c.do_rescale);
+        c.do_normalize = r.boolean("do_normalize", c.do_normalize);
+        if (!r.boolean("do_convert_rgb", true)) r.must_be("do_convert_rgb", "true (images are always decoded to RGB)");
+        if (const nlohmann::json* s = r.get("size")) {
+            if (s->is_object()) {
+                if (!s->contains("shortest_edge") || s->size() != 1) r.must_be("size", "an integer or {\"shortest_edge\": n} for CLIP");
+                c.shortest_edge = pos_int(r.object("size"), "shortest_edge");
             } else {
-                c.shortest_edge = get_pos_int(s, "size");
+                c.shortest_edge = pos_int(r, "size");
             }
         }
-        if (j.contains("crop_size")) {
-            const auto& s = j["crop_size"];
-            if (s.is_object()) {
-                ALIGNGPT_CHECK(s.contains("height") && s.contains("width"), name,
-                               ": \"crop_size\" must be an integer or {\"height\", \"width\"}, got ", s.dump());
-                c.crop_height = get_pos_int(s["height"], "crop_size.height");
-                c.crop_width = get_pos_int(s["width"], "crop_size.width");
+        if (const nlohmann::json* s = r.get("crop_size")) {
+            if (s->is_object()) {
+                if (!s->contains("height") || !s->contains("width")) r.must_be("crop_size", "an integer or {\"height\", \"width\"}");
+                c.crop_height = pos_int(r.object("crop_size"), "height");
+                c.crop_width = pos_int(r.object("crop_size"), "width");
             } else {
-                c.crop_height = c.crop_width = get_pos_int(s, "crop_size");
+                c.crop_height = c.crop_width = pos_int(r, "crop_size");
             }
         }
-        if (j.contains("resample")) {
-            const auto& r = j["resample"];
-            ALIGNGPT_CHECK(r.is_number_integer() && r.get<int>() >= 1 && r.get<int>() <= 5, name,
-                           ": \"resample\" must be a Pillow filter 1..5 (lanczos, bilinear, bicubic, box, hamming), got ",
-                           r.dump(), r.is_number_integer() && r.get<int>() == 0 ? " (nearest is not supported)" : "");
-            c.resample = resample_filter(r.get<int>());
+        if (const nlohmann::json* v = r.get("resample")) {
+            if (!v->is_number_integer() || v->get<std::int64_t>() < 1 || v->get<std::int64_t>() > 5)
+                r.must_be("resample", std::string("a Pillow filter 1..5 (lanczos, bilinear, bicubic, box, hamming)") +
+                                          (v->is_number_integer() && v->get<std::int64_t>() == 0 ? "; nearest (0) is not supported" : ""));
+            c.resample = resample_filter(v->get<int>());
         }
-        if (j.contains("rescale_factor")) {
-            ALIGNGPT_CHECK(j["rescale_factor"].is_number(), name, ": \"rescale_factor\" must be a number");
-            c.rescale_factor = j["rescale_factor"].get<double>();
-        }
-        get_triple("image_mean", c.image_mean);
-        get_triple("image_std", c.image_std);
-        for (double s : c.image_std) ALIGNGPT_CHECK(s != 0.0, name, ": image_std has a zero entry");
+        c.rescale_factor = r.number("rescale_factor", c.rescale_factor, -json_reader::any, json_reader::any);
+        triple("image_mean", c.image_mean);
+        triple("image_std", c.image_std);
+        for (double s : c.image_std)
+            if (s == 0.0) r.must_be("image_std", "nonzero numbers");
         return c;
     }
 
     static clip_image_processor_config from_json_file(const std::string& path) {
-        const std::string text = read_text_file(path, 1 << 20);
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::exception& e) {
-            fail(path, ": not valid JSON: ", e.what());
-        }
-        return from_json(j, path);
+        return from_json(read_json_file(path, {.max_bytes = 1 << 20}), path);
     }
 
     /// expand2square's fill colour: tuple(int(x * 255) for x in image_mean) (truncation).

@@ -252,26 +252,31 @@ private:
     void parse(const safetensors_limits& lim) {
         const std::string& p = map_->path();
         const std::uint64_t size = map_->size();
-        ALIGNGPT_CHECK(size >= 8, p, ": file is ", size, " bytes, too small for the 8-byte header length (safetensors)");
+        // The first checks tell "not this format at all" (a PNG given as --pixels, a text file)
+        // from a damaged safetensors file: its first 8 bytes cannot be a header length, or the
+        // header does not open a JSON object.
+        ALIGNGPT_CHECK(size >= 8, p, ": not a safetensors file (", size, " bytes, too small for the 8-byte header length)");
         std::uint64_t n = 0;
         std::memcpy(&n, map_->data(), 8);
-        ALIGNGPT_CHECK(n <= lim.max_header_bytes, p, ": header length N = ", n, " exceeds the limit of ",
-                       lim.max_header_bytes, " bytes");
+        ALIGNGPT_CHECK(n <= lim.max_header_bytes, p, ": not a safetensors file (its first 8 bytes read as a header length N = ", n,
+                       ", which exceeds the limit of ", lim.max_header_bytes, " bytes)");
         std::uint64_t end = 0;
-        ALIGNGPT_CHECK(detail::checked_add(n, 8, end) && end <= size, p, ": header length N = ", n,
-                       " but the file has only ", size - 8, " bytes after the length field");
+        ALIGNGPT_CHECK(detail::checked_add(n, 8, end) && end <= size, p, ": not a safetensors file (header length N = ", n,
+                       " but the file has only ", size - 8, " bytes after the length field)");
         data_start_ = end;
         const std::string_view hdr = map_->view(8, n);
+        const auto first = hdr.find_first_not_of(" \t\n\r");
+        ALIGNGPT_CHECK(first != std::string_view::npos, p, ": not a safetensors file (header of ", n,
+                       " bytes is empty; expected a JSON object)");
+        ALIGNGPT_CHECK(hdr[first] == '{', p, ": not a safetensors file (header is not a JSON object: first byte ",
+                       detail::quote_name(hdr.substr(first, 1)), " at offset ", 8 + first,
+                       "; expected '{' after optional JSON whitespace)");
+
         if (auto bad = detail::utf8_error_at(hdr); bad != std::string_view::npos)
             fail(p, ": header is not valid UTF-8 at byte ", 8 + bad);
         // nlohmann stops at a NUL as if the input ended, so "{}\0junk" would pass: refuse NUL first.
         if (auto nul = hdr.find('\0'); nul != std::string_view::npos)
             fail(p, ": header contains a NUL byte at offset ", 8 + nul, " (only JSON and JSON whitespace are allowed)");
-        const auto first = hdr.find_first_not_of(" \t\n\r");
-        ALIGNGPT_CHECK(first != std::string_view::npos, p, ": header of ", n, " bytes is empty (expected a JSON object)");
-        ALIGNGPT_CHECK(hdr[first] == '{', p, ": header is not a JSON object: first byte ", detail::quote_name(hdr.substr(first, 1)),
-                       " at offset ", 8 + first, " (expected '{' after optional JSON whitespace)");
-
         detail::st_header_sax sax(lim);
         bool ok = false;
         try {

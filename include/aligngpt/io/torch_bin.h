@@ -18,9 +18,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
-#include <optional>
-#include <unordered_set>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +28,7 @@
 #include "aligngpt/config.h"
 #include "aligngpt/io/dtype.h"
 #include "aligngpt/io/file.h"
+#include "aligngpt/io/json.h"
 #include "aligngpt/io/pickle.h"
 #include "aligngpt/io/safetensors.h"  // tensor_info
 #include "aligngpt/io/zip.h"
@@ -229,76 +230,6 @@ private:
     std::shared_ptr<const torch_bin_file> f_;
 };
 
-namespace detail {
-/// SAX reader for `*.index.json`: {"metadata": {...}, "weight_map": {tensor: shard}}. Refuses
-/// duplicate keys at any level (a parser differential could map one tensor to two shards) and
-/// nesting deeper than 8 without recursing.
-class index_sax : public nlohmann::json_sax<nlohmann::json> {
-public:
-    using json = nlohmann::json;
-    std::vector<std::pair<std::string, std::string>> weight_map;
-    std::optional<std::uint64_t> total_size;
-    bool has_weight_map = false;
-    std::string error;
-
-    bool null() override { return value(nullptr, nullptr); }
-    bool boolean(bool) override { return value(nullptr, nullptr); }
-    bool number_integer(json::number_integer_t) override { return value(nullptr, nullptr); }
-    bool number_unsigned(json::number_unsigned_t v) override { return value(&v, nullptr); }
-    bool number_float(json::number_float_t, const json::string_t&) override { return value(nullptr, nullptr); }
-    bool binary(json::binary_t&) override { return value(nullptr, nullptr); }
-    bool string(json::string_t& s) override { return value(nullptr, &s); }
-    bool start_object(std::size_t) override {
-        if (!stack_.empty() && !value(nullptr, nullptr, true)) return false;
-        has_weight_map |= stack_.size() == 1 && stack_[0].key == "weight_map";
-        return push(true);
-    }
-    bool start_array(std::size_t) override { return value(nullptr, nullptr) && push(false); }
-    bool key(json::string_t& k) override {
-        if (!stack_.back().seen.insert(k).second) return bad("duplicate key " + quote_name(k));
-        stack_.back().key = k;
-        return true;
-    }
-    bool end_object() override { return stack_.pop_back(), true; }
-    bool end_array() override { return stack_.pop_back(), true; }
-    bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& ex) override {
-        return bad("invalid JSON at byte " + std::to_string(pos) + ": " + ex.what());
-    }
-
-private:
-    struct level {
-        bool object;
-        std::string key;
-        std::unordered_set<std::string> seen;
-    };
-    bool bad(std::string m) {
-        if (error.empty()) error = std::move(m);
-        return false;
-    }
-    bool push(bool object) {
-        if (stack_.size() >= 8) return bad("nesting deeper than 8");
-        stack_.push_back({object, {}, {}});
-        return true;
-    }
-    bool under(const char* top) const { return stack_.size() == 2 && stack_[0].key == top && stack_[1].object; }
-    // Any value (or the start of a container) at the current position.
-    bool value(const std::uint64_t* u, std::string* s, bool object = false) {
-        if (stack_.empty()) return bad("top level must be an object");
-        if (stack_.size() == 1 && stack_[0].key == "weight_map" && !object) return bad("\"weight_map\" must be an object");
-        if (under("weight_map")) {
-            if (!s) return bad("weight_map[" + quote_name(stack_[1].key) + "] must be a string (a shard file name)");
-            weight_map.emplace_back(stack_[1].key, *s);
-        }
-        if (under("metadata") && stack_[1].key == "total_size") {
-            if (!u) return bad("metadata.total_size must be a non-negative integer");
-            total_size = *u;
-        }
-        return true;
-    }
-    std::vector<level> stack_;
-};
-}  // namespace detail
-
 class checkpoint_dir {
 public:
     /// Opens `dir`: model.safetensors.index.json, model.safetensors, pytorch_model.bin.index.json or
@@ -346,39 +277,45 @@ private:
     }
 
     void open_index(const std::string& index) {
-        detail::index_sax sax;
-        const std::string text = read_text_file(index, 64u << 20);
-        bool ok = false;
-        try {
-            ok = nlohmann::json::sax_parse(text, &sax);
-        } catch (const std::exception& e) {
-            fail(index, ": cannot parse: ", e.what());
+        // {"metadata": {"total_size": N, ...}, "weight_map": {tensor: shard}}. Duplicate keys are
+        // refused at any level (a parser differential could map one tensor to two shards).
+        const nlohmann::json j = read_json_file(index, {.max_bytes = 64u << 20, .refuse_duplicate_keys = true, .max_depth = 8});
+        const json_reader r(j, index, json_nulls::refused);
+        std::optional<std::uint64_t> total_size;
+        if (const nlohmann::json* m = r.get("metadata"); m && m->is_object() && m->contains("total_size")) {
+            const auto& t = (*m)["total_size"];
+            if (!t.is_number_unsigned()) r.object("metadata").must_be("total_size", "a non-negative integer");
+            total_size = t.get<std::uint64_t>();
         }
-        ALIGNGPT_CHECK(ok && sax.error.empty(), index, ": ", sax.error.empty() ? std::string("invalid JSON") : sax.error);
-        ALIGNGPT_CHECK(sax.has_weight_map, index, ": no \"weight_map\" object");
+        const json_reader wm = r.object("weight_map");
         std::map<std::string, std::string, std::less<>> wanted;  // tensor -> shard
-        std::vector<std::string> order;                          // shards in first-mention order
-        for (const auto& [tensor, shard] : sax.weight_map) {
+        std::set<std::string> order;                             // shards, by name
+        for (const auto& [tensor, v] : wm.json().items()) {
+            const std::string field = "[" + detail::quote_name(tensor) + "]";
+            if (!v.is_string()) r.fail("weight_map" + field, "must be a string (a shard file name), got ", detail::json_text(v));
+            const std::string shard = v.get<std::string>();
             const std::string who = index + ": weight_map[" + detail::quote_name(tensor) + "] = " + detail::quote_name(shard) + ": ";
             // transformers#47176: a shard name must be a plain file name inside the model directory.
             ALIGNGPT_CHECK(!shard.empty() && shard != "." && shard != ".." &&
                                shard.find_first_of(std::string("/\\\0", 3)) == std::string::npos,
                            who, "shard must be a plain file name (no '/', '\\', NUL; not empty, '.' or '..')");
-            if (std::find(order.begin(), order.end(), shard) == order.end()) order.push_back(shard);
+            order.insert(shard);
             wanted.emplace(tensor, shard);
         }
         namespace fs = std::filesystem;
         const fs::path real_dir = fs::weakly_canonical(fs::path(dir_));
-        std::map<std::string, std::size_t> shards;  // shard -> file index
-        for (const std::string& shard : order) {
+        for (const std::string& shard : order) {  // every shard is there before any is opened
             const std::string p = dir_ + "/" + shard;
             ALIGNGPT_CHECK(fs::exists(p), index, ": weight_map names shard ", detail::quote_name(shard), " but ", p,
                            " does not exist");
             const fs::path real = fs::weakly_canonical(fs::path(p));
             ALIGNGPT_CHECK(real.parent_path() == real_dir, index, ": shard ", detail::quote_name(shard), " resolves to ",
                            real.string(), ", outside ", real_dir.string(), " (symlink out of the model directory)");
+        }
+        std::map<std::string, std::size_t> shards;  // shard -> file index
+        for (const std::string& shard : order) {
             shards.emplace(shard, files_.size());
-            add_file(weight_file::open(p), &wanted);
+            add_file(weight_file::open(dir_ + "/" + shard), &wanted);
         }
         std::uint64_t total = 0;
         for (const auto& [tensor, shard] : wanted) {
@@ -389,9 +326,9 @@ private:
         }
         // Safetensors shards cannot share bytes, so total_size is exact there; transformers counts
         // a storage shared by several .bin tensors once, so the .bin sum is not comparable.
-        if (sax.total_size && std::string_view(files_.front().format()) == "safetensors")
-            ALIGNGPT_CHECK(*sax.total_size == total, index, ": metadata.total_size = ", *sax.total_size,
-                           " but the tensors hold ", total, " bytes");
+        if (total_size && !files_.empty() && std::string_view(files_.front().format()) == "safetensors")
+            ALIGNGPT_CHECK(*total_size == total, index, ": field 'metadata.total_size' must be the bytes the tensors hold, ", total,
+                           ", got ", *total_size);
     }
 
     // Registers every tensor of `f`; with an index, each must be mapped to this very shard.

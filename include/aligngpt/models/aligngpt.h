@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "aligngpt/io/json.h"
 #include "aligngpt/models/align.h"
 #include "aligngpt/models/llama.h"
 #include "aligngpt/models/projector.h"
@@ -49,41 +50,23 @@ struct aligngpt_config {
     index_t mm_hidden_size = 1024;
     std::string mm_projector_type = "mlp2x_gelu";
     index_t tokenizer_model_max_length = 2048;  ///< 0: no truncation (key absent or null)
-    index_t n_image_tokens = 576;               ///< the vision tower's patch count: the gate's input width
+    /// Image tokens per image = the vision tower's patches, (image_size / patch_size)^2: the gate's
+    /// input width. Not a config.json field: the pretrained loader sets it from the tower.
+    index_t n_image_tokens = 576;
 
+    /// Parses and validates the LLaMA fields and the mm_* fields; errors name `source` and the field.
     static aligngpt_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
         aligngpt_config c;
         c.llm = llama_config::from_json(j, source);
-        const auto where = [&](const char* f) { return "aligngpt_config: " + source + ": field '" + f + "'"; };
-        ALIGNGPT_CHECK(j.contains("mm_hidden_size") && j["mm_hidden_size"].is_number_integer() &&
-                           j["mm_hidden_size"].get<std::int64_t>() > 0 && j["mm_hidden_size"].get<std::int64_t>() <= 65536,
-                       where("mm_hidden_size"), " must be an integer in [1, 65536]");
-        c.mm_hidden_size = j["mm_hidden_size"].get<std::int64_t>();
-        if (j.contains("mm_projector_type")) {
-            ALIGNGPT_CHECK(j["mm_projector_type"].is_string(), where("mm_projector_type"), " must be a string");
-            c.mm_projector_type = j["mm_projector_type"].get<std::string>();
-        } else {
-            c.mm_projector_type = "linear";  // getattr(config, 'mm_projector_type', 'linear')
-        }
-        c.tokenizer_model_max_length = 0;
-        if (j.contains("tokenizer_model_max_length") && !j["tokenizer_model_max_length"].is_null()) {
-            const auto& v = j["tokenizer_model_max_length"];
-            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= 2, where("tokenizer_model_max_length"),
-                           " must be an integer >= 2, got ", v.dump());
-            c.tokenizer_model_max_length = v.get<std::int64_t>();
-        }
-        if (j.contains("tokenizer_padding_side") && !j["tokenizer_padding_side"].is_null())
-            ALIGNGPT_CHECK(j["tokenizer_padding_side"] == "right", where("tokenizer_padding_side"), " = ",
-                           j["tokenizer_padding_side"].dump(), ": only \"right\" is supported");
+        const io::json_reader r(j, source);
+        c.mm_hidden_size = r.nulls(io::json_nulls::refused).integer("mm_hidden_size", std::nullopt, 1, 65536);
+        // getattr(config, 'mm_projector_type', 'linear'); a null would fail in the reference too
+        c.mm_projector_type = r.nulls(io::json_nulls::refused).string("mm_projector_type", "linear");
+        c.tokenizer_model_max_length = r.integer("tokenizer_model_max_length", 0, 2, io::json_reader::no_limit);
+        r.one_of("tokenizer_padding_side", "right", {"right"});
         return c;
     }
-    static aligngpt_config load(const std::string& path) {
-        std::ifstream in(path);
-        ALIGNGPT_CHECK(in.good(), "aligngpt_config: cannot open ", path);
-        nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-        ALIGNGPT_CHECK(!j.is_discarded(), "aligngpt_config: ", path, " is not valid JSON");
-        return from_json(j, path);
-    }
+    static aligngpt_config load(const std::string& path) { return from_json(io::read_json_file(path), path); }
 };
 
 /// One training or prompt sample: ids with at most one -200, labels of the same length (or none).

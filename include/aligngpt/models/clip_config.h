@@ -6,92 +6,46 @@
 //   CLIPTextConfig     {"model_type": "clip_text_model", ...}
 //   CLIPConfig         {"model_type": "clip", "vision_config": {...}, "text_config": {...}, "projection_dim": P}
 // A key that is absent takes transformers' default (CLIPVisionConfig / CLIPTextConfig __init__);
-// a key that is present must have the right type. validate() runs before any allocation, and
-// every error names the file and the field:
-//   "tests/golden/x/config.json: vision_config.hidden_size = 30 is not divisible by num_attention_heads = 4"
+// a key that is present must have the right type (null included, except the token ids). Checks
+// run before any allocation, and every error names the file and the field (io/json.h):
+//   "tests/golden/x/config.json: field 'vision_config.hidden_size' must be a multiple of num_attention_heads = 4, got 30"
 //
 //   auto vc = models::clip_vision_config::from_file("clip-vit-large-patch14-336/config.json");
 //   vc.num_patches();                  // (336/14)^2 = 576;  num_positions() = 577
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "aligngpt/config.h"
+#include "aligngpt/io/json.h"
 
 namespace aligngpt::models {
 
 namespace config_detail {
 
-/// Reads the whole JSON file; errors name the path.
-inline nlohmann::json read_json_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    ALIGNGPT_CHECK(in.good(), path, ": cannot open config file");
-    try {
-        return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        fail(path, ": invalid JSON: ", e.what());
-    }
-}
-
-/// j[key] as an integer in [lo, hi], or `def` if absent. `where` = "<file>: <section.>".
-inline index_t int_field(const nlohmann::json& j, const char* key, index_t def, index_t lo, index_t hi,
-                         const std::string& where) {
-    index_t v = def;
-    if (auto it = j.find(key); it != j.end()) {
-        ALIGNGPT_CHECK(it->is_number_integer(), where, key, " must be an integer, got ", it->dump());
-        v = it->get<index_t>();
-    }
-    ALIGNGPT_CHECK(v >= lo && v <= hi, where, key, " = ", v, " is outside [", lo, ", ", hi, "]");
-    return v;
-}
-
-inline double float_field(const nlohmann::json& j, const char* key, double def, double lo, double hi,
-                          const std::string& where) {
-    double v = def;
-    if (auto it = j.find(key); it != j.end()) {
-        ALIGNGPT_CHECK(it->is_number(), where, key, " must be a number, got ", it->dump());
-        v = it->get<double>();
-    }
-    ALIGNGPT_CHECK(std::isfinite(v) && v >= lo && v <= hi, where, key, " = ", v, " is outside [", lo, ", ", hi, "]");
-    return v;
-}
-
 /// The activations CLIP checkpoints use: "quick_gelu" (OpenAI) or "gelu" (exact erf; some ports).
-inline std::string act_field(const nlohmann::json& j, const std::string& where) {
-    std::string act = "quick_gelu";
-    if (auto it = j.find("hidden_act"); it != j.end()) {
-        ALIGNGPT_CHECK(it->is_string(), where, "hidden_act must be a string, got ", it->dump());
-        act = it->get<std::string>();
-    }
-    ALIGNGPT_CHECK(act == "quick_gelu" || act == "gelu", where, "hidden_act = \"", act,
-                   "\" is not supported (quick_gelu, gelu)");
-    return act;
+inline std::string act_field(const io::json_reader& r) {
+    return r.one_of("hidden_act", "quick_gelu", {"quick_gelu", "gelu"});
 }
 
-/// The sub-object `section` ("vision_config" / "text_config") of a CLIPConfig file, or the whole
-/// object of a single-tower file whose model_type is `tower_type`. An absent or null section of a
-/// CLIPConfig means all defaults, as in transformers. `where` receives the error-message prefix.
-inline const nlohmann::json& tower_section(const nlohmann::json& j, const char* section, const char* tower_type,
-                                           const std::string& path, std::string& where) {
+/// The reader of section `section` ("vision_config" / "text_config") of a CLIPConfig file, or of
+/// the whole object of a single-tower file whose model_type is `tower_type`. An absent or null
+/// section of a CLIPConfig means all defaults, as in transformers.
+inline io::json_reader tower_section(const io::json_reader& top, const char* section, const char* tower_type) {
     static const nlohmann::json empty = nlohmann::json::object();
-    ALIGNGPT_CHECK(j.is_object(), path, ": top level is not a JSON object");
+    const nlohmann::json& j = top.json();
     std::string type;
     if (auto it = j.find("model_type"); it != j.end() && it->is_string()) type = it->get<std::string>();
-    where = path + ": ";
     if (auto it = j.find(section); it != j.end() || type == "clip") {
-        ALIGNGPT_CHECK(type.empty() || type == "clip", path, ": model_type \"", type, "\" has a ", section,
-                       " section; expected a CLIPConfig (\"clip\")");
-        if (it == j.end() || it->is_null()) return empty;
-        ALIGNGPT_CHECK(it->is_object(), path, ": ", section, " must be an object, got ", it->dump());
-        where += std::string(section) + ".";
-        return *it;
+        if (!type.empty() && type != "clip")
+            top.must_be("model_type", std::string("\"clip\" (the file has a ") + section + " section, as a CLIPConfig)");
+        if (it == j.end() || it->is_null()) return io::json_reader(empty, top.file(), io::json_nulls::refused);
+        return top.object(section);
     }
-    ALIGNGPT_CHECK(type.empty() || type == tower_type, path, ": model_type \"", type, "\" is neither \"clip\" nor \"",
-                   tower_type, "\"");
-    return j;
+    if (!type.empty() && type != tower_type) top.must_be("model_type", std::string("\"clip\" or \"") + tower_type + "\"");
+    return top;
 }
 
 // Bounds: generous for any real CLIP, small enough that sizes multiply without overflow.
@@ -111,38 +65,48 @@ struct clip_vision_config {
     index_t num_patches() const { return grid() * grid(); }
     index_t num_positions() const { return num_patches() + 1; }
 
-    /// Reads the fields of a CLIPVisionConfig object (`where` prefixes every error message).
-    static clip_vision_config from_json(const nlohmann::json& j, const std::string& where) {
+    /// Reads the fields of a CLIPVisionConfig object; `source` (a file name) starts every message.
+    static clip_vision_config from_json(const nlohmann::json& j, const std::string& source) {
+        return from_reader(io::json_reader(j, source, io::json_nulls::refused));
+    }
+    static clip_vision_config from_reader(const io::json_reader& r) {
         using namespace config_detail;
         clip_vision_config c;
-        c.hidden_size = int_field(j, "hidden_size", c.hidden_size, 1, max_width, where);
-        c.intermediate_size = int_field(j, "intermediate_size", c.intermediate_size, 1, 4 * max_width, where);
-        c.num_hidden_layers = int_field(j, "num_hidden_layers", c.num_hidden_layers, 1, max_layers, where);
-        c.num_attention_heads = int_field(j, "num_attention_heads", c.num_attention_heads, 1, max_heads, where);
-        c.num_channels = int_field(j, "num_channels", c.num_channels, 1, 64, where);
-        c.image_size = int_field(j, "image_size", c.image_size, 1, max_image, where);
-        c.patch_size = int_field(j, "patch_size", c.patch_size, 1, max_image, where);
-        c.projection_dim = int_field(j, "projection_dim", c.projection_dim, 1, max_width, where);
-        c.layer_norm_eps = float_field(j, "layer_norm_eps", c.layer_norm_eps, 0.0, 1.0, where);
-        c.hidden_act = act_field(j, where);
-        c.validate(where);
+        c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, max_width);
+        c.intermediate_size = r.integer("intermediate_size", c.intermediate_size, 1, 4 * max_width);
+        c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, max_layers);
+        c.num_attention_heads = r.integer("num_attention_heads", c.num_attention_heads, 1, max_heads);
+        c.num_channels = r.integer("num_channels", c.num_channels, 1, 64);
+        c.image_size = r.integer("image_size", c.image_size, 1, max_image);
+        c.patch_size = r.integer("patch_size", c.patch_size, 1, max_image);
+        c.projection_dim = r.integer("projection_dim", c.projection_dim, 1, max_width);
+        c.layer_norm_eps = r.number("layer_norm_eps", c.layer_norm_eps, 0.0, 1.0);
+        c.hidden_act = act_field(r);
+        c.check([&](const char* field, const std::string& must) { r.fail(field, must); });
         return c;
     }
     /// A CLIPVisionConfig file, or the "vision_config" part of a CLIPConfig file.
     static clip_vision_config from_file(const std::string& path) {
-        const nlohmann::json j = config_detail::read_json_file(path);
-        std::string where;
-        const nlohmann::json& s = config_detail::tower_section(j, "vision_config", "clip_vision_model", path, where);
-        return from_json(s, where);
+        const nlohmann::json j = io::read_json_file(path);
+        return from_reader(config_detail::tower_section(io::json_reader(j, path, io::json_nulls::refused), "vision_config",
+                                                        "clip_vision_model"));
     }
-    /// Cross-field checks (single fields are range-checked while parsing).
+    /// Cross-field checks (single fields are range-checked while parsing); `where` starts the message.
     void validate(const std::string& where) const {
-        ALIGNGPT_CHECK(hidden_size % num_attention_heads == 0, where, "hidden_size = ", hidden_size,
-                       " is not divisible by num_attention_heads = ", num_attention_heads);
-        ALIGNGPT_CHECK(patch_size <= image_size && image_size % patch_size == 0, where, "image_size = ", image_size,
-                       " is not a multiple of patch_size = ", patch_size);
-        ALIGNGPT_CHECK(num_positions() <= (index_t(1) << 20), where, "image_size / patch_size = ", grid(),
-                       " gives ", num_patches(), " patches, more than supported (2^20)");
+        check([&](const char* field, const std::string& must) { fail(where, "field '", field, "' ", must); });
+    }
+    /// Calls bad(field, "must ...") for the first violated rule.
+    template <class F>
+    void check(F&& bad) const {
+        if (hidden_size % num_attention_heads != 0)
+            bad("hidden_size", "must be a multiple of num_attention_heads = " + std::to_string(num_attention_heads) + ", got " +
+                                   std::to_string(hidden_size));
+        if (patch_size > image_size || image_size % patch_size != 0)
+            bad("image_size", "must be a multiple of patch_size = " + std::to_string(patch_size) + ", got " +
+                                  std::to_string(image_size));
+        if (num_positions() > (index_t(1) << 20))
+            bad("image_size", "must give at most 2^20 patches of patch_size " + std::to_string(patch_size) + ", got " +
+                                  std::to_string(image_size) + " (" + std::to_string(num_patches()) + " patches)");
     }
 };
 
@@ -156,35 +120,43 @@ struct clip_text_config {
 
     index_t head_dim() const { return hidden_size / num_attention_heads; }
 
-    static clip_text_config from_json(const nlohmann::json& j, const std::string& where) {
+    static clip_text_config from_json(const nlohmann::json& j, const std::string& source) {
+        return from_reader(io::json_reader(j, source, io::json_nulls::refused));
+    }
+    static clip_text_config from_reader(const io::json_reader& r) {
         using namespace config_detail;
         clip_text_config c;
-        c.vocab_size = int_field(j, "vocab_size", c.vocab_size, 1, index_t(1) << 24, where);
-        c.hidden_size = int_field(j, "hidden_size", c.hidden_size, 1, max_width, where);
-        c.intermediate_size = int_field(j, "intermediate_size", c.intermediate_size, 1, 4 * max_width, where);
-        c.num_hidden_layers = int_field(j, "num_hidden_layers", c.num_hidden_layers, 1, max_layers, where);
-        c.num_attention_heads = int_field(j, "num_attention_heads", c.num_attention_heads, 1, max_heads, where);
-        c.max_position_embeddings = int_field(j, "max_position_embeddings", c.max_position_embeddings, 1, 1 << 16, where);
-        c.projection_dim = int_field(j, "projection_dim", c.projection_dim, 1, max_width, where);
-        // token ids may be null in a config; only the EOT id matters here (pooling uses argmax, see clip_text.h)
-        for (auto [key, dst] : {std::pair{"pad_token_id", &c.pad_token_id}, std::pair{"bos_token_id", &c.bos_token_id},
-                                std::pair{"eos_token_id", &c.eos_token_id}})
-            if (auto it = j.find(key); it == j.end() || !it->is_null())
-                *dst = int_field(j, key, *dst, -1, index_t(1) << 24, where);
-        c.layer_norm_eps = float_field(j, "layer_norm_eps", c.layer_norm_eps, 0.0, 1.0, where);
-        c.hidden_act = act_field(j, where);
-        c.validate(where);
+        c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, index_t(1) << 24);
+        c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, max_width);
+        c.intermediate_size = r.integer("intermediate_size", c.intermediate_size, 1, 4 * max_width);
+        c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, max_layers);
+        c.num_attention_heads = r.integer("num_attention_heads", c.num_attention_heads, 1, max_heads);
+        c.max_position_embeddings = r.integer("max_position_embeddings", c.max_position_embeddings, 1, 1 << 16);
+        c.projection_dim = r.integer("projection_dim", c.projection_dim, 1, max_width);
+        // token ids may be null in a config (keeping the default); only the EOT id matters here
+        // (pooling uses argmax, see clip_text.h)
+        const io::json_reader ids = r.nulls(io::json_nulls::absent);
+        c.pad_token_id = ids.integer("pad_token_id", c.pad_token_id, -1, index_t(1) << 24);
+        c.bos_token_id = ids.integer("bos_token_id", c.bos_token_id, -1, index_t(1) << 24);
+        c.eos_token_id = ids.integer("eos_token_id", c.eos_token_id, -1, index_t(1) << 24);
+        c.layer_norm_eps = r.number("layer_norm_eps", c.layer_norm_eps, 0.0, 1.0);
+        c.hidden_act = act_field(r);
+        c.check([&](const char* field, const std::string& must) { r.fail(field, must); });
         return c;
     }
     static clip_text_config from_file(const std::string& path) {
-        const nlohmann::json j = config_detail::read_json_file(path);
-        std::string where;
-        const nlohmann::json& s = config_detail::tower_section(j, "text_config", "clip_text_model", path, where);
-        return from_json(s, where);
+        const nlohmann::json j = io::read_json_file(path);
+        return from_reader(config_detail::tower_section(io::json_reader(j, path, io::json_nulls::refused), "text_config",
+                                                        "clip_text_model"));
     }
     void validate(const std::string& where) const {
-        ALIGNGPT_CHECK(hidden_size % num_attention_heads == 0, where, "hidden_size = ", hidden_size,
-                       " is not divisible by num_attention_heads = ", num_attention_heads);
+        check([&](const char* field, const std::string& must) { fail(where, "field '", field, "' ", must); });
+    }
+    template <class F>
+    void check(F&& bad) const {
+        if (hidden_size % num_attention_heads != 0)
+            bad("hidden_size", "must be a multiple of num_attention_heads = " + std::to_string(num_attention_heads) + ", got " +
+                                   std::to_string(hidden_size));
     }
 };
 
@@ -196,18 +168,14 @@ struct clip_config {
     double logit_scale_init_value = 2.6592;
 
     static clip_config from_file(const std::string& path) {
-        const nlohmann::json j = config_detail::read_json_file(path);
-        ALIGNGPT_CHECK(j.is_object(), path, ": top level is not a JSON object");
-        const auto type = j.find("model_type");
-        ALIGNGPT_CHECK(type == j.end() || *type == "clip", path, ": model_type ", type->dump(),
-                       " is not a CLIPModel config (\"clip\")");
+        const nlohmann::json j = io::read_json_file(path);
+        const io::json_reader r(j, path, io::json_nulls::refused);
+        if (r.has("model_type") && r.json()["model_type"] != "clip") r.must_be("model_type", "\"clip\" (a CLIPModel config)");
         clip_config c;
-        std::string where;
-        c.vision = clip_vision_config::from_json(config_detail::tower_section(j, "vision_config", "clip_vision_model", path, where), where);
-        c.text = clip_text_config::from_json(config_detail::tower_section(j, "text_config", "clip_text_model", path, where), where);
-        c.projection_dim = config_detail::int_field(j, "projection_dim", c.projection_dim, 1, config_detail::max_width, path + ": ");
-        c.logit_scale_init_value =
-            config_detail::float_field(j, "logit_scale_init_value", c.logit_scale_init_value, -100.0, 100.0, path + ": ");
+        c.vision = clip_vision_config::from_reader(config_detail::tower_section(r, "vision_config", "clip_vision_model"));
+        c.text = clip_text_config::from_reader(config_detail::tower_section(r, "text_config", "clip_text_model"));
+        c.projection_dim = r.integer("projection_dim", c.projection_dim, 1, config_detail::max_width);
+        c.logit_scale_init_value = r.number("logit_scale_init_value", c.logit_scale_init_value, -100.0, 100.0);
         return c;
     }
 };

@@ -25,13 +25,13 @@
 //   auto ids = llm.generate(prompt_ids, {32});                 // greedy, KV cache (generate/greedy.h)
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "aligngpt/generate/greedy.h"
+#include "aligngpt/io/json.h"
 #include "aligngpt/nn/module.h"
 #include "aligngpt/ops/attention.h"
 #include "aligngpt/ops/cross_entropy.h"
@@ -59,92 +59,64 @@ struct llama_config {
 
     index_t head_dim() const { return hidden_size / num_attention_heads; }
 
-    /// Parses and validates (before anything is allocated); errors name `source` and the field.
+    /// Parses and validates (before anything is allocated); errors name `source` and the field
+    /// (io/json.h). A null value reads as absent, except where noted.
     static llama_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
-        const auto where = [&](const char* f) { return "llama_config: " + source + ": field '" + f + "'"; };
-        ALIGNGPT_CHECK(j.is_object(), "llama_config: ", source, ": top level is not a JSON object");
-        const auto integer = [&](const char* f, std::optional<index_t> def, index_t lo, index_t hi) -> index_t {
-            if (!j.contains(f) || j[f].is_null()) {
-                ALIGNGPT_CHECK(def.has_value(), where(f), " is missing");
-                return *def;
-            }
-            ALIGNGPT_CHECK(j[f].is_number_integer(), where(f), " must be an integer, got ", j[f].dump());
-            const auto v = j[f].get<std::int64_t>();
-            ALIGNGPT_CHECK(lo <= v && v <= hi, where(f), " = ", v, " is outside [", lo, ", ", hi, "]");
-            return v;
-        };
-        const auto real = [&](const char* f, double def) -> double {
-            if (!j.contains(f) || j[f].is_null()) return def;
-            ALIGNGPT_CHECK(j[f].is_number(), where(f), " must be a number, got ", j[f].dump());
-            const double v = j[f].get<double>();
-            ALIGNGPT_CHECK(std::isfinite(v) && v > 0, where(f), " = ", v, " must be finite and > 0");
-            return v;
-        };
+        const io::json_reader r(j, source);
         llama_config c;
-        c.hidden_size = integer("hidden_size", std::nullopt, 1, 1 << 16);
-        c.intermediate_size = integer("intermediate_size", std::nullopt, 1, 1 << 18);
-        c.num_hidden_layers = integer("num_hidden_layers", std::nullopt, 1, 1024);
-        c.num_attention_heads = integer("num_attention_heads", std::nullopt, 1, 1024);
-        c.num_key_value_heads = integer("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
-        c.vocab_size = integer("vocab_size", std::nullopt, 1, 1 << 24);
-        c.max_position_embeddings = integer("max_position_embeddings", 2048, 1, index_t(1) << 24);
-        c.rms_norm_eps = real("rms_norm_eps", 1e-6);
-        c.rope_theta = real("rope_theta", 10000.0);
-        ALIGNGPT_CHECK(c.hidden_size % c.num_attention_heads == 0, where("num_attention_heads"), " = ",
-                       c.num_attention_heads, " does not divide hidden_size ", c.hidden_size);
-        ALIGNGPT_CHECK(c.head_dim() % 2 == 0, where("hidden_size"), ": head size ", c.head_dim(), " must be even (RoPE)");
-        ALIGNGPT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, where("num_key_value_heads"), " = ",
-                       c.num_key_value_heads, " does not divide num_attention_heads ", c.num_attention_heads);
-        if (j.contains("hidden_act") && !j["hidden_act"].is_null())
-            ALIGNGPT_CHECK(j["hidden_act"] == "silu", where("hidden_act"), " = ", j["hidden_act"].dump(), ": only silu");
-        if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-            const auto& r = j["rope_scaling"];
-            ALIGNGPT_CHECK(r.is_object(), where("rope_scaling"), " must be null or an object, got ", r.dump());
-            const char* tk = r.contains("rope_type") ? "rope_type" : "type";
-            ALIGNGPT_CHECK(r.contains(tk) && r[tk].is_string(), where("rope_scaling"), " has no string 'type'");
-            const auto num = [&](const char* f, double def) {
-                if (!r.contains(f)) return def;
-                ALIGNGPT_CHECK(r[f].is_number(), where("rope_scaling"), ".", f, " must be a number, got ", r[f].dump());
-                return r[f].get<double>();
-            };
-            const std::string type = r[tk].get<std::string>();
-            ALIGNGPT_CHECK(type != "dynamic", where("rope_scaling"), ": type 'dynamic' is not supported");
+        c.hidden_size = r.integer("hidden_size", std::nullopt, 1, 1 << 16);
+        c.intermediate_size = r.integer("intermediate_size", std::nullopt, 1, 1 << 18);
+        c.num_hidden_layers = r.integer("num_hidden_layers", std::nullopt, 1, 1024);
+        c.num_attention_heads = r.integer("num_attention_heads", std::nullopt, 1, 1024);
+        c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
+        c.vocab_size = r.integer("vocab_size", std::nullopt, 1, 1 << 24);
+        c.max_position_embeddings = r.integer("max_position_embeddings", 2048, 1, index_t(1) << 24);
+        c.rms_norm_eps = r.number("rms_norm_eps", 1e-6, 0, io::json_reader::any, /*lo_open=*/true);
+        c.rope_theta = r.number("rope_theta", 10000.0, 0, io::json_reader::any, /*lo_open=*/true);
+        if (c.hidden_size % c.num_attention_heads != 0)
+            r.fail("num_attention_heads", "must divide hidden_size = ", c.hidden_size, ", got ", c.num_attention_heads);
+        if (c.head_dim() % 2 != 0)
+            r.fail("hidden_size", "must give an even head size (RoPE), got ", c.hidden_size, " / ", c.num_attention_heads,
+                   " heads = ", c.head_dim());
+        if (c.num_attention_heads % c.num_key_value_heads != 0)
+            r.fail("num_key_value_heads", "must divide num_attention_heads = ", c.num_attention_heads, ", got ",
+                   c.num_key_value_heads);
+        r.one_of("hidden_act", "silu", {"silu"});
+        if (r.has("rope_scaling")) {
+            const io::json_reader rs = r.object("rope_scaling").nulls(io::json_nulls::refused);
+            const char* tk = rs.json().contains("rope_type") ? "rope_type" : "type";
+            const std::string type = rs.string(tk, std::nullopt);
+            if (type == "dynamic") rs.must_be(tk, "a supported type (\"dynamic\" is not)");
+            const auto num = [&](const char* f, double def, double bound) { return rs.number(f, def, -bound, bound); };
+            const double factor = num("factor", 1, io::json_reader::any), low = num("low_freq_factor", 1, io::json_reader::any),
+                         high = num("high_freq_factor", 4, io::json_reader::any),
+                         original = num("original_max_position_embeddings", 8192, 1e15);
             try {
-                c.rope_scaling = ops::rope_scaling::from_name(type, num("factor", 1), num("low_freq_factor", 1),
-                                                              num("high_freq_factor", 4),
-                                                              index_t(num("original_max_position_embeddings", 8192)));
+                c.rope_scaling = ops::rope_scaling::from_name(type, factor, low, high, index_t(original));
             } catch (const error& e) {
-                fail(where("rope_scaling"), ": ", e.what());
+                r.fail("rope_scaling", "must be a supported scaling: ", e.what());
             }
         }
-        if (j.contains("tie_word_embeddings")) {
-            ALIGNGPT_CHECK(j["tie_word_embeddings"].is_boolean(), where("tie_word_embeddings"), " must be a boolean");
-            c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
-        }
+        c.tie_word_embeddings = r.nulls(io::json_nulls::refused).boolean("tie_word_embeddings", false);
         const index_t V = c.vocab_size;
-        c.bos_token_id = integer("bos_token_id", 1, 0, V - 1);
-        c.pad_token_id = integer("pad_token_id", -1, 0, V - 1);  // null/absent -> -1 (no padding row)
-        if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+        c.bos_token_id = r.integer("bos_token_id", 1, 0, V - 1);
+        c.pad_token_id = r.integer("pad_token_id", -1, 0, V - 1);  // null/absent -> -1 (no padding row)
+        if (const nlohmann::json* e = r.get("eos_token_id"); e && e->is_array()) {
             c.eos_token_ids.clear();
-            for (const auto& e : j["eos_token_id"]) {
-                ALIGNGPT_CHECK(e.is_number_integer() && e.get<std::int64_t>() >= 0 && e.get<std::int64_t>() < V,
-                               where("eos_token_id"), " entry ", e.dump(), " is not an id in [0, ", V, ")");
-                c.eos_token_ids.push_back(e.get<std::int64_t>());
+            for (std::size_t i = 0; i < e->size(); i++) {
+                const auto& x = (*e)[i];
+                if (!x.is_number_integer() || x.get<std::int64_t>() < 0 || x.get<std::int64_t>() >= V)
+                    r.fail("eos_token_id", "must be an id or a list of ids in [0, ", V - 1, "], got ", io::detail::json_text(*e));
+                c.eos_token_ids.push_back(x.get<std::int64_t>());
             }
         } else {
-            c.eos_token_ids = {integer("eos_token_id", 2, 0, V - 1)};
+            c.eos_token_ids = {r.integer("eos_token_id", 2, 0, V - 1)};
         }
         return c;
     }
 
     /// Reads and parses a config.json file.
-    static llama_config load(const std::string& path) {
-        std::ifstream in(path);
-        ALIGNGPT_CHECK(in.good(), "llama_config: cannot open ", path);
-        nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-        ALIGNGPT_CHECK(!j.is_discarded(), "llama_config: ", path, " is not valid JSON");
-        return from_json(j, path);
-    }
+    static llama_config load(const std::string& path) { return from_json(io::read_json_file(path), path); }
 };
 
 /// Per layer post-RoPE keys and values [B, len, NKV*HS]; empty until the first forward.

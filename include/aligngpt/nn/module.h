@@ -42,7 +42,7 @@ void init_uniform(variable<T, Backend>& p, std::uint64_t seed, float a) {
 }
 
 /// y = x W^T + b. Frozen weights may instead live 16-bit in memory as ops::packed_weight panels
-/// (set by io::load_aligngpt with weights_dtype bf16/f16): the forward then streams the panels,
+/// (set by pretrained::load_aligngpt with weights_dtype bf16/f16): the forward then streams the panels,
 /// and the input gradient (stage 1 back-propagates through the frozen LLM) widens them exactly,
 /// so both give the same bits as the f32 weight would.
 template <class T, class Backend = backend::cpu>

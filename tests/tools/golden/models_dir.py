@@ -1,4 +1,4 @@
-"""Tiny model directories in the published layout (docs/model.md §11) for include/aligngpt/io/model_loader.h
+"""Tiny model directories in the published layout (docs/model.md §11) for include/aligngpt/pretrained.h
 and tools/aligngpt.cpp (tests/test_loader.cpp, tests/test_trace.cpp).
 
 Written under tests/golden/model_dirs/ with the REAL transformers 4.31 / torch classes:

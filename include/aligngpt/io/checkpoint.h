@@ -1,10 +1,8 @@
 #pragma once
-// Strict, all-or-nothing loading of model parameters by name, and of a whole AlignGPT model
-// directory in the published layout (docs/model.md §11; rules R1-R5: docs/model.md §11.4).
-//
-//   auto m = io::load_aligngpt("aligngpt-7b", {.vision_tower = "clip-vit-large-patch14-336"});
-//   auto feats = m.vision->features(nullptr, pixels, m.config.mm_vision_select_layer);
-//   auto out = m.model->forward(nullptr, {{ids}}, feats, models::stage::inference);
+// Strict, all-or-nothing filling of named parameters from a checkpoint: one weight file
+// (safetensors or PyTorch .bin, told apart by content) or a directory (sharded with an index, or
+// single-file). It knows file formats and names, no model: loading a whole AlignGPT directory is
+// aligngpt/pretrained.h, above models/.
 //
 //   io::load_parameters(vit, io::tensor_source::open("clip-vit-large-patch14-336"), {});
 //
@@ -12,40 +10,22 @@
 //   Visits the module (visit(f): every parameter, named by its verbatim HF key). Every parameter
 //   must exist in the source with the same shape, and a float dtype that widens exactly to f32
 //   (F32, BF16, F16). Every source tensor must be consumed, except those matching options.ignore
-//   (default: "*.rotary_emb.inv_freq", "*.position_ids": buffers the reference recomputes, and
-//   "vision_tower.vision_tower.*": the CLIP copy the reference drops) or outside options.scope.
-//   All problems are collected and thrown as ONE error that lists, by name, the missing, unexpected, wrong-shape and wrong-dtype tensors with their file names.
-//   Values are read into fresh tensors and swapped into the module only when everything
-//   succeeded: a half-loaded module is never left behind (R5).
+//   (default: "*.rotary_emb.inv_freq", "*.position_ids": buffers transformers saves and
+//   recomputes) or outside options.scope. All problems are collected and thrown as ONE error
+//   that lists, by name, the missing, unexpected, wrong-shape and wrong-dtype tensors with their
+//   file names. Values are read into fresh tensors and swapped into the module only when
+//   everything succeeded: a half-loaded module is never left behind.
 //   options.rename maps module-name prefixes to source-key prefixes ({"vision_model.",
 //   "vision_tower.vision_tower.vision_model."} reads CLIP from the copy inside an AlignGPT file).
 //   Tensor bytes are read from our own read-only mapping and the pages are dropped again
 //   (madvise DONTNEED) once consumed, so resident memory holds the model, not the files.
 //
-// load_aligngpt(dir, options)
-//   config.json (LLaMA fields + mm_* fields, docs/model.md §11.1) is parsed and validated before anything is
-//   allocated; errors name the file and the field. Weights: sharded or single .bin / safetensors
-//   (checkpoint_dir). The CLIP copy "vision_tower.vision_tower.*" inside the checkpoint is ignored
-//   (the reference drops it too, docs/model.md §11.3). A stage-1 file (mm_projector_align.bin, also accepted
-//   as mm_projector.bin) is read when the directory is a pretrain output (then the LLM comes from
-//   options.base_llm) or when options.mm_projector names it; its keys map by suffix as in the
-//   reference (the part after "mm_projector." -> "mm_projector.<rest>"; any key containing
-//   "indicator_embs" -> "align_indicators.indicator_embs"; anything else ignored). The vision
-//   tower comes from its own directory: options.vision_tower, else config mm_vision_tower
-//   (relative paths resolve against the working directory, then the model directory).
-//
-// weights_dtype (f32 | bf16 | f16): with bf16/f16 the frozen LLM Linear weights (model.layers.*
-//   *_proj.weight, lm_head.weight) are packed once, straight from the mapped file, into
-//   ops::packed_weight<bf16|f16> panels, when the file holds that very dtype (no rounding, no f32
-//   copy). The packed weights land in loaded.packed; nn::linear has no packed slot yet (see
-//   LOADER HOOK below), so unless packed_store_only is set the model ALSO gets the exact f32
-//   widening, which makes forward() correct but costs f32 memory.
-//
-// LOADER HOOK (requested in nn/module.h): if nn::linear<T,B> has members
-//   std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;
-//   std::shared_ptr<const ops::packed_weight<f16>>  packed_f16;
-// and its visit(f) calls f(*this) for visitors that declare `using visits_linears = void;`, this
-// loader sets them (detected at compile time) and leaves the f32 weight untouched.
+// weights_dtype (f32 | bf16 | f16): with bf16/f16 the parameters chosen by options.pack_if
+//   (default: every nn::linear weight) are packed once, straight from the mapped file, into
+//   ops::packed_weight<bf16|f16> panels when the file holds that very dtype (no rounding, no f32
+//   copy). An nn::linear's weight goes into its packed slot (its f32 value is then unused); any
+//   other packed parameter (a bare matrix such as lm_head) also gets the exact f32 widening,
+//   unless packed_store_only. Every packed weight is in the result's packed store.
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -63,18 +43,11 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "aligngpt/half.h"
 #include "aligngpt/io/dtype.h"
 #include "aligngpt/io/file.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/io/torch_bin.h"
-// clip_vision.h before aligngpt.h: its unqualified detail::shape_str would otherwise find
-// models::detail (declared by align.h) instead of aligngpt::detail.
-#include "aligngpt/models/clip_config.h"
-#include "aligngpt/models/clip_vision.h"
-#include "aligngpt/models/aligngpt.h"
 #include "aligngpt/nn/module.h"
 #include "aligngpt/ops/packed.h"
 
@@ -105,35 +78,24 @@ inline bool glob_match(std::string_view pat, std::string_view s) {
     return p == pat.size();
 }
 
-/// The LLaMA Linear weights that weights_dtype bf16/f16 keeps 16-bit (frozen at inference).
-inline bool is_llm_linear_weight(std::string_view name) {
-    return name == "lm_head.weight" || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
-}
-
 struct load_options {
     bool quiet = false;              ///< no progress lines
     std::ostream* log = nullptr;     ///< progress goes here (nullptr: std::cerr)
     /// Module-name prefix -> source-key prefix, first match wins.
     std::vector<std::pair<std::string, std::string>> rename{};
     /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected") unless
-    /// a parameter asks for them: the buffers the reference recomputes, and the CLIP copy inside an
-    /// AlignGPT checkpoint, which the reference drops (docs/model.md §11.3).
-    std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids", "vision_tower.vision_tower.*"};
+    /// a parameter asks for them: buffers that transformers saves and recomputes.
+    std::vector<std::string> ignore{"*.rotary_emb.inv_freq", "*.position_ids"};
     /// Non-empty: only source keys starting with one of these prefixes are considered at all.
     std::vector<std::string> scope{};
     /// Module parameters matching these globs may be absent from the source (they keep their value).
     std::vector<std::string> allow_missing{};
     weights_dtype dtype = weights_dtype::f32;
-    /// Which parameters bf16/f16 packs (default: is_llm_linear_weight).
+    /// Which 2-D parameters bf16/f16 packs, by name (empty: every nn::linear weight).
     std::function<bool(std::string_view)> pack_if{};
-    /// bf16/f16 without the nn::linear hook: packed weights go to loaded.packed only (the module's
-    /// variables keep their current values). For callers that use the packed weights themselves.
+    /// bf16/f16: a packed parameter that is not an nn::linear's weight goes to the packed store
+    /// only (the module's variable keeps its current value). For callers that use the store.
     bool packed_store_only = false;
-    // load_aligngpt only:
-    std::string vision_tower{};      ///< overrides config mm_vision_tower
-    std::string mm_projector{};      ///< explicit stage-1 file (mm_projector_align.bin)
-    std::string base_llm{};          ///< LLM weights for a pretrain output directory
-    bool load_vision = true;         ///< false: no vision tower (precomputed features)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -268,20 +230,6 @@ private:
     std::map<std::string, entry, std::less<>> entries_;
 };
 
-/// The stage-1 file's keys mapped as the reference's loader maps them (docs/model.md §11.3):
-/// "<anything>mm_projector.<rest>" -> "mm_projector.<rest>", "*indicator_embs*" ->
-/// "align_indicators.indicator_embs", everything else dropped.
-inline tensor_source stage1_source(const std::string& file) {
-    return tensor_source::open(file).renamed(
-        [](const std::string& k) -> std::optional<std::string> {
-            if (k.find("indicator_embs") != std::string::npos) return "align_indicators.indicator_embs";
-            const auto at = k.find("mm_projector.");
-            if (at != std::string::npos) return "mm_projector." + k.substr(at + 13);
-            return std::nullopt;
-        },
-        file);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Packed weights, statistics, progress
 
@@ -360,45 +308,38 @@ private:
     clock::time_point t0_, last_;
 };
 
-/// Visitor collecting a module's parameters (and, with the nn::linear hook, the linears).
-template <class T, class B>
+/// Visitor collecting a module's parameters, each linear's weight with its layer (for packing).
+template <class T, class Backend>
 struct param_slot {
-    autograd::variable<T, B> var;
-    nn::linear<T, B>* linear = nullptr;  ///< set when the parameter is that linear's weight (hook only)
+    autograd::variable<T, Backend> var;
+    nn::linear<T, Backend>* linear = nullptr;  ///< set when the parameter is that linear's weight
 };
-template <class T, class B>
+template <class T, class Backend>
 struct collect_params {
-    using visits_linears = void;  // the requested nn::linear hook calls f(linear&) for visitors with this tag
-    std::vector<param_slot<T, B>>* out;
-    void operator()(autograd::variable<T, B>& v) const { out->push_back({v, nullptr}); }
-    void operator()(nn::linear<T, B>& l) const {
+    using visits_linears = void;  // nn::linear::visit calls f(linear&) for visitors with this tag
+    std::vector<param_slot<T, Backend>>* out;
+    void operator()(autograd::variable<T, Backend>& v) const { out->push_back({v, nullptr}); }
+    void operator()(nn::linear<T, Backend>& l) const {
         out->push_back({l.weight, &l});
         if (l.bias.defined()) out->push_back({l.bias, nullptr});
     }
 };
 
-template <class L, class S>
-constexpr bool linear_has_packed_slot() {
-    if constexpr (std::is_same_v<S, bf16>) return requires(L& l, std::shared_ptr<const ops::packed_weight<bf16>> p) { l.packed_bf16 = p; };
-    else return requires(L& l, std::shared_ptr<const ops::packed_weight<f16>> p) { l.packed_f16 = p; };
-}
-
 }  // namespace detail
 
 /// Parameters read and checked but not yet in the module: commit() swaps them in (no throw).
-template <class T = float, class B = backend::cpu>
+template <class T = float, class Backend = backend::cpu>
 class staged_load {
 public:
     /// Reads every parameter of `module` from `src` into fresh storage. Problems are collected
     /// (see errors()); nothing in the module changes until commit().
     template <class M>
     void stage(M& module, const tensor_source& src, const load_options& opt, const std::string& what) {
-        std::vector<detail::param_slot<T, B>> params;
-        module.visit(detail::collect_params<T, B>{&params});
-        const auto pack_if = opt.pack_if ? opt.pack_if : std::function<bool(std::string_view)>(is_llm_linear_weight);
+        std::vector<detail::param_slot<T, Backend>> params;
+        module.visit(detail::collect_params<T, Backend>{&params});
 
         struct job {
-            detail::param_slot<T, B> slot;
+            detail::param_slot<T, Backend> slot;
             std::string key;
             const tensor_source::entry* e;
             bool pack;
@@ -441,7 +382,7 @@ public:
                 continue;
             }
             bool pack = false;
-            if (opt.dtype != weights_dtype::f32 && p.var.value().dim() == 2 && pack_if(name)) {
+            if (opt.dtype != weights_dtype::f32 && p.var.value().dim() == 2 && (opt.pack_if ? opt.pack_if(name) : p.linear != nullptr)) {
                 const dtype want = opt.dtype == weights_dtype::bf16 ? dtype::BF16 : dtype::F16;
                 pack = t.type == want;
                 if (!pack) notes_.push_back(name + ": file holds " + dtype_name(t.type) + ", kept in f32 (weights_dtype " +
@@ -478,14 +419,14 @@ public:
                     stage_packed(j.slot, t, *j.e->file, opt);
                     n_packed++;
                 } else {
-                    tensor<T, B> v(t.shape);
-                    if constexpr (std::is_same_v<T, float>) j.e->file->read(t, v.data());
-                    else {
-                        std::vector<float> tmp(std::size_t(t.numel()));
-                        j.e->file->read(t, tmp.data());
-                        std::copy(tmp.begin(), tmp.end(), v.data());
-                    }
-                    values_.push_back({j.slot.var, std::move(v)});
+                    values_.push_back({j.slot.var, staged(t.shape, j.slot.var.backend(), [&](T* dst) {
+                        if constexpr (std::is_same_v<T, float>) j.e->file->read(t, dst);
+                        else {
+                            std::vector<float> tmp(std::size_t(t.numel()));
+                            j.e->file->read(t, tmp.data());
+                            std::copy(tmp.begin(), tmp.end(), dst);
+                        }
+                    })});
                 }
             } catch (const std::exception& ex) {
                 read_errors_.push_back(ex.what());
@@ -529,8 +470,8 @@ public:
     /// Swaps every staged value into its parameter. Only call when ok().
     void commit() {
         for (auto& [var, v] : values_) var.value() = std::move(v);
-        for (auto& [lin, pw] : packed_bf16_) set_packed(lin, pw);
-        for (auto& [lin, pw] : packed_f16_) set_packed(lin, pw);
+        for (auto& [lin, pw] : packed_bf16_) lin->packed_bf16 = pw;
+        for (auto& [lin, pw] : packed_f16_) lin->packed_f16 = pw;
         values_.clear(), packed_bf16_.clear(), packed_f16_.clear();
     }
     packed_store& packed() { return packed_; }
@@ -538,8 +479,22 @@ public:
     const std::vector<std::string>& notes() const { return notes_; }
 
 private:
+    /// A loaded value on the parameter's backend: read straight into its memory when the host can
+    /// write it (backend::cpu: no extra copy of a 7B model), else into a host buffer copied over once.
+    template <class Fill>
+    static tensor<T, Backend> staged(const shape_t& shape, const Backend& be, Fill&& fill) {
+        tensor<T, Backend> v(shape, be);
+        if constexpr (Backend::host_accessible) {
+            fill(v.data());
+        } else {
+            std::vector<T> host(static_cast<std::size_t>(v.numel()));
+            fill(host.data());
+            be.from_host(v.data(), host.data(), v.numel());
+        }
+        return v;
+    }
     template <class S>
-    void stage_packed(const detail::param_slot<T, B>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
+    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
         const index_t N = t.shape[0], K = t.shape[1];
         const std::byte* p = f.data(t);
         std::shared_ptr<const ops::packed_weight<S>> pw;
@@ -554,36 +509,27 @@ private:
         const std::string& name = slot.var.name();
         if constexpr (std::is_same_v<S, bf16>) packed_.bf16_weights[name] = pw;
         else packed_.f16_weights[name] = pw;
-        constexpr bool hook = detail::linear_has_packed_slot<nn::linear<T, B>, S>();
-        if (hook && slot.linear) {
+        if (slot.linear) {
             if constexpr (std::is_same_v<S, bf16>) packed_bf16_.push_back({slot.linear, pw});
             else packed_f16_.push_back({slot.linear, pw});
         } else if (!opt.packed_store_only) {
-            // no packed slot in the model: give it the exact f32 widening as well
-            tensor<T, B> v(t.shape);
-            std::vector<float> row(static_cast<std::size_t>(K));
-            for (index_t j = 0; j < N; j++) {
-                pw->unpack_row(j, row.data());
-                std::copy(row.begin(), row.end(), v.data() + j * K);
-            }
-            values_.push_back({slot.var, std::move(v)});
+            // a bare matrix has no packed slot: give it the exact f32 widening as well
+            values_.push_back({slot.var, staged(t.shape, slot.var.backend(), [&](T* dst) {
+                std::vector<float> row(static_cast<std::size_t>(K));
+                for (index_t j = 0; j < N; j++) {
+                    pw->unpack_row(j, row.data());
+                    std::copy(row.begin(), row.end(), dst + j * K);
+                }
+            })});
         }
     }
-    void stage_packed(const detail::param_slot<T, B>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
+    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
         if (opt.dtype == weights_dtype::bf16) stage_packed<bf16>(slot, t, f, opt);
         else stage_packed<f16>(slot, t, f, opt);
     }
-    template <class S>
-    static void set_packed([[maybe_unused]] nn::linear<T, B>* l, [[maybe_unused]] const std::shared_ptr<const ops::packed_weight<S>>& pw) {
-        if constexpr (detail::linear_has_packed_slot<nn::linear<T, B>, S>()) {
-            if constexpr (std::is_same_v<S, bf16>) l->packed_bf16 = pw;
-            else l->packed_f16 = pw;
-        }
-    }
-
-    std::vector<std::pair<autograd::variable<T, B>, tensor<T, B>>> values_;
-    std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<bf16>>>> packed_bf16_;
-    std::vector<std::pair<nn::linear<T, B>*, std::shared_ptr<const ops::packed_weight<f16>>>> packed_f16_;
+    std::vector<std::pair<autograd::variable<T, Backend>, tensor<T, Backend>>> values_;
+    std::vector<std::pair<nn::linear<T, Backend>*, std::shared_ptr<const ops::packed_weight<bf16>>>> packed_bf16_;
+    std::vector<std::pair<nn::linear<T, Backend>*, std::shared_ptr<const ops::packed_weight<f16>>>> packed_f16_;
     packed_store packed_;
     load_stats stats_;
     std::vector<std::string> missing_, unexpected_, bad_shape_, bad_dtype_, read_errors_, notes_;
@@ -596,168 +542,14 @@ struct load_result {
 
 /// Loads every parameter of `module` from `src`, all or nothing; throws one error listing every
 /// problem by name. Returns the statistics (and, with bf16/f16, the packed weights).
-template <class T = float, class B = backend::cpu, class M>
+template <class T = float, class Backend = backend::cpu, class M>
 load_result load_parameters(M& module, const tensor_source& src, const load_options& opt = {},
                             const std::string& what = "model") {
-    staged_load<T, B> s;
+    staged_load<T, Backend> s;
     s.stage(module, src, opt, what);
     if (!s.ok()) fail(s.errors("load_parameters: " + what + " from " + src.description()));
     s.commit();
     return {s.stats(), std::move(s.packed())};
-}
-
-// ---------------------------------------------------------------------------------------------
-// AlignGPT model directories
-
-/// config.json of an AlignGPT model directory: the LLaMA fields + the mm_* fields (docs/model.md §11.1).
-struct aligngpt_dir_config {
-    models::aligngpt_config model;
-    std::string path;                        ///< the config.json read
-    std::string mm_vision_tower;             ///< hub id or directory ("" if absent)
-    index_t mm_vision_select_layer = -2;
-    std::string mm_vision_select_feature = "patch";
-    std::string image_aspect_ratio = "square";  ///< "pad" or anything else (= square)
-
-    static aligngpt_dir_config from_json(const nlohmann::json& j, const std::string& path) {
-        ALIGNGPT_CHECK(j.is_object(), path, ": top level is not a JSON object");
-        const auto where = [&](const char* f) { return path + ": field '" + std::string(f) + "'"; };
-        if (j.contains("model_type")) {
-            ALIGNGPT_CHECK(j["model_type"].is_string(), where("model_type"), " must be a string");
-            const std::string t = j["model_type"].get<std::string>();
-            ALIGNGPT_CHECK(t == "aligngpt" || t == "llava" || t == "llava_llama", where("model_type"), " = \"", t,
-                           "\": not an AlignGPT config (expected \"aligngpt\")");
-        }
-        aligngpt_dir_config c;
-        c.path = path;
-        c.model = models::aligngpt_config::from_json(j, path);  // LLaMA fields + mm_hidden_size etc., validated
-        const auto str = [&](const char* f, std::string def) {
-            if (!j.contains(f) || j[f].is_null()) return def;
-            ALIGNGPT_CHECK(j[f].is_string(), where(f), " must be a string, got ", j[f].dump());
-            return j[f].get<std::string>();
-        };
-        const auto flag = [&](const char* f) {
-            if (!j.contains(f) || j[f].is_null()) return false;
-            ALIGNGPT_CHECK(j[f].is_boolean(), where(f), " must be true or false, got ", j[f].dump());
-            return j[f].get<bool>();
-        };
-        c.mm_vision_tower = str("mm_vision_tower", "");
-        c.mm_vision_select_feature = str("mm_vision_select_feature", "patch");
-        ALIGNGPT_CHECK(c.mm_vision_select_feature == "patch", where("mm_vision_select_feature"), " = \"",
-                       c.mm_vision_select_feature, "\": only \"patch\" (576 tokens, the gate's width) is supported");
-        c.image_aspect_ratio = str("image_aspect_ratio", "square");
-        if (j.contains("mm_vision_select_layer") && !j["mm_vision_select_layer"].is_null()) {
-            const auto& v = j["mm_vision_select_layer"];
-            ALIGNGPT_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= -1024 && v.get<std::int64_t>() <= 1024,
-                           where("mm_vision_select_layer"), " must be an integer in [-1024, 1024], got ", v.dump());
-            c.mm_vision_select_layer = v.get<std::int64_t>();
-        }
-        ALIGNGPT_CHECK(!flag("mm_use_im_start_end"), where("mm_use_im_start_end"), " = true is not supported (AlignGPT uses false)");
-        ALIGNGPT_CHECK(!flag("mm_use_im_patch_token"), where("mm_use_im_patch_token"), " = true is not supported (AlignGPT uses false)");
-        return c;
-    }
-    static aligngpt_dir_config load(const std::string& path) {
-        const std::string text = read_text_file(path, 1u << 20);
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(text);
-        } catch (const std::exception& e) {
-            fail(path, ": not valid JSON: ", e.what());
-        }
-        return from_json(j, path);
-    }
-};
-
-template <class T = float, class B = backend::cpu>
-struct loaded_aligngpt {
-    aligngpt_dir_config config;
-    std::optional<models::aligngpt_model<T, B>> model;
-    std::optional<models::clip_vision_model<T, B>> vision;
-    models::clip_vision_config vision_config;
-    std::string vision_dir;          ///< where the vision tower was read from
-    std::string stage1_file;         ///< the stage-1 file read, if any
-    packed_store packed;             ///< weights_dtype bf16/f16: the packed LLM linears
-    load_stats stats;
-};
-
-namespace detail {
-inline bool has_llm_weights(const std::string& dir) {
-    namespace fs = std::filesystem;
-    for (const char* f : {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"})
-        if (fs::exists(dir + "/" + f)) return true;
-    return false;
-}
-inline std::string stage1_in(const std::string& dir) {
-    namespace fs = std::filesystem;
-    for (const char* f : {"mm_projector_align.bin", "mm_projector.bin"})
-        if (fs::exists(dir + "/" + f)) return dir + "/" + f;
-    return {};
-}
-}  // namespace detail
-
-/// Loads an AlignGPT model directory (see the file comment). Nothing is returned unless every
-/// tensor of every part was found, checked and read.
-template <class T = float, class B = backend::cpu>
-loaded_aligngpt<T, B> load_aligngpt(const std::string& dir, const load_options& opt = {}) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    ALIGNGPT_CHECK(fs::is_directory(dir, ec), dir, ": not a directory (expected an AlignGPT model directory with config.json)");
-    loaded_aligngpt<T, B> out;
-    out.config = aligngpt_dir_config::load(dir + "/config.json");
-    const auto& cfg = out.config;
-
-    // --- which files, validated before anything large is allocated
-    const bool llm_here = detail::has_llm_weights(dir);
-    std::string stage1 = opt.mm_projector;
-    if (stage1.empty() && !llm_here) stage1 = detail::stage1_in(dir);
-    ALIGNGPT_CHECK(llm_here || !opt.base_llm.empty(), dir, ": no LLM weights (pytorch_model*.bin / model*.safetensors)",
-                   stage1.empty() ? std::string() : "; it is a stage-1 (pretrain) output: pass the base LLM directory (base_llm, --base-llm)");
-    if (!stage1.empty()) ALIGNGPT_CHECK(fs::is_regular_file(stage1, ec), stage1, ": stage-1 file does not exist");
-    out.stage1_file = stage1;
-
-    std::string vdir;
-    if (opt.load_vision) {
-        vdir = opt.vision_tower.empty() ? cfg.mm_vision_tower : opt.vision_tower;
-        ALIGNGPT_CHECK(!vdir.empty(), cfg.path, ": field 'mm_vision_tower' is missing; pass the vision tower directory (--vision-tower DIR)");
-        if (!fs::is_directory(vdir, ec) && opt.vision_tower.empty() && fs::is_directory(dir + "/" + vdir, ec)) vdir = dir + "/" + vdir;
-        ALIGNGPT_CHECK(fs::is_directory(vdir, ec), opt.vision_tower.empty() ? cfg.path + ": field 'mm_vision_tower' = \"" + vdir + "\"" : "vision tower \"" + vdir + "\"",
-                       " is not a local directory (Hugging Face hub downloads are not supported): download the CLIP model ",
-                       "(e.g. openai/clip-vit-large-patch14-336) and pass --vision-tower DIR");
-        out.vision_config = models::clip_vision_config::from_file(vdir + "/config.json");
-        const auto& vc = out.vision_config;
-        ALIGNGPT_CHECK(vc.hidden_size == cfg.model.mm_hidden_size, cfg.path, ": field 'mm_hidden_size' = ", cfg.model.mm_hidden_size,
-                       " but the vision tower ", vdir, "/config.json has hidden_size ", vc.hidden_size);
-        ALIGNGPT_CHECK(vc.num_patches() == models::n_image_tokens, vdir, "/config.json: image_size ", vc.image_size, " / patch_size ",
-                       vc.patch_size, " gives ", vc.num_patches(), " patches; AlignGPT's gate needs exactly ", models::n_image_tokens);
-        models::resolve_index(cfg.mm_vision_select_layer, vc.num_hidden_layers + 1,
-                              (cfg.path + ": field 'mm_vision_select_layer'").c_str());
-        out.vision_dir = vdir;
-    }
-
-    // --- sources
-    tensor_source llm_src = tensor_source::open(llm_here ? dir : opt.base_llm);
-    if (!llm_here) {  // a base LLM directory: take the LLaMA tensors only
-        llm_src.filter([](const std::string& k) { return k.starts_with("model.") || k == "lm_head.weight"; });
-    }
-    if (!stage1.empty()) llm_src.overlay(stage1_source(stage1));
-
-    // --- models (parameters named by HF key), then staged loads, then one commit
-    out.model.emplace(cfg.model);
-    load_options mopt = opt;
-    if (!llm_here && !stage1.empty()) mopt.allow_missing.push_back("gated_weight_layer.*");  // stage 1 trains no gate
-    staged_load<T, B> s;
-    s.stage(*out.model, llm_src, mopt, "aligngpt");
-    if (opt.load_vision) {
-        out.vision.emplace(models::clip_vision_model<T, B>::make(out.vision_config, "vision_model."));
-        load_options vopt = opt;
-        vopt.dtype = weights_dtype::f32;
-        vopt.scope = {"vision_model."};  // a CLIPModel directory also holds the text tower
-        s.stage(*out.vision, tensor_source::open(vdir), vopt, "vision tower");
-    }
-    if (!s.ok()) fail(s.errors("load_aligngpt: " + dir));
-    s.commit();
-    out.packed = std::move(s.packed());
-    out.stats = s.stats();
-    return out;
 }
 
 }  // namespace aligngpt::io

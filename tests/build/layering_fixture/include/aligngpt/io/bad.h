@@ -1,0 +1,3 @@
+#pragma once
+// Fixture for build.io_below_models_detects: an io/ header that includes a model.
+#include "aligngpt/models/llama.h"
