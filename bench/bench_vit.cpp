@@ -10,7 +10,7 @@
 //     gemm_s         the 23 x 6 Linear GEMMs alone: ops::linear_forward with the model's own weights at
 //                    the same shapes (577x1024 by 1024 x4, by 4096, 577x4096 by 1024), timed apart
 //     attn_s         the 23 ops::attention_forward calls alone (q, k, v [577, 16 x 64])
-//     nongemm_share  1 - gemm_s / ours_s  (target < 0.15, docs/performance.md)
+//     nongemm_share  1 - gemm_s / ours_s  (target < 0.15, docs/benchmarks.md)
 //     attn_share     attn_s / ours_s
 //     torch_s        PyTorch's best variant (bench/tools/torch_vit.py: OpenBLAS or oneDNN Linear),
 //                    run as a subprocess with torch.set_num_threads(N), OMP_NUM_THREADS=N,
