@@ -1,5 +1,5 @@
 // CLIP ViT-L/14-336 image encode, one image, fp32, seeded random weights (nn::init_uniform), next to
-// PyTorch on the same machine in the same run (docs/benchmarks.md "ViT-L/14-336 forward").
+// PyTorch on the same machine in the same run (docs/benchmarks.md "ViT-L/14-336 encode").
 //
 // The work is AlignGPT's: clip_vision_model::features(pixels, select_layer = -2), i.e. the
 // embeddings and 23 of the 24 encoder layers (the last layer and post_layernorm never run).
@@ -10,7 +10,7 @@
 //     gemm_s         the 23 x 6 Linear GEMMs alone: ops::linear_forward with the model's own weights at
 //                    the same shapes (577x1024 by 1024 x4, by 4096, 577x4096 by 1024), timed apart
 //     attn_s         the 23 ops::attention_forward calls alone (q, k, v [577, 16 x 64])
-//     nongemm_share  1 - gemm_s / ours_s  (target < 0.15, docs/benchmarks.md "ViT-L/14-336 forward")
+//     nongemm_share  1 - gemm_s / ours_s  (target < 0.15, docs/benchmarks.md)
 //     attn_share     attn_s / ours_s
 //     torch_s        PyTorch's best variant (bench/tools/torch_vit.py: OpenBLAS or oneDNN Linear),
 //                    run as a subprocess with torch.set_num_threads(N), OMP_NUM_THREADS=N,

@@ -1,7 +1,8 @@
 // 03: a tiny AlignGPT end to end, no downloads: picture -> CLIP preprocessing -> ViT (336/14,
-// 576 patches) -> projector -> alignment indicator -> LLaMA. Random (seeded) weights, so the words
-// are noise; the numbers are the point: a stage-1 loss and its gradients (only the indicator row
-// of the sample's alignment level learns), the gate's mix of the 7 local levels, greedy tokens.
+// 576 patches) -> projector -> alignment indicator -> LLaMA. A plumbing demo, not a model: every
+// weight is random (seeded), so the token ids mean nothing; the numbers are the point: a stage-1
+// loss and its gradients (only the indicator row of the sample's alignment level learns), the
+// gate's mix of the 7 local levels, greedy decoding running.
 //   build/examples/example_03_tiny_aligngpt
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,8 @@ using namespace aligngpt;
 using namespace aligngpt::models;
 
 int main() {
+    std::printf("A plumbing demo, not a model: tiny widths and random (seeded) weights, so the token ids below\n"
+                "mean nothing. It shows the data flowing: picture -> CLIP -> projector -> indicator -> LLaMA.\n");
     // A 400x300 picture: a colour ramp with a dark disc (expand2square pads it to 400x400).
     io::rgb_image img(400, 300);
     for (int y = 0; y < img.height; y++)
@@ -63,7 +66,7 @@ int main() {
     std::printf("inference: gate weights over levels 0..6:");
     for (int j = 0; j < 7; j++) std::printf(" %.4f", inf.gate.weights.value().data()[j]);
     const auto ids = model.generate(q, feats, {12});
-    std::printf("\ngreedy continuation (12 tokens):");
+    std::printf("\ngreedy continuation (12 token ids; random weights, so not words):");
     for (auto id : ids) std::printf(" %lld", (long long)id);
     std::printf("\n");
     return 0;

@@ -185,8 +185,12 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {"trace --out x.safetensors --input-ids 1,-200", "--model DIR is required"},
         {ok, "one of --prompt TEXT or --input-ids LIST is required"},
         {ok + "--prompt 'What is this?'", "--prompt needs the tokenizer (not yet implemented); pass --input-ids"},
-        {ok + "--input-ids 1,x,-200", "--input-ids: \"x\" is not an integer"},
-        {ok + "--input-ids 1,,-200", "--input-ids: \"\" is not an integer"},
+        {ok + "--input-ids 1,x,-200", "--input-ids: item 2 of 3, \"x\", is not an integer"},
+        {ok + "--input-ids 1,,-200", "--input-ids: item 2 of 3, \"\", is not an integer"},
+        {ok + "--input-ids 1,-200,7abc", "--input-ids: item 3 of 3, \"7abc\", is not an integer"},
+        {ok + "--input-ids ' 1,-200'", "--input-ids: item 1 of 2, \" 1\", is not an integer"},
+        {ok + "--input-ids 1,-200,", "--input-ids: item 3 of 3, \"\", is not an integer"},
+        {ok + "--input-ids 1,-200,99999999999999999999", "item 3 of 3, \"99999999999999999999\", is out of the 64-bit integer range"},
         {ok + "--input-ids 1,-200 --align-level 8", "--align-level must be auto or a level 0..7, got \"8\""},
         {ok + "--input-ids 1,-200 --dtype f8", "--dtype must be f32, bf16 or f16"},
         {ok + "--input-ids 1,-200 --image image.png", "give either --image or --pixels, not both"},
@@ -194,8 +198,12 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,-200 --quiet=yes", "option --quiet takes no value"},
         {ok + "--input-ids 1,-200 --model aligngpt_bin", "option --model given twice"},
         {ok + "--input-ids", "option --input-ids needs a value"},
-        {ok + "--input-ids 1,5,9", "exactly one -200 image placeholder, found 0"},
-        {ok + "--input-ids 1,999,-200", "id 999 is outside the vocabulary [0, 64)"},
+        {ok + "--input-ids 1,5,9", "--input-ids must contain exactly one -200 image placeholder (the model takes one image), found 0"},
+        {ok + "--input-ids 1,-200,5,-200", "found 2"},
+        {ok + "--input-ids 1,999,-200", "--input-ids: item 2 of 3, id 999, is outside the vocabulary [0, 64) of aligngpt_st/config.json"},
+        {ok + "--input-ids 1,-200,-1", "--input-ids: item 3 of 3, id -1, is outside the vocabulary [0, 64)"},
+        {"trace -q --model no_such_dir --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"),
+         "--model \"no_such_dir\": not a directory"},
     };
     for (const auto& c : cases) {
         const std::string &args = c.first, &expect = c.second;
@@ -208,11 +216,49 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
     CHECK(!fs::exists(out_file("never")));
 }
 
-TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --version exit 0") {
-    auto r = run_tool("trace -q --model no_such_dir --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"));
+TEST_CASE("aligngpt trace: arguments are checked before the model is loaded (a directory with no weights still gives the argument error)") {
+    // config.json alone: loading would fail with "no LLM weights", so exit 2 with the argument's
+    // message proves the check ran first.
+    const std::string model = std::string(ALIGNGPT_TEST_TMP) + "/config_only";
+    fs::create_directories(model);
+    fs::copy_file(dirs + "/aligngpt_st/config.json", model + "/config.json", fs::copy_options::overwrite_existing);
+    const std::string out = out_file("early");
+    const std::string base = "trace -q --model " + model + " --vision-tower clip_vision ";
+    const std::string good_ids = "--input-ids 1,-200,5 ";
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors",
+         "--out \"" + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors\": directory \"" + std::string(ALIGNGPT_TEST_TMP) +
+             "/no_such_dir\" does not exist"},
+        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP), "is a directory"},
+        {base + "--image no_such.png " + good_ids + "--out " + out, "--image \"no_such.png\": no such file"},
+        {base + "--image clip_vision " + good_ids + "--out " + out, "--image \"clip_vision\": not a regular file"},
+        {base + "--pixels no_such.safetensors " + good_ids + "--out " + out, "--pixels \"no_such.safetensors\": no such file"},
+        {"trace -q --model " + model + " --vision-tower no_such_tower --pixels pixels.safetensors " + good_ids + "--out " + out,
+         "--vision-tower \"no_such_tower\": not a directory"},
+        {base + "--pixels pixels.safetensors " + good_ids + "--mm-projector no_such.bin --out " + out,
+         "--mm-projector \"no_such.bin\": no such file"},
+        {base + "--pixels pixels.safetensors --input-ids 1,abc,-200 --out " + out, "--input-ids: item 2 of 3, \"abc\", is not an integer"},
+        {base + "--pixels pixels.safetensors --input-ids 1,-200,64 --out " + out,
+         "--input-ids: item 3 of 3, id 64, is outside the vocabulary [0, 64) of " + model + "/config.json"},
+        {base + "--pixels pixels.safetensors --input-ids 1,-200,-200 --out " + out, "found 2"},
+    };
+    for (const auto& [args, expect] : cases) {
+        const auto r = run_tool(args);
+        INFO("args: " << args << "\noutput:\n" << r.output);
+        CHECK(r.code == 2);
+        CHECK(r.output.find(expect) != std::string::npos);
+        CHECK(r.output.find("no LLM weights") == std::string::npos);
+    }
+    // Control: with every argument right, the same directory fails in the load (exit 1).
+    const auto r = run_tool(base + "--pixels pixels.safetensors " + good_ids + "--out " + out);
+    INFO(r.output);
     CHECK(r.code == 1);
-    CHECK(r.output.find("no_such_dir: not a directory") != std::string::npos);
-    r = run_tool("trace -q --model aligngpt_st --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"));
+    CHECK(r.output.find("no LLM weights") != std::string::npos);
+    CHECK(!fs::exists(out));
+}
+
+TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --version exit 0") {
+    auto r = run_tool("trace -q --model aligngpt_st --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"));
     CHECK(r.code == 1);
     CHECK(r.output.find("pass --vision-tower DIR") != std::string::npos);
     r = run_tool("trace -q --model aligngpt_st --vision-tower clip_vision --pixels image.png --input-ids 1,-200 --out " +

@@ -12,24 +12,31 @@
 // Options accept the dash and the underscore spelling (--vision-tower / --vision_tower), and
 // "--opt=value" as well as "--opt value". Exit codes: 0 success, 1 runtime error (bad files,
 // failed load), 2 bad command line (the message and the usage go to stderr). Progress: stderr.
+// Arguments are checked before the model is loaded: paths, the output directory, the ids (parsed,
+// one image placeholder, inside config.json's vocab_size).
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "aligngpt/config.h"
-#include "aligngpt/pretrained.h"
-#include "aligngpt/io/safetensors.h"
-#if __has_include("aligngpt/io/image.h")
 #include "aligngpt/io/image.h"
-#define ALIGNGPT_TOOL_HAVE_IMAGE 1
-#endif
+#include "aligngpt/io/safetensors.h"
+#include "aligngpt/pretrained.h"
 
 namespace {
 
@@ -48,7 +55,8 @@ constexpr const char* usage_text =
     "      --pixels FILE          safetensors file holding pixel_values [1,3,S,S] or [3,S,S]\n"
     "  -p, --prompt TEXT          prompt text (needs the tokenizer; not yet implemented)\n"
     "      --input-ids LIST       comma-separated token ids, -200 = the image placeholder\n"
-    "      --align-level L        auto (the gate mix, default) or a fixed level 0..7\n"
+    "      --align-level L        auto (default): the gate's mix of levels 0..6 plus the global level 7;\n"
+    "                             or one fixed level 0..7 (the paper's H_1..H_8; 7 = H_8, the global one)\n"
     "      --dtype D              f32 (default), bf16 or f16: LLM linear weights kept 16-bit\n"
     "      --mm-projector FILE    stage-1 file (mm_projector_align.bin) overriding projector+indicators\n"
     "      --base-llm DIR         LLM weights when --model is a stage-1 (pretrain) output\n"
@@ -75,26 +83,40 @@ struct trace_args {
     bool quiet = false;
 };
 
+// Strict: each comma-separated item is a whole base-10 integer ("abc", "", " 1", "+1" and "1x" are
+// refused, not read as 0 or 1); errors name the item by its 1-based position.
 std::vector<std::int64_t> parse_ids(const std::string& s) {
-    std::vector<std::int64_t> ids;
-    std::size_t i = 0;
     if (s.empty()) bad("--input-ids is empty (expected e.g. 1,2,-200,3)");
-    while (i <= s.size()) {
+    std::vector<std::string> items;
+    for (std::size_t i = 0;; ) {
         const std::size_t j = std::min(s.find(',', i), s.size());
-        const std::string tok = s.substr(i, j - i);
-        std::size_t used = 0;
-        long long v = 0;
-        try {
-            v = std::stoll(tok, &used, 10);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (tok.empty() || used != tok.size())
-            bad("--input-ids: \"" + tok + "\" is not an integer (expected a comma-separated list like 1,2,-200,3)");
-        ids.push_back(v);
+        items.push_back(s.substr(i, j - i));
+        if (j == s.size()) break;
         i = j + 1;
     }
+    std::vector<std::int64_t> ids;
+    for (std::size_t k = 0; k < items.size(); k++) {
+        const std::string& tok = items[k];
+        std::int64_t v = 0;
+        const auto [end, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v, 10);
+        const std::string where = "--input-ids: item " + std::to_string(k + 1) + " of " + std::to_string(items.size());
+        if (ec == std::errc::result_out_of_range) bad(where + ", \"" + tok + "\", is out of the 64-bit integer range");
+        if (tok.empty() || ec != std::errc() || end != tok.data() + tok.size())
+            bad(where + ", \"" + tok + "\", is not an integer (expected a comma-separated list like 1,2,-200,3)");
+        ids.push_back(v);
+    }
     return ids;
+}
+
+/// Every id is the image placeholder or a token of the vocabulary [0, V) read from `source`.
+void check_ids_in_vocab(const std::vector<std::int64_t>& ids, index_t V, const std::string& source) {
+    for (std::size_t k = 0; k < ids.size(); k++) {
+        const std::int64_t id = ids[k];
+        if (id != models::image_token_index && (id < 0 || id >= V))
+            bad("--input-ids: item " + std::to_string(k + 1) + " of " + std::to_string(ids.size()) + ", id " + std::to_string(id) +
+                ", is outside the vocabulary [0, " + std::to_string(V) + ") of " + source +
+                " (and is not the image placeholder " + std::to_string(models::image_token_index) + ")");
+    }
 }
 
 trace_args parse_trace(const std::vector<std::string>& argv) {
@@ -145,6 +167,10 @@ trace_args parse_trace(const std::vector<std::string>& argv) {
     if (seen.count("prompt")) bad("--prompt needs the tokenizer (not yet implemented); pass --input-ids");
     if (!seen.count("input-ids")) bad("one of --prompt TEXT or --input-ids LIST is required");
     a.ids = parse_ids(get("input-ids"));
+    const auto n_image = std::count(a.ids->begin(), a.ids->end(), models::image_token_index);
+    if (n_image != 1)
+        bad("--input-ids must contain exactly one " + std::to_string(models::image_token_index) +
+            " image placeholder (the model takes one image), found " + std::to_string(n_image));
     if (seen.count("align-level")) {
         const std::string l = get("align-level");
         if (l == "auto") a.align_level = -1;
@@ -159,6 +185,52 @@ trace_args parse_trace(const std::vector<std::string>& argv) {
     return a;
 }
 
+/// vocab_size from DIR/config.json, read without the weights; nullopt when the file or the field is
+/// unusable, which the loader then reports with its own message.
+std::optional<index_t> config_vocab_size(const std::string& model_dir) {
+    namespace fs = std::filesystem;
+    const std::string path = model_dir + "/config.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) > (1u << 20) || ec) return std::nullopt;
+    std::ifstream in(path, std::ios::binary);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("vocab_size") || !j["vocab_size"].is_number_integer()) return std::nullopt;
+    const auto v = j["vocab_size"].get<std::int64_t>();
+    return v > 0 ? std::optional<index_t>(v) : std::nullopt;
+}
+
+/// Everything that can be checked without the weights, so that a typo costs no model load (minutes
+/// for a 7B checkpoint): input paths, the output directory, the ids against config.json.
+void check_before_load(const trace_args& a) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const auto need_dir = [&](const char* opt, const std::string& p) {
+        if (!p.empty() && !fs::is_directory(p, ec)) bad(std::string(opt) + " \"" + p + "\": not a directory");
+    };
+    const auto need_file = [&](const char* opt, const std::string& p) {
+        if (p.empty()) return;
+        if (!fs::exists(p, ec)) bad(std::string(opt) + " \"" + p + "\": no such file");
+        if (!fs::is_regular_file(p, ec)) bad(std::string(opt) + " \"" + p + "\": not a regular file");
+        if (::access(p.c_str(), R_OK) != 0) bad(std::string(opt) + " \"" + p + "\": not readable (" + std::strerror(errno) + ")");
+    };
+    need_dir("--model", a.model);
+    need_dir("--vision-tower", a.vision_tower);
+    need_dir("--base-llm", a.base_llm);
+    need_file("--image", a.image);
+    need_file("--pixels", a.pixels);
+    need_file("--mm-projector", a.mm_projector);
+
+    if (fs::is_directory(a.out, ec)) bad("--out \"" + a.out + "\" is a directory (expected a .safetensors file name)");
+    const fs::path parent = fs::path(a.out).parent_path();
+    const std::string dir = parent.empty() ? "." : parent.string();
+    if (!fs::is_directory(dir, ec)) bad("--out \"" + a.out + "\": directory \"" + dir + "\" does not exist");
+    // The writer creates a temporary file there and renames it: the directory must be writable.
+    if (::access(dir.c_str(), W_OK | X_OK) != 0)
+        bad("--out \"" + a.out + "\": directory \"" + dir + "\" is not writable (" + std::strerror(errno) + ")");
+
+    if (const auto V = config_vocab_size(a.model)) check_ids_in_vocab(*a.ids, *V, a.model + "/config.json");
+}
+
 tensor<float> read_pixels(const std::string& path, index_t size) {
     const auto f = io::safetensors_file::open(path);
     ALIGNGPT_CHECK(f.find("pixel_values"), path, ": no tensor \"pixel_values\" (", f.tensors().size(), " tensors in the file)");
@@ -170,8 +242,7 @@ tensor<float> read_pixels(const std::string& path, index_t size) {
     return p;
 }
 
-tensor<float> read_image([[maybe_unused]] const std::string& path, [[maybe_unused]] const pretrained::loaded_aligngpt<>& m) {
-#ifdef ALIGNGPT_TOOL_HAVE_IMAGE
+tensor<float> read_image(const std::string& path, const pretrained::loaded_aligngpt<>& m) {
     namespace fs = std::filesystem;
     const std::string pc = m.vision_dir + "/preprocessor_config.json";
     io::clip_image_processor_config cfg =
@@ -182,9 +253,6 @@ tensor<float> read_image([[maybe_unused]] const std::string& path, [[maybe_unuse
     ALIGNGPT_CHECK(x.size(1) == S && x.size(2) == S, path, ": preprocessing gives ", x.size(1), "x", x.size(2),
                    " pixels but the vision tower takes ", S, "x", S, " (check ", pc, ")");
     return x.reshape({1, 3, S, S});
-#else
-    fail("--image: this build has no image decoder (aligngpt/io/image.h); pass --pixels FILE");
-#endif
 }
 
 int run_trace(const trace_args& a) {
@@ -199,16 +267,7 @@ int run_trace(const trace_args& a) {
     auto& model = *m.model;
     const auto& cfg = m.config;
     const std::vector<std::int64_t>& ids = *a.ids;
-    const index_t V = cfg.model.llm.vocab_size;
-    int n_image = 0;
-    for (std::int64_t id : ids) {
-        if (id == models::image_token_index) n_image++;
-        else if (id < 0 || id >= V)
-            throw usage_error("--input-ids: id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(V) +
-                              ") of " + cfg.path + " (and is not the image placeholder -200)");
-    }
-    if (n_image != 1)
-        throw usage_error("--input-ids must contain exactly one -200 image placeholder, found " + std::to_string(n_image));
+    check_ids_in_vocab(ids, cfg.model.llm.vocab_size, cfg.path);  // checked before the load too; this is the model's own V
 
     const tensor<float> pixels = a.pixels.empty() ? read_image(a.image, m) : read_pixels(a.pixels, m.vision_config.image_size);
     if (!a.quiet) log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << ")\n";
@@ -257,7 +316,9 @@ int main(int argc, char** argv) {
                     std::cout << usage_text;
                     return 0;
                 }
-            return run_trace(parse_trace(rest));
+            const trace_args a = parse_trace(rest);
+            check_before_load(a);
+            return run_trace(a);
         }
         bad("unknown command \"" + cmd + "\"");
     } catch (const usage_error& e) {

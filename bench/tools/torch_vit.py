@@ -8,7 +8,7 @@ patch 14, image 336: 577 tokens), random init, torch.no_grad. The encoder is bui
 
 Variants (each timed --reps times after one warm-up; medians printed):
   blas    nn.Linear through libblas (Debian: OpenBLAS; set OPENBLAS_CORETYPE=SKYLAKEX on CPUs
-          OpenBLAS 0.3.21 does not know, docs/benchmarks.md "GEMM")
+          OpenBLAS 0.3.21 does not know, docs/benchmarks.md)
   onednn  the same module after torch.utils.mkldnn.to_mkldnn (nn.Linear -> MkldnnLinear, oneDNN)
 
 Threads: torch.set_num_threads(--threads); the caller also sets OMP_NUM_THREADS and
