@@ -89,43 +89,43 @@ struct attention_dims {
     }
 };
 
-// F is the scalar type (float or double); T is the number of queries, as in llm.c.
-template <class F>
-void attention_forward(const backend::cpu& be, F* out, F* att, const F* q, const F* k, const F* v,
+// T is the scalar type (float or double); Tq is the number of queries (d.T).
+template <class T>
+void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v,
                        const attention_dims& d, const attention_options& o) {
-    const index_t T = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
-    const F scale = F(d.scale);
+    const T scale = T(d.scale);
     // pass 1 as one product per (b, h): att_bh[t, j] = q_t . k_j, each a fma chain over i ascending
     // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
     for (index_t b = 0; b < d.B; b++)
         for (index_t h = 0; h < NH; h++)
-            gemm(be, T, Tk, HS, q + b * T * C + h * HS, C, index_t(1), k + b * Tk * Ck + (h / G) * HS, index_t(1), Ck,
-                 att + (b * NH + h) * T * Tk, Tk, gemm_init::zero);
+            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * Tk * Ck + (h / G) * HS, index_t(1), Ck,
+                 att + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
 
     ALIGNGPT_OMP_FOR                                          // each thread owns query rows (b, h, t)
-    for (index_t r = 0; r < d.B * NH * T; r++) {
-        const index_t b = r / (NH * T), t = r % T;
-        F* att_t = att + r * Tk;
+    for (index_t r = 0; r < d.B * NH * Tq; r++) {
+        const index_t b = r / (NH * Tq), t = r % Tq;
+        T* att_t = att + r * Tk;
 
         // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
-        F maxval = -std::numeric_limits<F>::infinity();
+        T maxval = -std::numeric_limits<T>::infinity();
         bool any = false;
         for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) { att_t[j] = -std::numeric_limits<F>::infinity(); continue; }
+            if (!d.visible(o, b, t, j)) { att_t[j] = -std::numeric_limits<T>::infinity(); continue; }
             att_t[j] *= scale;
             maxval = std::max(maxval, att_t[j]);
             any = true;
         }
         if (!any) {                                           // fully masked: p = 0, so o = 0
-            std::fill(att_t, att_t + Tk, F(0));
+            std::fill(att_t, att_t + Tk, T(0));
             continue;
         }
 
         // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
         // sum, j ascending (adding +0 leaves the sum's bits as they were)
         exp_shifted(att_t, att_t, maxval, Tk);
-        F sum = 0;
+        T sum = 0;
         for (index_t j = 0; j < Tk; j++) sum += att_t[j];
         // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
         for (index_t j = 0; j < Tk; j++) att_t[j] /= sum;
@@ -135,33 +135,33 @@ void attention_forward(const backend::cpu& be, F* out, F* att, const F* q, const
     // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
     for (index_t b = 0; b < d.B; b++)
         for (index_t h = 0; h < NH; h++)
-            gemm(be, T, HS, Tk, att + (b * NH + h) * T * Tk, Tk, index_t(1), v + b * Tk * Ck + (h / G) * HS, Ck,
-                 index_t(1), out + b * T * C + h * HS, C, gemm_init::zero);
+            gemm(be, Tq, HS, Tk, att + (b * NH + h) * Tq * Tk, Tk, index_t(1), v + b * Tk * Ck + (h / G) * HS, Ck,
+                 index_t(1), out + b * Tq * C + h * HS, C, gemm_init::zero);
 }
 
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen).
-template <class F>
-void attention_backward(const backend::cpu&, F* dq, F* dk, F* dv, const F* dout, const F* q, const F* k,
-                        const F* v, const F* att, const attention_dims& d, const attention_options& o) {
-    const index_t T = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+template <class T>
+void attention_backward(const backend::cpu&, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
+                        const T* v, const T* att, const attention_dims& d, const attention_options& o) {
+    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
-    const F scale = F(d.scale);
-    std::vector<F> dS(size_t((dq || dk) ? d.B * NH * T * Tk : 0));   // gradient of the scores s
+    const T scale = T(d.scale);
+    std::vector<T> dS(size_t((dq || dk) ? d.B * NH * Tq * Tk : 0));   // gradient of the scores s
 
     // (4) and (3)-(1) reversed per query row: dP, the softmax backward, and dq
     if (dq || dk) {
         ALIGNGPT_OMP_FOR                                      // each thread owns query rows (b, h, t)
-        for (index_t r = 0; r < d.B * NH * T; r++) {
-            const index_t b = r / (NH * T), h = (r / T) % NH, t = r % T, g = h / G;
-            const F* dout_t = dout + (b * T + t) * C + h * HS;
-            const F* att_t = att + r * Tk;
-            F* dS_t = dS.data() + r * Tk;
-            F rowdot = 0;                                     // sum_j dP_tj p_tj, j ascending
+        for (index_t r = 0; r < d.B * NH * Tq; r++) {
+            const index_t b = r / (NH * Tq), h = (r / Tq) % NH, t = r % Tq, g = h / G;
+            const T* dout_t = dout + (b * Tq + t) * C + h * HS;
+            const T* att_t = att + r * Tk;
+            T* dS_t = dS.data() + r * Tk;
+            T rowdot = 0;                                     // sum_j dP_tj p_tj, j ascending
             for (index_t j = 0; j < Tk; j++) {
-                dS_t[j] = F(0);
+                dS_t[j] = T(0);
                 if (!d.visible(o, b, t, j)) continue;
-                const F* v_j = v + (b * Tk + j) * Ck + g * HS;
-                F dp = 0;
+                const T* v_j = v + (b * Tk + j) * Ck + g * HS;
+                T dp = 0;
                 for (index_t i = 0; i < HS; i++) dp = std::fma(dout_t[i], v_j[i], dp);
                 dS_t[j] = dp;
                 rowdot = std::fma(dp, att_t[j], rowdot);
@@ -169,13 +169,13 @@ void attention_backward(const backend::cpu&, F* dq, F* dk, F* dv, const F* dout,
             for (index_t j = 0; j < Tk; j++)
                 if (d.visible(o, b, t, j)) dS_t[j] = att_t[j] * (dS_t[j] - rowdot);
             if (!dq) continue;
-            std::vector<F> acc(static_cast<std::size_t>(HS), F(0));   // acc[i]: one fma chain over j ascending
+            std::vector<T> acc(static_cast<std::size_t>(HS), T(0));   // acc[i]: one fma chain over j ascending
             for (index_t j = 0; j < Tk; j++) {
                 if (!d.visible(o, b, t, j)) continue;
-                const F* k_j = k + (b * Tk + j) * Ck + g * HS;
+                const T* k_j = k + (b * Tk + j) * Ck + g * HS;
                 for (index_t i = 0; i < HS; i++) acc[size_t(i)] = std::fma(dS_t[j], k_j[i], acc[size_t(i)]);
             }
-            F* dq_t = dq + (b * T + t) * C + h * HS;
+            T* dq_t = dq + (b * Tq + t) * C + h * HS;
             for (index_t i = 0; i < HS; i++) dq_t[i] += acc[size_t(i)] * scale;
         }
     }
@@ -185,13 +185,13 @@ void attention_backward(const backend::cpu&, F* dq, F* dk, F* dv, const F* dout,
     ALIGNGPT_OMP_FOR                                          // each thread owns key rows (b, g, j)
     for (index_t r = 0; r < d.B * d.NKV * Tk; r++) {
         const index_t b = r / (d.NKV * Tk), g = (r / Tk) % d.NKV, j = r % Tk;
-        std::vector<F> acc_k(static_cast<std::size_t>(HS), F(0)), acc_v(static_cast<std::size_t>(HS), F(0));
+        std::vector<T> acc_k(static_cast<std::size_t>(HS), T(0)), acc_v(static_cast<std::size_t>(HS), T(0));
         for (index_t h = g * G; h < (g + 1) * G; h++)           // the group's query heads, ascending
-            for (index_t t = 0; t < T; t++) {                   // then queries, ascending
+            for (index_t t = 0; t < Tq; t++) {                   // then queries, ascending
                 if (!d.visible(o, b, t, j)) continue;
-                const index_t a = ((b * NH + h) * T + t) * Tk + j;
-                const F* dout_t = dout + (b * T + t) * C + h * HS;
-                const F* q_t = q + (b * T + t) * C + h * HS;
+                const index_t a = ((b * NH + h) * Tq + t) * Tk + j;
+                const T* dout_t = dout + (b * Tq + t) * C + h * HS;
+                const T* q_t = q + (b * Tq + t) * C + h * HS;
                 if (dv)
                     for (index_t i = 0; i < HS; i++) acc_v[size_t(i)] = std::fma(att[a], dout_t[i], acc_v[size_t(i)]);
                 if (dk)
