@@ -1,11 +1,12 @@
 #pragma once
-// Umbrella header: everything the CPU build offers. (The CUDA backend, when built, comes from
-// its own header under backend/cuda/.)
+// Umbrella header: everything the library offers, on the CPU backend (backend/cpu.h). Another
+// backend is a header of its own, included next to this one (docs/design.md "Backend policy").
 #include "aligngpt/config.h"
 #include "aligngpt/half.h"
 #include "aligngpt/rng.h"
 #include "aligngpt/tensor.h"
 #include "aligngpt/tensor_adaptors.h"
+#include "aligngpt/trace.h"
 #include "aligngpt/backend/cpu.h"
 
 #include "aligngpt/autograd/grad_check.h"
@@ -38,6 +39,8 @@
 #include "aligngpt/models/clip_vision.h"
 #include "aligngpt/models/llama.h"
 #include "aligngpt/models/projector.h"
+
+#include "aligngpt/generate/greedy.h"
 
 #include "aligngpt/io/checkpoint.h"
 #include "aligngpt/io/image.h"
