@@ -6,7 +6,8 @@
 //   dL/dx_j ~ (L(x + h e_j) - L(x - h e_j)) / 2h
 // Returns the largest relative error max_j |analytic - numeric| / max(1, |numeric|) over all
 // inputs that require gradients. Use T = double with h ~ 1e-6: the truncation error is O(h^2)
-// and the rounding error O(eps/h), both near 1e-10 for smooth ops.
+// and the rounding error O(eps/h), both near 1e-10 for smooth ops. It perturbs inputs in place,
+// so it runs on a backend whose memory the host can read (backend::cpu).
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -23,6 +24,7 @@ using op_under_test = std::function<variable<T, Backend>(tape<T, Backend>*, cons
 /// Weighted sum of f's output with fixed weights; value only, no tape.
 template <class T, class Backend>
 T weighted_output(const op_under_test<T, Backend>& f, const std::vector<variable<T, Backend>>& xs) {
+    static_assert(Backend::host_accessible, "grad_check reads and perturbs tensor memory on the host");
     const variable<T, Backend> y = f(nullptr, xs);
     T acc = 0;
     for (index_t i = 0; i < y.value().numel(); i++)
