@@ -90,6 +90,33 @@ TEST_CASE("backend: the opaque test backend hides its memory and counts transfer
     CHECK_THROWS_WITH(dev.to_host(t.data(), t.data(), 1), doctest::Contains("host target"));
 }
 
+TEST_CASE("backend: a 16-bit packed linear (forward and input gradient) gives backend::cpu's bits on the opaque backend") {
+    opaque dev;
+    const index_t M = 3, K = 20, N = 18;  // N spans a partial panel
+    std::vector<bf16> w16(size_t(N * K));
+    for (size_t i = 0; i < w16.size(); i++) w16[i] = bf16(float(rng::uniform(9, 2, i, 1.f)));
+    const auto pw = std::make_shared<const ops::packed_weight<bf16>>(ops::packed_weight<bf16>::pack(w16.data(), N, K));
+    auto ref = nn::linear<float>::make("p", K, N);
+    auto dut = nn::linear<float, opaque>::make("p", K, N, true, dev);
+    nn::init_uniform(ref.bias, 4, 0.5f), nn::init_uniform(dut.bias, 4, 0.5f);
+    ref.packed_bf16 = pw, dut.packed_bf16 = pw;
+    const auto xs = pixel_values(M * K);
+
+    autograd::tape<float> tr;
+    auto xr = autograd::variable<float>::leaf(tensor<float>::from(xs, {M, K}), true);
+    auto yr = ref(&tr, xr);
+    tr.backward(ag::sum(&tr, yr));
+    autograd::tape<float, opaque> td;
+    auto xd = autograd::variable<float, opaque>::leaf(tensor<float, opaque>::from(xs, {M, K}, dev), true);
+    dev.reset_counts();
+    auto yd = dut(&td, xd);
+    td.backward(ag::sum(&td, yd));
+    CHECK(dev.to_host_calls == 0);
+    CHECK(dev.from_host_calls == 0);
+    CHECK(same_bits(host(yr.value()), host(yd.value())));
+    CHECK(same_bits(host(xr.grad()), host(xd.grad())));
+}
+
 TEST_CASE("backend: tiny CLIP forward and backward give backend::cpu's bits on the opaque backend") {
     const auto cfg = tiny_clip();
     opaque dev;
