@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "aligngpt/pretrained.h"
+#include "aligngpt/version.h"
 #include "support/golden.h"
 
 namespace {
@@ -272,7 +273,11 @@ TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --ver
     CHECK(r.code == 0);
     r = run_tool("--version");
     CHECK(r.code == 0);
-    CHECK(r.output.rfind("aligngpt ", 0) == 0);
+    CHECK(r.output == "aligngpt " ALIGNGPT_PROJECT_VERSION "\n");  // CMake's project(VERSION)
+    CHECK(std::string(ALIGNGPT_VERSION) == ALIGNGPT_PROJECT_VERSION);
+    CHECK(std::string(ALIGNGPT_VERSION) == std::to_string(ALIGNGPT_VERSION_MAJOR) + "." +
+                                               std::to_string(ALIGNGPT_VERSION_MINOR) + "." +
+                                               std::to_string(ALIGNGPT_VERSION_PATCH));
 }
 
 #endif  // ALIGNGPT_TOOL_PATH

@@ -37,6 +37,7 @@
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/pretrained.h"
+#include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
 
 namespace {
 
@@ -283,7 +284,7 @@ int run_trace(const trace_args& a) {
     io::safetensors_writer w;
     for (const auto& [name, t] : sink.entries) w.add(name, t);
     w.add("input_ids", io::dtype::I64, {index_t(ids.size())}, ids.data(), ids.size() * sizeof(std::int64_t));
-    w.set_metadata("producer", "aligngpt trace " ALIGNGPT_TOOL_VERSION);
+    w.set_metadata("producer", "aligngpt trace " ALIGNGPT_VERSION);
     w.set_metadata("model", a.model);
     w.set_metadata("align_level", a.align_level < 0 ? "auto" : std::to_string(a.align_level));
     w.write(a.out);
@@ -306,7 +307,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (cmd == "--version" || cmd == "-V") {
-            std::cout << "aligngpt " ALIGNGPT_TOOL_VERSION "\n";
+            std::cout << "aligngpt " ALIGNGPT_VERSION "\n";
             return 0;
         }
         if (cmd == "trace") {

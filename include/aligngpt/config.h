@@ -15,9 +15,7 @@
 #error "aligngpt: -ffast-math (or -Ofast) breaks IEEE semantics and every reproducibility promise; build without it"
 #endif
 
-#define ALIGNGPT_VERSION_MAJOR 0
-#define ALIGNGPT_VERSION_MINOR 1
-#define ALIGNGPT_VERSION_PATCH 0
+#include "aligngpt/version.h"  // ALIGNGPT_VERSION, ALIGNGPT_VERSION_{MAJOR,MINOR,PATCH}
 
 #if defined(_OPENMP)
 #include <omp.h>

@@ -1,6 +1,6 @@
 # Citations must resolve inside the repository. Run: cmake -DROOT=<source dir> -P check_doc_citations.cmake
 # (CTest: build.doc_citations). Scans include/ tools/ examples/ bench/ tests/ (text files, not tests/golden/)
-# docs/ cmake/ scripts/ README.md CMakeLists.txt, line by line, and fails on:
+# docs/ cmake/ scripts/ README.md CONTRIBUTING.md CHANGELOG.md CMakeLists.txt, line by line, and fails on:
 #   1. a file name ending in .md that is not in the repository (a bare name is looked for in docs/, the root
 #      and the citing file's folder; a path in the root and the citing file's folder, never above the root);
 #   2. a section sign whose document does not have that section. A section belongs to the nearest
@@ -130,7 +130,7 @@ foreach(g IN LISTS _globs)
   list(APPEND _files ${found})
 endforeach()
 list(FILTER _files EXCLUDE REGEX "^tests/golden/")
-list(APPEND _files README.md CMakeLists.txt)
+list(APPEND _files README.md CONTRIBUTING.md CHANGELOG.md CMakeLists.txt)
 list(REMOVE_DUPLICATES _files)
 list(SORT _files)
 

@@ -10,14 +10,25 @@ endfunction()
 set(prefix ${WORK_DIR}/prefix)
 file(REMOVE_RECURSE ${WORK_DIR})
 step("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
-foreach(f include/aligngpt/config.h share/cmake/aligngpt/aligngptConfig.cmake
+foreach(f include/aligngpt/config.h include/aligngpt/version.h share/cmake/aligngpt/aligngptConfig.cmake
           share/cmake/aligngpt/aligngptConfigVersion.cmake share/pkgconfig/aligngpt.pc)
   if(NOT EXISTS ${prefix}/${f})
     message(FATAL_ERROR "[install.consumer] ${f} was not installed")
   endif()
 endforeach()
 
-set(common -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release -DEXPECT_OPENMP=${WITH_OPENMP})
+# The version (project(VERSION) of the tree under test) is in the .pc files as installed.
+foreach(pc aligngpt aligngpt-openmp)
+  if(EXISTS ${prefix}/share/pkgconfig/${pc}.pc)
+    file(STRINGS ${prefix}/share/pkgconfig/${pc}.pc pc_version REGEX "^Version: ")
+    if(NOT pc_version STREQUAL "Version: ${VERSION}")
+      message(FATAL_ERROR "[install.consumer] ${pc}.pc says '${pc_version}', expected 'Version: ${VERSION}'")
+    endif()
+  endif()
+endforeach()
+
+set(common -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release -DEXPECT_OPENMP=${WITH_OPENMP}
+    -DEXPECT_VERSION=${VERSION})
 
 step("configure find_package consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer/find_package
      -B ${WORK_DIR}/find_package ${common} -DCMAKE_PREFIX_PATH=${prefix})
@@ -35,6 +46,19 @@ if(WITH_OPENMP)
   find_program(PKG_CONFIG_PROGRAM NAMES pkg-config pkgconf)
   if(MAKE_PROGRAM AND PKG_CONFIG_PROGRAM)
     file(MAKE_DIRECTORY ${WORK_DIR}/pkg-config)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/share/pkgconfig
+                    ${PKG_CONFIG_PROGRAM} --modversion aligngpt aligngpt-openmp
+                    OUTPUT_VARIABLE modversion OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0 OR NOT modversion STREQUAL "${VERSION}\n${VERSION}")
+      message(FATAL_ERROR "[install.consumer] pkg-config --modversion: '${modversion}' (${rc}), expected ${VERSION}")
+    endif()
+    step("pkg-config accepts aligngpt >= ${VERSION}" ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/share/pkgconfig
+         ${PKG_CONFIG_PROGRAM} --exists "aligngpt >= ${VERSION}" "aligngpt < 9.0")
+    execute_process(COMMAND ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/share/pkgconfig
+                    ${PKG_CONFIG_PROGRAM} --exists "aligngpt >= 9.0" RESULT_VARIABLE rc)
+    if(rc EQUAL 0)
+      message(FATAL_ERROR "[install.consumer] pkg-config --exists 'aligngpt >= 9.0' must fail")
+    endif()
     step("build pkg-config consumer" ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/share/pkgconfig
          ${MAKE_PROGRAM} --no-print-directory -f ${SOURCE_DIR}/tests/consumer/Makefile
          CXX=${CXX} OUT=${WORK_DIR}/pkg-config)
