@@ -39,10 +39,12 @@
 // Steps 1-3 run as one windowed resample (only the cropped pixels are computed; the padded square
 // is never built), so memory stays O(crop + one intermediate strip) for any aspect ratio.
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -327,13 +329,19 @@ struct clip_image_processor_config {
         const json_reader r(j, name, json_nulls::refused);
         clip_image_processor_config c;
         const auto pos_int = [](const json_reader& in, const char* k) { return int(in.integer(k, std::nullopt, 1, 65536)); };
+        // Values are converted to float: bounded first, so that the conversion is defined.
         const auto triple = [&](const char* k, std::array<double, 3>& out) {
+            const char* what = "a number or 3 numbers in [-1000000, 1000000]";
             const nlohmann::json* v = r.get(k);
             if (!v) return;
-            if (v->is_number()) return out.fill(v->get<double>());
-            if (!v->is_array() || v->size() != 3) r.must_be(k, "a number or 3 numbers");
+            const auto in_range = [](const nlohmann::json& x) { return x.is_number() && std::abs(x.get<double>()) <= 1e6; };
+            if (v->is_number()) {
+                if (!in_range(*v)) r.must_be(k, what);
+                return out.fill(v->get<double>());
+            }
+            if (!v->is_array() || v->size() != 3) r.must_be(k, what);
             for (std::size_t i = 0; i < 3; i++) {
-                if (!(*v)[i].is_number()) r.must_be(k, "a number or 3 numbers");
+                if (!in_range((*v)[i])) r.must_be(k, what);
                 out[i] = (*v)[i].get<double>();
             }
         };
@@ -360,16 +368,17 @@ struct clip_image_processor_config {
             }
         }
         if (const nlohmann::json* v = r.get("resample")) {
-            if (!v->is_number_integer() || v->get<std::int64_t>() < 1 || v->get<std::int64_t>() > 5)
+            const std::optional<std::int64_t> f = detail::json_int64(*v);
+            if (!f || *f < 1 || *f > 5)
                 r.must_be("resample", std::string("a Pillow filter 1..5 (lanczos, bilinear, bicubic, box, hamming)") +
-                                          (v->is_number_integer() && v->get<std::int64_t>() == 0 ? "; nearest (0) is not supported" : ""));
-            c.resample = resample_filter(v->get<int>());
+                                          (f == 0 ? "; nearest (0) is not supported" : ""));
+            c.resample = resample_filter(int(*f));
         }
-        c.rescale_factor = r.number("rescale_factor", c.rescale_factor, -json_reader::any, json_reader::any);
+        c.rescale_factor = r.number("rescale_factor", c.rescale_factor, -1e6, 1e6);
         triple("image_mean", c.image_mean);
         triple("image_std", c.image_std);
         for (double s : c.image_std)
-            if (s == 0.0) r.must_be("image_std", "nonzero numbers");
+            if (std::abs(s) < 1e-6) r.must_be("image_std", "nonzero numbers (|x| >= 0.000001)");
         return c;
     }
 
