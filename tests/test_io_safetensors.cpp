@@ -242,3 +242,13 @@ TEST_CASE("safetensors: a zero dimension does not hide an element count that ove
     const std::string p = put_file("shape_zero_ok.st", st_bytes(R"({"w":{"dtype":"F32","shape":[1073741824,4294967296,0],"data_offsets":[0,0]}})"));
     CHECK(safetensors_file::open(p).at("w").numel() == 0);
 }
+
+// Issue 12, finding 1 for safetensors: the header parser is a fixed-shape SAX state machine, so a
+// deeply nested header is refused at the first level past that shape, without recursion.
+TEST_CASE("safetensors: a header nested 100000 levels deep is refused at once, no recursion") {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    expect_open_error("deep_entry.st", st_bytes(R"({"w":)" + deep + "}"), {"tensor \"w\"", "entry must be an object", "got an array"});
+    expect_open_error("deep_shape.st", st_bytes(R"({"w":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]}})"),
+                      {"tensor \"w\"", "\"shape\"", "item 0", "got an array"});
+    expect_open_error("deep_meta.st", st_bytes(R"({"__metadata__":{"k":)" + deep + "}}"), {"__metadata__", "\"k\"", "must be a string"});
+}
