@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -428,4 +429,61 @@ TEST_CASE("image: mutated PNG/JPEG bytes decode or fail cleanly (mini fuzz, run 
     }
     MESSAGE("mutations: " << ok << " decoded, " << refused << " refused");
     CHECK(ok + refused == 6 * 120);
+}
+
+// Issue 12, finding 3: preprocessor_config.json accepted crop_size up to 65536, so a 35-byte file
+// made the preprocessing ask for 12.9 GB of RGB and 51 GB of floats (std::bad_alloc escaped). The
+// crop, the resize's strip and its coefficients are each bounded by max_pixels before allocating.
+TEST_CASE("image: a huge crop_size or size in preprocessor_config.json is refused naming the file and field, fast") {
+    const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/pp_budget";
+    std::filesystem::create_directories(dir);
+    const auto load = [&](const std::string& name, const std::string& text) {
+        const std::string p = dir + "/" + name;
+        std::ofstream(p) << text;
+        std::string msg;
+        try {
+            (void)io::clip_image_processor_config::from_json_file(p);
+        } catch (const aligngpt::error& e) {
+            msg = e.what();
+        }
+        return std::pair{p, msg};
+    };
+    for (const int crop : {20000, 65536}) {
+        const auto [p, msg] = load("crop" + std::to_string(crop) + ".json", "{\"crop_size\": " + std::to_string(crop) + "}");
+        CHECK(msg == p + ": field 'crop_size' must give at most 16777216 pixels (max_pixels), got " + std::to_string(crop) +
+                         "x" + std::to_string(crop) + " = " + std::to_string(std::uint64_t(crop) * std::uint64_t(crop)));
+    }
+    const auto [hw, hw_msg] = load("crop_hw.json", R"({"crop_size": {"height": 65536, "width": 300}})");
+    CHECK(hw_msg.starts_with(hw + ": field 'crop_size' must give at most 16777216 pixels"));
+    const auto [nc, nc_msg] = load("no_crop.json", R"({"do_center_crop": false, "size": 65536})");
+    CHECK(nc_msg.starts_with(nc + ": field 'size' must give at most 16777216 pixels (max_pixels) without centre crop"));
+    // A huge shortest_edge with a small crop is fine: only the crop is computed.
+    const auto [big_edge, big_edge_msg] = load("edge.json", R"({"size": 65536, "crop_size": 336})");
+    CHECK(big_edge_msg.empty());
+    const rgb_image img(500, 333);
+    io::clip_image_processor_config cfg = io::clip_image_processor_config::from_json_file(big_edge);
+    CHECK(io::clip_preprocess(img, cfg, "cat.png").shape() == aligngpt::shape_t{3, 336, 336});
+
+    // A config built in code is checked again before allocating; the error names the image.
+    io::clip_image_processor_config huge;
+    huge.crop_height = huge.crop_width = 65536;
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"),
+                         "cat.png: the 65536x65536 crop must be positive and at most max_pixels = 16777216 pixels",
+                         aligngpt::error);
+    huge.crop_height = -5;
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"), doctest::Contains("cat.png: the 65536x-5 crop"), aligngpt::error);
+    huge = {};
+    huge.do_center_crop = false;
+    huge.shortest_edge = 20000;
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"),
+                         doctest::Contains("cat.png: without centre crop the output would be 20000x20000 pixels, more than max_pixels = 16777216"), aligngpt::error);
+    // The strip of source rows and the filter coefficients count against the same budget.
+    io::clip_image_processor_config strip;
+    strip.aspect = io::aspect_mode::square;
+    strip.max_pixels = 336 * 400;
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(rgb_image(4000, 4000), strip, "big.png"),
+                         doctest::Contains("big.png: resample:"), aligngpt::error);
+    // expand2square (materialised) is bounded like a decoded image.
+    CHECK_THROWS_WITH_AS(io::expand2square(rgb_image(20000, 1), {0, 0, 0}, 10000ull * 10000ull),
+                         doctest::Contains("expand2square: a 20000x20000 square"), aligngpt::error);
 }

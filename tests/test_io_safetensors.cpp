@@ -199,8 +199,8 @@ TEST_CASE("safetensors: every malformed-file rule is refused with file and field
     expect_open_error("shape_str.st", st_bytes(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", 8), {"\"shape\"", "array of integers"});
     expect_open_error("shape_2p48.st", st_bytes(R"({"w":{"dtype":"F32","shape":[281474976710656],"data_offsets":[0,8]}})", 8), {"\"shape\"", "281474976710656", "2^48-1"});
     expect_open_error("shape_u64.st", st_bytes(R"({"w":{"dtype":"F32","shape":[2,18446744073709551614],"data_offsets":[0,8]}})", 8), {"\"shape\"", "item 1"});
-    expect_open_error("shape_product.st", st_bytes(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "overflows 64 bits"});
-    expect_open_error("shape_bits.st", st_bytes(R"({"w":{"dtype":"F64","shape":[281474976710655,65536],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "bits overflows"});
+    expect_open_error("shape_product.st", st_bytes(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "overflows int64"});
+    expect_open_error("shape_bits.st", st_bytes(R"({"w":{"dtype":"F64","shape":[281474976710655,8192],"data_offsets":[0,8]}})", 8), {"tensor \"w\"", "bits overflows"});
     std::string many_dims = "[";
     for (int k = 0; k < 1000000; k++) many_dims += k ? ",1" : "1";
     expect_open_error("rank_1e6.st", st_bytes(R"({"w":{"dtype":"F32","shape":)" + many_dims + R"(],"data_offsets":[0,4]}})", 4), {"tensor \"w\"", "rank exceeds 64"});
@@ -229,4 +229,26 @@ TEST_CASE("safetensors: every malformed-file rule is refused with file and field
     expect_open_error("count_cap.st", st_bytes(h + "}", 5), {"more than 4 tensors", "max_tensors"}, lim);
     lim.max_tensors = 5;
     CHECK(safetensors_file::open(put_file("count_ok.st", st_bytes(h + "}", 5)), lim).tensors().size() == 5);
+}
+
+// Issue 12, finding 5: [2^31, 2^32, 0] has 0 elements, so the unsigned product passed, but numel()
+// multiplied 2^31 * 2^32 in int64 first: signed overflow. Every nonzero partial product must fit.
+TEST_CASE("safetensors: a zero dimension does not hide an element count that overflows int64") {
+    expect_open_error("shape_zero_hides.st", st_bytes(R"({"w":{"dtype":"F32","shape":[2147483648,4294967296,0],"data_offsets":[0,0]}})"),
+                      {"tensor \"w\"", "[2147483648,4294967296,0]", "product of its nonzero dimensions overflows int64"});
+    expect_open_error("shape_zero_first.st", st_bytes(R"({"w":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}})"),
+                      {"tensor \"w\"", "overflows int64"});
+    // At the limit it opens, and numel() is 0.
+    const std::string p = put_file("shape_zero_ok.st", st_bytes(R"({"w":{"dtype":"F32","shape":[1073741824,4294967296,0],"data_offsets":[0,0]}})"));
+    CHECK(safetensors_file::open(p).at("w").numel() == 0);
+}
+
+// Issue 12, finding 1 for safetensors: the header parser is a fixed-shape SAX state machine, so a
+// deeply nested header is refused at the first level past that shape, without recursion.
+TEST_CASE("safetensors: a header nested 100000 levels deep is refused at once, no recursion") {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    expect_open_error("deep_entry.st", st_bytes(R"({"w":)" + deep + "}"), {"tensor \"w\"", "entry must be an object", "got an array"});
+    expect_open_error("deep_shape.st", st_bytes(R"({"w":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]}})"),
+                      {"tensor \"w\"", "\"shape\"", "item 0", "got an array"});
+    expect_open_error("deep_meta.st", st_bytes(R"({"__metadata__":{"k":)" + deep + "}}"), {"__metadata__", "\"k\"", "must be a string"});
 }

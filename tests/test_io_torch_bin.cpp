@@ -5,6 +5,7 @@
 // the file and the field (R1).
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -329,4 +330,83 @@ TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transform
     d = tmp_path("dir_empty");
     fs::create_directories(d);
     expect_error([&] { (void)checkpoint_dir::open(d); }, {"dir_empty", "no model.safetensors"});
+}
+
+// Issue 12, finding 5 (.bin): sizes [2^40, 2^40, 0] were multiplied from the last dim, where the 0
+// made the product 0; numel() then overflowed int64. tensor.h's numel_of refuses it too.
+TEST_CASE("torch .bin: a zero size does not hide an element count that overflows int64; numel_of is checked") {
+    const auto i8 = [](std::int64_t v) { return "\x8a\x08"s + le(std::uint64_t(v), 8); };  // LONG1, 8 bytes
+    const auto bin_with = [&](const std::vector<std::int64_t>& size, const std::vector<std::int64_t>& stride) {
+        pk p;
+        p.op("}(").str("w");
+        p.global("torch._utils", "_rebuild_tensor_v2").op("((").str("storage").global("torch", "FloatStorage").str("0").str("cpu");
+        p.i4(4).op("tQ").i4(0).op("(");
+        for (auto v : size) p.b += i8(v);
+        p.op("t(");
+        for (auto v : stride) p.b += i8(v);
+        p.op("t").op("\x89").global("collections", "OrderedDict").op(")Rt").op("R");
+        return p.op("u.").b;
+    };
+    const std::int64_t t40 = std::int64_t(1) << 40;
+    expect_bin_error("zero_hides.bin", bin_with({t40, t40, 0}, {1, 1, 1}),
+                     {"tensor \"w\"", "[1099511627776,1099511627776,0]", "element count overflows"});
+    expect_bin_error("zero_first.bin", bin_with({0, t40, t40}, {1, 1, 1}), {"tensor \"w\"", "element count overflows"});
+    CHECK(torch_bin_file::open(bin_file("zero_ok.bin", bin_with({t40, 2, 0}, {1, 1, 1}))).at("w").numel() == 0);
+
+    CHECK(numel_of({t40, 1 << 20, 0}) == 0);
+    CHECK_THROWS_WITH_AS(numel_of({t40, t40, 0}), "tensor: element count of shape [1099511627776,1099511627776,0] overflows int64",
+                         aligngpt::error);
+    CHECK_THROWS_AS(numel_of({0, t40, t40}), aligngpt::error);
+    CHECK_THROWS_AS(tensor<float>({0, t40, t40}), aligngpt::error);  // before the strides are computed
+}
+
+// Issue 12, finding 4: each torch.Size reduce copied its argument tuple and a memoised tuple can be
+// reused, so a 1 MB data.pkl reached 2 GB; _rebuild_tensor_v2 copied size and stride the same way.
+// torch.Size now shares the tuple, and every byte built is charged against 32x the pickle's size.
+TEST_CASE("pickle: a memoised big tuple reused many times is shared or refused, fast and small") {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int n = 100000;  // items in the memoised tuple: 200 KB of pickle
+    // memo 1 = the big tuple, 2 = (big,), 3 = torch.Size, 4 = _rebuild_tensor_v2, 5 = a storage, 6 = OrderedDict()
+    pk head;
+    head.op("(");
+    for (int k = 0; k < n; k++) head.i1(k & 0x7f);
+    head.op("tq\x01").op("\x85q\x02");
+    head.global("torch", "Size").op("q\x03");
+    head.global("torch._utils", "_rebuild_tensor_v2").op("q\x04");
+    head.op("(").str("storage").global("torch", "FloatStorage").str("0").str("cpu").i4(4).op("tQq\x05");
+    head.global("collections", "OrderedDict").op(")Rq\x06");
+
+    // torch.Size(big) 20000 times: 4 bytes of pickle each, 400 KB of copies each before the fix (8 GB).
+    pk sizes = head;
+    for (int k = 0; k < 20000; k++) sizes.op("h\x03h\x02R"s);
+    expect_error([&] { pickle::machine(sizes.op(".").b, "sizes.pkl").state_dict(); }, {"sizes.pkl", "STOP with"});
+
+    // _rebuild_tensor_v2(storage, 0, big, big, False, OrderedDict()) 20000 times: 1.6 MB each.
+    pk rebuilds = head;
+    for (int k = 0; k < 20000; k++) rebuilds.op("h\x04(h\x05K\x00h\x01h\x01\x89h\x06tR"s);
+    expect_error([&] { pickle::machine(rebuilds.op(".").b, "rebuilds.pkl").state_dict(); },
+                 {"rebuilds.pkl", "REDUCE", "builds more than", "a memoised value reused too often"});
+    // The same through the .bin reader: the error names the file and the entry.
+    expect_bin_error("memo_amplify.bin", rebuilds.b, {"archive/data.pkl", "builds more than"});
+
+    // One tensor behind many keys (tied weights are legal) is charged per copy as well; the
+    // memoised values are built where first used, so that the stack ends with the dict alone.
+    pk keys;
+    keys.op("}(").str("w");
+    keys.global("torch._utils", "_rebuild_tensor_v2").op("((").str("storage").global("torch", "FloatStorage").str("0").str("cpu");
+    keys.i4(4).op("tQK\x00("s);
+    for (int k = 0; k < n; k++) keys.i1(k & 0x7f);
+    keys.op("tq\x01h\x01\x89").global("collections", "OrderedDict").op(")RtRq\x07");
+    for (int k = 0; k < 5000; k++) keys.str("k" + std::to_string(k)).op("h\x07");
+    expect_error([&] { pickle::machine(keys.op("u.").b, "keys.pkl").state_dict(); }, {"keys.pkl", "builds more than"});
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+
+    // Real torch.save pickles stay far below the budget (they need about 5): 8 per pickle byte, no floor, suffice.
+    pickle::limits tight;
+    tight.bytes_per_input_byte = 8;
+    tight.min_bytes = 0;
+    for (const char* f : {"torch_save.bin", "llama_bin/pytorch_model.bin", "../model_dirs/clip_vision/pytorch_model.bin"}) {
+        CAPTURE(f);
+        CHECK(!torch_bin_file::open(golden + f, tight).tensors().empty());
+    }
 }

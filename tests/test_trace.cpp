@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -278,6 +279,50 @@ TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --ver
     CHECK(std::string(ALIGNGPT_VERSION) == std::to_string(ALIGNGPT_VERSION_MAJOR) + "." +
                                                std::to_string(ALIGNGPT_VERSION_MINOR) + "." +
                                                std::to_string(ALIGNGPT_VERSION_PATCH));
+}
+
+// Issue 12 through the CLI, as a user who downloaded a hostile model directory would hit it: a
+// config.json nested 100000 levels, an unsigned mm_vision_select_layer, a preprocessor_config.json
+// with a 20000-pixel crop. Each exits 1 naming the file and the field, quickly, never a crash.
+TEST_CASE("aligngpt trace: hostile config files exit 1 naming the file and the field (issue 12)") {
+    const std::string base = std::string(ALIGNGPT_TEST_TMP) + "/hostile";
+    const auto model_dir = [&](const std::string& name, const std::string& config) {
+        const std::string d = base + "/" + name;
+        fs::remove_all(d);
+        fs::create_directories(d);
+        for (const auto& e : fs::directory_iterator(dirs + "/aligngpt_st")) fs::copy_file(e.path(), d + "/" + e.path().filename().string());
+        std::ofstream(d + "/config.json", std::ios::trunc) << config;
+        return d;
+    };
+    const std::string args = " --vision-tower clip_vision --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never");
+    const int n = 100000;
+    std::string deep = model_dir("deep", "{\"vocab_size\": 64, \"hidden_size\": " + std::string(n, '[') + std::string(n, ']') + "}");
+    auto r = run_tool("trace -q --model " + deep + args);
+    INFO(r.output.substr(0, 2000));
+    CHECK(r.code == 1);
+    CHECK(r.output.find(deep + "/config.json: nesting deeper than 64 levels (in field 'hidden_size')") != std::string::npos);
+
+    std::string cfg = io::read_text_file(dirs + "/aligngpt_st/config.json", 1 << 20);
+    const std::string layer = "\"mm_vision_select_layer\": -2";
+    REQUIRE(cfg.find(layer) != std::string::npos);
+    cfg.replace(cfg.find(layer), layer.size(), "\"mm_vision_select_layer\": 18446744073709551614");
+    const std::string wrapped = model_dir("wrapped", cfg);
+    r = run_tool("trace -q --model " + wrapped + args);
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find(wrapped + "/config.json: field 'mm_vision_select_layer' must be an integer in [-1024, 1024], got "
+                        "18446744073709551614") != std::string::npos);
+
+    const std::string tower = base + "/tower";
+    fs::remove_all(tower);
+    fs::create_directories(tower);
+    for (const auto& e : fs::directory_iterator(dirs + "/clip_vision")) fs::copy_file(e.path(), tower + "/" + e.path().filename().string());
+    std::ofstream(tower + "/preprocessor_config.json", std::ios::trunc) << R"({"crop_size": 20000})";
+    r = run_tool("trace -q --model aligngpt_st --vision-tower " + tower + " --image image.png --input-ids 1,-200 --out " + out_file("never"));
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find(tower + "/preprocessor_config.json: field 'crop_size' must give at most 16777216 pixels") != std::string::npos);
+    CHECK(!fs::exists(out_file("never")));
 }
 
 #endif  // ALIGNGPT_TOOL_PATH

@@ -192,12 +192,16 @@ std::optional<index_t> config_vocab_size(const std::string& model_dir) {
     namespace fs = std::filesystem;
     const std::string path = model_dir + "/config.json";
     std::error_code ec;
-    if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) > (1u << 20) || ec) return std::nullopt;
-    std::ifstream in(path, std::ios::binary);
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("vocab_size") || !j["vocab_size"].is_number_integer()) return std::nullopt;
-    const auto v = j["vocab_size"].get<std::int64_t>();
-    return v > 0 ? std::optional<index_t>(v) : std::nullopt;
+    if (!fs::is_regular_file(path, ec) || ec) return std::nullopt;
+    nlohmann::json j;
+    try {
+        j = io::read_json_file(path, {.max_bytes = 1 << 20});  // depth-limited, as the loader reads it
+    } catch (const error&) {
+        return std::nullopt;
+    }
+    if (!j.is_object() || !j.contains("vocab_size")) return std::nullopt;
+    const auto v = io::detail::json_int64(j["vocab_size"]);
+    return v && *v > 0 ? std::optional<index_t>(*v) : std::nullopt;
 }
 
 /// Everything that can be checked without the weights, so that a typo costs no model load (minutes

@@ -31,11 +31,14 @@ namespace aligngpt {
 
 using shape_t = std::vector<index_t>;
 
+/// The element count; the product of the nonzero dims must fit index_t (so every stride does too).
 inline index_t numel_of(const shape_t& s) {
-    index_t n = 1;
+    index_t n = 1, nonzero = 1;
     for (index_t d : s) {
         ALIGNGPT_CHECK(d >= 0, "tensor: negative dimension in shape ", detail::shape_str(s));
-        n *= d;
+        ALIGNGPT_CHECK(d == 0 || !__builtin_mul_overflow(nonzero, d, &nonzero), "tensor: element count of shape ",
+                       detail::shape_str(s), " overflows int64");
+        n *= d;  // |n| <= nonzero
     }
     return n;
 }

@@ -37,12 +37,17 @@
 //   4. v = float32(double(u8) * rescale_factor); 5. (v - float32(mean)) / float32(std) in float32;
 //   6. CHW float tensor [3, crop_h, crop_w].
 // Steps 1-3 run as one windowed resample (only the cropped pixels are computed; the padded square
-// is never built), so memory stays O(crop + one intermediate strip) for any aspect ratio.
+// is never built), so memory stays O(crop + one intermediate strip) for any aspect ratio. The crop,
+// the strip and the filter coefficients are each bounded by max_pixels before they are allocated,
+// and out of memory is reported as an error naming the image.
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -320,6 +325,11 @@ struct clip_image_processor_config {
     aspect_mode aspect = aspect_mode::pad;
     /// Bound on the (virtual) padded square, S*S pixels (pad mode): bounds the work and the strip.
     std::uint64_t max_padded_pixels = std::uint64_t(1) << 28;
+    /// Bound on every buffer the preprocessing allocates, in pixels, checked before allocating:
+    /// the crop (or the whole resize without crop), the resize's strip of source rows and its
+    /// filter coefficients. 2^24 = 4096 x 4096 (CLIP needs 336 x 336): with the float output that
+    /// is at most 256 MiB, whatever preprocessor_config.json says.
+    std::uint64_t max_pixels = std::uint64_t(1) << 24;
 
     /// Reads a preprocessor_config.json object; `aspect` is not part of it (set it from the model
     /// config's image_aspect_ratio). Unknown keys are ignored, as transformers does.
@@ -327,13 +337,19 @@ struct clip_image_processor_config {
         const json_reader r(j, name, json_nulls::refused);
         clip_image_processor_config c;
         const auto pos_int = [](const json_reader& in, const char* k) { return int(in.integer(k, std::nullopt, 1, 65536)); };
+        // Values are converted to float: bounded first, so that the conversion is defined.
         const auto triple = [&](const char* k, std::array<double, 3>& out) {
+            const char* what = "a number or 3 numbers in [-1000000, 1000000]";
             const nlohmann::json* v = r.get(k);
             if (!v) return;
-            if (v->is_number()) return out.fill(v->get<double>());
-            if (!v->is_array() || v->size() != 3) r.must_be(k, "a number or 3 numbers");
+            const auto in_range = [](const nlohmann::json& x) { return x.is_number() && std::abs(x.get<double>()) <= 1e6; };
+            if (v->is_number()) {
+                if (!in_range(*v)) r.must_be(k, what);
+                return out.fill(v->get<double>());
+            }
+            if (!v->is_array() || v->size() != 3) r.must_be(k, what);
             for (std::size_t i = 0; i < 3; i++) {
-                if (!(*v)[i].is_number()) r.must_be(k, "a number or 3 numbers");
+                if (!in_range((*v)[i])) r.must_be(k, what);
                 out[i] = (*v)[i].get<double>();
             }
         };
@@ -360,16 +376,26 @@ struct clip_image_processor_config {
             }
         }
         if (const nlohmann::json* v = r.get("resample")) {
-            if (!v->is_number_integer() || v->get<std::int64_t>() < 1 || v->get<std::int64_t>() > 5)
+            const std::optional<std::int64_t> f = detail::json_int64(*v);
+            if (!f || *f < 1 || *f > 5)
                 r.must_be("resample", std::string("a Pillow filter 1..5 (lanczos, bilinear, bicubic, box, hamming)") +
-                                          (v->is_number_integer() && v->get<std::int64_t>() == 0 ? "; nearest (0) is not supported" : ""));
-            c.resample = resample_filter(v->get<int>());
+                                          (f == 0 ? "; nearest (0) is not supported" : ""));
+            c.resample = resample_filter(int(*f));
         }
-        c.rescale_factor = r.number("rescale_factor", c.rescale_factor, -json_reader::any, json_reader::any);
+        c.rescale_factor = r.number("rescale_factor", c.rescale_factor, -1e6, 1e6);
         triple("image_mean", c.image_mean);
         triple("image_std", c.image_std);
         for (double s : c.image_std)
-            if (s == 0.0) r.must_be("image_std", "nonzero numbers");
+            if (std::abs(s) < 1e-6) r.must_be("image_std", "nonzero numbers (|x| >= 0.000001)");
+        // The output (and its float copy) is allocated whole: its size is bounded here, naming
+        // the field, and again before allocating (resize_and_crop).
+        const std::uint64_t crop = std::uint64_t(c.crop_height) * std::uint64_t(c.crop_width);
+        if (c.do_center_crop && crop > c.max_pixels)
+            r.fail("crop_size", "must give at most ", c.max_pixels, " pixels (max_pixels), got ", c.crop_width, "x",
+                   c.crop_height, " = ", crop);
+        if (c.do_resize && !c.do_center_crop && std::uint64_t(c.shortest_edge) * std::uint64_t(c.shortest_edge) > c.max_pixels)
+            r.fail("size", "must give at most ", c.max_pixels, " pixels (max_pixels) without centre crop, got a short side of ",
+                   c.shortest_edge);
         return c;
     }
 
@@ -425,15 +451,20 @@ inline int crop_start(int len, int crop) { return len >= crop ? (len - crop) / 2
 
 template <class Source>
 rgb_image resize_and_crop(const Source& src, const clip_image_processor_config& cfg) {
+    const std::uint64_t budget = cfg.max_pixels;
     int out_h = src.height(), out_w = src.width();
     if (cfg.do_resize) std::tie(out_h, out_w) = resize_output_size(src.height(), src.width(), cfg.shortest_edge);
     if (!cfg.do_center_crop) {
-        ALIGNGPT_CHECK(std::uint64_t(out_h) * std::uint64_t(out_w) <= (std::uint64_t(1) << 28),
-                       "clip_preprocess: without centre crop the output would be ", out_w, "x", out_h, " pixels");
+        ALIGNGPT_CHECK(std::uint64_t(out_h) * std::uint64_t(out_w) <= budget, "without centre crop the output would be ",
+                       out_w, "x", out_h, " pixels, more than max_pixels = ", budget);
         rgb_image out(out_w, out_h);
-        resample_window(src, out_w, out_h, cfg.resample, pixel_window{0, 0, out_w, out_h}, out.pixels.data());
+        resample_window(src, out_w, out_h, cfg.resample, pixel_window{0, 0, out_w, out_h}, out.pixels.data(), budget);
         return out;
     }
+    ALIGNGPT_CHECK(cfg.crop_width > 0 && cfg.crop_height > 0 &&
+                       std::uint64_t(cfg.crop_width) * std::uint64_t(cfg.crop_height) <= budget,
+                   "the ", cfg.crop_width, "x", cfg.crop_height, " crop must be positive and at most max_pixels = ", budget,
+                   " pixels");
     const int top = crop_start(out_h, cfg.crop_height), left = crop_start(out_w, cfg.crop_width);
     // Intersection of the crop with the resized image; the rest stays 0 (transformers pads with zeros).
     const int y0 = std::max(top, 0), x0 = std::max(left, 0);
@@ -442,11 +473,11 @@ rgb_image resize_and_crop(const Source& src, const clip_image_processor_config& 
     if (y1 <= y0 || x1 <= x0) return out;
     const pixel_window win{x0, y0, x1 - x0, y1 - y0};
     if (win.width == cfg.crop_width && win.height == cfg.crop_height) {
-        resample_window(src, out_w, out_h, cfg.resample, win, out.pixels.data());
+        resample_window(src, out_w, out_h, cfg.resample, win, out.pixels.data(), budget);
         return out;
     }
     std::vector<std::uint8_t> part(std::size_t(win.width) * std::size_t(win.height) * 3);
-    resample_window(src, out_w, out_h, cfg.resample, win, part.data());
+    resample_window(src, out_w, out_h, cfg.resample, win, part.data(), budget);
     for (int y = 0; y < win.height; y++)
         std::memcpy(out.row(y0 - top + y) + std::size_t(x0 - left) * 3, part.data() + std::size_t(y) * win.width * 3,
                     std::size_t(win.width) * 3);
@@ -456,9 +487,13 @@ rgb_image resize_and_crop(const Source& src, const clip_image_processor_config& 
 }  // namespace detail
 
 /// AlignGPT's expand2square, materialised (tests and tools; the preprocessing never builds it).
-inline rgb_image expand2square(const rgb_image& img, std::array<std::uint8_t, 3> fill) {
+/// The square is bounded like a decoded image (image_limits::max_pixels) before it is allocated.
+inline rgb_image expand2square(const rgb_image& img, std::array<std::uint8_t, 3> fill,
+                               std::uint64_t max_pixels = image_limits{}.max_pixels) {
     if (img.width == img.height) return img;
     const int side = std::max(img.width, img.height);
+    ALIGNGPT_CHECK(std::uint64_t(side) * std::uint64_t(side) <= max_pixels, "expand2square: a ", side, "x", side,
+                   " square from a ", img.width, "x", img.height, " image exceeds the budget of ", max_pixels, " pixels");
     const detail::padded_rows src{&img, side, (side - img.width) / 2, (side - img.height) / 2, fill};
     rgb_image out(side, side);
     std::vector<std::uint8_t> scratch(std::size_t(side) * 3);
@@ -484,6 +519,9 @@ inline rgb_image clip_resize_crop(const rgb_image& img, const clip_image_process
         return detail::resize_and_crop(detail::image_rows{&img}, cfg);
     } catch (const error& e) {
         fail(name, ": ", e.what());
+    } catch (const std::bad_alloc&) {
+        fail(name, ": out of memory while preprocessing the ", img.width, "x", img.height, " image to a ", cfg.crop_width,
+             "x", cfg.crop_height, " crop");
     }
 }
 
@@ -510,7 +548,12 @@ inline tensor<float> clip_pixel_values(const rgb_image& img, const clip_image_pr
 /// reference then casts to fp16 for the model).
 inline tensor<float> clip_preprocess(const rgb_image& img, const clip_image_processor_config& cfg,
                                      const std::string& name = "image") {
-    return clip_pixel_values(clip_resize_crop(img, cfg, name), cfg);
+    const rgb_image cropped = clip_resize_crop(img, cfg, name);
+    try {
+        return clip_pixel_values(cropped, cfg);
+    } catch (const std::bad_alloc&) {
+        fail(name, ": out of memory for the ", cropped.width, "x", cropped.height, " float pixel values");
+    }
 }
 
 }  // namespace aligngpt::io

@@ -37,7 +37,9 @@ struct json_parse_options {
     /// nlohmann (like Python's json) keeps the last of two equal keys silently; an index that maps
     /// a tensor twice must be refused instead.
     bool refuse_duplicate_keys = false;
-    std::size_t max_depth = 0;  ///< 0: no limit
+    /// Objects and arrays nested deeper are refused before any value is built: nlohmann's dump(),
+    /// copy and comparison recurse, so a deep file would overflow the stack later. Configs need 3.
+    std::size_t max_depth = 64;
 };
 
 namespace detail {
@@ -58,11 +60,13 @@ public:
     bool binary(json::binary_t&) override { return true; }
     bool start_object(std::size_t) override { return push(); }
     bool start_array(std::size_t) override { return push(); }
-    bool end_object() override { return keys_.pop_back(), true; }
-    bool end_array() override { return keys_.pop_back(), true; }
+    bool end_object() override { return pop(); }
+    bool end_array() override { return pop(); }
     bool key(json::string_t& k) override {
         if (opt_.refuse_duplicate_keys && !keys_.back().insert(k).second)
             return bad("duplicate key " + quote_name(k) + " (each key may appear once)");
+        if (path_.size() < keys_.size()) path_.resize(keys_.size());
+        path_[keys_.size() - 1] = k;
         return true;
     }
     bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& ex) override {
@@ -71,8 +75,19 @@ public:
 
 private:
     bool push() {
-        if (opt_.max_depth && keys_.size() >= opt_.max_depth) return bad("nesting deeper than " + std::to_string(opt_.max_depth));
+        if (opt_.max_depth && keys_.size() >= opt_.max_depth) {
+            std::string field;  // the keys leading there, cut: the path itself may be huge
+            for (std::size_t d = 0; d < keys_.size() && d < path_.size() && d < 4; d++)
+                if (!path_[d].empty()) field += (field.empty() ? "" : ".") + path_[d].substr(0, 64);
+            return bad("nesting deeper than " + std::to_string(opt_.max_depth) + " levels" +
+                       (field.empty() ? std::string() : " (in field '" + field + "')"));
+        }
         keys_.emplace_back();
+        if (path_.size() >= keys_.size()) path_[keys_.size() - 1].clear();
+        return true;
+    }
+    bool pop() {
+        keys_.pop_back();
         return true;
     }
     bool bad(std::string m) {
@@ -80,14 +95,57 @@ private:
         return false;
     }
     const json_parse_options& opt_;
-    std::vector<std::unordered_set<std::string>> keys_;
+    std::vector<std::unordered_set<std::string>> keys_;  // per open level: the keys seen
+    std::vector<std::string> path_;                      // per open level: the current key
 };
 
-/// A JSON value for an error message: compact, cut to `max` bytes.
+/// A string quoted as JSON, cut to `max` bytes before quoting (a cut UTF-8 sequence shows as U+FFFD).
+inline std::string json_quoted(const std::string& s, std::size_t max) {
+    return nlohmann::json(s.size() > max ? s.substr(0, max) : s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+inline void json_text_to(const nlohmann::json& v, std::string& out, std::size_t max, int depth) {
+    if (v.is_string()) {
+        out += json_quoted(v.get_ref<const std::string&>(), max);
+        return;
+    }
+    if (!v.is_structured()) {
+        out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return;
+    }
+    const bool obj = v.is_object();
+    if (depth >= 4) {  // never recurse far: the value may be nested without bound
+        out += obj ? "{...}" : "[...]";
+        return;
+    }
+    out += obj ? '{' : '[';
+    for (auto it = v.begin(); it != v.end(); ++it) {
+        if (out.size() > max) return;  // the caller cuts and marks the end
+        if (it != v.begin()) out += ',';
+        if (obj) out += json_quoted(it.key(), max) + ':';
+        json_text_to(*it, out, max, depth + 1);
+    }
+    out += obj ? '}' : ']';
+}
+
+/// A JSON value for an error message: compact, cut to `max` bytes, at most 4 levels shown.
 inline std::string json_text(const nlohmann::json& v, std::size_t max = 80) {
-    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string s;
+    json_text_to(v, s, max, 0);
     if (s.size() > max) s = s.substr(0, max) + "...";
     return s;
+}
+
+/// The value as a 64-bit integer, or nullopt when it is not a JSON integer or does not fit:
+/// nlohmann keeps 2^63..2^64-1 as unsigned, which get<int64_t>() would silently wrap.
+inline std::optional<std::int64_t> json_int64(const nlohmann::json& v) {
+    if (v.is_number_unsigned()) {
+        const std::uint64_t u = v.get<std::uint64_t>();
+        if (u > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return std::nullopt;
+        return std::int64_t(u);
+    }
+    if (v.is_number_integer()) return v.get<std::int64_t>();
+    return std::nullopt;
 }
 
 }  // namespace detail
@@ -167,17 +225,16 @@ public:
             if (!def) must_be(key, int_range(lo, hi));
             return *def;
         }
-        if (!v->is_number_integer()) must_be(key, int_range(lo, hi));
-        if (v->is_number_unsigned() && v->get<std::uint64_t>() > std::uint64_t(no_limit)) must_be(key, int_range(lo, hi));
-        const std::int64_t x = v->get<std::int64_t>();
-        if (x < lo || x > hi) must_be(key, int_range(lo, hi));
-        return x;
+        const std::optional<std::int64_t> x = detail::json_int64(*v);
+        if (!x || *x < lo || *x > hi) must_be(key, int_range(lo, hi));
+        return *x;
     }
     /// A finite number in [lo, hi] (lo excluded when lo_open).
     double number(std::string_view key, std::optional<double> def, double lo, double hi, bool lo_open = false) const {
         const nlohmann::json* v = get(key);
         const auto what = [&] {
             std::ostringstream o;
+            o.precision(15);  // 1000000, not 1e+06
             if (hi == any && lo == -any) o << "a finite number";
             else if (hi == any) o << "a finite number " << (lo_open ? "> " : ">= ") << lo;
             else o << "a number in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";

@@ -15,9 +15,14 @@
 // Resource bounds (R4): objects live in one arena and refer to each other by index, so a memo get
 // shares instead of deep-copying (candle's memo bomb), cycles cannot leak and nothing recurses;
 // string lengths are checked against the remaining bytes before any allocation; opcodes, objects,
-// stack size, MARK nesting and memo entries have caps.
+// stack size, MARK nesting and memo entries have caps. torch.Size shares its (immutable) tuple;
+// every other byte the machine builds (strings, tuple/list/dict items, tensor sizes and strides,
+// the records it returns) is charged, before it is allocated, against a budget of a small multiple
+// of the pickle's size, so a memoised tuple reused many times cannot amplify memory. The arena
+// holds at most one object per opcode.
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -35,6 +40,10 @@ struct limits {
     std::uint64_t max_stack = 1u << 20;
     std::uint64_t max_marks = 4096;  // MARK nesting depth
     std::uint64_t max_memo = 1u << 20;
+    /// Budget for the bytes built (see above): min_bytes + bytes_per_input_byte * pickle size.
+    /// torch.save's state dicts need about 5 per pickle byte (the tests check that 8 suffices).
+    std::uint64_t bytes_per_input_byte = 32;
+    std::uint64_t min_bytes = 1u << 20;
 };
 
 /// One tensor of the state dict as the pickle describes it (validated by torch_bin.h).
@@ -110,10 +119,21 @@ inline bool resolve_global(std::string_view mod, std::string_view name, object& 
 /// `who` (file and entry) starts every error message.
 class machine {
 public:
-    machine(std::string_view pkl, std::string who, const limits& lim = {}) : in_(pkl), who_(std::move(who)), lim_(lim) {}
+    machine(std::string_view pkl, std::string who, const limits& lim = {})
+        : in_(pkl), who_(std::move(who)), lim_(lim), budget_(lim.min_bytes + lim.bytes_per_input_byte * pkl.size()) {}
 
     std::vector<tensor_record> state_dict() {
-        const detail::object& top = obj(run());
+        try {
+            return state_dict_unchecked();
+        } catch (const std::bad_alloc&) {  // the budget should prevent it; still the file's error
+            fail(who_, ": out of memory while reading the pickle (", in_.size(), " bytes)");
+        }
+    }
+
+private:
+    std::vector<tensor_record> state_dict_unchecked() {
+        const std::uint32_t result = run();
+        const detail::object& top = obj(result);
         ALIGNGPT_CHECK(top.k == detail::kind::dict, who_, ": the pickle's result is a ", detail::kind_name(top.k),
                        ", expected a dict of tensors (a state_dict)");
         std::vector<tensor_record> out;
@@ -126,19 +146,28 @@ public:
             ALIGNGPT_CHECK(v.k == detail::kind::tensor, who_, ": state_dict entry ", io::detail::quote_name(k.s), " is a ",
                            detail::kind_name(v.k), ", expected a tensor");
             ALIGNGPT_CHECK(seen.emplace(k.s, 0).second, who_, ": state_dict key ", io::detail::quote_name(k.s), " appears twice");
-            out.push_back(tensors_[std::size_t(v.i)]);
+            const tensor_record& r = tensors_[std::size_t(v.i)];  // one tensor may back several keys (tied weights)
+            charge(sizeof(tensor_record) + k.s.size() + r.storage_key.size() + 8 * (r.size.size() + r.stride.size()));
+            out.push_back(r);
             out.back().name = k.s;
         }
         return out;
     }
 
-private:
     using kind = detail::kind;
 
     [[noreturn]] void bad(const std::string& m) const {
         fail(who_, ": pickle offset ", at_, ": ", detail::op_name(op_), ": ", m);
     }
     const detail::object& obj(std::uint32_t i) const { return objects_[i]; }
+    /// Counts `n` bytes about to be built; refuses once the budget is spent.
+    void charge(std::uint64_t n) {
+        bytes_ += n;
+        if (bytes_ > budget_)
+            fail(who_, ": pickle offset ", at_, ": ", detail::op_name(op_), ": builds more than ", budget_,
+                 " bytes of strings, containers and tensor shapes from a ", in_.size(), "-byte pickle (limit ",
+                 lim_.bytes_per_input_byte, " per input byte + ", lim_.min_bytes, "; a memoised value reused too often?)");
+    }
     std::uint32_t make(detail::object o) {
         if (objects_.size() >= lim_.max_objects) bad("more than " + std::to_string(lim_.max_objects) + " objects (limit max_objects)");
         objects_.push_back(std::move(o));
@@ -188,6 +217,7 @@ private:
         const char* p = take(len);  // checked against the remaining bytes before allocating
         const std::string_view s(p, std::size_t(len));
         if (io::detail::utf8_error_at(s) != std::string_view::npos) bad("string is not valid UTF-8");
+        charge(len);
         detail::object o;
         o.k = kind::string;
         o.s = std::string(s);
@@ -217,6 +247,7 @@ private:
         push(it->second);  // shared, never copied
     }
     std::uint32_t tuple(std::vector<std::uint32_t> items) {
+        charge(4 * items.size());
         detail::object o;
         o.k = kind::tuple;
         o.items = std::move(items);
@@ -224,12 +255,14 @@ private:
     }
 
     std::uint32_t run();
-    std::uint32_t reduce(detail::object callable, detail::object args);
-    std::uint32_t persistent(detail::object pid);
+    // By index, never a copy: a memoised argument tuple may be large and reused.
+    std::uint32_t reduce(std::uint32_t callable, std::uint32_t args);
+    std::uint32_t persistent(std::uint32_t pid);
 
     std::string_view in_;
     std::string who_;
     limits lim_;
+    std::uint64_t budget_, bytes_ = 0;
     std::size_t pos_ = 0, at_ = 0;
     unsigned char op_ = 0;
     std::vector<detail::object> objects_;
@@ -301,6 +334,7 @@ inline std::uint32_t machine::run() {
                 const std::uint32_t d = top();
                 if (objects_[d].k != kind::dict) bad(std::string("target is a ") + detail::kind_name(objects_[d].k) + ", not a dict");
                 if (kv.size() % 2) bad("odd number of items for key/value pairs");
+                charge(4 * kv.size());
                 auto& items = objects_[d].items;
                 // Pairs are appended; a repeated key (Python would silently keep the last) is refused
                 // by state_dict(), naming it.
@@ -313,6 +347,7 @@ inline std::uint32_t machine::run() {
                 else vs = pop_mark();
                 const std::uint32_t l = top();
                 if (objects_[l].k != kind::list) bad(std::string("target is a ") + detail::kind_name(objects_[l].k) + ", not a list");
+                charge(4 * vs.size());
                 objects_[l].items.insert(objects_[l].items.end(), vs.begin(), vs.end());
                 break;
             }
@@ -325,10 +360,10 @@ inline std::uint32_t machine::run() {
             }
             case 'R': {
                 const std::uint32_t args = pop(), fn = pop();
-                push(reduce(objects_[fn], objects_[args]));  // copies: make() may grow objects_
+                push(reduce(fn, args));
                 break;
             }
-            case 'Q': { const std::uint32_t pid = pop(); push(persistent(objects_[pid])); break; }
+            case 'Q': { const std::uint32_t pid = pop(); push(persistent(pid)); break; }
             case 'b': {
                 const std::uint32_t state = pop();
                 const detail::object& target = objects_[top()];
@@ -346,10 +381,13 @@ inline std::uint32_t machine::run() {
     }
 }
 
-inline std::uint32_t machine::reduce(detail::object fn, detail::object args) {
+// References into objects_ are not kept across make(), which may grow it.
+inline std::uint32_t machine::reduce(std::uint32_t fn_index, std::uint32_t args_index) {
+    const detail::object& fn = objects_[fn_index];
     if (fn.k != kind::global) bad(std::string("callable is a ") + detail::kind_name(fn.k) + ", not an allowed global");
-    if (args.k != kind::tuple) bad(std::string("arguments are a ") + detail::kind_name(args.k) + ", expected a tuple");
-    const auto& a = args.items;
+    if (objects_[args_index].k != kind::tuple)
+        bad(std::string("arguments are a ") + detail::kind_name(objects_[args_index].k) + ", expected a tuple");
+    const std::vector<std::uint32_t>& a = objects_[args_index].items;
     auto arg_is = [&](std::size_t i, kind k) { return objects_[a[i]].k == k; };
     switch (fn.g) {
         case detail::global_id::ordered_dict:
@@ -357,7 +395,7 @@ inline std::uint32_t machine::reduce(detail::object fn, detail::object args) {
             return make(kind::dict);
         case detail::global_id::torch_size:
             if (a.size() != 1 || !arg_is(0, kind::tuple)) bad("torch.Size expects one tuple");
-            return tuple(objects_[a[0]].items);
+            return a[0];  // tuples are immutable here: share, never copy
         case detail::global_id::rebuild_parameter:
             if (a.size() != 3 || !arg_is(0, kind::tensor) || !arg_is(1, kind::boolean) || !arg_is(2, kind::dict) ||
                 !objects_[a[2]].items.empty())
@@ -370,6 +408,7 @@ inline std::uint32_t machine::reduce(detail::object fn, detail::object args) {
                 bad("_rebuild_tensor_v2 expects (storage, offset, size tuple, stride tuple, requires_grad, empty hooks"
                     " OrderedDict[, metadata dict])");
             const detail::object& st = objects_[a[0]];
+            charge(sizeof(tensor_record) + st.s.size() + 8 * (objects_[a[2]].items.size() + objects_[a[3]].items.size()));
             tensor_record r;
             r.type = st.type;
             r.storage_key = st.s;
@@ -390,8 +429,9 @@ inline std::uint32_t machine::reduce(detail::object fn, detail::object args) {
 }
 
 // ('storage', <StorageType>, key, location, numel) -> a storage object.
-inline std::uint32_t machine::persistent(detail::object pid) {
-    const auto& a = pid.items;
+inline std::uint32_t machine::persistent(std::uint32_t pid_index) {
+    const detail::object& pid = objects_[pid_index];
+    const std::vector<std::uint32_t>& a = pid.items;
     if (pid.k != kind::tuple || a.size() != 5 || objects_[a[0]].k != kind::string || objects_[a[0]].s != "storage" ||
         objects_[a[1]].k != kind::global || objects_[a[1]].g != detail::global_id::storage ||
         objects_[a[2]].k != kind::string || objects_[a[3]].k != kind::string || objects_[a[4]].k != kind::integer)
@@ -402,6 +442,7 @@ inline std::uint32_t machine::persistent(detail::object pid) {
                                            loc.find_first_not_of("0123456789", 5) == std::string::npos));
     if (loc != "cpu" && !cuda) bad("storage location " + io::detail::quote_name(loc) + " (expected cpu or cuda:N)");
     if (objects_[a[4]].i < 0) bad("storage numel " + std::to_string(objects_[a[4]].i) + " is negative");
+    charge(objects_[a[2]].s.size());  // the key is copied
     detail::object o;
     o.k = kind::storage;
     o.type = objects_[a[1]].type;

@@ -153,7 +153,9 @@ struct axis_coeffs {
     std::vector<std::int32_t> k;    // count.size() * ksize weights, zero past each count
 };
 
-inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filter f, int first, int n) {
+/// At most `max_entries` weights (n * ksize) are allocated; more is refused before allocating.
+inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filter f, int first, int n,
+                                       std::uint64_t max_entries = UINT64_MAX) {
     ALIGNGPT_CHECK(in_size > 0 && out_size > 0, "resample: sizes must be positive, got ", in_size, " -> ", out_size);
     ALIGNGPT_CHECK(first >= 0 && n >= 0 && first <= out_size - n, "resample: output range [", first, ", ",
                    std::int64_t(first) + n, ") outside [0, ", out_size, ")");
@@ -163,6 +165,9 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
     const double support = filter_support(f) * filterscale;
     const double ksize_d = std::ceil(support) * 2 + 1;
     ALIGNGPT_CHECK(ksize_d < 1e6, "resample: filter support ", support, " too large (", in_size, " -> ", out_size, ")");
+    ALIGNGPT_CHECK(std::uint64_t(n) * std::uint64_t(ksize_d) <= max_entries, "resample: ", n, " outputs x ",
+                   std::uint64_t(ksize_d), " filter taps (", in_size, " -> ", out_size, ") exceed the budget of ",
+                   max_entries, " coefficients");
     axis_coeffs c;
     c.ksize = int(ksize_d);
     c.start.resize(std::size_t(n));
@@ -212,8 +217,16 @@ inline std::uint8_t clip8(std::int32_t acc) {
     return std::uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+/// Whether row() of a source may write to its scratch row (a source says so with needs_scratch).
+template <class Source>
+constexpr bool needs_scratch() {
+    if constexpr (requires { Source::needs_scratch; }) return Source::needs_scratch;
+    else return true;
+}
+
 /// A source of RGB rows: the whole image in memory.
 struct image_rows {
+    static constexpr bool needs_scratch = false;
     const rgb_image* img;
     int width() const { return img->width; }
     int height() const { return img->height; }
@@ -235,9 +248,11 @@ inline void check_output_size(int in_w, int in_h, int out_w, int out_h, const pi
 /// (win.width * win.height * 3 bytes, HWC). `Source` provides width(), height() and
 /// row(y, scratch) -> pointer to width()*3 bytes of row y (it may fill and return `scratch`, which
 /// has width()*3 bytes). Bits equal those of the same pixels of PIL's Image.resize.
+/// `max_pixels` bounds the intermediate strip (source rows x window width) and each axis's filter
+/// coefficients, checked before they are allocated.
 template <class Source>
 void resample_window(const Source& src, int out_w, int out_h, resample_filter f, const pixel_window& win,
-                     std::uint8_t* out) {
+                     std::uint8_t* out, std::uint64_t max_pixels = UINT64_MAX) {
     const int in_w = src.width(), in_h = src.height();
     detail::check_output_size(in_w, in_h, out_w, out_h, win);
     (void)detail::filter_support(f);  // refuses nearest and unknown codes
@@ -250,7 +265,7 @@ void resample_window(const Source& src, int out_w, int out_h, resample_filter f,
     detail::axis_coeffs cv;
     int r0 = win.y, r1 = win.y + win.height;
     if (need_v) {
-        cv = detail::compute_axis_coeffs(in_h, out_h, f, win.y, win.height);
+        cv = detail::compute_axis_coeffs(in_h, out_h, f, win.y, win.height, max_pixels);
         r0 = cv.start.front();
         r1 = cv.start.back() + cv.count.back();
         // Pillow's taps may start later for a later output row but never end earlier; still, take
@@ -261,16 +276,20 @@ void resample_window(const Source& src, int out_w, int out_h, resample_filter f,
         }
     }
     const int n_rows = r1 - r0;
+    ALIGNGPT_CHECK(std::uint64_t(n_rows) * std::uint64_t(win.width) <= max_pixels, "resample: the ", win.width, "x",
+                   win.height, " window of a ", in_w, "x", in_h, " -> ", out_w, "x", out_h, " resize reads ", n_rows,
+                   " source rows, a strip of more than the budget of ", max_pixels, " pixels");
 
     // Horizontal pass (or a copy of the window's columns when the width is unchanged).
-    std::vector<std::uint8_t> tmp(std::size_t(n_rows) * row_bytes);
     detail::axis_coeffs ch;
-    if (need_h) ch = detail::compute_axis_coeffs(in_w, out_w, f, win.x, win.width);
+    if (need_h) ch = detail::compute_axis_coeffs(in_w, out_w, f, win.x, win.width, max_pixels);
+    std::vector<std::uint8_t> tmp(std::size_t(n_rows) * row_bytes);
     constexpr int rows_per_task = 16;
     const int n_tasks = (n_rows + rows_per_task - 1) / rows_per_task;
     ALIGNGPT_OMP_FOR
     for (int t = 0; t < n_tasks; t++) {
-        std::vector<std::uint8_t> scratch(std::size_t(in_w) * 3);
+        // Only sources that build rows need one (allocating here must not throw inside OpenMP).
+        std::vector<std::uint8_t> scratch(detail::needs_scratch<Source>() ? std::size_t(in_w) * 3 : 0);
         const int lo = t * rows_per_task, hi = std::min(n_rows, lo + rows_per_task);
         for (int r = lo; r < hi; r++) {
             const std::uint8_t* in = src.row(r0 + r, scratch.data());

@@ -44,7 +44,7 @@ struct tensor_info {
     std::uint64_t begin = 0, end = 0;  // byte range in the data buffer (safetensors) or storage (torch)
     index_t numel() const {
         index_t n = 1;
-        for (index_t d : shape) n *= d;  // validated at open not to overflow
+        for (index_t d : shape) n *= d;  // open() checked every partial product of the nonzero dims
         return n;
     }
     std::uint64_t nbytes() const { return end - begin; }
@@ -295,10 +295,16 @@ private:
         const std::string& p = map_->path();
         for (const tensor_info& t : tensors_) {
             const std::string where = p + ": tensor " + detail::quote_name(t.name) + ": ";
-            std::uint64_t count = 1, bits = 0;
-            for (index_t d : t.shape)
-                ALIGNGPT_CHECK(detail::checked_mul(count, std::uint64_t(d), count), where, "shape ",
-                               aligngpt::detail::shape_str(t.shape), ": element count overflows 64 bits");
+            // The product of the nonzero dims must fit int64 (numel() and strides multiply them in
+            // any order; a 0 elsewhere must not hide an overflow).
+            std::uint64_t count = 1, bits = 0, nonzero = 1;
+            for (index_t d : t.shape) {
+                ALIGNGPT_CHECK((d == 0 || detail::checked_mul(nonzero, std::uint64_t(d), nonzero)) &&
+                                   nonzero <= std::uint64_t(INT64_MAX),
+                               where, "shape ", aligngpt::detail::shape_str(t.shape),
+                               ": the product of its nonzero dimensions overflows int64");
+                count *= std::uint64_t(d);  // <= nonzero
+            }
             ALIGNGPT_CHECK(detail::checked_mul(count, dtype_bits(t.type), bits), where, "shape ",
                            aligngpt::detail::shape_str(t.shape), " x ", dtype_bits(t.type), " bits overflows 64 bits");
             ALIGNGPT_CHECK(bits % 8 == 0, where, dtype_name(t.type), " ", aligngpt::detail::shape_str(t.shape), " is ",

@@ -156,13 +156,18 @@ private:
         tensor_info t;
         t.name = r.name;
         t.type = r.type;
-        std::uint64_t numel = 1, extent = 0, expect = 1;  // extent: sum (size_i - 1) * stride_i
+        // numel <= nonzero: the product of the nonzero sizes, which must fit int64 whatever the order
+        // (numel() and the strides multiply them in any order; a 0 must not hide an overflow).
+        std::uint64_t numel = 1, nonzero = 1, extent = 0, expect = 1;  // extent: sum (size_i - 1) * stride_i
         for (std::size_t d = r.size.size(); d-- > 0;) {
             const std::int64_t sz = r.size[d], sd = r.stride[d];
             ALIGNGPT_CHECK(sz >= 0 && sd >= 0, who, "size ", sz, " / stride ", sd, " of dim ", d, " is negative");
             ALIGNGPT_CHECK(sd > 0 || sz <= 1, who, "stride 0 on dim ", d, " of size ", sz, " (broadcast views are not weights)");
-            ALIGNGPT_CHECK(detail::checked_mul(numel, std::uint64_t(sz), numel) && numel <= std::uint64_t(INT64_MAX), who,
-                           "element count overflows");
+            ALIGNGPT_CHECK((sz == 0 || detail::checked_mul(nonzero, std::uint64_t(sz), nonzero)) &&
+                               nonzero <= std::uint64_t(INT64_MAX),
+                           who, "size ", aligngpt::detail::shape_str(r.size),
+                           ": element count overflows (the product of the nonzero sizes exceeds int64)");
+            numel *= std::uint64_t(sz);  // <= nonzero
             std::uint64_t span = 0;
             if (sz > 0)
                 ALIGNGPT_CHECK(detail::checked_mul(std::uint64_t(sz - 1), std::uint64_t(sd), span) &&

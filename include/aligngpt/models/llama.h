@@ -71,8 +71,9 @@ struct llama_config {
         c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
         c.vocab_size = r.integer("vocab_size", std::nullopt, 1, 1 << 24);
         c.max_position_embeddings = r.integer("max_position_embeddings", 2048, 1, index_t(1) << 24);
-        c.rms_norm_eps = r.number("rms_norm_eps", 1e-6, 0, io::json_reader::any, /*lo_open=*/true);
-        c.rope_theta = r.number("rope_theta", 10000.0, 0, io::json_reader::any, /*lo_open=*/true);
+        // Bounded so that the float conversions downstream (T(eps), float(theta)) stay defined.
+        c.rms_norm_eps = r.number("rms_norm_eps", 1e-6, 0, 1, /*lo_open=*/true);
+        c.rope_theta = r.number("rope_theta", 10000.0, 0, 1e12, /*lo_open=*/true);
         if (c.hidden_size % c.num_attention_heads != 0)
             r.fail("num_attention_heads", "must divide hidden_size = ", c.hidden_size, ", got ", c.num_attention_heads);
         if (c.head_dim() % 2 != 0)
@@ -88,9 +89,10 @@ struct llama_config {
             const std::string type = rs.string(tk, std::nullopt);
             if (type == "dynamic") rs.must_be(tk, "a supported type (\"dynamic\" is not)");
             const auto num = [&](const char* f, double def, double bound) { return rs.number(f, def, -bound, bound); };
-            const double factor = num("factor", 1, io::json_reader::any), low = num("low_freq_factor", 1, io::json_reader::any),
-                         high = num("high_freq_factor", 4, io::json_reader::any),
-                         original = num("original_max_position_embeddings", 8192, 1e15);
+            // Range-checked as doubles before any conversion (to float in the RoPE table, to index_t here).
+            const double factor = num("factor", 1, 1e6), low = num("low_freq_factor", 1, 1e6),
+                         high = num("high_freq_factor", 4, 1e6),
+                         original = num("original_max_position_embeddings", 8192, 1 << 24);
             try {
                 c.rope_scaling = ops::rope_scaling::from_name(type, factor, low, high, index_t(original));
             } catch (const error& e) {
@@ -104,10 +106,10 @@ struct llama_config {
         if (const nlohmann::json* e = r.get("eos_token_id"); e && e->is_array()) {
             c.eos_token_ids.clear();
             for (std::size_t i = 0; i < e->size(); i++) {
-                const auto& x = (*e)[i];
-                if (!x.is_number_integer() || x.get<std::int64_t>() < 0 || x.get<std::int64_t>() >= V)
+                const std::optional<std::int64_t> x = io::detail::json_int64((*e)[i]);
+                if (!x || *x < 0 || *x >= V)
                     r.fail("eos_token_id", "must be an id or a list of ids in [0, ", V - 1, "], got ", io::detail::json_text(*e));
-                c.eos_token_ids.push_back(x.get<std::int64_t>());
+                c.eos_token_ids.push_back(*x);
             }
         } else {
             c.eos_token_ids = {r.integer("eos_token_id", 2, 0, V - 1)};
