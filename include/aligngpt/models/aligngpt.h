@@ -80,7 +80,6 @@ struct sample {
 struct segment {
     enum kind_t { text, indicator, image } kind;
     index_t first = 0, length = 0;  ///< table rows [first, first + length)
-    std::vector<std::int64_t> labels{};  ///< text: the tokens' labels; indicator, image: none (IGNORE)
 };
 
 /// Index bookkeeping of docs/model.md §7. Every LLM input row is a row of one table:
@@ -91,6 +90,7 @@ struct prepared_batch {
     index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
     index_t n_tokens = 576;                     ///< P: image tokens per image (the tower's patch count)
     std::vector<std::int64_t> text_ids;         ///< ids of the table's text rows
+    std::vector<std::int64_t> text_labels;      ///< their labels (indicator and image rows: IGNORE)
     std::vector<index_t> image_rows;            ///< batch row of the k-th image sample
     std::vector<std::vector<segment>> segments; ///< per sample, before truncation and padding
     std::vector<std::int64_t> rows, positions, labels;  ///< [B*S]
@@ -116,7 +116,6 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
     // Pass 1: check each sample, give its text tokens table rows, split it at the placeholder.
     struct split { std::vector<std::int64_t> before, after; bool image = false; };  // table rows
     std::vector<split> parts(size_t(p.B));
-    std::vector<std::int64_t> row_label;  // label of each text row
     for (index_t b = 0; b < p.B; b++) {
         const sample& s = samples[size_t(b)];
         ALIGNGPT_CHECK(!s.ids.empty(), "aligngpt: sample ", b, " has no ids");
@@ -134,29 +133,25 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
             if (s.ids[t] == image_token_index) { seen = true; continue; }
             (seen ? q.after : q.before).push_back(index_t(p.text_ids.size()));
             p.text_ids.push_back(s.ids[t]);
-            row_label.push_back(s.labels.empty() ? ignore_index : s.labels[t]);
+            p.text_labels.push_back(s.labels.empty() ? ignore_index : s.labels[t]);
         }
     }
     p.n_text = index_t(p.text_ids.size());
-    const auto text_segment = [&](const std::vector<std::int64_t>& r, size_t from, size_t to) {
-        segment g{segment::text, from < to ? r[from] : 0, index_t(to - from), {}};
-        for (size_t i = from; i < to; i++) g.labels.push_back(row_label[size_t(r[i])]);
-        return g;
-    };
+    // A sample's text rows before (and after) the placeholder are consecutive table rows.
+    const auto text_segment = [](const std::vector<std::int64_t>& r) { return segment{segment::text, r[0], index_t(r.size())}; };
     // Pass 2: the segments, in the paper's order. An image sample is
     //   BOS | INDICATOR | c0[1:] | IMAGE x P | c1        (c0 = the text before the image, from BOS)
     // i.e. the text and image rows with the indicator after the first row (BOS).
     index_t k = 0;
     for (const split& q : parts) {
         std::vector<segment> seg;
-        if (!q.before.empty()) seg.push_back(text_segment(q.before, 0, q.before.size()));
-        if (q.image) seg.push_back({segment::image, p.image_row(k), n_tokens, {}});
-        if (!q.after.empty()) seg.push_back(text_segment(q.after, 0, q.after.size()));
+        if (!q.before.empty()) seg.push_back(text_segment(q.before));
+        if (q.image) seg.push_back({segment::image, p.image_row(k), n_tokens});
+        if (!q.after.empty()) seg.push_back(text_segment(q.after));
         if (q.image) {
             segment rest = seg.front();  // split the first segment after its first row
             seg.front().length = 1, rest.first += 1, rest.length -= 1;
-            if (!rest.labels.empty()) seg.front().labels.resize(1), rest.labels.erase(rest.labels.begin());
-            seg.insert(seg.begin() + 1, segment{segment::indicator, p.indicator_row(k), 1, {}});
+            seg.insert(seg.begin() + 1, segment{segment::indicator, p.indicator_row(k), 1});
             if (rest.length > 0) seg.insert(seg.begin() + 2, std::move(rest));
             k++;
         }
@@ -196,7 +191,7 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
                 }
                 const size_t o = size_t(b * p.S + t);
                 p.rows[o] = g.first + i;
-                p.labels[o] = g.kind == segment::text ? g.labels[size_t(i)] : ignore_index;
+                p.labels[o] = g.kind == segment::text ? p.text_labels[size_t(g.first + i)] : ignore_index;
                 p.positions[o] = t, p.mask[o] = 1;
                 t++;
             }

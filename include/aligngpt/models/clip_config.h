@@ -51,6 +51,14 @@ inline io::json_reader tower_section(const io::json_reader& top, const char* sec
 // Bounds: generous for any real CLIP, small enough that sizes multiply without overflow.
 constexpr index_t max_width = 1 << 16, max_layers = 1024, max_heads = 1024, max_image = 1 << 14;
 
+/// The rule both towers share: the heads split the width evenly. bad(field, "must ...").
+template <class F>
+void check_heads(F&& bad, index_t hidden_size, index_t num_attention_heads) {
+    if (hidden_size % num_attention_heads != 0)
+        bad("hidden_size", "must be a multiple of num_attention_heads = " + std::to_string(num_attention_heads) + ", got " +
+                               std::to_string(hidden_size));
+}
+
 }  // namespace config_detail
 
 /// CLIPVisionConfig (defaults: transformers 4.31, i.e. ViT-B/32 at 224).
@@ -98,9 +106,7 @@ struct clip_vision_config {
     /// Calls bad(field, "must ...") for the first violated rule.
     template <class F>
     void check(F&& bad) const {
-        if (hidden_size % num_attention_heads != 0)
-            bad("hidden_size", "must be a multiple of num_attention_heads = " + std::to_string(num_attention_heads) + ", got " +
-                                   std::to_string(hidden_size));
+        config_detail::check_heads(bad, hidden_size, num_attention_heads);
         if (patch_size > image_size || image_size % patch_size != 0)
             bad("image_size", "must be a multiple of patch_size = " + std::to_string(patch_size) + ", got " +
                                   std::to_string(image_size));
@@ -154,9 +160,7 @@ struct clip_text_config {
     }
     template <class F>
     void check(F&& bad) const {
-        if (hidden_size % num_attention_heads != 0)
-            bad("hidden_size", "must be a multiple of num_attention_heads = " + std::to_string(num_attention_heads) + ", got " +
-                                   std::to_string(hidden_size));
+        config_detail::check_heads(bad, hidden_size, num_attention_heads);
     }
 };
 
