@@ -6,11 +6,14 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "aligngpt/half.h"
+#include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/gemm.h"
+#include "aligngpt/ops/isa.h"
 #include "aligngpt/ops/packed.h"
 #include "aligngpt/rng.h"
 
@@ -103,6 +106,60 @@ TEST_CASE("gemm equals gemm_reference bit for bit (all transposes, init modes, e
                     CHECK(std::memcmp(c.data(), c_ref.data(), c.size() * sizeof(float)) == 0);
                 }
     }
+}
+
+TEST_CASE("every instruction set this CPU runs gives the reference's bits: gemm, linear_packed, GEMV, exp") {
+    // The run-time dispatch (ops/isa.h) must change only the speed. Each set up to the CPU's best is
+    // forced in turn; the scalar one is also what a CPU without AVX2 runs.
+    for (int level = 0; level <= int(ops::cpu_isa()); level++) {
+        const ops::isa_override use{ops::isa(level)};
+        CAPTURE(ops::isa_name(ops::isa(level)));
+        for (const auto& mnk : std::vector<std::array<index_t, 3>>{{1, 1, 1}, {15, 47, 129}, {65, 96, 531}}) {
+            const index_t M = mnk[0], N = mnk[1], K = mnk[2];
+            std::vector<double> A(size_t(M * K)), B(size_t(K * N)), bias(static_cast<size_t>(N));
+            rng::fill_uniform(A.data(), M * K, 3, 1, 1.f);
+            rng::fill_uniform(B.data(), K * N, 3, 2, 1.f);
+            rng::fill_uniform(bias.data(), N, 3, 3, 1.f);
+            std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), biasf(bias.begin(), bias.end());
+            for (int tb = 0; tb < 2; tb++) {  // B row-major, and B = W^T of a linear (the packing transpose)
+                const index_t rsb = tb ? 1 : N, csb = tb ? K : 1;
+                std::vector<double> cr(size_t(M * N)), c(size_t(M * N));
+                std::vector<float> crf(size_t(M * N)), cf(size_t(M * N));
+                ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, cr.data(), N,
+                                    ops::gemm_init::bias, bias.data());
+                ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, c.data(), N,
+                          ops::gemm_init::bias, bias.data());
+                ops::gemm_reference(M, N, K, Af.data(), K, index_t(1), Bf.data(), rsb, csb, crf.data(), N,
+                                    ops::gemm_init::bias, biasf.data());
+                ops::gemm(backend::cpu{}, M, N, K, Af.data(), K, index_t(1), Bf.data(), rsb, csb, cf.data(), N,
+                          ops::gemm_init::bias, biasf.data());
+                CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(tb);
+                CHECK(same_bits(c, cr));
+                CHECK(same_bits(cf, crf));
+            }
+        }
+        check_linear_packed_equals_reference<float>();
+        check_linear_packed_equals_reference<bf16>();
+        check_linear_packed_equals_reference<f16>();
+        std::vector<float> x(1000), y(x.size()), ref(x.size());
+        rng::fill_uniform(x.data(), index_t(x.size()), 3, 4, 90.f);
+        x[3] = std::numeric_limits<float>::quiet_NaN();
+        x[4] = -std::numeric_limits<float>::infinity();
+        for (std::size_t i = 0; i < x.size(); i++) ref[i] = ops::exp_scalar(x[i] - 0.5f);
+        ops::exp_shifted(y.data(), x.data(), 0.5f, index_t(x.size()));
+        CHECK(same_bits(y, ref));
+    }
+}
+
+TEST_CASE("ALIGNGPT_ISA: a known name picks that set (never above the CPU's), an unknown one is an error") {
+    CHECK(ops::parse_isa("", ops::isa::avx2) == ops::isa::avx2);
+    CHECK(ops::parse_isa("scalar", ops::isa::avx512) == ops::isa::scalar);
+    CHECK(ops::parse_isa("avx2", ops::isa::avx512) == ops::isa::avx2);
+    CHECK(ops::parse_isa("avx512", ops::isa::avx2) == ops::isa::avx2);
+    CHECK_THROWS_WITH_AS(ops::parse_isa("avx-512", ops::isa::avx512),
+                         doctest::Contains("ALIGNGPT_ISA=avx-512: expected scalar, avx2 or avx512"), error);
+    if (ops::cpu_isa() != ops::isa::avx512)
+        CHECK_THROWS_WITH_AS(ops::isa_override{ops::isa::avx512}, doctest::Contains("does not run avx512"), error);
 }
 
 TEST_CASE("gemm: double, padded ldc, K == 0 and the blocking edges equal gemm_reference") {
@@ -291,7 +348,7 @@ TEST_CASE("repro: gemm and linear_packed bits are locked (same hash in every bui
     ops::linear_packed(backend::cpu{}, g.data(), A.data(), pwh, bias.data(), 1);
     const std::uint64_t hg = fnv1a_bytes(c.data(), c.size()), hl = fnv1a_bytes(y.data(), y.size()),
                         hv = fnv1a_bytes(g.data(), g.size());
-    MESSAGE("simd=", std::string(ops::detail::simd_isa), " gemm=", hg, " linear_f16=", hl, " gemv_f16=", hv);
+    MESSAGE("simd=", std::string(ops::isa_name(ops::active_isa())), " gemm=", hg, " linear_f16=", hl, " gemv_f16=", hv);
     CHECK(hg == 0xc707ee7b32b1834eull);
     CHECK(hl == 0xae8eb26096759534ull);
     CHECK(hv == 0xd8d03771a14a432eull);

@@ -14,18 +14,16 @@
 //   NaN in, the same NaN out
 //
 // Each step is a separate multiply or add (no fma), so a build without FMA runs it at full speed and
-// the bits still match; like every op here it relies on -ffp-contract=off (aligngpt::reproducible).
+// the bits still match. Contraction is switched off around it (ALIGNGPT_FP_STRICT_BEGIN), so that
+// holds whatever -ffp-contract the including code uses.
 // Accuracy: under 1 ulp of e^x (0.97 ulp worst over 2^20 points of [-104, 89], tests/test_ops.cpp).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-#include <immintrin.h>
-#endif
-
 #include "aligngpt/config.h"
+#include "aligngpt/ops/isa.h"
 
 namespace aligngpt::ops {
 
@@ -39,6 +37,7 @@ inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334
                        p3 = 4.1665795894e-2f, p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
 }  // namespace detail::expf_consts
 
+ALIGNGPT_FP_STRICT_BEGIN
 /// e^x for float, the definition every vector path reproduces bit for bit.
 inline float exp_scalar(float x) {
     namespace c = detail::expf_consts;
@@ -63,6 +62,7 @@ inline float exp_scalar(float x) {
     };
     return y * pow2(k2) * pow2(k1);
 }
+ALIGNGPT_FP_STRICT_END
 
 /// e^x: ours for float, std::exp for double.
 template <class T>
@@ -71,78 +71,18 @@ inline T exp_of(T x) {
     else return std::exp(x);
 }
 
-namespace detail {
-#if defined(__AVX512F__)
-inline __m512 exp_v(__m512 x) {
-    namespace c = expf_consts;
-    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    // (maskz forms with all-ones masks: the same instructions, without GCC 12's false
-    // -Wmaybe-uninitialized from the _mm512_undefined_* inside the unmasked intrinsics)
-    const __m512 xc =
-        _mm512_maskz_min_ps(0xFFFF, _mm512_maskz_max_ps(0xFFFF, x, _mm512_set1_ps(c::lo)), _mm512_set1_ps(c::hi));
-    const __m512 magic = _mm512_set1_ps(c::round_magic);
-    const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(c::log2e)), magic), magic);
-    __m512 r = _mm512_add_ps(_mm512_mul_ps(n, _mm512_set1_ps(-c::ln2_hi)), xc);
-    r = _mm512_add_ps(_mm512_mul_ps(n, _mm512_set1_ps(-c::ln2_lo)), r);
-    __m512 p = _mm512_set1_ps(c::p0);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p1));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p2));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p3));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p4));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c::p5));
-    const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
-    const __m512i k = _mm512_maskz_cvtps_epi32(0xFFFF, n), k1 = _mm512_maskz_srai_epi32(0xFFFF, k, 1), k2 = _mm512_sub_epi32(k, k1);
-    const __m512i bias = _mm512_set1_epi32(127);
-    const __m512 s2 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(k2, bias), 23));
-    const __m512 s1 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(k1, bias), 23));
-    return _mm512_mask_blend_ps(nan, _mm512_mul_ps(_mm512_mul_ps(y, s2), s1), x);
-}
-inline constexpr int exp_lanes = 16;
-inline void exp_store(float* y, const float* x) { _mm512_storeu_ps(y, exp_v(_mm512_loadu_ps(x))); }
-inline void exp_shift_store(float* y, const float* x, float s) {
-    _mm512_storeu_ps(y, exp_v(_mm512_sub_ps(_mm512_loadu_ps(x), _mm512_set1_ps(s))));
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-inline __m256 exp_v(__m256 x) {
-    namespace c = expf_consts;
-    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(c::lo)), _mm256_set1_ps(c::hi));
-    const __m256 magic = _mm256_set1_ps(c::round_magic);
-    const __m256 n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(c::log2e)), magic), magic);
-    __m256 r = _mm256_add_ps(_mm256_mul_ps(n, _mm256_set1_ps(-c::ln2_hi)), xc);
-    r = _mm256_add_ps(_mm256_mul_ps(n, _mm256_set1_ps(-c::ln2_lo)), r);
-    __m256 p = _mm256_set1_ps(c::p0);
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c::p1));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c::p2));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c::p3));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c::p4));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c::p5));
-    const __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0f));
-    const __m256i k = _mm256_cvtps_epi32(n), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
-    return _mm256_blendv_ps(_mm256_mul_ps(_mm256_mul_ps(y, s2), s1), x, nan);
-}
-inline constexpr int exp_lanes = 8;
-inline void exp_store(float* y, const float* x) { _mm256_storeu_ps(y, exp_v(_mm256_loadu_ps(x))); }
-inline void exp_shift_store(float* y, const float* x, float s) {
-    _mm256_storeu_ps(y, exp_v(_mm256_sub_ps(_mm256_loadu_ps(x), _mm256_set1_ps(s))));
-}
-#else
-inline constexpr int exp_lanes = 1;
-inline void exp_store(float* y, const float* x) { *y = exp_scalar(*x); }
-inline void exp_shift_store(float* y, const float* x, float s) { *y = exp_scalar(*x - s); }
-#endif
-}  // namespace detail
+}  // namespace aligngpt::ops
 
-/// y[i] = e^(x[i] - shift) for i < n (y may equal x); the same bits as exp_scalar(x[i] - shift).
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/exp.inc"
+#include "aligngpt/ops/isa_regions.inc"
+
+namespace aligngpt::ops {
+
+/// y[i] = e^(x[i] - shift) for i < n (y may equal x); the same bits as exp_scalar(x[i] - shift),
+/// vectorised for the active instruction set (ops/isa.h).
 template <class T>
 inline void exp_shifted(T* y, const T* x, T shift, index_t n) {
-    index_t i = 0;
-    if constexpr (std::is_same_v<T, float>)
-        for (; i + detail::exp_lanes <= n; i += detail::exp_lanes) detail::exp_shift_store(y + i, x + i, shift);
-    for (; i < n; i++) y[i] = exp_of(T(x[i] - shift));
+    ALIGNGPT_ISA_DISPATCH(exp_shifted<T>, y, x, shift, n)
 }
 
 }  // namespace aligngpt::ops
