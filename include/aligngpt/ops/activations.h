@@ -24,11 +24,14 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/isa.h"
 #include "aligngpt/ops/exp.h"
 
 namespace aligngpt::ops {
 
-// Scalar helpers (named *_scalar so they never collide with ops of the same name).
+// Scalar helpers (named *_scalar so they never collide with ops of the same name). The kernels
+// inline them, so contraction is off here as it is in the kernels (ops/isa.h).
+ALIGNGPT_FP_STRICT_BEGIN
 template <class T>
 T sigmoid_scalar(T x) { return T(1) / (T(1) + exp_of(T(-x))); }
 
@@ -43,72 +46,53 @@ T silu_grad_scalar(T x) {
     const T s = sigmoid_scalar(x);
     return s * (T(1) + x * (T(1) - s));
 }
+ALIGNGPT_FP_STRICT_END
 
-namespace detail {
-/// y[i] = x[i] * sigmoid(a * x[i]) (quick_gelu: a = 1.702; silu: a = 1): the exps of a block are
-/// computed as a vector first (exp_shifted), then the products; the same bits as
-/// x * sigmoid_scalar(a * x).
-template <class T>
-void x_sigmoid_ax(T* y, const T* x, T a, index_t n) {
-    constexpr index_t block = 256;
-    const index_t blocks = (n + block - 1) / block;
-    ALIGNGPT_OMP_FOR
-    for (index_t b = 0; b < blocks; b++) {
-        const index_t i0 = b * block, len = std::min(block, n - i0);
-        T e[block];
-        for (index_t i = 0; i < len; i++) e[i] = -(a * x[i0 + i]);
-        exp_shifted(e, e, T(0), len);
-        for (index_t i = 0; i < len; i++) y[i0 + i] = x[i0 + i] * (T(1) / (T(1) + e[i]));
-    }
-}
-}  // namespace detail
+}  // namespace aligngpt::ops
+
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/activations.inc"
+#include "aligngpt/ops/isa_regions.inc"
+
+namespace aligngpt::ops {
 
 template <class T>
-void gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) y[i] = x[i] * T(0.5) * (T(1) + std::erf(x[i] * T(0.70710678118654752440)));
-}
-template <class T>
-void gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) dx[i] += dy[i] * gelu_grad_scalar(x[i]);
+void gelu_forward(const backend::cpu& be, T* y, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(gelu_forward<T>, be, y, x, n)
 }
 
 template <class T>
-void quick_gelu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
-    detail::x_sigmoid_ax(y, x, T(1.702), n);
-}
-template <class T>
-void quick_gelu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) {
-        const T s = sigmoid_scalar(T(1.702) * x[i]);
-        dx[i] += dy[i] * (s + T(1.702) * x[i] * s * (T(1) - s));
-    }
+void gelu_backward(const backend::cpu& be, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(gelu_backward<T>, be, dx, dy, x, n)
 }
 
 template <class T>
-void silu_forward(const backend::cpu&, T* y, const T* x, index_t n) {
-    detail::x_sigmoid_ax(y, x, T(1), n);
-}
-template <class T>
-void silu_backward(const backend::cpu&, T* dx, const T* dy, const T* x, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) dx[i] += dy[i] * silu_grad_scalar(x[i]);
+void quick_gelu_forward(const backend::cpu& be, T* y, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(quick_gelu_forward<T>, be, y, x, n)
 }
 
 template <class T>
-void swiglu_forward(const backend::cpu&, T* y, const T* g, const T* u, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) y[i] = (g[i] * sigmoid_scalar(g[i])) * u[i];
+void quick_gelu_backward(const backend::cpu& be, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(quick_gelu_backward<T>, be, dx, dy, x, n)
 }
+
 template <class T>
-void swiglu_backward(const backend::cpu&, T* dg, T* du, const T* dy, const T* g, const T* u, index_t n) {
-    ALIGNGPT_OMP_FOR
-    for (index_t i = 0; i < n; i++) {
-        if (dg) dg[i] += dy[i] * u[i] * silu_grad_scalar(g[i]);
-        if (du) du[i] += dy[i] * (g[i] * sigmoid_scalar(g[i]));
-    }
+void silu_forward(const backend::cpu& be, T* y, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(silu_forward<T>, be, y, x, n)
+}
+
+template <class T>
+void silu_backward(const backend::cpu& be, T* dx, const T* dy, const T* x, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(silu_backward<T>, be, dx, dy, x, n)
+}
+
+template <class T>
+void swiglu_forward(const backend::cpu& be, T* y, const T* g, const T* u, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(swiglu_forward<T>, be, y, g, u, n)
+}
+
+template <class T>
+void swiglu_backward(const backend::cpu& be, T* dg, T* du, const T* dy, const T* g, const T* u, index_t n) {
+    ALIGNGPT_ISA_DISPATCH(swiglu_backward<T>, be, dg, du, dy, g, u, n)
 }
 
 }  // namespace aligngpt::ops

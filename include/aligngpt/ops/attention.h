@@ -45,6 +45,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/isa.h"
 #include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/gemm.h"
 
@@ -139,69 +140,17 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
                  index_t(1), out + b * Tq * C + h * HS, C, gemm_init::zero);
 }
 
+}  // namespace aligngpt::ops
+
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/attention.inc"
+#include "aligngpt/ops/isa_regions.inc"
+
+namespace aligngpt::ops {
+
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen).
 template <class T>
-void attention_backward(const backend::cpu&, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
-                        const T* v, const T* att, const attention_dims& d, const attention_options& o) {
-    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
-    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
-    const T scale = T(d.scale);
-    std::vector<T> dS(size_t((dq || dk) ? d.B * NH * Tq * Tk : 0));   // gradient of the scores s
-
-    // (4) and (3)-(1) reversed per query row: dP, the softmax backward, and dq
-    if (dq || dk) {
-        ALIGNGPT_OMP_FOR                                      // each thread owns query rows (b, h, t)
-        for (index_t r = 0; r < d.B * NH * Tq; r++) {
-            const index_t b = r / (NH * Tq), h = (r / Tq) % NH, t = r % Tq, g = h / G;
-            const T* dout_t = dout + (b * Tq + t) * C + h * HS;
-            const T* att_t = att + r * Tk;
-            T* dS_t = dS.data() + r * Tk;
-            T rowdot = 0;                                     // sum_j dP_tj p_tj, j ascending
-            for (index_t j = 0; j < Tk; j++) {
-                dS_t[j] = T(0);
-                if (!d.visible(o, b, t, j)) continue;
-                const T* v_j = v + (b * Tk + j) * Ck + g * HS;
-                T dp = 0;
-                for (index_t i = 0; i < HS; i++) dp = std::fma(dout_t[i], v_j[i], dp);
-                dS_t[j] = dp;
-                rowdot = std::fma(dp, att_t[j], rowdot);
-            }
-            for (index_t j = 0; j < Tk; j++)
-                if (d.visible(o, b, t, j)) dS_t[j] = att_t[j] * (dS_t[j] - rowdot);
-            if (!dq) continue;
-            std::vector<T> acc(static_cast<std::size_t>(HS), T(0));   // acc[i]: one fma chain over j ascending
-            for (index_t j = 0; j < Tk; j++) {
-                if (!d.visible(o, b, t, j)) continue;
-                const T* k_j = k + (b * Tk + j) * Ck + g * HS;
-                for (index_t i = 0; i < HS; i++) acc[size_t(i)] = std::fma(dS_t[j], k_j[i], acc[size_t(i)]);
-            }
-            T* dq_t = dq + (b * Tq + t) * C + h * HS;
-            for (index_t i = 0; i < HS; i++) dq_t[i] += acc[size_t(i)] * scale;
-        }
-    }
-    if (!dk && !dv) return;
-
-    // dk and dv per key row: sums over the group's query heads (ascending), then queries (ascending)
-    ALIGNGPT_OMP_FOR                                          // each thread owns key rows (b, g, j)
-    for (index_t r = 0; r < d.B * d.NKV * Tk; r++) {
-        const index_t b = r / (d.NKV * Tk), g = (r / Tk) % d.NKV, j = r % Tk;
-        std::vector<T> acc_k(static_cast<std::size_t>(HS), T(0)), acc_v(static_cast<std::size_t>(HS), T(0));
-        for (index_t h = g * G; h < (g + 1) * G; h++)           // the group's query heads, ascending
-            for (index_t t = 0; t < Tq; t++) {                   // then queries, ascending
-                if (!d.visible(o, b, t, j)) continue;
-                const index_t a = ((b * NH + h) * Tq + t) * Tk + j;
-                const T* dout_t = dout + (b * Tq + t) * C + h * HS;
-                const T* q_t = q + (b * Tq + t) * C + h * HS;
-                if (dv)
-                    for (index_t i = 0; i < HS; i++) acc_v[size_t(i)] = std::fma(att[a], dout_t[i], acc_v[size_t(i)]);
-                if (dk)
-                    for (index_t i = 0; i < HS; i++) acc_k[size_t(i)] = std::fma(dS[size_t(a)], q_t[i], acc_k[size_t(i)]);
-            }
-        for (index_t i = 0; i < HS; i++) {
-            if (dv) dv[(b * Tk + j) * Ck + g * HS + i] += acc_v[size_t(i)];
-            if (dk) dk[(b * Tk + j) * Ck + g * HS + i] += acc_k[size_t(i)] * scale;
-        }
-    }
+void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, const attention_dims& d, const attention_options& o) {
+    ALIGNGPT_ISA_DISPATCH(attention_backward<T>, be, dq, dk, dv, dout, q, k, v, att, d, o)
 }
 
 }  // namespace aligngpt::ops

@@ -19,59 +19,21 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/isa.h"
+
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/layer_norm.inc"
+#include "aligngpt/ops/isa_regions.inc"
 
 namespace aligngpt::ops {
 
 template <class T>
-void layer_norm_forward(const backend::cpu&, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t N,
-                        index_t C, T eps) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        const T* x_n = x + n * C;
-        T sum = 0;
-        for (index_t i = 0; i < C; i++) sum += x_n[i];
-        const T mu = sum / T(C);
-        T sum_sq = 0;
-        for (index_t i = 0; i < C; i++) sum_sq += (x_n[i] - mu) * (x_n[i] - mu);
-        const T r = T(1) / std::sqrt(sum_sq / T(C) + eps);
-        for (index_t i = 0; i < C; i++) y[n * C + i] = w[i] * ((x_n[i] - mu) * r) + (b ? b[i] : T(0));
-        mean[n] = mu;
-        rstd[n] = r;
-    }
+void layer_norm_forward(const backend::cpu& be, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t N, index_t C, T eps) {
+    ALIGNGPT_ISA_DISPATCH(layer_norm_forward<T>, be, y, mean, rstd, x, w, b, N, C, eps)
 }
 
 template <class T>
-void layer_norm_backward(const backend::cpu&, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                         const T* mean, const T* rstd, index_t N, index_t C) {
-    if (dx) {
-        ALIGNGPT_OMP_FOR
-        for (index_t n = 0; n < N; n++) {
-            const T mu = mean[n], r = rstd[n];
-            T sum_gy = 0, sum_gy_xhat = 0;
-            for (index_t j = 0; j < C; j++) {
-                const T gy = w[j] * dy[n * C + j];
-                sum_gy += gy;
-                sum_gy_xhat += gy * ((x[n * C + j] - mu) * r);
-            }
-            const T m1 = sum_gy / T(C), m2 = sum_gy_xhat / T(C);
-            for (index_t i = 0; i < C; i++) {
-                const T xhat = (x[n * C + i] - mu) * r;
-                dx[n * C + i] += r * (w[i] * dy[n * C + i] - m1 - xhat * m2);
-            }
-        }
-    }
-    if (dw || db) {
-        ALIGNGPT_OMP_FOR
-        for (index_t i = 0; i < C; i++) {
-            T acc_w = 0, acc_b = 0;
-            for (index_t n = 0; n < N; n++) {
-                acc_w += dy[n * C + i] * ((x[n * C + i] - mean[n]) * rstd[n]);
-                acc_b += dy[n * C + i];
-            }
-            if (dw) dw[i] += acc_w;
-            if (db) db[i] += acc_b;
-        }
-    }
+void layer_norm_backward(const backend::cpu& be, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean, const T* rstd, index_t N, index_t C) {
+    ALIGNGPT_ISA_DISPATCH(layer_norm_backward<T>, be, dx, dw, db, dy, x, w, mean, rstd, N, C)
 }
 
 }  // namespace aligngpt::ops

@@ -19,44 +19,21 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/isa.h"
+
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/rms_norm.inc"
+#include "aligngpt/ops/isa_regions.inc"
 
 namespace aligngpt::ops {
 
 template <class T>
-void rms_norm_forward(const backend::cpu&, T* y, T* rstd, const T* x, const T* g, index_t N, index_t C, T eps) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        const T* x_n = x + n * C;
-        T sum_sq = 0;
-        for (index_t i = 0; i < C; i++) sum_sq += x_n[i] * x_n[i];
-        const T r = T(1) / std::sqrt(sum_sq / T(C) + eps);
-        for (index_t i = 0; i < C; i++) y[n * C + i] = g[i] * (x_n[i] * r);
-        rstd[n] = r;
-    }
+void rms_norm_forward(const backend::cpu& be, T* y, T* rstd, const T* x, const T* g, index_t N, index_t C, T eps) {
+    ALIGNGPT_ISA_DISPATCH(rms_norm_forward<T>, be, y, rstd, x, g, N, C, eps)
 }
 
 template <class T>
-void rms_norm_backward(const backend::cpu&, T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd,
-                       index_t N, index_t C) {
-    if (dx) {
-        ALIGNGPT_OMP_FOR
-        for (index_t n = 0; n < N; n++) {
-            const T r = rstd[n];
-            T dot = 0;  // sum_j g_j dy_nj xhat_nj
-            for (index_t j = 0; j < C; j++) dot += g[j] * dy[n * C + j] * (x[n * C + j] * r);
-            const T mean_dot = dot / T(C);
-            for (index_t i = 0; i < C; i++)
-                dx[n * C + i] += r * (g[i] * dy[n * C + i] - (x[n * C + i] * r) * mean_dot);
-        }
-    }
-    if (dg) {
-        ALIGNGPT_OMP_FOR
-        for (index_t i = 0; i < C; i++) {
-            T acc = 0;
-            for (index_t n = 0; n < N; n++) acc += dy[n * C + i] * (x[n * C + i] * rstd[n]);
-            dg[i] += acc;
-        }
-    }
+void rms_norm_backward(const backend::cpu& be, T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, index_t N, index_t C) {
+    ALIGNGPT_ISA_DISPATCH(rms_norm_backward<T>, be, dx, dg, dy, x, g, rstd, N, C)
 }
 
 }  // namespace aligngpt::ops

@@ -14,33 +14,22 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/isa.h"
 #include "aligngpt/ops/exp.h"
+
+#define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/softmax.inc"
+#include "aligngpt/ops/isa_regions.inc"
 
 namespace aligngpt::ops {
 
 template <class T>
-void softmax_forward(const backend::cpu&, T* p, const T* x, index_t N, index_t C) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        const T* x_n = x + n * C;
-        T* p_n = p + n * C;
-        T m = x_n[0];
-        for (index_t i = 1; i < C; i++) m = x_n[i] > m ? x_n[i] : m;
-        exp_shifted(p_n, x_n, m, C);  // ops/exp.h: the same bits as exp_of(x - m), vectorised
-        T s = 0;
-        for (index_t i = 0; i < C; i++) s += p_n[i];
-        for (index_t i = 0; i < C; i++) p_n[i] /= s;
-    }
+void softmax_forward(const backend::cpu& be, T* p, const T* x, index_t N, index_t C) {
+    ALIGNGPT_ISA_DISPATCH(softmax_forward<T>, be, p, x, N, C)
 }
 
 template <class T>
-void softmax_backward(const backend::cpu&, T* dx, const T* dy, const T* p, index_t N, index_t C) {
-    ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        T dot = 0;  // sum_j dy_nj p_nj
-        for (index_t j = 0; j < C; j++) dot += dy[n * C + j] * p[n * C + j];
-        for (index_t i = 0; i < C; i++) dx[n * C + i] += p[n * C + i] * (dy[n * C + i] - dot);
-    }
+void softmax_backward(const backend::cpu& be, T* dx, const T* dy, const T* p, index_t N, index_t C) {
+    ALIGNGPT_ISA_DISPATCH(softmax_backward<T>, be, dx, dy, p, N, C)
 }
 
 }  // namespace aligngpt::ops
