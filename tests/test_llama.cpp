@@ -196,6 +196,36 @@ TEST_CASE("llama: KV-cache decode equals the full forward row by row, bit for bi
         CHECK(cache.length() == t + 1);
         CHECK_MESSAGE(std::vector<float>(full.begin() + t * V, full.begin() + (t + 1) * V) == lg, "step " << t);
     }
+    CHECK(cache.capacity() >= n);  // grown by doubling from the prefill's 4 rows, the rows kept
+
+    // Reserved for the whole context: one allocation, every step writes in place, same bits.
+    models::kv_cache<float> reserved;
+    reserved.reserve(n);
+    m.forward(nullptr, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {},
+              &reserved);
+    const float* storage = reserved.k[0].data();
+    for (index_t t = pre; t < n; t++) {
+        lg = m.forward(nullptr, embed_batch(m, {ids[size_t(t)]}, 1, 1), {t}, {}, &reserved).logits.value().to_vector();
+        CHECK(reserved.k[0].data() == storage);
+        CHECK(reserved.capacity() == n);
+        CHECK_MESSAGE(std::vector<float>(full.begin() + t * V, full.begin() + (t + 1) * V) == lg, "step " << t);
+    }
+}
+
+TEST_CASE("llama: a KV cache under a tape (recorded concat of the cached prefix) gives the full forward's bits") {
+    const auto m = make_model("llama_gqa", false);
+    const std::vector<std::int64_t> ids{1, 17, 42, 5, 88, 23};
+    const index_t n = index_t(ids.size()), V = m.config.vocab_size, pre = 3;
+    std::vector<std::int64_t> pos(ids.size());
+    for (index_t t = 0; t < n; t++) pos[size_t(t)] = t;
+    const auto full = m.forward(nullptr, embed_batch(m, ids, 1, n), pos).logits.value().to_vector();
+    models::kv_cache<float> cache;
+    autograd::tape<float> tp;
+    m.forward(&tp, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {}, &cache);
+    const auto rest = m.forward(&tp, embed_batch(m, {ids.begin() + pre, ids.end()}, 1, n - pre),
+                                {pos.begin() + pre, pos.end()}, {}, &cache).logits.value().to_vector();
+    CHECK(cache.length() == n);
+    CHECK(std::vector<float>(full.begin() + pre * V, full.end()) == rest);
 }
 
 TEST_CASE("llama: a right-padded batch of 3 equals 3 runs of batch 1 on the valid positions, bit for bit") {

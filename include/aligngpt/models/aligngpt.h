@@ -316,6 +316,7 @@ public:
                                        alignment al = {}) const {
         if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
         kv_cache<T, Backend> cache;
+        cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);  // + indicator
         const auto prefill = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al,
                                      nullptr, &cache);
         return generate::greedy(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);

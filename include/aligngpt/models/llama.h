@@ -121,12 +121,51 @@ struct llama_config {
     static llama_config load(const std::string& path) { return from_json(io::read_json_file(path), path); }
 };
 
-/// Per layer post-RoPE keys and values [B, len, NKV*HS]; empty until the first forward.
+/// Per layer post-RoPE keys and values, in storage allocated for the whole context: [B, capacity,
+/// NKV*HS], rows 0..length-1 filled. A decode step writes its row in place and attention reads the
+/// prefix (ops/attention.h, n_keys), so a token costs no allocation and no copy of the cache.
+/// reserve(n) before the first forward sizes the storage for n positions (generate: the prompt plus
+/// the new tokens); past it the storage doubles, copying once.
 template <class T = float, class Backend = backend::cpu>
 struct kv_cache {
     std::vector<tensor<T, Backend>> k, v;
-    index_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(1); }
-    void clear() { k.clear(), v.clear(); }
+    index_t len = 0;       ///< positions filled
+    index_t reserved = 0;  ///< positions to allocate at the first forward
+
+    index_t length() const { return len; }
+    index_t capacity() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(1); }
+    void reserve(index_t n) { reserved = std::max(reserved, n); }
+    void clear() { k.clear(), v.clear(), len = 0; }
+
+    /// Storage for at least n positions of batch B, keeping rows 0..len-1.
+    void ensure(index_t n, index_t B, index_t width, std::size_t layers, const Backend& be) {
+        if (k.size() == layers && capacity() >= n) return;
+        const index_t cap = std::max({n, reserved, 2 * capacity()});
+        auto grow = [&](tensor<T, Backend>& old) {
+            tensor<T, Backend> t({B, cap, width}, be);
+            for (index_t b = 0; old.defined() && b < B; b++)
+                be.copy(t.data() + b * cap * width, old.data() + b * old.size(1) * width, len * width);
+            old = std::move(t);
+        };
+        k.resize(layers), v.resize(layers);
+        for (std::size_t l = 0; l < layers; l++) grow(k[l]), grow(v[l]);
+    }
+    /// Writes rows [len, len + T) of layer l from x [B, T, width].
+    void put(std::size_t l, const tensor<T, Backend>& kx, const tensor<T, Backend>& vx) {
+        const index_t B = kx.size(0), Tn = kx.size(1), width = kx.size(2), cap = capacity();
+        const Backend& be = kx.backend();
+        for (index_t b = 0; b < B; b++) {
+            be.copy(k[l].data() + (b * cap + len) * width, kx.data() + b * Tn * width, Tn * width);
+            be.copy(v[l].data() + (b * cap + len) * width, vx.data() + b * Tn * width, Tn * width);
+        }
+    }
+    /// Rows 0..len-1 of layer l's keys or values as a tensor [B, len, width] (the recorded path).
+    tensor<T, Backend> prefix(const tensor<T, Backend>& s) const {
+        const index_t B = s.size(0), cap = s.size(1), width = s.size(2);
+        tensor<T, Backend> t({B, len, width}, s.backend());
+        for (index_t b = 0; b < B; b++) s.backend().copy(t.data() + b * len * width, s.data() + b * cap * width, len * width);
+        return t;
+    }
 };
 
 template <class T = float, class Backend = backend::cpu>
@@ -154,19 +193,28 @@ struct llama_layer {
         post_attention_layernorm.visit(f), gate_proj.visit(f), up_proj.visit(f), down_proj.visit(f);
     }
 
-    /// One decoder layer on x [B, T, H]; appends this layer's k, v to `cache` slot l when given.
+    /// One decoder layer on x [B, T, H]; with a cache, attends to its first att.past positions and
+    /// writes this step's k, v after them (slot l). Without a tape the attention reads the cache's
+    /// storage in place; with one, the cached prefix is a constant input of a recorded concat.
     variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x, const std::vector<std::int64_t>& pos,
-                              const ops::rope_table& rope, ops::attention_options att, tensor<T, Backend>* ck = nullptr,
-                              tensor<T, Backend>* cv = nullptr) const {
+                              const ops::rope_table& rope, ops::attention_options att, kv_cache<T, Backend>* cache = nullptr,
+                              std::size_t l = 0) const {
         const auto h = input_layernorm(tp, x);
         const auto q = ag::rope(tp, q_proj(tp, h), pos, rope);
         auto k = ag::rope(tp, k_proj(tp, h), pos, rope);
         auto v = v_proj(tp, h);
-        if (ck && ck->defined()) {  // decoding: cached keys come first, they are constants
-            k = ag::concat(tp, {variable<T, Backend>::leaf(*ck), k}, 1);
-            v = ag::concat(tp, {variable<T, Backend>::leaf(*cv), v}, 1);
+        if (cache) {
+            cache->put(l, k.value(), v.value());
+            if (tp && cache->len > 0) {
+                k = ag::concat(tp, {variable<T, Backend>::leaf(cache->prefix(cache->k[l])), k}, 1);
+                v = ag::concat(tp, {variable<T, Backend>::leaf(cache->prefix(cache->v[l])), v}, 1);
+            }
+            if (!tp) {
+                att.n_keys = cache->len + x.size(1);
+                k = variable<T, Backend>::leaf(cache->k[l]);
+                v = variable<T, Backend>::leaf(cache->v[l]);
+            }
         }
-        if (ck) *ck = k.value(), *cv = v.value();
         const auto y = ag::add(tp, x, o_proj(tp, ag::attention(tp, q, k, v, att)));
         const auto m = post_attention_layernorm(tp, y);
         const auto g = gate_proj(tp, m);  // separate statements: a fixed tape order on every compiler
@@ -244,20 +292,22 @@ public:
                        key_mask.size(), " entries for [B, past+T] = [", Bn, ", ", past + Tn, "]");
         ALIGNGPT_CHECK(!cache || past == 0 || cache->k[0].size(0) == Bn, "llama: cache batch ",
                        (past ? cache->k[0].size(0) : 0), " != input batch ", Bn);
+        if (cache)
+            cache->ensure(past + Tn, Bn, config.num_key_value_heads * config.head_dim(), layers.size(), backend());
         ops::attention_options att;
         att.n_head = int(config.num_attention_heads);
         att.n_kv_head = int(config.num_key_value_heads);
         att.causal = true;
         att.past = past;
         att.key_mask = key_mask;
-        if (cache && cache->k.empty()) cache->k.resize(layers.size()), cache->v.resize(layers.size());
 
         llama_output<T, Backend> out;
         variable<T, Backend> h = x;
         for (size_t l = 0; l < layers.size(); l++) {
-            h = layers[l](tp, h, positions, rope, att, cache ? &cache->k[l] : nullptr, cache ? &cache->v[l] : nullptr);
+            h = layers[l](tp, h, positions, rope, att, cache, l);
             if (trace) trace->put("llm.layers." + std::to_string(l) + ".out", h.value());
         }
+        if (cache) cache->len += Tn;
         out.logits = ag::linear(tp, norm(tp, h), lm_head);
         if (trace) trace->put("logits", out.logits.value());
         return out;
@@ -270,6 +320,7 @@ public:
                        detail::shape_str(prompt.shape()));
         if (opt.eos.empty()) opt.eos = config.eos_token_ids;
         kv_cache<T, Backend> cache;
+        cache.reserve(prompt.size(1) + opt.max_new_tokens);
         std::vector<std::int64_t> pos(size_t(prompt.size(1)));
         for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
         return generate::greedy(forward(nullptr, prompt, pos, {}, &cache).logits,

@@ -34,6 +34,8 @@
 // chain per element.
 //
 // Shapes: q, dq, out, dout (B, T, NH*HS)   k, v, dk, dv (B, Tk, NKV*HS)   att (B, NH, T, Tk)
+// Inference may read the first Tk rows of larger k, v storage (B, kv_rows, NKV*HS): a KV cache
+// allocated once for the whole context (options.n_keys = its length).
 // Reproducibility: each dot product is one fma chain in index order; threads split only the rows
 // they write ((b, h, t) query rows in forward and for dq, (b, g, j) key rows for dk and dv). No
 // atomics, no reductions across threads: the bits do not depend on the thread count.
@@ -59,16 +61,19 @@ struct attention_options {
     index_t past = -1;                      ///< absolute position of query 0; -1 means Tk - T
     std::vector<index_t> key_lengths;       ///< optional, [B]: keys j >= key_lengths[b] are masked
     std::vector<std::uint8_t> key_mask;     ///< optional, [B*Tk]: 0 masks key j of batch row b
+    index_t n_keys = -1;                    ///< keys used: rows 0..n_keys-1 of k and v; -1 means all
+                                            ///< (a KV cache passes its storage and its length)
 };
 
 /// Sizes of one attention call, with the options resolved (NKV, scale, past) and checked.
 struct attention_dims {
     index_t B, T, Tk;
+    index_t kv_rows;  ///< rows per batch item in the k and v storage (>= Tk; more in a KV cache)
     int NH, NKV, HS;
     double scale;
     index_t past;
     attention_dims(index_t B_, index_t T_, index_t Tk_, int HS_, const attention_options& o)
-        : B(B_), T(T_), Tk(Tk_), NH(o.n_head), NKV(o.n_kv_head ? o.n_kv_head : o.n_head), HS(HS_),
+        : B(B_), T(T_), Tk(Tk_), kv_rows(Tk_), NH(o.n_head), NKV(o.n_kv_head ? o.n_kv_head : o.n_head), HS(HS_),
           scale(o.scale != 0 ? o.scale : 1.0 / std::sqrt(double(HS_))), past(o.past < 0 ? Tk_ - T_ : o.past) {
         ALIGNGPT_CHECK(B >= 0 && T >= 0 && Tk >= 0 && HS > 0, "attention: bad sizes B=", B, " T=", T, " Tk=", Tk,
                        " HS=", HS);
@@ -101,7 +106,7 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
     // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
     for (index_t b = 0; b < d.B; b++)
         for (index_t h = 0; h < NH; h++)
-            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * Tk * Ck + (h / G) * HS, index_t(1), Ck,
+            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
                  att + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
 
     ALIGNGPT_OMP_FOR                                          // each thread owns query rows (b, h, t)
@@ -136,7 +141,7 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
     // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
     for (index_t b = 0; b < d.B; b++)
         for (index_t h = 0; h < NH; h++)
-            gemm(be, Tq, HS, Tk, att + (b * NH + h) * Tq * Tk, Tk, index_t(1), v + b * Tk * Ck + (h / G) * HS, Ck,
+            gemm(be, Tq, HS, Tk, att + (b * NH + h) * Tq * Tk, Tk, index_t(1), v + b * d.kv_rows * Ck + (h / G) * HS, Ck,
                  index_t(1), out + b * Tq * C + h * HS, C, gemm_init::zero);
 }
 
@@ -175,7 +180,11 @@ autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const a
     ALIGNGPT_CHECK(k.size(0) == q.size(0) && k.size(2) == index_t(NKV) * HS,
                    "attention: q ", sq, " and k ", sk, " do not match (n_head ", NH, ", n_kv_head ", NKV, ")");
     ALIGNGPT_CHECK(v.shape() == k.shape(), "attention: k ", sk, " and v ", sv, " differ");
-    const ops::attention_dims d(q.size(0), q.size(1), k.size(1), HS, opts);
+    const index_t Tk = opts.n_keys < 0 ? k.size(1) : opts.n_keys;
+    ALIGNGPT_CHECK(Tk <= k.size(1), "attention: n_keys ", Tk, " > the ", k.size(1), " rows of k ", sk);
+    ALIGNGPT_CHECK(!tp || Tk == k.size(1), "attention: n_keys (a KV cache's prefix) is for inference; no tape");
+    ops::attention_dims d(q.size(0), q.size(1), Tk, HS, opts);
+    d.kv_rows = k.size(1);
 
     tensor<T, Backend> out(q.shape(), be), att({d.B, index_t(NH), d.T, d.Tk}, be);
     attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d,
