@@ -1,7 +1,8 @@
 // GEMM benchmarks at the model's shapes: Y[M, N] = X[M, K] W^T, W[N, K] as in the checkpoints.
 //
 //   linear_packed : our deterministic kernel on weights packed once (only X is packed per call)
-//   gemm          : our deterministic general gemm on the raw W (packs X and W per call)
+//   gemm          : our deterministic general gemm on the raw W (packs X and W per call; one row,
+//                   the decode GEMV, reads W in place)
 //   openblas      : cblas_sgemm(RowMajor, NoTrans, Trans) / cblas_sgemv, for comparison only
 //
 // Counters: GFLOP/s (2 M N K per call) and, for the decode GEMV (M = 1), GB/s of weight bytes
@@ -149,15 +150,39 @@ void BM_gemv_linear_packed(benchmark::State& st) {
     set_counters(st, 1, double(gemv_N), double(gemv_K));
 }
 
+/// Copies of the f32 row-major weights (as a checkpoint holds them), cycled like the packed ones.
+const std::vector<std::vector<float>>& gemv_raw_copies() {
+    static const std::vector<std::vector<float>> raw = [] {
+        std::vector<std::vector<float>> r;
+        const std::size_t bytes = gemv_weights().size() * sizeof(float);
+        for (std::size_t c = 0; c < (gemv_stream_bytes + bytes - 1) / bytes; c++) r.push_back(gemv_weights());
+        return r;
+    }();
+    return raw;
+}
+
+/// ops::gemm with M == 1 on the raw weights: what nn::linear runs for f32 weights in a decode step.
+void BM_gemv_gemm_f32(benchmark::State& st) {
+    const auto& raw = gemv_raw_copies();
+    std::vector<float> x(static_cast<size_t>(gemv_K)), y(static_cast<size_t>(gemv_N));
+    rng::fill_uniform(x.data(), gemv_K, 2, 2, 1.f);
+    std::size_t c = 0;
+    for (auto _ : st) {
+        ops::gemm(backend::cpu{}, index_t(1), gemv_N, gemv_K, x.data(), gemv_K, index_t(1), raw[c].data(), index_t(1),
+                  gemv_K, y.data(), gemv_N);
+        benchmark::ClobberMemory();
+        c = (c + 1) % raw.size();
+    }
+    const double bytes = double(gemv_N) * double(gemv_K) * 4.0;
+    st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    set_counters(st, 1, double(gemv_N), double(gemv_K));
+}
+
 #if defined(ALIGNGPT_BENCH_HAVE_BLAS)
 void BM_gemv_openblas_sgemv(benchmark::State& st) {
-    static std::vector<std::vector<float>> raw;
+    const auto& raw = gemv_raw_copies();
     static std::vector<float> x(static_cast<size_t>(gemv_K)), y(static_cast<size_t>(gemv_N));
-    if (raw.empty()) {
-        const std::size_t bytes = gemv_weights().size() * sizeof(float);
-        for (std::size_t c = 0; c < (gemv_stream_bytes + bytes - 1) / bytes; c++) raw.push_back(gemv_weights());
-        rng::fill_uniform(x.data(), gemv_K, 2, 2, 1.f);
-    }
+    rng::fill_uniform(x.data(), gemv_K, 2, 2, 1.f);
     std::size_t c = 0;
     for (auto _ : st) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, int(gemv_N), int(gemv_K), 1.0f, raw[c].data(), int(gemv_K), x.data(),
@@ -203,6 +228,7 @@ int main(int argc, char** argv) {
             ->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark("gemv/linear_packed_bf16", BM_gemv_linear_packed<bf16>)
             ->UseRealTime()->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark("gemv/gemm_f32", BM_gemv_gemm_f32)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #if defined(ALIGNGPT_BENCH_HAVE_BLAS)
         benchmark::RegisterBenchmark("gemv/openblas_sgemv", BM_gemv_openblas_sgemv)
             ->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -151,6 +151,36 @@ TEST_CASE("every instruction set this CPU runs gives the reference's bits: gemm,
     }
 }
 
+TEST_CASE("gemm with one row (a decode step: B read in place, W^T by register transposes) equals gemm_reference") {
+    // M == 1 skips packing (kernels/gemm.inc gemv): both layouts of B, padded rows of W (cs_b > K,
+    // as a KV cache's keys), K around the 16-wide transposes, N around the 4-vector blocks, every
+    // init, a strided A, on every instruction set this CPU runs.
+    for (int level = 0; level <= int(ops::cpu_isa()); level++) {
+        const ops::isa_override use{ops::isa(level)};
+        for (index_t N : {1, 64, 100, 131, 1000})
+            for (index_t K : {1, 15, 16, 33, 300})
+                for (int layout = 0; layout < 3; layout++) {  // B row-major; W^T; W^T with padded rows
+                    const index_t ldw = layout == 2 ? K + 5 : K, rsb = layout ? 1 : N, csb = layout ? ldw : 1;
+                    const index_t cs_a = 3;
+                    std::vector<float> A(size_t(K * cs_a)), B(size_t(layout ? N * ldw : K * N)), bias(static_cast<size_t>(N)),
+                        c0(static_cast<size_t>(N));
+                    rng::fill_uniform(A.data(), index_t(A.size()), 8, 1, 1.f);
+                    rng::fill_uniform(B.data(), index_t(B.size()), 8, 2, 1.f);
+                    rng::fill_uniform(bias.data(), N, 8, 3, 1.f);
+                    rng::fill_uniform(c0.data(), N, 8, 4, 1.f);
+                    for (auto init : {ops::gemm_init::zero, ops::gemm_init::bias, ops::gemm_init::accumulate}) {
+                        auto cr = c0, c = c0;
+                        ops::gemm_reference(index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, cr.data(), N,
+                                            init, bias.data());
+                        ops::gemm(backend::cpu{}, index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, c.data(),
+                                  N, init, bias.data());
+                        CAPTURE(ops::isa_name(ops::isa(level))); CAPTURE(N); CAPTURE(K); CAPTURE(layout); CAPTURE(int(init));
+                        CHECK(same_bits(c, cr));
+                    }
+                }
+    }
+}
+
 TEST_CASE("ALIGNGPT_ISA: a known name picks that set (never above the CPU's), an unknown one is an error") {
     CHECK(ops::parse_isa("", ops::isa::avx2) == ops::isa::avx2);
     CHECK(ops::parse_isa("scalar", ops::isa::avx512) == ops::isa::scalar);
