@@ -1,0 +1,14 @@
+// Fuzz target: a whole PyTorch .bin (zip + data.pkl + storages), opened as load_aligngpt opens a
+// shard and every tensor read as float (strided views are gathered element by element).
+#include "aligngpt/io/torch_bin.h"
+#include "fuzz.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    using namespace aligngpt;
+    const std::string path = fuzz::put_file("input.bin", fuzz::as_text(data, size));
+    fuzz::expect_ok_or_refused(path, [&] {
+        const auto f = io::torch_bin_file::open(path);
+        for (const io::tensor_info& t : f.tensors()) (void)f.read_as<float>(t.name);
+    });
+    return 0;
+}
