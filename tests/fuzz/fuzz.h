@@ -62,6 +62,13 @@ inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
     return {reinterpret_cast<const char*>(data), size};
 }
 
+/// Reads every tensor of an opened weight file as float: the conversions, and for a .bin the
+/// gathering of strided views, run on what the header claims.
+template <class File>
+void read_every_tensor(const File& f) {
+    for (const auto& t : f.tensors()) (void)f.template read_as<float>(t.name);
+}
+
 /// Runs `f`; a refusal is fine if its message names `who` (the file), anything else escapes.
 /// ALIGNGPT_FUZZ_VERBOSE=1 prints each refusal (to see why a seed does not get far).
 template <class F>
