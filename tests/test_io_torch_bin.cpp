@@ -311,6 +311,10 @@ TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transform
     }
     std::string d = make_dir("dir_missing", replace(original, lm, "\"lm_head.weight\": \"model-00009-of-00009.safetensors\""));
     expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "model-00009-of-00009.safetensors", "does not exist"});
+    // A name longer than the file system allows (found by the index_json fuzz target) was a
+    // std::filesystem_error escaping from fs::exists.
+    d = make_dir("dir_long_name", replace(original, lm, "\"lm_head.weight\": \"" + std::string(300, 'r') + ".safetensors\""));
+    expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "weight_map names shard", "cannot be checked"});
     d = make_dir("dir_wrong_shard", replace(original, lm, "\"lm_head.weight\": \"model-00001-of-00004.safetensors\""));
     expect_error([&] { (void)checkpoint_dir::open(d); }, {"model-0000", "\"lm_head.weight\""});
     d = make_dir("dir_dup", replace(original, lm, lm + ", " + lm));

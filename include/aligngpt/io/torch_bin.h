@@ -311,9 +311,15 @@ private:
         const fs::path real_dir = fs::weakly_canonical(fs::path(dir_));
         for (const std::string& shard : order) {  // every shard is there before any is opened
             const std::string p = dir_ + "/" + shard;
-            ALIGNGPT_CHECK(fs::exists(p), index, ": weight_map names shard ", detail::quote_name(shard), " but ", p,
+            // error_code overloads: a name the file system refuses (longer than NAME_MAX) must be
+            // this index's error, not a std::filesystem_error.
+            std::error_code ec;
+            const bool there = fs::exists(p, ec);
+            const fs::path real = there ? fs::weakly_canonical(fs::path(p), ec) : fs::path();
+            ALIGNGPT_CHECK(!ec, index, ": weight_map names shard ", detail::quote_name(shard), " which cannot be checked: ",
+                           ec.message());
+            ALIGNGPT_CHECK(there, index, ": weight_map names shard ", detail::quote_name(shard), " but ", p,
                            " does not exist");
-            const fs::path real = fs::weakly_canonical(fs::path(p));
             ALIGNGPT_CHECK(real.parent_path() == real_dir, index, ": shard ", detail::quote_name(shard), " resolves to ",
                            real.string(), ", outside ", real_dir.string(), " (symlink out of the model directory)");
         }
