@@ -243,6 +243,8 @@ def golden_conversation():
                 except Exception as e:  # noqa: BLE001 - the reference's failure is the expected result
                     case["error"] = type(e).__name__
                 case["sep"], case["sep2"] = conv.sep, conv.sep2
+                # cli.py's stop string (KeywordsStoppingCriteria's keyword)
+                case["stop_str"] = conv.sep if conv.sep_style != conv_mod.SeparatorStyle.TWO else conv.sep2
                 out["cases"].append(case)
     path = os.path.join(TOK_DIR, "conversation.json")
     with open(path, "w", encoding="utf-8") as f:
