@@ -11,6 +11,7 @@
 #include <string>
 
 #include "aligngpt/io/json.h"
+#include "support/process.h"
 #include "aligngpt/tokenizer/llama.h"
 
 namespace {
@@ -20,14 +21,7 @@ using nlohmann::json;
 
 const std::string tok_dir = std::string(ALIGNGPT_GOLDEN_DIR) + "/tokenizer";
 
-std::string message_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const aligngpt::error& e) {
-        return e.what();
-    }
-    return "no error";
-}
+using support::message_of;
 
 json golden(const std::string& name) {
     io::json_parse_options o;

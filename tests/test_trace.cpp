@@ -6,8 +6,6 @@
 // reference (measured: <= 1e-6 absolute up to the decoder, 4.3e-6 on logits of magnitude 6).
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +15,7 @@
 #include "aligngpt/pretrained.h"
 #include "aligngpt/version.h"
 #include "support/golden.h"
+#include "support/process.h"
 
 namespace {
 
@@ -101,21 +100,11 @@ TEST_CASE("aligngpt end to end through the public API: load a directory, encode 
 
 namespace {
 
-struct run_result {
-    int code;
-    std::string output;
-};
+using run_result = support::command_result;
 
 /// Runs `aligngpt <args>` (stdout and stderr together) in the fixture directory.
 run_result run_tool(const std::string& args) {
-    const std::string cmd = "cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    const int st = ::pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+    return support::run_command("cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1");
 }
 
 std::string out_file(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/" + name + ".safetensors"; }

@@ -26,8 +26,10 @@
 // tokenizer.model and tokenizer_config.json are untrusted input (docs/model.md §11.4): sizes are
 // bounded before reading, the model must parse and hold the special tokens, every config field is
 // checked, and every error names the file and the field. Text to encode must be valid UTF-8 (a
-// Python str always is). Added tokens that are not in tokenizer.model (added_tokens.json, pad
-// "<pad>", additional_special_tokens) are refused: the published checkpoints have none.
+// Python str always is). Added tokens that are not in tokenizer.model (pad "<pad>",
+// additional_special_tokens) are refused: the published checkpoints have none. added_tokens.json and
+// special_tokens_map.json are not read (the published special_tokens_map.json repeats the config's
+// <s>, </s>, <unk>).
 //
 //   auto tok = tokenizer::llama_tokenizer::from_directory(model_dir);  // tokenizer.model + config
 //   std::vector<std::int64_t> ids = tokenizer::tokenizer_image_token(tok, prompt);  // -200 = image
@@ -170,6 +172,9 @@ inline std::string replace_all(std::string_view s, std::string_view from, std::s
 }
 
 }  // namespace detail
+
+/// Python's str.strip(): s without leading and trailing whitespace (s is valid UTF-8).
+inline std::string strip(std::string_view s) { return detail::strip_side(detail::strip_side(s, true), false); }
 
 /// transformers' clean_up_tokenization: drops the space before punctuation and English contractions.
 inline std::string clean_up_tokenization(std::string s) {
