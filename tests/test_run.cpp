@@ -8,11 +8,15 @@
 #if defined(ALIGNGPT_TOOL_PATH) && defined(ALIGNGPT_TEST_HAVE_TOKENIZER)
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <string>
 
 #include "aligngpt/io/json.h"
+#include "aligngpt/io/safetensors.h"
 #include "support/process.h"
 
 namespace {
@@ -26,11 +30,16 @@ struct result {
 
 /// Runs `aligngpt run <args>` in model_dirs/; stdout and stderr apart.
 result run(const std::string& args, const std::string& env = "") {
-    const std::string err_file = std::string(ALIGNGPT_TEST_TMP) + "/run_stderr.txt";
+    // One file per call: CTest runs the test cases as parallel processes.
+    static int calls = 0;
+    const std::string err_file = std::string(ALIGNGPT_TEST_TMP) + "/run_stderr." + std::to_string(::getpid()) + "." +
+                                 std::to_string(calls++) + ".txt";
     const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && " + env + " '" +
                                         std::string(ALIGNGPT_TOOL_PATH) + "' run " + args + " 2>'" + err_file + "'");
     std::ifstream f(err_file);
-    return {r.code, r.output, std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>())};
+    std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::remove(err_file.c_str());
+    return {r.code, r.output, err};
 }
 
 const std::string base = "-m aligngpt_st --vision-tower clip_vision --image image.png --tokenizer ../run_tiny ";
@@ -122,6 +131,19 @@ TEST_CASE("aligngpt run: bad flags and files exit non-zero naming the flag or th
         CHECK(r.err.find(c.expect) != std::string::npos);
         CHECK(r.out.empty());
     }
+}
+
+TEST_CASE("aligngpt trace --prompt renders and tokenizes the question as run does (the reference's ids)") {
+    const auto g = aligngpt::io::read_json_file(golden_dir + "/run_tiny/expected.json");
+    const auto& c = g.at("cases").at(0);
+    const std::string out = std::string(ALIGNGPT_TEST_TMP) + "/trace_prompt." + std::to_string(::getpid()) + ".safetensors";
+    const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && '" + std::string(ALIGNGPT_TOOL_PATH) +
+                                        "' trace -q -m aligngpt_st --vision-tower clip_vision --image image.png --tokenizer "
+                                        "../run_tiny --out '" + out + "' -p " + shell_quoted(c.at("question")) + " 2>&1");
+    CAPTURE(r.output);
+    REQUIRE(r.code == 0);
+    const auto f = aligngpt::io::safetensors_file::open(out);
+    CHECK(f.read_as<std::int64_t>("input_ids") == c.at("ids").get<std::vector<std::int64_t>>());
 }
 
 TEST_CASE("aligngpt run: a prompt longer than the context is refused, not cut") {

@@ -75,7 +75,7 @@ TEST_CASE("tokenizer: ids, pieces, tokenizer_image_token and decode equal transf
     }
 }
 
-TEST_CASE("tokenizer: the legacy flag changes the piece after an in-string special token (spec of the fixture)") {
+TEST_CASE("tokenizer: the legacy flag changes the piece after an in-string special token (a check of the fixture itself)") {
     // Guards the fixture itself: were both settings to give the same ids everywhere, the test above
     // would not tell them apart.
     const json g = golden("tokenizer_llama.json");

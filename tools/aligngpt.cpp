@@ -5,7 +5,8 @@
 //                [--top-k K] [--repeat-penalty R] [-s SEED] [-t THREADS] [--conv-mode NAME]
 //                [--image-aspect-ratio pad|square] [--align-level auto|0..7] [--tokenizer DIR] [-v]
 //   aligngpt trace --model DIR [--vision-tower DIR] (--image FILE | --pixels FILE)
-//                  (--prompt TEXT | --input-ids 1,2,-200,...) [--align-level auto|0..7]
+//                  (--prompt TEXT [--conv-mode NAME] [--tokenizer DIR] | --input-ids 1,2,-200,...)
+//                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
 //
 // run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
@@ -90,7 +91,7 @@ constexpr const char* usage_text =
     "      --vision-tower DIR     CLIP vision tower directory (default: config mm_vision_tower)\n"
     "      --image FILE           PNG/JPEG, preprocessed as the reference (pad or square per config)\n"
     "      --pixels FILE          safetensors file holding pixel_values [1,3,S,S] or [3,S,S]\n"
-    "  -p, --prompt TEXT          prompt text (not yet for trace: pass --input-ids)\n"
+    "  -p, --prompt TEXT          a question, rendered and tokenized as run does (--conv-mode, --tokenizer)\n"
     "      --input-ids LIST       comma-separated token ids, -200 = the image placeholder\n"
     "      --align-level L        auto (default): the gate's mix of levels 0..6 plus the global level 7;\n"
     "                             or one fixed level 0..7 (the paper's H_1..H_8; 7 = H_8, the global one)\n"
@@ -113,7 +114,9 @@ struct usage_error : std::runtime_error {
 [[noreturn]] void bad(const std::string& m) { throw usage_error(m); }
 
 struct trace_args {
-    std::string model, vision_tower, image, pixels, prompt, out, mm_projector, base_llm;
+    std::string model, vision_tower, image, pixels, out, mm_projector, base_llm;
+    std::optional<std::string> prompt;                    // rendered and tokenized as `run` does
+    std::string conv_mode = "vicuna_v1", tokenizer;       // with --prompt
     std::optional<std::vector<std::int64_t>> ids;
     int align_level = -1;  // -1 = auto
     io::weights_dtype dtype = io::weights_dtype::f32;
@@ -200,31 +203,58 @@ int parse_align_level(const std::string& l) {
     bad("--align-level must be auto or a level 0..7, got \"" + l + "\"");
 }
 
+/// A template name conversation::make knows (a usage error otherwise).
+std::string checked_conv_mode(const std::string& name) {
+    try {
+        (void)conversation::make(name);
+    } catch (const error& e) {
+        bad(std::string("--conv-mode: ") + e.what());
+    }
+    return name;
+}
+
+void check_one_image(const std::vector<std::int64_t>& ids, const std::string& source) {
+    const auto n_image = std::count(ids.begin(), ids.end(), models::image_token_index);
+    if (n_image != 1)
+        bad(source + " must contain exactly one " + std::to_string(models::image_token_index) +
+            " image placeholder (the model takes one image), found " + std::to_string(n_image));
+}
+
+/// A user turn as the reference's cli.py writes it: the first one carries the image ("<image>\n"
+/// before the text), then the empty assistant turn to generate.
+void add_question(conversation::conversation& conv, const std::string& question, bool first) {
+    conv.append(conv.roles[0], first ? "<image>\n" + question : question);
+    conv.append(conv.roles[1], std::nullopt);
+}
+
 trace_args parse_trace(const std::vector<std::string>& argv) {
     trace_args a;
     // canonical name -> takes a value
     static const std::map<std::string, bool> known = {
         {"model", true},        {"vision-tower", true}, {"image", true},    {"pixels", true},   {"prompt", true},
         {"input-ids", true},    {"align-level", true},  {"dtype", true},    {"out", true},      {"mm-projector", true},
-        {"base-llm", true},     {"quiet", false}};
+        {"base-llm", true},     {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-o", "out"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto get = [&](const char* n) { return seen.count(n) ? seen[n] : std::string(); };
     a.model = get("model"), a.vision_tower = get("vision-tower"), a.image = get("image"), a.pixels = get("pixels");
-    a.prompt = get("prompt"), a.out = get("out"), a.mm_projector = get("mm-projector"), a.base_llm = get("base-llm");
+    a.out = get("out"), a.mm_projector = get("mm-projector"), a.base_llm = get("base-llm");
     a.quiet = seen.count("quiet") > 0;
     if (a.model.empty()) bad("--model DIR is required");
     if (a.out.empty()) bad("--out FILE is required");
     if (!a.image.empty() && !a.pixels.empty()) bad("give either --image or --pixels, not both");
     if (a.image.empty() && a.pixels.empty()) bad("one of --image FILE or --pixels FILE is required");
     if (seen.count("prompt") && seen.count("input-ids")) bad("give either --prompt or --input-ids, not both");
-    if (seen.count("prompt")) bad("--prompt needs the tokenizer (not yet implemented); pass --input-ids");
-    if (!seen.count("input-ids")) bad("one of --prompt TEXT or --input-ids LIST is required");
-    a.ids = parse_ids(get("input-ids"));
-    const auto n_image = std::count(a.ids->begin(), a.ids->end(), models::image_token_index);
-    if (n_image != 1)
-        bad("--input-ids must contain exactly one " + std::to_string(models::image_token_index) +
-            " image placeholder (the model takes one image), found " + std::to_string(n_image));
+    if (!seen.count("input-ids") && !seen.count("prompt")) bad("one of --prompt TEXT or --input-ids LIST is required");
+    if (seen.count("prompt")) {
+        a.prompt = get("prompt");
+        a.tokenizer = seen.count("tokenizer") ? get("tokenizer") : a.model;
+        if (seen.count("conv-mode")) a.conv_mode = checked_conv_mode(get("conv-mode"));
+    } else {
+        if (seen.count("conv-mode") || seen.count("tokenizer")) bad("--conv-mode and --tokenizer go with --prompt");
+        a.ids = parse_ids(get("input-ids"));
+        check_one_image(*a.ids, "--input-ids");
+    }
     if (seen.count("align-level")) a.align_level = parse_align_level(get("align-level"));
     if (seen.count("dtype")) {
         auto d = io::parse_weights_dtype(get("dtype"));
@@ -339,6 +369,7 @@ int run_trace(const trace_args& a) {
     w.set_metadata("producer", "aligngpt trace " ALIGNGPT_VERSION);
     w.set_metadata("model", a.model);
     w.set_metadata("align_level", a.align_level < 0 ? "auto" : std::to_string(a.align_level));
+    if (a.prompt) w.set_metadata("prompt", *a.prompt), w.set_metadata("conv_mode", a.conv_mode);
     w.write(a.out);
     const auto& logits = out.logits;
     if (!a.quiet)
@@ -397,14 +428,7 @@ run_args parse_run(const std::vector<std::string>& argv) {
         sp.repetition_penalty = parse_number<double>("repeat-penalty", o["repeat-penalty"], 1e-6, 1e6, "a number > 0 (1 turns it off)");
     if (has("seed")) sp.seed = parse_number<std::uint64_t>("seed", o["seed"], 0, ~std::uint64_t(0), "an integer >= 0");
     if (has("threads")) a.threads = parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]");
-    if (has("conv-mode")) {
-        a.conv_mode = o["conv-mode"];
-        try {
-            (void)conversation::make(a.conv_mode);
-        } catch (const error& e) {
-            bad(std::string("--conv-mode: ") + e.what());
-        }
-    }
+    if (has("conv-mode")) a.conv_mode = checked_conv_mode(o["conv-mode"]);
     if (has("image-aspect-ratio")) {
         a.aspect = o["image-aspect-ratio"];
         if (a.aspect != "pad" && a.aspect != "square") bad("--image-aspect-ratio must be pad or square, got \"" + a.aspect + "\"");
@@ -506,9 +530,7 @@ int run_chat(const run_args& a) {
             if (!std::getline(std::cin, question)) break;
             if (tokenizer::strip(question).empty()) continue;
         }
-        // cli.py: the first user message carries the image, "<image>\n" before the text.
-        conv.append(conv.roles[0], first ? "<image>\n" + question : question);
-        conv.append(conv.roles[1], std::nullopt);
+        add_question(conv, question, first);
         const std::string prompt = conv.prompt();
         const std::vector<std::int64_t> ids = tokenizer::tokenizer_image_token(tok, prompt);
         const index_t spliced = index_t(ids.size()) - 1 + m.config.model.n_image_tokens + 1;
@@ -603,7 +625,21 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (cmd == "trace") {
-            const trace_args a = parse_trace(rest);
+            trace_args a = parse_trace(rest);
+            if (a.prompt) {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+                std::error_code ec;
+                if (!std::filesystem::is_directory(a.tokenizer, ec)) bad("--tokenizer \"" + a.tokenizer + "\": not a directory");
+                const auto tok = tokenizer::llama_tokenizer::from_directory(a.tokenizer);
+                auto conv = conversation::make(a.conv_mode);
+                add_question(conv, *a.prompt, true);
+                a.ids = tokenizer::tokenizer_image_token(tok, conv.prompt());
+                check_one_image(*a.ids, "--prompt (rendered with " + a.conv_mode + ")");
+#else
+                throw error("--prompt needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece; "
+                            "pass --input-ids");
+#endif
+            }
             check_before_load(a);
             return run_trace(a);
         }
