@@ -9,6 +9,7 @@
 #include "aligngpt/generate/sampling.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/models/llama.h"
+#include "aligngpt/pretrained.h"
 #include "support/golden.h"
 #if defined(ALIGNGPT_TEST_HAVE_TOKENIZER)
 #include "aligngpt/tokenizer/llama.h"
@@ -118,6 +119,31 @@ TEST_CASE("repro: sampled decoding of the tiny LLaMA gives the same tokens on 1 
     g.temperature = 0;
     CHECK(m.generate_sampled(prompt, {16}, g, [](auto, auto) { return true; }) == m.generate(prompt, {16}));
     CHECK(m.generate_sampled(prompt, {16}, g, [](auto, auto gen) { return gen.size() < 3; }).size() == 3);
+}
+
+TEST_CASE("repro: AlignGPT generate_sampled (tiny model directory): same tokens on 1 and 2 threads; temperature 0 is generate()") {
+    const std::string dirs = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs";
+    pretrained::load_options o;
+    o.vision_tower = dirs + "/clip_vision";
+    o.quiet = true;
+    auto m = pretrained::load_aligngpt(dirs + "/aligngpt_st", o);
+    const auto pixels = golden::load("model_dirs/pixels").tensor("pixel_values");
+    const auto feats = m.vision->features(nullptr, autograd::variable<float>::leaf(pixels));
+    const models::sample prompt{golden::load("model_dirs/trace_ref").get<std::int64_t>("input_ids")};
+    generate::sampling s;
+    s.temperature = 1.3, s.top_k = 30, s.top_p = 0.97, s.repetition_penalty = 1.2, s.seed = 42;
+    const auto keep_going = [](auto, auto) { return true; };
+    const int before = max_threads();
+    set_threads(1);
+    const auto one = m.model->generate_sampled(prompt, feats, {20, {-1}}, s, keep_going);
+    set_threads(2);
+    const auto two = m.model->generate_sampled(prompt, feats, {20, {-1}}, s, keep_going);
+    set_threads(before);
+    CHECK(one.size() == 20);
+    CHECK(one == two);
+    generate::sampling g;
+    g.temperature = 0;
+    CHECK(m.model->generate_sampled(prompt, feats, {12}, g, keep_going) == m.model->generate(prompt, feats, {12}));
 }
 
 #if defined(ALIGNGPT_TEST_HAVE_TOKENIZER)
