@@ -14,20 +14,14 @@
 #include "aligngpt/models/clip_config.h"
 #include "aligngpt/models/llama.h"
 #include "aligngpt/pretrained.h"
+#include "support/process.h"
 
 namespace {
 
 using namespace aligngpt;
 using nlohmann::json;
 
-std::string message_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const aligngpt::error& e) {
-        return e.what();
-    }
-    return "no error";
-}
+using support::message_of;
 
 std::string write_tmp(const std::string& name, const std::string& text) {
     const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/json";

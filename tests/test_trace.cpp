@@ -6,8 +6,6 @@
 // reference (measured: <= 1e-6 absolute up to the decoder, 4.3e-6 on logits of magnitude 6).
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +15,7 @@
 #include "aligngpt/pretrained.h"
 #include "aligngpt/version.h"
 #include "support/golden.h"
+#include "support/process.h"
 
 namespace {
 
@@ -101,21 +100,11 @@ TEST_CASE("aligngpt end to end through the public API: load a directory, encode 
 
 namespace {
 
-struct run_result {
-    int code;
-    std::string output;
-};
+using run_result = support::command_result;
 
 /// Runs `aligngpt <args>` (stdout and stderr together) in the fixture directory.
 run_result run_tool(const std::string& args) {
-    const std::string cmd = "cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    const int st = ::pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+    return support::run_command("cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1");
 }
 
 std::string out_file(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/" + name + ".safetensors"; }
@@ -186,7 +175,8 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {"trace --model aligngpt_st", "--out FILE is required"},
         {"trace --out x.safetensors --input-ids 1,-200", "--model DIR is required"},
         {ok, "one of --prompt TEXT or --input-ids LIST is required"},
-        {ok + "--prompt 'What is this?'", "--prompt needs the tokenizer (not yet implemented); pass --input-ids"},
+        {ok + "--input-ids 1,-200 --conv-mode v1", "--conv-mode and --tokenizer go with --prompt"},
+        {ok + "--prompt 'What is this?' --conv-mode vicuna", "--conv-mode: conversation: unknown template \"vicuna\""},
         {ok + "--input-ids 1,x,-200", "--input-ids: item 2 of 3, \"x\", is not an integer"},
         {ok + "--input-ids 1,,-200", "--input-ids: item 2 of 3, \"\", is not an integer"},
         {ok + "--input-ids 1,-200,7abc", "--input-ids: item 3 of 3, \"7abc\", is not an integer"},

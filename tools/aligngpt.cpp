@@ -1,10 +1,19 @@
 // aligngpt: the project's command-line tool.
 //
 //   aligngpt --help | --version
+//   aligngpt run -m DIR [--vision-tower DIR] --image FILE [-p TEXT] [-n N] [--temp T] [--top-p P]
+//                [--top-k K] [--repeat-penalty R] [-s SEED] [-t THREADS] [--conv-mode NAME]
+//                [--image-aspect-ratio pad|square] [--align-level auto|0..7] [--tokenizer DIR] [-v]
 //   aligngpt trace --model DIR [--vision-tower DIR] (--image FILE | --pixels FILE)
-//                  (--prompt TEXT | --input-ids 1,2,-200,...) [--align-level auto|0..7]
+//                  (--prompt TEXT [--conv-mode NAME] [--tokenizer DIR] | --input-ids 1,2,-200,...)
+//                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
 //
+// run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
+// tokenizes it as the reference (tokenizer/llama.h), encodes the image, prefills and decodes
+// (generate/sampling.h), streaming the answer to stdout; it stops on EOS or the template's stop
+// string, and the answer is the reference's: decode(skip_special_tokens).strip() without the stop
+// string. Without -p it is a chat: each line on stdin is a user turn.
 // trace runs one prefill and writes the named intermediates (docs/model.md §12.3) in f32 to a safetensors file:
 //   pixel_values, vision.hidden_states.<i> (i = 0 .. select layer), vision.features,
 //   projector.out, gate.text_mean, gate.dots, gate.weights, align.indicator, inputs_embeds,
@@ -14,11 +23,14 @@
 // failed load), 2 bad command line (the message and the usage go to stderr). Progress: stderr.
 // Arguments are checked before the model is loaded: paths, the output directory, the ids (parsed,
 // one image placeholder, inside config.json's vocab_size).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,10 +46,15 @@
 #include <nlohmann/json.hpp>
 
 #include "aligngpt/config.h"
+#include "aligngpt/conversation.h"
+#include "aligngpt/generate/sampling.h"
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/pretrained.h"
 #include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+#include "aligngpt/tokenizer/llama.h"
+#endif
 
 namespace {
 
@@ -47,14 +64,34 @@ constexpr const char* usage_text =
     "usage: aligngpt <command> [options]\n"
     "\n"
     "commands:\n"
+    "  run       answer a question about an image (streamed to stdout); no -p: a chat on stdin\n"
     "  trace     run one prefill and write the named intermediates (f32) to a safetensors file\n"
+    "\n"
+    "aligngpt run options:\n"
+    "  -m, --model DIR            AlignGPT model directory (config.json, weights, tokenizer.model)\n"
+    "      --vision-tower DIR     CLIP vision tower (default: config mm_vision_tower, next to the model if relative)\n"
+    "      --image FILE           PNG/JPEG\n"
+    "  -p, --prompt TEXT          the question; without it, an interactive chat about the image\n"
+    "  -n, --max-new-tokens N     512\n"
+    "      --temp T               0.2; 0 is greedy (do_sample=False)\n"
+    "      --top-p P              1 (off)      --top-k K   50 (0: off)\n"
+    "      --repeat-penalty R     1 (off)\n"
+    "  -s, --seed S               0: the same seed gives the same answer on any thread count\n"
+    "  -t, --threads N            OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+    "      --conv-mode NAME       vicuna_v1 (default), llava_v0, llama_2 or plain\n"
+    "      --image-aspect-ratio A pad or square (default: config image_aspect_ratio)\n"
+    "      --align-level L        auto (default) or 0..7, as for trace\n"
+    "      --tokenizer DIR        tokenizer.model + tokenizer_config.json (default: the model directory)\n"
+    "      --dtype D              f32 (default), bf16 or f16\n"
+    "  -v, --verbose              the rendered prompt, its ids, the gate's weights and the loading log\n"
+    "  The answer alone goes to stdout; the timing summary and everything else to stderr.\n"
     "\n"
     "aligngpt trace options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json + weights)\n"
     "      --vision-tower DIR     CLIP vision tower directory (default: config mm_vision_tower)\n"
     "      --image FILE           PNG/JPEG, preprocessed as the reference (pad or square per config)\n"
     "      --pixels FILE          safetensors file holding pixel_values [1,3,S,S] or [3,S,S]\n"
-    "  -p, --prompt TEXT          prompt text (needs the tokenizer; not yet implemented)\n"
+    "  -p, --prompt TEXT          a question, rendered and tokenized as run does (--conv-mode, --tokenizer)\n"
     "      --input-ids LIST       comma-separated token ids, -200 = the image placeholder\n"
     "      --align-level L        auto (default): the gate's mix of levels 0..6 plus the global level 7;\n"
     "                             or one fixed level 0..7 (the paper's H_1..H_8; 7 = H_8, the global one)\n"
@@ -77,7 +114,9 @@ struct usage_error : std::runtime_error {
 [[noreturn]] void bad(const std::string& m) { throw usage_error(m); }
 
 struct trace_args {
-    std::string model, vision_tower, image, pixels, prompt, out, mm_projector, base_llm;
+    std::string model, vision_tower, image, pixels, out, mm_projector, base_llm;
+    std::optional<std::string> prompt;                    // rendered and tokenized as `run` does
+    std::string conv_mode = "vicuna_v1", tokenizer;       // with --prompt
     std::optional<std::vector<std::int64_t>> ids;
     int align_level = -1;  // -1 = auto
     io::weights_dtype dtype = io::weights_dtype::f32;
@@ -120,15 +159,16 @@ void check_ids_in_vocab(const std::vector<std::int64_t>& ids, index_t V, const s
     }
 }
 
-trace_args parse_trace(const std::vector<std::string>& argv) {
-    trace_args a;
-    // canonical name -> takes a value
-    static const std::map<std::string, bool> known = {
-        {"model", true},        {"vision-tower", true}, {"image", true},    {"pixels", true},   {"prompt", true},
-        {"input-ids", true},    {"align-level", true},  {"dtype", true},    {"out", true},      {"mm-projector", true},
-        {"base-llm", true},     {"quiet", false}};
-    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-o", "out"}, {"-q", "quiet"}};
-    std::map<std::string, std::string> seen;
+/// The options of one command line: canonical name -> value ("" for flags). Long options accept
+/// "--name value" and "--name=value", dashes or underscores; the scripts' spellings map to ours.
+using option_map = std::map<std::string, std::string>;
+
+option_map parse_options(const std::vector<std::string>& argv, const std::map<std::string, bool>& known,
+                         const std::map<std::string, std::string>& shorts) {
+    static const std::map<std::string, std::string> aliases = {
+        {"model-path", "model"},  {"weights-dtype", "dtype"},        {"image-file", "image"},
+        {"temperature", "temp"},  {"repetition-penalty", "repeat-penalty"}, {"n-predict", "max-new-tokens"}};
+    option_map seen;
     for (std::size_t i = 0; i < argv.size(); i++) {
         std::string arg = argv[i], name, value;
         bool has_value = false;
@@ -139,9 +179,7 @@ trace_args parse_trace(const std::vector<std::string>& argv) {
             if (auto eq = name.find('='); eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq), has_value = true;
             for (char& c : name)
                 if (c == '_') c = '-';
-            if (name == "model-path") name = "model";            // LLaVA/AlignGPT script spelling
-            if (name == "weights-dtype") name = "dtype";
-            if (name == "image-file") name = "image";
+            if (auto a = aliases.find(name); a != aliases.end()) name = a->second;
         } else {
             bad("unexpected argument \"" + arg + "\"");
         }
@@ -156,28 +194,68 @@ trace_args parse_trace(const std::vector<std::string>& argv) {
         if (seen.count(name)) bad("option --" + name + " given twice");
         seen[name] = value;
     }
+    return seen;
+}
+
+int parse_align_level(const std::string& l) {
+    if (l == "auto") return -1;
+    if (l.size() == 1 && l[0] >= '0' && l[0] <= '7') return l[0] - '0';
+    bad("--align-level must be auto or a level 0..7, got \"" + l + "\"");
+}
+
+/// A template name conversation::make knows (a usage error otherwise).
+std::string checked_conv_mode(const std::string& name) {
+    try {
+        (void)conversation::make(name);
+    } catch (const error& e) {
+        bad(std::string("--conv-mode: ") + e.what());
+    }
+    return name;
+}
+
+void check_one_image(const std::vector<std::int64_t>& ids, const std::string& source) {
+    const auto n_image = std::count(ids.begin(), ids.end(), models::image_token_index);
+    if (n_image != 1)
+        bad(source + " must contain exactly one " + std::to_string(models::image_token_index) +
+            " image placeholder (the model takes one image), found " + std::to_string(n_image));
+}
+
+/// A user turn as the reference's cli.py writes it: the first one carries the image ("<image>\n"
+/// before the text), then the empty assistant turn to generate.
+void add_question(conversation::conversation& conv, const std::string& question, bool first) {
+    conv.append(conv.roles[0], first ? "<image>\n" + question : question);
+    conv.append(conv.roles[1], std::nullopt);
+}
+
+trace_args parse_trace(const std::vector<std::string>& argv) {
+    trace_args a;
+    // canonical name -> takes a value
+    static const std::map<std::string, bool> known = {
+        {"model", true},        {"vision-tower", true}, {"image", true},    {"pixels", true},   {"prompt", true},
+        {"input-ids", true},    {"align-level", true},  {"dtype", true},    {"out", true},      {"mm-projector", true},
+        {"base-llm", true},     {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}};
+    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-o", "out"}, {"-q", "quiet"}};
+    option_map seen = parse_options(argv, known, shorts);
     const auto get = [&](const char* n) { return seen.count(n) ? seen[n] : std::string(); };
     a.model = get("model"), a.vision_tower = get("vision-tower"), a.image = get("image"), a.pixels = get("pixels");
-    a.prompt = get("prompt"), a.out = get("out"), a.mm_projector = get("mm-projector"), a.base_llm = get("base-llm");
+    a.out = get("out"), a.mm_projector = get("mm-projector"), a.base_llm = get("base-llm");
     a.quiet = seen.count("quiet") > 0;
     if (a.model.empty()) bad("--model DIR is required");
     if (a.out.empty()) bad("--out FILE is required");
     if (!a.image.empty() && !a.pixels.empty()) bad("give either --image or --pixels, not both");
     if (a.image.empty() && a.pixels.empty()) bad("one of --image FILE or --pixels FILE is required");
     if (seen.count("prompt") && seen.count("input-ids")) bad("give either --prompt or --input-ids, not both");
-    if (seen.count("prompt")) bad("--prompt needs the tokenizer (not yet implemented); pass --input-ids");
-    if (!seen.count("input-ids")) bad("one of --prompt TEXT or --input-ids LIST is required");
-    a.ids = parse_ids(get("input-ids"));
-    const auto n_image = std::count(a.ids->begin(), a.ids->end(), models::image_token_index);
-    if (n_image != 1)
-        bad("--input-ids must contain exactly one " + std::to_string(models::image_token_index) +
-            " image placeholder (the model takes one image), found " + std::to_string(n_image));
-    if (seen.count("align-level")) {
-        const std::string l = get("align-level");
-        if (l == "auto") a.align_level = -1;
-        else if (l.size() == 1 && l[0] >= '0' && l[0] <= '7') a.align_level = l[0] - '0';
-        else bad("--align-level must be auto or a level 0..7, got \"" + l + "\"");
+    if (!seen.count("input-ids") && !seen.count("prompt")) bad("one of --prompt TEXT or --input-ids LIST is required");
+    if (seen.count("prompt")) {
+        a.prompt = get("prompt");
+        a.tokenizer = seen.count("tokenizer") ? get("tokenizer") : a.model;
+        if (seen.count("conv-mode")) a.conv_mode = checked_conv_mode(get("conv-mode"));
+    } else {
+        if (seen.count("conv-mode") || seen.count("tokenizer")) bad("--conv-mode and --tokenizer go with --prompt");
+        a.ids = parse_ids(get("input-ids"));
+        check_one_image(*a.ids, "--input-ids");
     }
+    if (seen.count("align-level")) a.align_level = parse_align_level(get("align-level"));
     if (seen.count("dtype")) {
         auto d = io::parse_weights_dtype(get("dtype"));
         if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + get("dtype") + "\"");
@@ -291,6 +369,7 @@ int run_trace(const trace_args& a) {
     w.set_metadata("producer", "aligngpt trace " ALIGNGPT_VERSION);
     w.set_metadata("model", a.model);
     w.set_metadata("align_level", a.align_level < 0 ? "auto" : std::to_string(a.align_level));
+    if (a.prompt) w.set_metadata("prompt", *a.prompt), w.set_metadata("conv_mode", a.conv_mode);
     w.write(a.out);
     const auto& logits = out.logits;
     if (!a.quiet)
@@ -298,6 +377,230 @@ int run_trace(const trace_args& a) {
             << generate::argmax_last(logits) << "\n";
     return 0;
 }
+
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+// --- aligngpt run: an image and a question to an answer ------------------------------------------
+
+struct run_args {
+    std::string model, vision_tower, image, tokenizer, conv_mode = "vicuna_v1", aspect;
+    std::optional<std::string> prompt;  // none: interactive chat
+    index_t max_new_tokens = 512;       // the reference cli.py's default
+    generate::sampling sampling{.temperature = 0.2};  // cli.py's temperature; top_k 50 as transformers
+    int threads = 0;                                  // 0: OpenMP's default
+    int align_level = -1;
+    io::weights_dtype dtype = io::weights_dtype::f32;
+    bool verbose = false;
+};
+
+template <class V>
+V parse_number(const std::string& opt, const std::string& text, V lo, V hi, const char* what) {
+    V v{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !(v >= lo && v <= hi) ||
+        (std::is_floating_point_v<V> && !std::isfinite(double(v))))
+        bad("--" + opt + " must be " + what + ", got \"" + text + "\"");
+    return v;
+}
+
+run_args parse_run(const std::vector<std::string>& argv) {
+    static const std::map<std::string, bool> known = {
+        {"model", true},      {"vision-tower", true}, {"image", true},     {"prompt", true},         {"max-new-tokens", true},
+        {"temp", true},       {"top-p", true},        {"top-k", true},     {"repeat-penalty", true}, {"seed", true},
+        {"threads", true},    {"conv-mode", true},    {"image-aspect-ratio", true}, {"align-level", true},
+        {"tokenizer", true},  {"dtype", true},        {"verbose", false}};
+    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-n", "max-new-tokens"},
+                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}};
+    option_map o = parse_options(argv, known, shorts);
+    const auto has = [&](const char* n) { return o.count(n) > 0; };
+    run_args a;
+    a.model = o["model"], a.vision_tower = o["vision-tower"], a.image = o["image"];
+    if (a.model.empty()) bad("--model DIR is required");
+    if (a.image.empty()) bad("--image FILE is required");
+    a.tokenizer = has("tokenizer") ? o["tokenizer"] : a.model;
+    if (has("prompt")) a.prompt = o["prompt"];
+    if (has("max-new-tokens"))
+        a.max_new_tokens = parse_number<index_t>("max-new-tokens", o["max-new-tokens"], 0, 1 << 20, "an integer in [0, 1048576]");
+    auto& sp = a.sampling;
+    if (has("temp")) sp.temperature = parse_number<double>("temp", o["temp"], 0, 1e6, "a number >= 0 (0 is greedy)");
+    if (has("top-p")) sp.top_p = parse_number<double>("top-p", o["top-p"], 0, 1, "a number in [0, 1]");
+    if (has("top-k")) sp.top_k = parse_number<index_t>("top-k", o["top-k"], 0, index_t(1) << 30, "an integer >= 0 (0 turns it off)");
+    if (has("repeat-penalty"))
+        sp.repetition_penalty = parse_number<double>("repeat-penalty", o["repeat-penalty"], 1e-6, 1e6, "a number > 0 (1 turns it off)");
+    if (has("seed")) sp.seed = parse_number<std::uint64_t>("seed", o["seed"], 0, ~std::uint64_t(0), "an integer >= 0");
+    if (has("threads")) a.threads = parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]");
+    if (has("conv-mode")) a.conv_mode = checked_conv_mode(o["conv-mode"]);
+    if (has("image-aspect-ratio")) {
+        a.aspect = o["image-aspect-ratio"];
+        if (a.aspect != "pad" && a.aspect != "square") bad("--image-aspect-ratio must be pad or square, got \"" + a.aspect + "\"");
+    }
+    if (has("align-level")) a.align_level = parse_align_level(o["align-level"]);
+    if (has("dtype")) {
+        auto d = io::parse_weights_dtype(o["dtype"]);
+        if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + o["dtype"] + "\"");
+        a.dtype = *d;
+    }
+    a.verbose = has("verbose");
+    return a;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Prints the answer as it is decoded, to stdout, so that the printed text is the final answer's
+/// beginning at every moment: the reference's answer is decode(ids, skip_special_tokens).strip()
+/// without a trailing stop string, so trailing whitespace, a possible beginning of the stop string
+/// and an unfinished UTF-8 sequence (U+FFFD at the end) are held back until more text follows.
+class answer_stream {
+public:
+    answer_stream(const tokenizer::llama_tokenizer& tok, std::string stop) : tok_(tok), stop_(std::move(stop)) {}
+
+    void update(std::span<const std::int64_t> generated) {
+        std::string t = tokenizer::strip(tok_.decode(generated, true));
+        static constexpr std::string_view fffd = "\xEF\xBF\xBD";
+        while (t.ends_with(fffd)) t.resize(t.size() - fffd.size());
+        for (std::size_t n = std::min(stop_.size(), t.size()); n > 0; n--)  // the longest stop prefix at the end
+            if (t.compare(t.size() - n, n, stop_, 0, n) == 0) {
+                t.resize(t.size() - n);
+                break;
+            }
+        t = tokenizer::strip(t);
+        emit(t);
+    }
+    /// The reference's final answer; prints what is left of it.
+    std::string finish(std::span<const std::int64_t> generated) {
+        std::string out = tokenizer::strip(tok_.decode(generated, true));
+        if (!stop_.empty() && out.ends_with(stop_)) out.resize(out.size() - stop_.size());
+        out = tokenizer::strip(out);
+        emit(out);
+        std::fputs("\n", stdout);
+        std::fflush(stdout);
+        return out;
+    }
+
+private:
+    void emit(const std::string& t) {
+        if (t.size() <= printed_.size() || t.compare(0, printed_.size(), printed_) != 0) return;
+        std::fwrite(t.data() + printed_.size(), 1, t.size() - printed_.size(), stdout);
+        std::fflush(stdout);
+        printed_ = t;
+    }
+    const tokenizer::llama_tokenizer& tok_;
+    std::string stop_, printed_;
+};
+
+int run_chat(const run_args& a) {
+    namespace fs = std::filesystem;
+    std::ostream& log = std::cerr;
+    const auto t_load = std::chrono::steady_clock::now();
+    if (a.threads > 0) set_threads(a.threads);
+    // The tokenizer first: a bad tokenizer file costs no model load.
+    const auto tok = tokenizer::llama_tokenizer::from_directory(a.tokenizer);
+    if (const auto V = config_vocab_size(a.model); V && tok.vocab_size() > *V)
+        fail(a.tokenizer, "/tokenizer.model: ", tok.vocab_size(), " pieces, more than the model's vocab_size ", *V, " (",
+             a.model, "/config.json): not this model's tokenizer");
+    pretrained::load_options opt;
+    opt.quiet = !a.verbose;
+    opt.vision_tower = a.vision_tower;
+    opt.dtype = a.dtype;
+    auto m = pretrained::load_aligngpt(a.model, opt);
+    if (!a.aspect.empty()) m.config.image_aspect_ratio = a.aspect;
+    const double load_ms = ms_since(t_load);
+    const auto& model = *m.model;
+
+    const auto t_image = std::chrono::steady_clock::now();
+    const tensor<float> pixels = read_image(a.image, m);
+    const auto feats = m.vision->features(nullptr, autograd::variable<float>::leaf(pixels));
+    const double image_ms = ms_since(t_image);
+
+    const models::alignment al = a.align_level < 0 ? models::alignment{}
+                                                   : models::alignment{models::align_mode::fixed_level, a.align_level};
+    auto conv = conversation::make(a.conv_mode);
+    const std::string stop = conv.stop_string();
+    const index_t limit = m.config.model.tokenizer_model_max_length;
+    double prefill_ms = 0, decode_ms = 0;
+    index_t prefill_tokens = 0, decoded = 0;
+    bool first = true;
+    for (;;) {
+        std::string question;
+        if (a.prompt) {
+            question = *a.prompt;
+        } else {
+            log << conv.roles[0] << ": " << std::flush;
+            if (!std::getline(std::cin, question)) break;
+            if (tokenizer::strip(question).empty()) continue;
+        }
+        add_question(conv, question, first);
+        const std::string prompt = conv.prompt();
+        const std::vector<std::int64_t> ids = tokenizer::tokenizer_image_token(tok, prompt);
+        const index_t spliced = index_t(ids.size()) - 1 + m.config.model.n_image_tokens + 1;
+        if (limit > 0 && spliced > limit)
+            fail("--prompt: the prompt is ", spliced, " positions with the image, more than the model's context of ", limit,
+                 " (config tokenizer_model_max_length); the reference would cut it");
+        if (a.verbose) {
+            log << "[run] prompt: " << io::detail::quote_name(prompt, 1 << 20) << "\n[run] ids:";
+            for (auto id : ids) log << ' ' << id;
+            log << "\n";
+        }
+        if (!a.prompt) log << conv.roles[1] << ": " << std::flush;
+
+        const auto t_prefill = std::chrono::steady_clock::now();
+        models::kv_cache<float> cache;
+        const auto pre = model.forward(nullptr, {models::sample{ids}}, feats, models::stage::inference, al,
+                                       nullptr, &cache);
+        prefill_ms += ms_since(t_prefill);
+        prefill_tokens += pre.logits.size(1);
+        if (a.verbose && pre.gate.weights.defined()) {
+            const auto w = pre.gate.weights.value().to_vector();
+            log << "[run] gate weights over levels 0..6:";
+            for (float x : w) log << ' ' << x;
+            log << "\n";
+        }
+        const auto t_decode = std::chrono::steady_clock::now();
+        answer_stream out(tok, stop);
+        const generate::keywords_stop<tokenizer::llama_tokenizer> stop_rule(tok, {stop}, ids);
+        generate::options gopt{a.max_new_tokens, model.config.llm.eos_token_ids};
+        const auto gen = generate::sample(
+            pre.logits, [&](std::int64_t t) { return model.llm.decode_step(t, cache); }, gopt, a.sampling, ids,
+            [&](std::int64_t, std::span<const std::int64_t> g) {
+                out.update(g);
+                return !stop_rule(g);
+            });
+        decode_ms += ms_since(t_decode);
+        decoded += index_t(gen.size());
+        if (a.verbose) {
+            log << "[run] generated ids:";
+            for (auto id : gen) log << ' ' << id;
+            log << "\n";
+        }
+        conv.messages.back().text = out.finish(gen);
+        first = false;
+        if (a.prompt) break;
+    }
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "[run] load %.0f ms | image encode %.0f ms | prefill %lld positions in %.0f ms (%.1f tok/s) | "
+                  "decode %lld tokens in %.0f ms (%.2f tok/s) | seed %llu | threads %d | peak memory %.1f MiB\n",
+                  load_ms, image_ms, (long long)prefill_tokens, prefill_ms, prefill_ms > 0 ? prefill_tokens * 1000.0 / prefill_ms : 0.0,
+                  (long long)decoded, decode_ms, decode_ms > 0 ? decoded * 1000.0 / decode_ms : 0.0,
+                  (unsigned long long)a.sampling.seed, max_threads(), ru.ru_maxrss / 1024.0);
+    log << line;
+    return 0;
+}
+
+void check_run_paths(const run_args& a) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::is_directory(a.model, ec)) bad("--model \"" + a.model + "\": not a directory");
+    if (!a.vision_tower.empty() && !fs::is_directory(a.vision_tower, ec)) bad("--vision-tower \"" + a.vision_tower + "\": not a directory");
+    if (!fs::is_directory(a.tokenizer, ec)) bad("--tokenizer \"" + a.tokenizer + "\": not a directory");
+    if (!fs::exists(a.image, ec)) bad("--image \"" + a.image + "\": no such file");
+    if (!fs::is_regular_file(a.image, ec)) bad("--image \"" + a.image + "\": not a regular file");
+    if (::access(a.image.c_str(), R_OK) != 0) bad("--image \"" + a.image + "\": not readable (" + std::strerror(errno) + ")");
+}
+#endif  // ALIGNGPT_TOOL_HAVE_TOKENIZER
 
 }  // namespace
 
@@ -314,16 +617,41 @@ int main(int argc, char** argv) {
             std::cout << "aligngpt " ALIGNGPT_VERSION "\n";
             return 0;
         }
+        const std::vector<std::string> rest(args.begin() + 1, args.end());
+        if ((cmd == "trace" || cmd == "run") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+                return r == "-h" || r == "--help";
+            })) {
+            std::cout << usage_text;
+            return 0;
+        }
         if (cmd == "trace") {
-            const std::vector<std::string> rest(args.begin() + 1, args.end());
-            for (const auto& r : rest)
-                if (r == "-h" || r == "--help") {
-                    std::cout << usage_text;
-                    return 0;
-                }
-            const trace_args a = parse_trace(rest);
+            trace_args a = parse_trace(rest);
+            if (a.prompt) {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+                std::error_code ec;
+                if (!std::filesystem::is_directory(a.tokenizer, ec)) bad("--tokenizer \"" + a.tokenizer + "\": not a directory");
+                const auto tok = tokenizer::llama_tokenizer::from_directory(a.tokenizer);
+                auto conv = conversation::make(a.conv_mode);
+                add_question(conv, *a.prompt, true);
+                a.ids = tokenizer::tokenizer_image_token(tok, conv.prompt());
+                check_one_image(*a.ids, "--prompt (rendered with " + a.conv_mode + ")");
+#else
+                throw error("--prompt needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece; "
+                            "pass --input-ids");
+#endif
+            }
             check_before_load(a);
             return run_trace(a);
+        }
+        if (cmd == "run") {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+            const run_args a = parse_run(rest);
+            check_run_paths(a);
+            return run_chat(a);
+#else
+            throw error("run needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece "
+                        "(install libsentencepiece-dev and reconfigure)");
+#endif
         }
         bad("unknown command \"" + cmd + "\"");
     } catch (const usage_error& e) {

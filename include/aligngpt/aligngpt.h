@@ -41,6 +41,7 @@
 #include "aligngpt/models/projector.h"
 
 #include "aligngpt/generate/greedy.h"
+#include "aligngpt/conversation.h"  // tokenizer/llama.h is not here: it needs aligngpt::tokenizer
 
 #include "aligngpt/io/checkpoint.h"
 #include "aligngpt/io/image.h"

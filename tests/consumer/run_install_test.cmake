@@ -18,7 +18,7 @@ foreach(f include/aligngpt/config.h include/aligngpt/version.h share/cmake/align
 endforeach()
 
 # The version (project(VERSION) of the tree under test) is in the .pc files as installed.
-foreach(pc aligngpt aligngpt-openmp)
+foreach(pc aligngpt aligngpt-openmp aligngpt-tokenizer)
   if(EXISTS ${prefix}/share/pkgconfig/${pc}.pc)
     file(STRINGS ${prefix}/share/pkgconfig/${pc}.pc pc_version REGEX "^Version: ")
     if(NOT pc_version STREQUAL "Version: ${VERSION}")
@@ -65,6 +65,16 @@ if(WITH_OPENMP)
     step("run pkg-config consumer" ${WORK_DIR}/pkg-config/consumer)
   else()
     message(WARNING "[install.consumer] make or pkg-config missing: pkg-config consumer skipped")
+  endif()
+endif()
+if(WITH_TOKENIZER)
+  step("configure tokenizer consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer/tokenizer
+       -B ${WORK_DIR}/tokenizer ${common} -DCMAKE_PREFIX_PATH=${prefix}
+       -DTOKENIZER_DIR=${SOURCE_DIR}/tests/golden/tokenizer)
+  step("build tokenizer consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/tokenizer)
+  step("run tokenizer consumer" ${WORK_DIR}/tokenizer/consumer_tokenizer)
+  if(NOT EXISTS ${prefix}/share/pkgconfig/aligngpt-tokenizer.pc)
+    message(FATAL_ERROR "[install.consumer] aligngpt-tokenizer.pc was not installed")
   endif()
 endif()
 message(STATUS "[install.consumer] all consumers built and ran")

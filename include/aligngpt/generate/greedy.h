@@ -20,14 +20,21 @@ struct options {
     std::vector<std::int64_t> eos{};  ///< stop ids (the token is kept); empty: run to max_new_tokens
 };
 
-/// Index of the largest logit of the last position of batch row 0 of logits [B, T, V].
+/// The logits of the last position of batch row 0 of logits [B, T, V], copied to the host.
 template <class T, class Backend>
-std::int64_t argmax_last(const autograd::variable<T, Backend>& logits) {
+std::vector<T> last_row(const autograd::variable<T, Backend>& logits) {
     ALIGNGPT_CHECK(logits.value().dim() == 3 && logits.size(2) > 0, "generate: logits ",
                    detail::shape_str(logits.shape()), " are not [B, T, V]");
     const index_t V = logits.size(2), Tn = logits.size(1);
     std::vector<T> row(static_cast<size_t>(V));
     logits.backend().to_host(row.data(), logits.value().data() + (Tn - 1) * V, V);
+    return row;
+}
+
+/// Index of the largest logit of the last position of batch row 0 of logits [B, T, V].
+template <class T, class Backend>
+std::int64_t argmax_last(const autograd::variable<T, Backend>& logits) {
+    const std::vector<T> row = last_row(logits);
     return std::int64_t(std::max_element(row.begin(), row.end()) - row.begin());  // first maximum
 }
 

@@ -322,6 +322,22 @@ public:
         return generate::greedy(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
     }
 
+    /// generate() with sampling (generate/sampling.h; temperature 0 is greedy) and streaming:
+    /// on_token(token, generated) returns false to stop after that token (a stop string). The
+    /// repetition penalty's context is the prompt's ids without the image placeholder.
+    template <class OnToken>
+    std::vector<std::int64_t> generate_sampled(const sample& prompt, const variable<T, Backend>& image_features,
+                                     generate::options opt, const generate::sampling& s, OnToken&& on_token,
+                                     alignment al = {}) const {
+        if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
+        kv_cache<T, Backend> cache;
+        cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);  // + indicator
+        const auto prefill = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al,
+                                     nullptr, &cache);
+        return generate::sample(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt,
+                                s, prompt.ids, std::forward<OnToken>(on_token));
+    }
+
 private:
     variable<T, Backend> zero_row(index_t H) const { return variable<T, Backend>::leaf(tensor<T, Backend>({1, H}, backend())); }
     /// gate rows point at the full table's zero row; in the text-only table that row is n_text.

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "aligngpt/generate/greedy.h"
+#include "aligngpt/generate/sampling.h"
 #include "aligngpt/io/json.h"
 #include "aligngpt/nn/module.h"
 #include "aligngpt/ops/attention.h"
@@ -325,6 +326,23 @@ public:
         for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
         return generate::greedy(forward(nullptr, prompt, pos, {}, &cache).logits,
                                 [&](std::int64_t token) { return decode_step(token, cache); }, opt);
+    }
+
+    /// Sampled continuation of prompt ids (generate/sampling.h; temperature 0 is greedy):
+    /// on_token(token, generated) streams each token and returns false to stop after it.
+    template <class OnToken>
+    std::vector<std::int64_t> generate_sampled(const std::vector<std::int64_t>& prompt, generate::options opt,
+                                     const generate::sampling& s, OnToken&& on_token) const {
+        ALIGNGPT_CHECK(!prompt.empty(), "llama: generate_sampled needs a prompt of at least one token");
+        if (opt.eos.empty()) opt.eos = config.eos_token_ids;
+        const auto e = ag::reshape<T, Backend>(nullptr, embed(nullptr, prompt), {1, index_t(prompt.size()), config.hidden_size});
+        kv_cache<T, Backend> cache;
+        cache.reserve(index_t(prompt.size()) + opt.max_new_tokens);
+        std::vector<std::int64_t> pos(prompt.size());
+        for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
+        return generate::sample(forward(nullptr, e, pos, {}, &cache).logits,
+                                [&](std::int64_t token) { return decode_step(token, cache); }, opt, s, prompt,
+                                std::forward<OnToken>(on_token));
     }
 
     /// Greedy continuation of prompt ids (HF generate with do_sample=False, num_beams=1).
