@@ -580,9 +580,9 @@ inline std::vector<mc_annotation> read_mc_annotations(const std::string& path) {
         const io::json_reader r(rec.value, rec.where);
         mc_annotation a{question_id(rec.value, rec.where), 0, 0};
         const nlohmann::json* v = r.get("answer");
-        if (v && v->is_string() && v->get<std::string>().size() == 1 && (*v)[0] >= 'A') {
-            const std::string s = v->get<std::string>();
-            if (s[0] >= 'A' && s[0] <= 'E') a.answer = s[0];
+        if (v && v->is_string()) {
+            const std::string& s = v->get_ref<const std::string&>();
+            if (s.size() == 1 && s[0] >= 'A' && s[0] <= 'E') a.answer = s[0];
         } else if (v) {
             if (auto x = io::detail::json_int64(*v); x && *x >= 0 && *x < 5) a.answer = char('A' + *x);
         }
