@@ -293,6 +293,8 @@ TEST_CASE("score: the readers refuse bad files, naming the file and the line") {
     const std::string vqa_empty = write_tmp("vqa.json", "{\"annotations\": [{\"question_id\": 1, \"answers\": []}]}");
     CHECK(msg([&] { eval::read_vqa_annotations(vqa_empty); }) ==
           vqa_empty + ": annotations[0]: field 'answers' must be a non-empty array of answers, got []");
+    const std::string vqa_other = write_tmp("other.json", "{\n  \"questions\": []\n}\n");
+    CHECK(msg([&] { eval::read_vqa_annotations(vqa_other); }).rfind(vqa_other + ": neither a VQAv2 annotations file", 0) == 0);
     const std::string mc_bad = write_tmp("mc.jsonl", "{\"question_id\": \"q\", \"answer\": \"Z\"}\n");
     CHECK(msg([&] { eval::read_mc_annotations(mc_bad); }) == mc_bad + ":1: field 'answer' must be a letter \"A\"..\"E\" or an index 0..4, got \"Z\"");
     CHECK(msg([&] { eval::read_answers(empty + ".missing"); }).find(empty + ".missing") != std::string::npos);

@@ -557,6 +557,9 @@ inline std::vector<vqa_annotation> read_vqa_annotations(const std::string& path)
             }
             return out;
         }
+        ALIGNGPT_CHECK(j.is_object() && j.contains("question_id"), path,
+                       ": neither a VQAv2 annotations file (an object with 'annotations') nor TextVQA's (with 'data') "
+                       "nor JSONL of {question_id, answers}");
     }
     for (const auto& rec : read_jsonl(path, "annotations")) {
         vqa_annotation a = detail::vqa_entry(rec.value, rec.where);
