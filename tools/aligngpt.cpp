@@ -651,10 +651,8 @@ int run_score(const score_args& a) {
     if (a.task == "pope") {
         const auto ann = eval::read_pope_annotations(a.annotations);
         const auto answers = eval::read_answers(a.answers);
-        std::vector<std::string> ids;
-        for (const auto& x : ann) ids.push_back(x.question_id);
         std::size_t unanswered = 0;
-        const auto match = eval::match_answers(answers, ids, a.annotations, unanswered);
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
         std::map<std::string, eval::pope_result> per;
         eval::pope_result all;
         for (std::size_t k = 0; k < answers.size(); k++) {
@@ -682,10 +680,8 @@ int run_score(const score_args& a) {
     if (a.task == "mme") {
         const auto ann = eval::read_mme_annotations(a.annotations);
         const auto answers = eval::read_answers(a.answers, /*allow_repeats=*/true);
-        std::vector<std::string> ids;
-        for (const auto& x : ann) ids.push_back(x.question_id);
         std::size_t unanswered = 0;
-        const auto match = eval::match_answers(answers, ids, a.annotations, unanswered);
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
         std::vector<eval::mme_question> qs;
         for (std::size_t k = 0; k < answers.size(); k++) {
             const auto& t = ann[match[k]];
@@ -709,10 +705,8 @@ int run_score(const score_args& a) {
     if (a.task == "vqa") {
         const auto ann = eval::read_vqa_annotations(a.annotations);
         const auto answers = eval::read_answers(a.answers);
-        std::vector<std::string> ids;
-        for (const auto& x : ann) ids.push_back(x.question_id);
         std::size_t unanswered = 0;
-        const auto match = eval::match_answers(answers, ids, a.annotations, unanswered);
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
         double sum = 0;
         for (std::size_t k = 0; k < answers.size(); k++) sum += eval::vqa_accuracy(answers[k].text, ann[match[k]].answers);
         std::cout << "vqa: n=" << answers.size() << " accuracy=" << fmt("%.4f", sum / double(answers.size())) << "\n";
@@ -721,10 +715,8 @@ int run_score(const score_args& a) {
     }
     const auto ann = eval::read_mc_annotations(a.annotations);
     const auto answers = eval::read_answers(a.answers);
-    std::vector<std::string> ids;
-    for (const auto& x : ann) ids.push_back(x.question_id);
     std::size_t unanswered = 0;
-    const auto match = eval::match_answers(answers, ids, a.annotations, unanswered);
+    const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
     std::int64_t correct = 0, no_letter = 0;
     for (std::size_t k = 0; k < answers.size(); k++) {
         const auto& t = ann[match[k]];

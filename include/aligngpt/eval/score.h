@@ -410,11 +410,12 @@ inline std::vector<answer> read_answers(const std::string& path, bool allow_repe
 /// naming the answer's line); with repeats (MME, whose question_id names the image and so repeats),
 /// the k-th answer of an id pairs with the k-th annotation of that id. Returns, per answer, the
 /// index of its annotation; `unanswered` counts annotations no answer reached.
-inline std::vector<std::size_t> match_answers(const std::vector<answer>& answers,
-                                              const std::vector<std::string>& annotation_ids,
-                                              const std::string& annotations_file, std::size_t& unanswered) {
+/// `Annotation` is any record with a `question_id` string (pope_annotation, mme_annotation, ...).
+template <class Annotation>
+std::vector<std::size_t> match_answers(const std::vector<answer>& answers, const std::vector<Annotation>& annotations,
+                                       const std::string& annotations_file, std::size_t& unanswered) {
     std::map<std::string, std::vector<std::size_t>> by_id;
-    for (std::size_t k = 0; k < annotation_ids.size(); k++) by_id[annotation_ids[k]].push_back(k);
+    for (std::size_t k = 0; k < annotations.size(); k++) by_id[annotations[k].question_id].push_back(k);
     std::map<std::string, std::size_t> used;
     std::vector<std::size_t> out;
     for (const auto& a : answers) {
@@ -426,7 +427,7 @@ inline std::vector<std::size_t> match_answers(const std::vector<answer>& answers
                        " times, but ", annotations_file, " has it ", it->second.size(), " times");
         out.push_back(it->second[u++]);
     }
-    unanswered = annotation_ids.size() - answers.size();
+    unanswered = annotations.size() - answers.size();
     return out;
 }
 
