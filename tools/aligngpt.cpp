@@ -8,12 +8,15 @@
 //                  (--prompt TEXT [--conv-mode NAME] [--tokenizer DIR] | --input-ids 1,2,-200,...)
 //                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
+//   aligngpt score --task pope|mme|vqa|mc --answers-file A.jsonl --annotations FILE|DIR
 //
 // run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
 // tokenizes it as the reference (tokenizer/llama.h), encodes the image, prefills and decodes
 // (generate/sampling.h), streaming the answer to stdout; it stops on EOS or the template's stop
 // string, and the answer is the reference's: decode(skip_special_tokens).strip() without the stop
 // string. Without -p it is a chat: each line on stdin is a user turn.
+// score reads LLaVA's answers JSONL and the task's annotations and prints the benchmark's numbers
+// (eval/score.h, docs/eval.md); a bad file exits 1 naming the file and the line.
 // trace runs one prefill and writes the named intermediates (docs/model.md §12.3) in f32 to a safetensors file:
 //   pixel_values, vision.hidden_states.<i> (i = 0 .. select layer), vision.features,
 //   projector.out, gate.text_mean, gate.dots, gate.weights, align.indicator, inputs_embeds,
@@ -47,6 +50,7 @@
 
 #include "aligngpt/config.h"
 #include "aligngpt/conversation.h"
+#include "aligngpt/eval/score.h"
 #include "aligngpt/generate/sampling.h"
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
@@ -66,6 +70,7 @@ constexpr const char* usage_text =
     "commands:\n"
     "  run       answer a question about an image (streamed to stdout); no -p: a chat on stdin\n"
     "  trace     run one prefill and write the named intermediates (f32) to a safetensors file\n"
+    "  score     score an answers file against a benchmark's annotations (docs/eval.md)\n"
     "\n"
     "aligngpt run options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json, weights, tokenizer.model)\n"
@@ -100,6 +105,14 @@ constexpr const char* usage_text =
     "      --base-llm DIR         LLM weights when --model is a stage-1 (pretrain) output\n"
     "  -o, --out FILE             output .safetensors\n"
     "  -q, --quiet                no progress on stderr\n"
+    "\n"
+    "aligngpt score options:\n"
+    "      --task T               pope (accuracy, precision, recall, F1, yes-ratio per category),\n"
+    "                             mme (perception and cognition sums), vqa (VQAv2 soft accuracy)\n"
+    "                             or mc (multiple-choice letter accuracy)\n"
+    "      --answers-file FILE    JSONL, one {question_id, text, ...} per line (what model_vqa*.py writes)\n"
+    "      --annotations PATH     the task's ground truth (pope: a JSONL file or LLaVA's coco_pope_*.json\n"
+    "                             directory; vqa: the VQAv2 annotations JSON or JSONL; see docs/eval.md)\n"
     "\n"
     "  -h, --help                 this text\n"
     "      --version              version\n"
@@ -602,6 +615,120 @@ void check_run_paths(const run_args& a) {
 }
 #endif  // ALIGNGPT_TOOL_HAVE_TOKENIZER
 
+
+struct score_args {
+    std::string task, answers, annotations;
+};
+
+score_args parse_score(const std::vector<std::string>& argv) {
+    const option_map o = parse_options(argv, {{"task", true}, {"answers-file", true}, {"annotations", true}}, {});
+    score_args a;
+    const auto need = [&](const char* name) -> std::string {
+        auto it = o.find(name);
+        if (it == o.end()) bad(std::string("score needs --") + name);
+        if (it->second.empty()) bad(std::string("--") + name + " is empty");
+        return it->second;
+    };
+    a.task = need("task");
+    if (a.task != "pope" && a.task != "mme" && a.task != "vqa" && a.task != "mc")
+        bad("--task must be pope, mme, vqa or mc, got \"" + a.task + "\"");
+    a.answers = need("answers-file");
+    a.annotations = need("annotations");
+    return a;
+}
+
+std::string fmt(const char* f, double x) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, x);
+    return buf;
+}
+
+void note_unanswered(std::size_t n, const std::string& file) {
+    if (n) std::cerr << "aligngpt score: " << n << " question(s) of " << file << " have no answer; they are not scored\n";
+}
+
+int run_score(const score_args& a) {
+    if (a.task == "pope") {
+        const auto ann = eval::read_pope_annotations(a.annotations);
+        const auto answers = eval::read_answers(a.answers);
+        std::size_t unanswered = 0;
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
+        std::map<std::string, eval::pope_result> per;
+        eval::pope_result all;
+        for (std::size_t k = 0; k < answers.size(); k++) {
+            const auto& t = ann[match[k]];
+            if (!t.category.empty()) eval::pope_add(per[t.category], t.label_yes, answers[k].text);
+            eval::pope_add(all, t.label_yes, answers[k].text);
+        }
+        const auto line = [](const std::string& name, const eval::pope_result& r) {
+            std::cout << "pope " << name << ": n=" << r.n() << " TP=" << r.tp << " FP=" << r.fp << " TN=" << r.tn
+                      << " FN=" << r.fn << " accuracy=" << fmt("%.4f", r.accuracy()) << " precision=" << fmt("%.4f", r.precision())
+                      << " recall=" << fmt("%.4f", r.recall()) << " f1=" << fmt("%.4f", r.f1())
+                      << " yes_ratio=" << fmt("%.4f", r.yes_ratio()) << "\n";
+        };
+        for (const auto& [name, r] : per) line(name, r);
+        line("all", all);
+        if (per.size() > 1) {
+            double acc = 0, f1 = 0;
+            for (const auto& [name, r] : per) acc += r.accuracy(), f1 += r.f1();
+            std::cout << "pope mean over " << per.size() << " categories: accuracy=" << fmt("%.4f", acc / double(per.size()))
+                      << " f1=" << fmt("%.4f", f1 / double(per.size())) << "\n";
+        }
+        note_unanswered(unanswered, a.annotations);
+        return 0;
+    }
+    if (a.task == "mme") {
+        const auto ann = eval::read_mme_annotations(a.annotations);
+        const auto answers = eval::read_answers(a.answers, /*allow_repeats=*/true);
+        std::size_t unanswered = 0;
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
+        std::vector<eval::mme_question> qs;
+        for (std::size_t k = 0; k < answers.size(); k++) {
+            const auto& t = ann[match[k]];
+            qs.push_back({t.subtask, t.image, t.label_yes, answers[k].text});
+        }
+        const eval::mme_result r = eval::mme_score(qs);
+        for (const auto* group : {&eval::mme_perception(), &eval::mme_cognition()})
+            for (const auto& name : *group)
+                if (auto it = r.subtasks.find(name); it != r.subtasks.end()) {
+                    const auto& t = it->second;
+                    std::cout << "mme " << name << ": questions=" << t.questions << " images=" << t.images
+                              << " accuracy=" << fmt("%.4f", t.accuracy()) << " accuracy_plus=" << fmt("%.4f", t.accuracy_plus())
+                              << " score=" << fmt("%.2f", t.score()) << (t.other ? " not_yes_no=" + std::to_string(t.other) : "")
+                              << "\n";
+                }
+        std::cout << "mme perception: " << fmt("%.2f", r.perception()) << "\n";
+        std::cout << "mme cognition: " << fmt("%.2f", r.cognition()) << "\n";
+        note_unanswered(unanswered, a.annotations);
+        return 0;
+    }
+    if (a.task == "vqa") {
+        const auto ann = eval::read_vqa_annotations(a.annotations);
+        const auto answers = eval::read_answers(a.answers);
+        std::size_t unanswered = 0;
+        const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
+        double sum = 0;
+        for (std::size_t k = 0; k < answers.size(); k++) sum += eval::vqa_accuracy(answers[k].text, ann[match[k]].answers);
+        std::cout << "vqa: n=" << answers.size() << " accuracy=" << fmt("%.4f", sum / double(answers.size())) << "\n";
+        note_unanswered(unanswered, a.annotations);
+        return 0;
+    }
+    const auto ann = eval::read_mc_annotations(a.annotations);
+    const auto answers = eval::read_answers(a.answers);
+    std::size_t unanswered = 0;
+    const auto match = eval::match_answers(answers, ann, a.annotations, unanswered);
+    std::int64_t correct = 0, no_letter = 0;
+    for (std::size_t k = 0; k < answers.size(); k++) {
+        const auto& t = ann[match[k]];
+        const char l = eval::mc_letter(answers[k].text, t.n_choices);
+        correct += l == t.answer;
+        no_letter += l == 0;
+    }
+    std::cout << "mc: n=" << answers.size() << " correct=" << correct << " no_letter=" << no_letter
+              << " accuracy=" << fmt("%.4f", double(correct) / double(answers.size())) << "\n";
+    note_unanswered(unanswered, a.annotations);
+    return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -618,7 +745,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "score") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
                 return r == "-h" || r == "--help";
             })) {
             std::cout << usage_text;
@@ -643,6 +770,7 @@ int main(int argc, char** argv) {
             check_before_load(a);
             return run_trace(a);
         }
+        if (cmd == "score") return run_score(parse_score(rest));
         if (cmd == "run") {
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
             const run_args a = parse_run(rest);
