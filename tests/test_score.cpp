@@ -54,20 +54,20 @@ std::string write_tmp(const std::string& name, const std::string& text) {
 //     TP 2 FP 1 TN 2 FN 0: accuracy 4/5 = 0.8, precision 2/3, recall 1, F1 2(2/3)/(5/3) = 0.8, yes 3/5
 //   all: TP 4 FP 2 TN 3 FN 1: accuracy 0.7, precision 4/6, recall 4/5, F1 (16/15)/(22/15) = 8/11
 //        = 0.72727, yes-ratio 0.6; mean over categories: accuracy 0.7, F1 (2/3 + 0.8)/2 = 0.73333
-const char* pope_answers[] = {"Yes, there is a dog in the image.", "No, there is not.", "There is no cat. Yes.", "Yes", "yes",
+const char* const pope_answers[] = {"Yes, there is a dog in the image.", "No, there is not.", "There is no cat. Yes.", "Yes", "yes",
                               "Not at all", "The answer is no, it isn't.", "I think so.No", "no.", "Nope"};
-const char* pope_labels[] = {"yes", "yes", "no", "no", "yes", "no", "no", "yes", "no", "yes"};
+const char* const pope_labels[] = {"yes", "yes", "no", "no", "yes", "no", "no", "yes", "no", "yes"};
 
 std::string jstr(const std::string& s) { return nlohmann::json(s).dump(); }
 
-std::string pope_answers_jsonl() {
+[[maybe_unused]] std::string pope_answers_jsonl() {
     std::string a;
     for (int i = 0; i < 10; i++)
         a += "{\"question_id\": " + std::to_string(i + 1) + ", \"prompt\": \"Is there a dog?\", \"text\": " + jstr(pope_answers[i]) +
              ", \"model_id\": \"m\"}\n";
     return a;
 }
-std::string pope_annotations_jsonl() {
+[[maybe_unused]] std::string pope_annotations_jsonl() {
     std::string a;
     for (int i = 0; i < 10; i++)
         a += "{\"question_id\": " + std::to_string(i + 1) + ", \"label\": \"" + pope_labels[i] + "\", \"category\": \"" +
@@ -98,7 +98,7 @@ const mme_row mme_rows[] = {{"existence/a.jpg", "Yes", "Yes"},      {"existence/
 //      (2 + 7)/10 = 0.9
 //   3: "cat"; humans "dog" x10: 0
 //   mean (0.6 + 0.9 + 0)/3 = 0.5
-std::string vqa_annotations_json() {
+[[maybe_unused]] std::string vqa_annotations_json() {  // (the CLI tests use these; not built without the tool)
     const auto answers = [](std::vector<std::pair<std::string, int>> v) {
         nlohmann::json a = nlohmann::json::array();
         int id = 1;
@@ -112,7 +112,7 @@ std::string vqa_annotations_json() {
                         {{"question_id", 3}, {"image_id", 8}, {"answers", answers({{"dog", 10}})}}};
     return j.dump(1);
 }
-const char* vqa_answers_jsonl =
+[[maybe_unused]] const char* const vqa_answers_jsonl =
     "{\"question_id\": 1, \"text\": \"Two\"}\n{\"question_id\": 2, \"text\": \"Red.\"}\n\n{\"question_id\": 3, \"text\": \"cat\"}\n";
 
 // Multiple choice (eval_science_qa.py):
@@ -121,11 +121,11 @@ const char* vqa_answers_jsonl =
 //   q5 A with 2 choices, "C" -> C is not among A, B -> none (wrong, no letter)
 //   q6 answer index 1 (= B), "A" -> wrong
 //   correct 3 of 6: 0.5, no letter 2
-const char* mc_annotations_jsonl =
+[[maybe_unused]] const char* const mc_annotations_jsonl =
     "{\"question_id\": \"q1\", \"answer\": \"A\"}\n{\"question_id\": \"q2\", \"answer\": \"B\"}\n"
     "{\"question_id\": \"q3\", \"answer\": \"C\"}\n{\"question_id\": \"q4\", \"answer\": \"D\"}\n"
     "{\"question_id\": \"q5\", \"answer\": \"A\", \"choices\": [\"x\", \"y\"]}\n{\"question_id\": \"q6\", \"answer\": 1}\n";
-const char* mc_answers_jsonl =
+[[maybe_unused]] const char* const mc_answers_jsonl =
     "{\"question_id\": \"q1\", \"text\": \"A\"}\n{\"question_id\": \"q2\", \"text\": \"B. The cat\"}\n"
     "{\"question_id\": \"q3\", \"text\": \"The answer is C.\"}\n"
     "{\"question_id\": \"q4\", \"text\": \"The answer is D. The answer is A.\"}\n"

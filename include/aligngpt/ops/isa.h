@@ -13,6 +13,7 @@
 // so a consumer's plain `-O2` build runs AVX-512 on a machine that has it, without -march=native.
 // Every path computes the same op sequence (vectors run across outputs, never across a reduction),
 // so the choice changes the speed, never the bits: tests/test_gemm.cpp compares the paths.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -29,6 +30,23 @@
 #endif
 
 namespace aligngpt::ops {
+
+/// f(i) for i in [0, n), split over the OpenMP team (a static schedule: the split is a function of n
+/// and the thread count only). The kernels in the regions use it instead of a bare `omp parallel
+/// for`: Clang outlines a loop body without the enclosing function's target, so the body has to be
+/// a function of the region (f) for its code to be compiled for that set.
+template <class F>
+void parallel_for(index_t n, F&& f) {
+    ALIGNGPT_OMP_FOR
+    for (index_t i = 0; i < n; i++) f(i);
+}
+
+/// f(i0, i1) for the consecutive chunks [i0, i1) of at most `chunk` indices of [0, n), split as
+/// parallel_for (element-wise kernels: one call per chunk, not per element).
+template <class F>
+void parallel_chunks(index_t n, index_t chunk, F&& f) {
+    parallel_for((n + chunk - 1) / chunk, [&](index_t c) { f(c * chunk, std::min(n, c * chunk + chunk)); });
+}
 
 /// The instruction sets the kernels are compiled for, in order of preference.
 enum class isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
