@@ -316,10 +316,8 @@ public:
                                        alignment al = {}) const {
         if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
         kv_cache<T, Backend> cache;
-        cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);  // + indicator
-        const auto prefill = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al,
-                                     nullptr, &cache);
-        return generate::greedy(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
+        const auto logits = prefill(prompt, image_features, opt, al, cache);
+        return generate::greedy(logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
     }
 
     /// generate() with sampling (generate/sampling.h; temperature 0 is greedy) and streaming:
@@ -331,14 +329,21 @@ public:
                                      alignment al = {}) const {
         if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
         kv_cache<T, Backend> cache;
-        cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);  // + indicator
-        const auto prefill = forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al,
-                                     nullptr, &cache);
-        return generate::sample(prefill.logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt,
+        const auto logits = prefill(prompt, image_features, opt, al, cache);
+        return generate::sample(logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt,
                                 s, prompt.ids, std::forward<OnToken>(on_token));
     }
 
 private:
+    /// The prompt's logits (stage inference), its keys and values in `cache`, which is sized for the
+    /// prompt, the image tokens, the indicator and the new tokens.
+    variable<T, Backend> prefill(const sample& prompt, const variable<T, Backend>& image_features,
+                                 const generate::options& opt, alignment al, kv_cache<T, Backend>& cache) const {
+        cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);
+        return forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al, nullptr,
+                       &cache)
+            .logits;
+    }
     variable<T, Backend> zero_row(index_t H) const { return variable<T, Backend>::leaf(tensor<T, Backend>({1, H}, backend())); }
     /// gate rows point at the full table's zero row; in the text-only table that row is n_text.
     static std::vector<std::int64_t> remap_zero(std::vector<std::int64_t> rows, index_t n_text) {
