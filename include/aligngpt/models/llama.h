@@ -238,6 +238,9 @@ public:
     nn::rms_norm<T, Backend> norm;                ///< "model.norm.weight"
     variable<T, Backend> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
     ops::rope_table rope;
+    /// Activation checkpointing (training): each decoder layer's intermediates are dropped after its
+    /// forward and recomputed in backward (autograd::checkpoint; same bits). Off the tape it does nothing.
+    bool checkpoint_layers = false;
 
     explicit llama_model(const llama_config& c, const Backend& be = Backend::instance())
         : config(c),
@@ -305,7 +308,15 @@ public:
         llama_output<T, Backend> out;
         variable<T, Backend> h = x;
         for (size_t l = 0; l < layers.size(); l++) {
-            h = layers[l](tp, h, positions, rope, att, cache, l);
+            if (checkpoint_layers && tp && tp->recording() && !cache) {
+                // the closure runs again in backward: it owns copies of what the caller may free by then
+                const llama_layer<T, Backend>* layer = &layers[l];
+                h = autograd::checkpoint(tp, [layer, pos = positions, this, att, l](tape<T, Backend>* t, const variable<T, Backend>& in) {
+                    return (*layer)(t, in, pos, rope, att, nullptr, l);
+                }, h);
+            } else {
+                h = layers[l](tp, h, positions, rope, att, cache, l);
+            }
             if (trace) trace->put("llm.layers." + std::to_string(l) + ".out", h.value());
         }
         if (cache) cache->len += Tn;
