@@ -32,6 +32,7 @@ TEST_CASE("clip_tokenizer: ids of CLIPTokenizer(text, truncation=True, max_lengt
     const auto tok = tokenizer::clip_tokenizer::from_directory(clip_dir);
     CHECK(tok.eos_id == std::int64_t(tok.vocab_size()) - 1);   // the recipe puts the specials last, as CLIP
     CHECK(tok.bos_id == tok.eos_id - 1);
+    CHECK(tok.max_id == tok.eos_id);
     CHECK(tok.merge_count() > 200);
     const nlohmann::json corpus = io::read_json_file(std::string(ALIGNGPT_GOLDEN_DIR) + "/levels/tokenizer.json");
     REQUIRE(corpus.size() >= 20);

@@ -1,9 +1,9 @@
 // train/levels.h and `aligngpt levels` against transformers 4.31's CLIPModel on the tiny CLIP
 // directory and the 16-record dataset of tests/tools/golden/levels.py (golden_levels).
-// Tolerance for cosines: 1e-4 absolute. Both sides run f32 through two tiny towers (different
-// summation orders, our exp/erf-free quick_gelu vs torch's), which moves a cosine by ~1e-6; 1e-4
-// leaves room and is still 3x smaller than the smallest gap at a bucket border (the recipe asserts
-// > 3e-4), so the levels must match exactly.
+// Tolerance for cosines: 1e-4 absolute. Both sides run f32 through two tiny towers in different
+// summation orders (measured: 1.2e-7); 1e-4 leaves room for other machines and is still 3x smaller
+// than the smallest gap at a bucket border (the recipe asserts > 3e-4), so the levels must match
+// exactly.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -161,6 +161,18 @@ TEST_CASE("levels: bad records are refused naming the file, the record and its i
     const std::string e = message_of([&] { train::compute_levels(scorer(), pairs, dir, {.progress = nullptr}); });
     CHECK(e.find("x: record 0: image 'nope.png': ") == 0);
     CHECK(e.find(dir + "/nope.png") != std::string::npos);
+}
+
+TEST_CASE("levels: a CLIP directory whose vocab.json does not fit its text tower is refused") {
+    const std::string d = tmp_path("clip_small_vocab");
+    std::filesystem::create_directories(d);
+    for (const char* f : {"vocab.json", "merges.txt", "model.safetensors", "preprocessor_config.json"})
+        std::filesystem::copy_file(dir + "/clip/" + f, d + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    nlohmann::json cfg = io::read_json_file(dir + "/clip/config.json");
+    cfg["text_config"]["vocab_size"] = 500;
+    std::ofstream(d + "/config.json") << cfg.dump();
+    CHECK(message_of([&] { train::clip_scorer<float>::load(d, {.quiet = true}); }) ==
+          d + "/vocab.json: id " + std::to_string(scorer().tok.max_id) + " is outside the text tower's vocab_size 500 (config.json)");
 }
 
 #if defined(ALIGNGPT_TOOL_PATH)

@@ -281,6 +281,7 @@ public:
                 fail(vocab_path, ": entry ", io::detail::json_quoted(token, 80), " must map to an id in [0, 2^31), got ",
                      io::detail::json_text(id));
             t.vocab_.emplace(token, *x);
+            t.max_id = std::max(t.max_id, *x);
         }
         const auto special = [&](const char* name) {
             const auto it = t.vocab_.find(name);
@@ -336,6 +337,7 @@ public:
     }
 
     std::int64_t bos_id = 0, eos_id = 0, unk_id = 0;
+    std::int64_t max_id = 0;   ///< the largest id in vocab.json (must be below the text tower's vocab_size)
     std::size_t vocab_size() const { return vocab_.size(); }
     std::size_t merge_count() const { return merges_.size(); }
 

@@ -132,8 +132,8 @@ struct clip_scorer {
         ALIGNGPT_CHECK(s.pre.crop_height == cfg.vision.image_size && s.pre.crop_width == cfg.vision.image_size, pre_path,
                        ": crop_size ", s.pre.crop_width, "x", s.pre.crop_height, " does not match the vision tower's image_size ",
                        cfg.vision.image_size, " in ", dir, "/config.json");
-        ALIGNGPT_CHECK(std::int64_t(s.tok.vocab_size()) <= cfg.text.vocab_size, dir, "/vocab.json: ", s.tok.vocab_size(),
-                       " tokens for a text tower of vocab_size ", cfg.text.vocab_size, " (config.json)");
+        ALIGNGPT_CHECK(s.tok.max_id < cfg.text.vocab_size, dir, "/vocab.json: id ", s.tok.max_id,
+                       " is outside the text tower's vocab_size ", cfg.text.vocab_size, " (config.json)");
         s.max_length = std::min<std::size_t>(77, std::size_t(cfg.text.max_position_embeddings));
         s.model = models::clip_model<T>::make(cfg);
         io::load_parameters<T>(s.model, io::tensor_source::open(dir), opt, "CLIP");
