@@ -9,6 +9,8 @@
 //                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
 //   aligngpt score --task pope|mme|vqa|mc --answers-file A.jsonl --annotations FILE|DIR
+//   aligngpt levels --clip DIR --data-path JSON --image-folder DIR --levels N --out JSON [--plot PNG]
+//                   [-t THREADS] [--batch-size B]
 //
 // run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
 // tokenizes it as the reference (tokenizer/llama.h), encodes the image, prefills and decodes
@@ -17,6 +19,8 @@
 // string. Without -p it is a chat: each line on stdin is a user turn.
 // score reads LLaVA's answers JSONL and the task's annotations and prints the benchmark's numbers
 // (eval/score.h, docs/eval.md); a bad file exits 1 naming the file and the line.
+// levels scores every image-caption pair of a LLaVA JSON with CLIP and writes it back with the alignment
+// level of each record (train/levels.h, docs/levels.md); the per-level table goes to stdout.
 // trace runs one prefill and writes the named intermediates (docs/model.md §12.3) in f32 to a safetensors file:
 //   pixel_values, vision.hidden_states.<i> (i = 0 .. select layer), vision.features,
 //   projector.out, gate.text_mean, gate.dots, gate.weights, align.indicator, inputs_embeds,
@@ -55,6 +59,7 @@
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/pretrained.h"
+#include "aligngpt/train/levels.h"
 #include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
 #include "aligngpt/tokenizer/llama.h"
@@ -71,6 +76,7 @@ constexpr const char* usage_text =
     "  run       answer a question about an image (streamed to stdout); no -p: a chat on stdin\n"
     "  trace     run one prefill and write the named intermediates (f32) to a safetensors file\n"
     "  score     score an answers file against a benchmark's annotations (docs/eval.md)\n"
+    "  levels    alignment levels of a LLaVA JSON from CLIP image-caption similarity (docs/levels.md)\n"
     "\n"
     "aligngpt run options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json, weights, tokenizer.model)\n"
@@ -113,6 +119,16 @@ constexpr const char* usage_text =
     "      --answers-file FILE    JSONL, one {question_id, text, ...} per line (what model_vqa*.py writes)\n"
     "      --annotations PATH     the task's ground truth (pope: a JSONL file or LLaVA's coco_pope_*.json\n"
     "                             directory; vqa: the VQAv2 annotations JSON or JSONL; see docs/eval.md)\n"
+    "\n"
+    "aligngpt levels options:\n"
+    "      --clip DIR             CLIPModel directory (config.json, weights, vocab.json, merges.txt,\n"
+    "                             preprocessor_config.json), e.g. openai/clip-vit-large-patch14-336\n"
+    "      --data-path FILE       LLaVA-format JSON (never modified)\n"
+    "      --image-folder DIR     where the records' images are\n"
+    "      --levels N             number of levels (8 for AlignGPT)\n"
+    "  -o, --out FILE             the records with \"similarity\" (level) and \"clip_similarity\" (cosine)\n"
+    "      --plot FILE            a histogram PNG of the cosines, coloured by level\n"
+    "  -t, --threads N            OpenMP threads      --batch-size B   pairs per CLIP forward (8)\n"
     "\n"
     "  -h, --help                 this text\n"
     "      --version              version\n"
@@ -729,6 +745,52 @@ int run_score(const score_args& a) {
     note_unanswered(unanswered, a.annotations);
     return 0;
 }
+// --- aligngpt levels ------------------------------------------------------------------------------
+struct levels_args {
+    std::string clip, data, images, out, plot;
+    int levels = 0, threads = 0, batch = 8;
+};
+
+levels_args parse_levels(const std::vector<std::string>& argv) {
+    option_map o = parse_options(argv, {{"clip", true}, {"data-path", true}, {"image-folder", true}, {"levels", true}, {"out", true},
+                                        {"plot", true}, {"threads", true}, {"batch-size", true}},
+                                 {{"-o", "out"}, {"-t", "threads"}});
+    const auto need = [&](const char* name) {
+        if (!o.count(name) || o[name].empty()) bad(std::string("levels needs --") + name);
+        return o[name];
+    };
+    const auto count = [&](const char* name, int lo, int hi, int def) {
+        if (!o.count(name)) return def;
+        int v = 0;
+        const std::string& t = o[name];
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v < lo || v > hi)
+            bad("--" + std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got \"" + t + "\"");
+        return v;
+    };
+    levels_args a{need("clip"), need("data-path"), need("image-folder"), need("out"), o.count("plot") ? o["plot"] : ""};
+    a.levels = count("levels", 1, 65536, 0);
+    if (!a.levels) bad("levels needs --levels N");
+    a.threads = count("threads", 1, 4096, 0);
+    a.batch = count("batch-size", 1, 4096, 8);
+    std::error_code ec;
+    if (std::filesystem::equivalent(a.out, a.data, ec) || a.out == a.data) bad("--out must not be the input --data-path (inputs are never modified)");
+    return a;
+}
+
+int run_levels(const levels_args& a) {
+    if (a.threads > 0) set_threads(a.threads);
+    auto data = train::read_dataset(a.data);
+    const auto pairs = train::dataset_pairs(data, a.data);   // every record checked before CLIP loads
+    const auto clip = train::clip_scorer<float>::load(a.clip);
+    std::cerr << "aligngpt levels: " << pairs.size() << " pairs, " << a.levels << " levels, batch " << a.batch << ", threads "
+              << max_threads() << "\n";
+    const auto r = train::compute_levels(clip, pairs, a.images, {.n_levels = a.levels, .batch_size = a.batch});
+    train::write_levels_json(std::move(data), r, a.out);
+    if (!a.plot.empty()) train::write_histogram_png(a.plot, r);
+    std::cout << train::histogram_table(r.stats);
+    return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -745,7 +807,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run" || cmd == "score") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "score" || cmd == "levels") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
                 return r == "-h" || r == "--help";
             })) {
             std::cout << usage_text;
@@ -771,6 +833,7 @@ int main(int argc, char** argv) {
             return run_trace(a);
         }
         if (cmd == "score") return run_score(parse_score(rest));
+        if (cmd == "levels") return run_levels(parse_levels(rest));
         if (cmd == "run") {
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
             const run_args a = parse_run(rest);
