@@ -241,10 +241,10 @@ TEST_CASE("checkpoint: F1 killed at every step of a save (>= 200 points): resume
     const std::string out = fresh_dir("kill");
     save(out, 5, 0, quick());
     save(out, 10, 0, quick());
-    // Every file-system step of one save (4-byte write chunks, so kills land inside every file),
+    // Every file-system step of one save (6-byte write chunks, so kills land inside every file),
     // including the pruning of checkpoint-5 (K = 2).
     std::vector<train::fs_step> steps;
-    train::checkpoint_hooks count = quick(4);
+    train::checkpoint_hooks count = quick(6);
     count.before = [&](const train::fs_step& s) {
         steps.push_back(s);
         return 0;
@@ -269,7 +269,7 @@ TEST_CASE("checkpoint: F1 killed at every step of a save (>= 200 points): resume
         REQUIRE(pid >= 0);
         if (pid == 0) {
             std::size_t n = 0;
-            train::checkpoint_hooks h = quick(4);
+            train::checkpoint_hooks h = quick(6);
             h.before = [&](const train::fs_step&) {
                 if (n++ == kill) ::_exit(0);  // SIGKILL-like: no destructor, no cleanup runs
                 return 0;
@@ -305,6 +305,55 @@ TEST_CASE("checkpoint: F1 killed at every step of a save (>= 200 points): resume
         check_content(*again, 20);
     }
     CHECK(failures == 0);
+}
+
+TEST_CASE("checkpoint: F1 killed at every step of replacing a damaged checkpoint-<step>, by exchange and by the fallback") {
+    const std::string out = fresh_dir("kill_replace");
+    save(out, 10, 0, quick());
+    for (bool exchange : {true, false}) {
+        CAPTURE(exchange);
+        const auto hooks = [&](std::size_t* n, std::size_t kill) {
+            train::checkpoint_hooks h = quick();
+            h.before = [=](const train::fs_step& s) {
+                if ((*n)++ == kill) ::_exit(0);
+                return !exchange && s.op == train::fs_op::exchange ? EINVAL : 0;
+            };
+            return h;
+        };
+        const auto damaged_20 = [&] {
+            fs::remove_all(out + "/checkpoint-20");
+            fs::create_directories(out + "/checkpoint-20");
+            write_all(out + "/checkpoint-20/model.safetensors", "junk");
+        };
+        damaged_20();
+        std::size_t total = 0;
+        save(out, 20, 0, hooks(&total, std::size_t(-1)));
+        for (std::size_t kill = 0; kill < total; kill++) {
+            CAPTURE(kill);
+            damaged_20();
+            const pid_t pid = ::fork();
+            REQUIRE(pid >= 0);
+            if (pid == 0) {
+                std::size_t n = 0;
+                try {
+                    save(out, 20, 0, hooks(&n, kill));
+                } catch (...) {
+                    ::_exit(2);
+                }
+                ::_exit(3);
+            }
+            int status = 0;
+            REQUIRE(::waitpid(pid, &status, 0) == pid);
+            REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+            train::remove_stale_staging(out);
+            CHECK_FALSE(has_staging(out));
+            auto ck = train::find_resumable(out);
+            REQUIRE(ck);
+            check_content(*ck, ck->step());  // the new checkpoint-20 whole, or checkpoint-10
+            save(out, 20, 0, quick());
+            check_content(*train::find_resumable(out), 20);
+        }
+    }
 }
 
 TEST_CASE("checkpoint: F3 every injected I/O error is reported with path and errno; the previous checkpoint stays newest") {
@@ -424,7 +473,14 @@ TEST_CASE("checkpoint: F5 every single-bit flip and every truncation of every fi
         for (std::size_t bit = 0; bit < good.size() * 8; bit++) {
             const char flipped = char(good[bit / 8] ^ (1 << (bit % 8)));
             REQUIRE(::pwrite(fd, &flipped, 1, off_t(bit / 8)) == 1);
-            expect_fallback("sha256 mismatch (file damaged)");
+            // Every flip: verifying checkpoint-20 fails naming the file (for the manifest, the file
+            // whose check failed); one bit per byte also goes through the whole fallback.
+            const std::string why = error_of([&] { (void)train::checkpoint::open(dir); });
+            if (why.find(dir + "/" + (f == "manifest.json" ? "" : f + ": sha256 mismatch (file damaged)")) == std::string::npos) {
+                missed++;
+                CHECK(why == "detected");
+            }
+            if (bit % 8 == (bit / 8) % 8) expect_fallback("sha256 mismatch (file damaged)");
             REQUIRE(::pwrite(fd, &good[bit / 8], 1, off_t(bit / 8)) == 1);
             flips++;
         }

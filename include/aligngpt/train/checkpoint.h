@@ -56,6 +56,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -369,14 +370,15 @@ inline std::string hash_file(const std::string& path, std::uint64_t expect_bytes
     ALIGNGPT_CHECK(size == expect_bytes, path, ": ", size < expect_bytes ? "truncated" : "longer than written", ": ", size,
                    " bytes, the manifest says ", expect_bytes, " (file damaged)");
     sha256 h;
-    std::vector<char> buf(std::size_t(1) << 20);
+    const std::size_t cap = std::size_t(std::clamp<std::uint64_t>(size, 1, std::uint64_t(1) << 20));
+    const std::unique_ptr<char[]> buf(new char[cap]);  // not zero-filled: read() fills what is used
     std::uint64_t got = 0;
     while (got < size) {
-        const ssize_t r = ::read(f.fd, buf.data(), std::size_t(std::min<std::uint64_t>(buf.size(), size - got)));
+        const ssize_t r = ::read(f.fd, buf.get(), std::size_t(std::min<std::uint64_t>(cap, size - got)));
         if (r < 0 && errno == EINTR) continue;
         ALIGNGPT_CHECK(r > 0, path, ": read failed after ", got, " of ", size, " bytes: ",
                        r == 0 ? std::string("unexpected end of file") : errno_text(errno));
-        h.update(buf.data(), std::size_t(r));
+        h.update(buf.get(), std::size_t(r));
         got += std::uint64_t(r);
     }
     return h.hex();
@@ -606,11 +608,11 @@ public:
         guarded(file, false, [&] {
             std::vector<std::pair<std::string_view, const tensor_type*>> items;
             for (const auto& [name, t] : named) {
-                ALIGNGPT_CHECK(!std::string_view(name).empty() && name != "__metadata__" &&
+                ALIGNGPT_CHECK(!std::string_view(name).empty() && std::string_view(name).size() <= 65536 && name != "__metadata__" &&
                                    std::string_view(name).find('\0') == std::string_view::npos &&
                                    io::detail::utf8_error_at(name) == std::string_view::npos,
                                detail::join(staging_, file), ": tensor ", io::detail::quote_name(name),
-                               ": invalid name (must be non-empty UTF-8, no NUL, not __metadata__)");
+                               ": invalid name (must be non-empty UTF-8, no NUL, <= 64 KiB, not __metadata__)");
                 items.emplace_back(name, &t);
             }
             std::sort(items.begin(), items.end());  // one dtype: the writer's order is by name
@@ -684,25 +686,38 @@ public:
             const std::string dst = final_dir();
             struct stat st {};
             if (::lstat(dst.c_str(), &st) == 0) {
-                // Replace: swap atomically (no moment without a checkpoint-<step>), else move aside.
-                replaced = staging_ + "-old";
+                // Replace: swap atomically (there is always a checkpoint-<step>); where the file
+                // system cannot, move the old one aside first and back if the second rename fails.
                 if (fs_.exchange(staging_, dst)) {
-                    fs_.rename(staging_, *replaced);  // its name says what it holds, for remove_stale_staging
+                    state_ = state::committed;
+                    replaced = staging_;  // now holds the old checkpoint
                 } else {
-                    fs_.rename(dst, *replaced);
-                    fs_.rename(staging_, dst);
+                    const std::string aside = staging_ + "-old";
+                    fs_.rename(dst, aside);
+                    try {
+                        fs_.rename(staging_, dst);
+                    } catch (...) {
+                        (void)::rename(aside.c_str(), dst.c_str());
+                        throw;
+                    }
+                    state_ = state::committed;
+                    replaced = aside;
                 }
             } else {
                 fs_.rename(staging_, dst);
+                state_ = state::committed;
             }
-            state_ = state::committed;
         });
-        // Published: from here a failure must not remove the new checkpoint, only report.
+        // Published. A failure from here on is reported, but the new checkpoint stays: it is complete.
         const std::string dst = final_dir();
-        fs_.fsync_dir(out_);
-        if (replaced) fs_.remove_tree(*replaced);
-        if (keep_total_limit > 0) prune(keep_total_limit);
-        remove_stale_staging(out_, hooks_);
+        try {
+            fs_.fsync_dir(out_);
+            if (replaced) fs_.remove_tree(*replaced);
+            if (keep_total_limit > 0) prune(keep_total_limit);
+            remove_stale_staging(out_, hooks_);
+        } catch (const aligngpt::error& e) {
+            fail(dst, " was saved complete, but the steps after it failed: ", e.what());
+        }
         return dst;
     }
 
