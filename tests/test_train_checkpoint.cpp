@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -642,4 +643,66 @@ TEST_CASE("checkpoint: F9 refuse_mismatch lists every differing field, saved vs 
     const std::string all = error_of([&] { train::refuse_mismatch(saved, now, fields, where); });
     CHECK(all.find("3 fields") != std::string::npos);
     CHECK(all.find("data.path_sha256: saved \"aaaa") != std::string::npos);
+}
+
+// The save that the strace test below watches, in a process of its own (skipped unless asked for
+// with --no-skip, so the suite never runs it alone).
+TEST_CASE("checkpoint: strace helper, run by the strace test" * doctest::skip()) {
+    const char* out = std::getenv("ALIGNGPT_CKPT_STRACE_OUT");
+    REQUIRE(out);
+    save(out, 7);
+}
+
+TEST_CASE("checkpoint: F4 under strace, the system calls themselves: fsync(file) before rename, fsync(dir) after [slow]") {
+    if (::access("/usr/bin/strace", X_OK) != 0 || std::system("/usr/bin/strace -qq -o /dev/null true >/dev/null 2>&1") != 0) {
+        MESSAGE("strace missing or not permitted here: nothing checked (the hook-based F4 test still runs)");
+        return;
+    }
+    const std::string out = fresh_dir("strace");
+    const std::string log = std::string(ALIGNGPT_TEST_TMP) + "/train_checkpoint/strace.log";
+    char self[4096] = {};
+    REQUIRE(::readlink("/proc/self/exe", self, sizeof self - 1) > 0);
+    const std::string cmd = "ALIGNGPT_CKPT_STRACE_OUT='" + out + "' /usr/bin/strace -f -qq -y -o '" + log +
+                            "' -e trace=fsync,fdatasync,rename,renameat,renameat2 '" + self +
+                            "' --no-skip '--test-case=checkpoint: strace helper*' >/dev/null 2>&1";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    // Lines: `PID fsync(3</path>) = 0`, `PID rename("/from", "/to") = 0` (or renameat*).
+    std::vector<std::pair<std::string, std::string>> calls;  // {"fsync", path} or {"rename", from + " -> " + to}
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);) {
+        if (line.find(") = 0") == std::string::npos) continue;
+        if (const auto f = line.find("fsync("); f != std::string::npos) {
+            const auto a = line.find('<', f), b = line.find(">)", f);
+            if (a != std::string::npos && b != std::string::npos) calls.emplace_back("fsync", line.substr(a + 1, b - a - 1));
+        } else if (line.find("rename") != std::string::npos) {
+            std::vector<std::string> quoted;
+            for (auto q = line.find('"'); q != std::string::npos; q = line.find('"', line.find('"', q + 1) + 1))
+                quoted.push_back(line.substr(q + 1, line.find('"', q + 1) - q - 1));
+            if (quoted.size() == 2) calls.emplace_back("rename", quoted[0] + " -> " + quoted[1]);
+        }
+    }
+    const auto at = [&](const std::string& kind, const std::string& needle) {
+        for (std::size_t i = 0; i < calls.size(); i++)
+            if (calls[i].first == kind && calls[i].second.find(needle) != std::string::npos) return i;
+        return std::size_t(-1);
+    };
+    INFO(read_all(log));
+    const std::size_t manifest = at("rename", "/manifest.json.tmp -> ");
+    REQUIRE(manifest != std::size_t(-1));
+    for (const std::string f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
+        CAPTURE(f);
+        const std::size_t sync = at("fsync", "/" + f + ".tmp"), ren = at("rename", "/" + f + ".tmp -> ");
+        REQUIRE(sync != std::size_t(-1));
+        CHECK(sync < ren);
+        CHECK(ren <= manifest);
+    }
+    const std::size_t publish = at("rename", " -> " + out + "/checkpoint-7");
+    REQUIRE(publish != std::size_t(-1));
+    REQUIRE(publish >= 1);
+    CHECK(calls[publish - 1].first == "fsync");  // the staging dir, right before it is renamed
+    CHECK(calls[publish - 1].second.find("/tmp-checkpoint-7-") != std::string::npos);
+    CHECK(manifest < publish - 1);
+    REQUIRE(publish + 1 < calls.size());
+    CHECK(calls[publish + 1] == std::make_pair(std::string("fsync"), out));  // OUT, after
+    check_content(*train::find_resumable(out), 7);
 }
