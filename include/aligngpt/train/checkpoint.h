@@ -255,7 +255,8 @@ public:
             s.offset = offset;
             s.bytes = k;
             if (h_.before)
-                if (const int e = h_.before(s)) fail(path, ": write of ", k, " bytes at offset ", offset, " failed: ", errno_text(e));
+                if (const int e = h_.before(s))
+                    fail(path, ": write of ", k, " bytes at offset ", offset, " failed: ", errno_text(e));
             std::size_t done = 0;
             while (done < k) {
                 const ssize_t r = ::write(fd, p + done, k - done);
@@ -362,7 +363,8 @@ inline std::string manifest_text(std::int64_t step, const std::vector<manifest_e
 inline std::string hash_file(const std::string& path, std::uint64_t expect_bytes) {
     io::detail::fd_closer f;
     f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    ALIGNGPT_CHECK(f.fd >= 0, path, ": ", errno == ENOENT ? "missing (listed in the manifest)" : "cannot open: " + errno_text(errno));
+    ALIGNGPT_CHECK(f.fd >= 0, path, ": ",
+                   errno == ENOENT ? "missing (listed in the manifest)" : "cannot open: " + errno_text(errno));
     struct stat st {};
     ALIGNGPT_CHECK(::fstat(f.fd, &st) == 0, path, ": cannot stat: ", errno_text(errno));
     ALIGNGPT_CHECK(S_ISREG(st.st_mode), path, ": not a regular file");
@@ -400,7 +402,8 @@ inline std::vector<manifest_entry> read_manifest(const std::string& dir, std::in
     if (!m.is_object() || m.size() != 4 || !m.contains("format") || !m.contains("version") || !m.contains("step") ||
         !m.contains("files"))
         bad("expected exactly the fields format, version, step, files");
-    if (m["format"] != manifest_format) bad("field 'format' is ", io::detail::json_text(m["format"]), ", expected \"", manifest_format, "\"");
+    if (m["format"] != manifest_format)
+        bad("field 'format' is ", io::detail::json_text(m["format"]), ", expected \"", manifest_format, "\"");
     const auto version = io::detail::json_int64(m["version"]);
     if (!version) bad("field 'version' is ", io::detail::json_text(m["version"]), ", expected an integer");
     ALIGNGPT_CHECK(*version == manifest_version, path, ": format version ", *version, " is not supported (this build reads ",
@@ -457,7 +460,8 @@ public:
         for (const auto& f : c.files_) {
             const std::string path = detail::join(dir, f.name);
             const std::string h = detail::hash_file(path, f.bytes);
-            ALIGNGPT_CHECK(h == f.sha256, path, ": sha256 mismatch (file damaged): the manifest says ", f.sha256, ", the file has ", h);
+            ALIGNGPT_CHECK(h == f.sha256, path, ": sha256 mismatch (file damaged): the manifest says ", f.sha256,
+                           ", the file has ", h);
         }
         return c;
     }
@@ -565,8 +569,8 @@ inline std::vector<std::string> remove_stale_staging(const std::string& output_d
 // Writing.
 
 struct tensor_save_options {
-    /// NaN/Inf are refused by default (F6: a checkpoint never holds non-finite parameters);
-    /// set for files that may hold them legitimately.
+    /// NaN/Inf in float and double tensors are refused by default (F6: a checkpoint never holds
+    /// non-finite parameters); set for files that may hold them legitimately.
     bool allow_nonfinite = false;
 };
 
@@ -608,9 +612,9 @@ public:
         guarded(file, false, [&] {
             std::vector<std::pair<std::string_view, const tensor_type*>> items;
             for (const auto& [name, t] : named) {
-                ALIGNGPT_CHECK(!std::string_view(name).empty() && std::string_view(name).size() <= 65536 && name != "__metadata__" &&
-                                   std::string_view(name).find('\0') == std::string_view::npos &&
-                                   io::detail::utf8_error_at(name) == std::string_view::npos,
+                const std::string_view n = name;
+                ALIGNGPT_CHECK(!n.empty() && n.size() <= 65536 && n != "__metadata__" && n.find('\0') == std::string_view::npos &&
+                                   io::detail::utf8_error_at(n) == std::string_view::npos,
                                detail::join(staging_, file), ": tensor ", io::detail::quote_name(name),
                                ": invalid name (must be non-empty UTF-8, no NUL, <= 64 KiB, not __metadata__)");
                 items.emplace_back(name, &t);
