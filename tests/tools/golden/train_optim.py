@@ -17,6 +17,7 @@ what torch.save pickles for the same dict.
 """
 import io
 import math
+import re
 import os
 import warnings
 import zipfile
@@ -85,7 +86,7 @@ def _run(out, tag, sched, wd, rule):
 
 def golden_train_optim():
     # the lerp runs step the scheduler without optimizer.step(): torch warns, harmlessly
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
     out = {}
     for n, s in PARAMS:
         out[f"init.{n}"] = hashfill(f"optim.p.{n}", s, 1.0)
