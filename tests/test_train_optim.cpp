@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "aligngpt/nn/module.h"
 #include "aligngpt/train/optim.h"
 #include "support/golden.h"
 
@@ -160,6 +161,20 @@ TEST_CASE("adamw: decay groups by name, skipped parameters, state export/import"
     CHECK(w2.value().to_vector() == before);
 }
 
+TEST_CASE("adamw::for_module takes the trainable parameters in visit order, named as the module names them") {
+    auto proj = nn::linear<float>::make("mm_projector.0", 4, 3);  // parameters start frozen
+    CHECK(adamw::for_module(proj, {}).size() == 0);
+    nn::set_trainable(proj, true);
+    const adamw opt = adamw::for_module(proj, {});
+    REQUIRE(opt.size() == 2);
+    CHECK(opt.name(0) == "mm_projector.0.weight");
+    CHECK(opt.decays(0));
+    CHECK(opt.name(1) == "mm_projector.0.bias");
+    CHECK_FALSE(opt.decays(1));
+    nn::set_trainable(proj, false);
+    CHECK(adamw::for_module(proj, {}).size() == 0);
+}
+
 TEST_CASE("schedules equal transformers 4.31 get_scheduler through LambdaLR, bit for bit") {
     // Exact: both sides evaluate the same double expressions in the same order (libm cos).
     const auto fx = golden::load("train_optim");
@@ -197,7 +212,9 @@ TEST_CASE("clip_grad_norm: total as torch.nn.utils.clip_grad_norm_, gradients sc
     // so the totals agree to f32 rounding (relative 1e-6). The coefficient is computed from the
     // f32 total as torch does; the clipped gradients then agree to 1 ulp.
     const auto fx = golden::load("train_optim");
-    for (const auto& [tag, max_norm] : std::vector<std::pair<std::string, double>>{{"clip1", 1.0}, {"clip100", 100.0}}) {
+    for (const auto& run : std::vector<std::pair<std::string, double>>{{"clip1", 1.0}, {"clip100", 100.0}}) {
+        const std::string& tag = run.first;
+        const double max_norm = run.second;
         CAPTURE(tag);
         std::vector<tensor<float>> g;
         for (const auto& [n, s] : optim_params) g.push_back(fx.tensor(tag + ".in." + n));

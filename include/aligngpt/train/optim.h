@@ -14,7 +14,9 @@
 //   p  = p + (f32(-step) * m) / d                                  (param.addcdiv_(m, d, value=-step))
 // The fma's are where torch's AVX2 kernels fuse (vec::fmadd, and GCC contracting the scalar tails):
 // measured against torch 1.13 on this project's golden data, see tests/test_train_optim.cpp.
-// Every element is independent, so the bits do not depend on the thread count.
+// Every element is independent, so the bits do not depend on the thread count. Contraction is off
+// in this header (ALIGNGPT_FP_STRICT_BEGIN): a compiler fusing p*decay + step*m/d would change bits
+// (Clang's -ffp-contract=fast ignores the pragma, as for every kernel of the project).
 //
 // Parameter groups (HF Trainer.create_optimizer): no weight decay for any name containing "bias"
 // and for norm weights, decided by name: the module (the part before ".weight") contains "norm"
@@ -36,6 +38,7 @@
 #include "aligngpt/ops/isa.h"  // parallel_chunks
 #include "aligngpt/tensor.h"
 
+ALIGNGPT_FP_STRICT_BEGIN
 namespace aligngpt::train {
 
 // ---------------------------------------------------------------------------------------------
@@ -384,3 +387,4 @@ private:
 };
 
 }  // namespace aligngpt::train
+ALIGNGPT_FP_STRICT_END
