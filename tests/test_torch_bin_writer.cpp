@@ -6,6 +6,9 @@
 // re-run the Python check before committing it.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -119,12 +122,15 @@ TEST_CASE("torch_bin_writer: many tensors (memo past 256, SETITEMS batches of 10
     }
     std::vector<index_t> dims{70000, 0, 3};  // BININT4 and 0 sizes
     w.add("wide", dtype::F32, dims, nullptr, 0);
+    const std::vector<index_t> huge{(index_t(1) << 31) + 1, 0};  // LONG1 size, empty
+    w.add("huge", dtype::BF16, huge, nullptr, 0);
     const std::vector<std::int64_t> ids{-5, 1ll << 40, 7};
     w.add("ids", dtype::I64, {3}, ids.data(), 24);
     const std::string path = tbw_tmp("tbw_many.bin");
     w.write(path);
     const torch_bin_file f = torch_bin_file::open(path);
-    REQUIRE(f.tensors().size() == 1003);
+    REQUIRE(f.tensors().size() == 1004);
+    CHECK(f.at("huge").shape == huge);
     for (int i = 0; i < 1001; i += 97) CHECK(f.read_as<float>("t." + std::to_string(i)) == std::vector<float>{float(i)});
     CHECK(f.read_as<float>("t.1000") == std::vector<float>{1000.0f});
     CHECK(f.tensors()[1000].name == "t.1000");
@@ -152,4 +158,43 @@ TEST_CASE("torch_bin_writer: bad input is refused naming the tensor; the write i
         CHECK_MESSAGE(e.path().filename().string().find("tbw_atomic.bin.tmp") == std::string::npos, e.path());
     // A directory that does not exist: an error naming the path, nothing written.
     CHECK_THROWS_WITH_AS(w.write(tbw_tmp("no/such/dir/x.bin")), doctest::Contains("no/such/dir/x.bin"), aligngpt::error);
+}
+
+TEST_CASE("torch_bin_writer: zip64 fields for an entry over 4 GiB and entries past 4 GiB (sparse file)") {
+    // The big entry is a hole of a sparse file (its bytes are never touched: the CRC is given), so
+    // the test costs no memory or disk; zip_archive then checks every header, extra and offset.
+    struct sparse_sink {
+        int fd;
+        void write(const void* p, std::size_t n) {
+            if (n > (std::size_t(1) << 20)) {
+                REQUIRE(::lseek(fd, off_t(n), SEEK_CUR) >= 0);
+                return;
+            }
+            REQUIRE(::write(fd, p, n) == ssize_t(n));
+        }
+    };
+    const std::string path = tbw_tmp("tbw_zip64.bin");
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    sparse_sink sink{fd};
+    const std::uint64_t big = (std::uint64_t(1) << 32) + 64;
+    {
+        io::detail::zip_stream<sparse_sink> z(sink);
+        z.entry("archive/small", "abc", 3);
+        z.entry("archive/data/0", nullptr, std::size_t(big), 0);
+        z.entry("archive/version", "3\n", 2);  // local header past 4 GiB
+        z.finish();
+    }
+    REQUIRE(::close(fd) == 0);
+    const zip_archive z = zip_archive::open(mapped_file::open(path));
+    REQUIRE(z.entries().size() == 3);
+    const zip_entry& d = *z.find("archive/data/0");
+    CHECK(d.size == big);
+    CHECK(d.offset % 64 == 0);
+    const zip_entry& v = *z.find("archive/version");
+    CHECK(v.header_offset > 0xFFFFFFFFull);
+    CHECK(v.offset % 64 == 0);
+    CHECK(z.read_checked(v) == "3\n");
+    CHECK(z.read_checked(*z.find("archive/small")) == "abc");
+    std::filesystem::remove(path);
 }

@@ -122,9 +122,10 @@ class zip_stream {
 public:
     explicit zip_stream(Sink& s) : sink_(s) {}
 
-    void entry(const std::string& name, const void* data, std::size_t n) {
+    void entry(const std::string& name, const void* data, std::size_t n) { entry(name, data, n, detail::crc32(data, n)); }
+    /// With the CRC-32 already known (tests write > 4 GiB entries as holes of a sparse file).
+    void entry(const std::string& name, const void* data, std::size_t n, std::uint32_t crc) {
         const std::uint64_t off = pos_, size = n;
-        const std::uint32_t crc = detail::crc32(data, n);
         const bool big = size >= 0xFFFFFFFFu, far = off >= 0xFFFFFFFFu;
         // local zip64 extra (sizes only) if the size needs it, then "FB" padding up to 64 bytes
         std::string extra;
