@@ -292,9 +292,10 @@ inline double clip_grad_norm(std::span<tensor<float>> grads, double max_norm) {
 inline std::int64_t first_non_finite(std::span<const tensor<float>> grads) {
     for (std::size_t t = 0; t < grads.size(); t++) {
         if (!grads[t].defined()) continue;
-        const std::vector<float> v = grads[t].to_vector();
-        for (float x : v)
-            if (!std::isfinite(x)) return std::int64_t(t);
+        const tensor<float> c = grads[t].contiguous();  // no copy when contiguous
+        const float* x = c.data();
+        for (index_t i = 0; i < c.numel(); i++)
+            if (!std::isfinite(x[i])) return std::int64_t(t);
     }
     return -1;
 }
