@@ -59,10 +59,12 @@
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/pretrained.h"
+#include "aligngpt/train/plot.h"
 #include "aligngpt/train/levels.h"
 #include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
 #include "aligngpt/tokenizer/llama.h"
+#include "aligngpt/train/trainer.h"
 #endif
 
 namespace {
@@ -77,6 +79,8 @@ constexpr const char* usage_text =
     "  trace     run one prefill and write the named intermediates (f32) to a safetensors file\n"
     "  score     score an answers file against a benchmark's annotations (docs/eval.md)\n"
     "  levels    alignment levels of a LLaVA JSON from CLIP image-caption similarity (docs/levels.md)\n"
+    "  train     stage 1 (pretrain) or stage 2 (finetune) training (docs/training.md)\n"
+    "  plot      DIR: a training run's metrics.jsonl as loss / lr / grad-norm curves (DIR/metrics.png)\n"
     "\n"
     "aligngpt run options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json, weights, tokenizer.model)\n"
@@ -129,6 +133,26 @@ constexpr const char* usage_text =
     "  -o, --out FILE             the records with \"similarity\" (level) and \"clip_similarity\" (cosine)\n"
     "      --plot FILE            a histogram PNG of the cosines, coloured by level\n"
     "  -t, --threads N            OpenMP threads      --batch-size B   pairs per CLIP forward (8)\n"
+    "aligngpt train options (the official scripts' flag names; defaults per stage as in their scripts):\n"
+    "      --stage S              pretrain (projector + level embeddings) or finetune (LLM + projector + gate)\n"
+    "  -m, --model DIR            plain LLaMA/Vicuna directory (new projector, levels, gate) or AlignGPT directory\n"
+    "      --vision-tower DIR     CLIP vision tower (CLIP-L/14-336 layout)\n"
+    "      --data-path JSON       LLaVA-format records (stage 1: each with an integer \"similarity\" level)\n"
+    "      --image-folder DIR     where the records' \"image\" paths are relative to\n"
+    "  -o, --output-dir DIR       metrics.jsonl, checkpoint-<step>/, the exports\n"
+    "      --pretrain-mm-mlp-align FILE  stage 2: the stage-1 output (mm_projector_align.bin)\n"
+    "      --learning-rate LR     1e-3 (pretrain), 2e-5 (finetune)     --weight-decay W   0\n"
+    "      --per-device-train-batch-size B   8 / 16    --gradient-accumulation-steps K   4 / 1\n"
+    "      --warmup-ratio R       0.03      --lr-scheduler-type cosine|linear|constant|constant_with_warmup\n"
+    "      --model-max-length N   2048      --max-steps N (overrides epochs)   --num-train-epochs E   1\n"
+    "      --save-steps N         500 (0: final only)   --save-total-limit K   0 (keep all)\n"
+    "      --logging-steps N      1         --max-grad-norm G   1.0 (0: off; the reference's DeepSpeed runs: off)\n"
+    "      --seed S               42        --resume   continue from the newest valid checkpoint\n"
+    "      --no-shuffle           file order   --group-by-modality-length   --gradient-checkpointing\n"
+    "      --memory-budget GIB    refuse to start when the memory plan exceeds it\n"
+    "      --version NAME         template: plain (pretrain) / v1 = vicuna_v1 (finetune)\n"
+    "      --image-aspect-ratio A square (pretrain) / pad (finetune)\n"
+    "  -t, --threads N            OpenMP threads;  -q, --quiet\n"
     "\n"
     "  -h, --help                 this text\n"
     "      --version              version\n"
@@ -791,6 +815,85 @@ int run_levels(const levels_args& a) {
     std::cout << train::histogram_table(r.stats);
     return 0;
 }
+
+// --- aligngpt train ------------------------------------------------------------------------------
+
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+train::options parse_train(const std::vector<std::string>& argv) {
+    static const std::map<std::string, bool> known = {
+        {"stage", true}, {"model", true}, {"vision-tower", true}, {"data-path", true}, {"image-folder", true},
+        {"output-dir", true}, {"pretrain-mm-mlp-align", true}, {"learning-rate", true}, {"weight-decay", true},
+        {"per-device-train-batch-size", true}, {"gradient-accumulation-steps", true}, {"warmup-ratio", true},
+        {"lr-scheduler-type", true}, {"model-max-length", true}, {"max-steps", true}, {"num-train-epochs", true},
+        {"save-steps", true}, {"save-total-limit", true}, {"logging-steps", true}, {"max-grad-norm", true},
+        {"seed", true}, {"resume", false}, {"threads", true}, {"no-shuffle", false}, {"group-by-modality-length", false},
+        {"gradient-checkpointing", false}, {"memory-budget", true}, {"quiet", false}, {"version", true},
+        {"image-aspect-ratio", true}};
+    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}};
+    option_map seen = parse_options(argv, known, shorts);
+    const auto has = [&](const char* n) { return seen.count(n) > 0; };
+    const auto get = [&](const char* n) { return has(n) ? seen[n] : std::string(); };
+    train::options o;
+    if (!has("stage")) bad("--stage pretrain|finetune is required");
+    if (get("stage") == "pretrain") o.stage = models::stage::pretrain;
+    else if (get("stage") == "finetune") o.stage = models::stage::finetune;
+    else bad("--stage must be pretrain or finetune, got \"" + get("stage") + "\"");
+    for (const char* req : {"model", "data-path", "output-dir"})
+        if (!has(req)) bad(std::string("--") + req + " is required");
+    o.model_dir = get("model"), o.vision_tower = get("vision-tower"), o.data_path = get("data-path");
+    o.image_folder = get("image-folder"), o.output_dir = get("output-dir");
+    o.pretrain_mm_mlp_align = get("pretrain-mm-mlp-align");
+    if (has("learning-rate")) o.learning_rate = parse_number<double>("learning-rate", get("learning-rate"), 0, 10, "a rate in [0, 10]");
+    if (has("weight-decay")) o.weight_decay = parse_number<double>("weight-decay", get("weight-decay"), 0, 10, "in [0, 10]");
+    if (has("per-device-train-batch-size"))
+        o.per_device_train_batch_size = parse_number<index_t>("per-device-train-batch-size", get("per-device-train-batch-size"), 1, 4096, "an integer in [1, 4096]");
+    if (has("gradient-accumulation-steps"))
+        o.gradient_accumulation_steps = parse_number<index_t>("gradient-accumulation-steps", get("gradient-accumulation-steps"), 1, 65536, "an integer in [1, 65536]");
+    if (has("warmup-ratio")) o.warmup_ratio = parse_number<double>("warmup-ratio", get("warmup-ratio"), 0, 1, "in [0, 1]");
+    if (has("lr-scheduler-type")) {
+        o.lr_scheduler_type = get("lr-scheduler-type");
+        try {
+            (void)train::parse_schedule(o.lr_scheduler_type);
+        } catch (const error& e) {
+            bad(std::string("--lr-scheduler-type: ") + e.what());
+        }
+    }
+    if (has("model-max-length")) o.model_max_length = parse_number<index_t>("model-max-length", get("model-max-length"), 2, 1 << 20, "an integer in [2, 1048576]");
+    if (has("max-steps")) o.max_steps = parse_number<std::int64_t>("max-steps", get("max-steps"), -1, std::int64_t(1) << 40, "an integer >= -1");
+    if (has("num-train-epochs")) o.num_train_epochs = parse_number<double>("num-train-epochs", get("num-train-epochs"), 0, 1e6, "in (0, 1e6]");
+    if (has("save-steps")) o.save_steps = parse_number<std::int64_t>("save-steps", get("save-steps"), 0, std::int64_t(1) << 40, "an integer >= 0");
+    if (has("save-total-limit")) o.save_total_limit = parse_number<index_t>("save-total-limit", get("save-total-limit"), 0, 1 << 20, "an integer >= 0");
+    if (has("logging-steps")) o.logging_steps = parse_number<std::int64_t>("logging-steps", get("logging-steps"), 1, std::int64_t(1) << 40, "an integer >= 1");
+    if (has("max-grad-norm")) o.max_grad_norm = parse_number<double>("max-grad-norm", get("max-grad-norm"), 0, 1e12, "a norm >= 0");
+    if (has("seed")) o.seed = parse_number<std::uint64_t>("seed", get("seed"), 0, ~std::uint64_t(0), "a non-negative integer");
+    if (has("memory-budget"))
+        o.memory_budget = std::uint64_t(parse_number<double>("memory-budget", get("memory-budget"), 0, 1 << 20, "GiB in [0, 1048576]") * double(1ull << 30));
+    if (has("version")) o.conv_version = checked_conv_mode(get("version") == "v1" ? "vicuna_v1" : get("version"));  // the scripts' --version v1
+    if (has("image-aspect-ratio")) {
+        o.image_aspect_ratio = get("image-aspect-ratio");
+        if (o.image_aspect_ratio != "pad" && o.image_aspect_ratio != "square") bad("--image-aspect-ratio must be pad or square");
+    }
+    o.resume = has("resume"), o.shuffle = !has("no-shuffle"), o.group_by_modality_length = has("group-by-modality-length");
+    o.gradient_checkpointing = has("gradient-checkpointing"), o.quiet = has("quiet");
+    if (has("threads")) set_threads(parse_number<int>("threads", get("threads"), 1, 4096, "an integer in [1, 4096]"));
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::is_directory(o.model_dir, ec)) bad("--model \"" + o.model_dir + "\": not a directory");
+    if (!o.vision_tower.empty() && !fs::is_directory(o.vision_tower, ec)) bad("--vision-tower \"" + o.vision_tower + "\": not a directory");
+    if (!fs::is_regular_file(o.data_path, ec)) bad("--data-path \"" + o.data_path + "\": no such file");
+    if (!o.image_folder.empty() && !fs::is_directory(o.image_folder, ec)) bad("--image-folder \"" + o.image_folder + "\": not a directory");
+    if (!o.pretrain_mm_mlp_align.empty() && !fs::is_regular_file(o.pretrain_mm_mlp_align, ec))
+        bad("--pretrain-mm-mlp-align \"" + o.pretrain_mm_mlp_align + "\": no such file");
+    return o;
+}
+
+int run_train(const train::options& o) {
+    const auto r = train::trainer(o).run();
+    if (r.interrupted) std::cerr << "aligngpt train: stopped at step " << r.steps_done << " of " << r.total_steps
+                                 << "; rerun with --resume to continue\n";
+    return 0;
+}
+#endif
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -807,7 +910,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run" || cmd == "score" || cmd == "levels") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "score" || cmd == "levels" || cmd == "train") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
                 return r == "-h" || r == "--help";
             })) {
             std::cout << usage_text;
@@ -834,6 +937,21 @@ int main(int argc, char** argv) {
         }
         if (cmd == "score") return run_score(parse_score(rest));
         if (cmd == "levels") return run_levels(parse_levels(rest));
+        if (cmd == "plot") {
+            if (rest.size() != 1 || rest[0].rfind("-", 0) == 0) bad("plot takes one training output directory");
+            const auto r = train::plot_metrics(rest[0]);
+            std::cout << r.steps << " steps: " << r.tsv << ", " << r.script << "\n";
+            if (r.png.empty()) std::cout << "gnuplot is not installed (apt-get install gnuplot-nox): run gnuplot " << r.script << " where it is\n";
+            else std::cout << "wrote " << r.png << "\n";
+            return 0;
+        }
+        if (cmd == "train") {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+            return run_train(parse_train(rest));
+#else
+            throw error("train needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
+#endif
+        }
         if (cmd == "run") {
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
             const run_args a = parse_run(rest);

@@ -96,7 +96,8 @@ inline std::vector<caption_pair> dataset_pairs(const ordered_json& data, const s
             const ordered_json& turn = (*conv)[t];
             ALIGNGPT_CHECK(turn.is_object(), where, ": field 'conversations[", t, "]' must be an object {from, value}");
             const auto from = turn.find("from");
-            if (from == turn.end() || *from != "gpt") continue;
+            // (compared as a std::string: json == const char* trips a GCC 12 -Warray-bounds false positive)
+            if (from == turn.end() || !from->is_string() || from->get_ref<const std::string&>() != "gpt") continue;
             const auto v = turn.find("value");
             ALIGNGPT_CHECK(v != turn.end() && v->is_string(), where, ": field 'conversations[", t, "].value' must be a string");
             caption = &*v;

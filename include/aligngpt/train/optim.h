@@ -124,7 +124,7 @@ public:
             const tensor<float>& g = s.param.grad();
             if (!g.defined()) continue;
             ALIGNGPT_CHECK(g.shape() == s.param.shape() && g.is_contiguous(), "adamw: gradient of ", s.param.name(),
-                           " has shape ", detail::shape_str(g.shape()), ", parameter ", detail::shape_str(s.param.shape()));
+                           " has shape ", aligngpt::detail::shape_str(g.shape()), ", parameter ", aligngpt::detail::shape_str(s.param.shape()));
             adamw_options o = opt_;
             if (!s.decay) o.weight_decay = 0.0;
             const std::size_t n = std::size_t(s.m.numel());
@@ -162,7 +162,7 @@ public:
             auto it = by_name.find(n);
             ALIGNGPT_CHECK(it != by_name.end(), where, ": optimizer state lacks ", n);
             ALIGNGPT_CHECK(it->second->shape() == shape, where, ": optimizer state ", n, " has shape ",
-                           detail::shape_str(it->second->shape()), ", expected ", detail::shape_str(shape));
+                           aligngpt::detail::shape_str(it->second->shape()), ", expected ", aligngpt::detail::shape_str(shape));
             return it->second;
         };
         std::vector<std::int64_t> steps;
@@ -336,8 +336,8 @@ public:
                            " gradients, micro-batch 0 had ", first.size());
             for (std::size_t t = 0; t < grads.size(); t++)
                 ALIGNGPT_CHECK(grads[t].shape() == first[t].shape() && grads[t].is_contiguous(), "grad_accumulator: micro-batch ",
-                               pushed_, " gradient ", t, " has shape ", detail::shape_str(grads[t].shape()), ", expected ",
-                               detail::shape_str(first[t].shape()));
+                               pushed_, " gradient ", t, " has shape ", aligngpt::detail::shape_str(grads[t].shape()), ", expected ",
+                               aligngpt::detail::shape_str(first[t].shape()));
         }
         stack_.push_back({std::move(grads), 1});
         pushed_++;

@@ -64,8 +64,8 @@ CAPTIONS = [
     "What color is the car? The car is blue.",
     "The picture shows 3 people standing near the bus stop.",
 ]
-IMAGE_FILES = ["photo_192x144.jpg", "landscape_500x333.png", "portrait_201x640.png", "gray_160x100.png",
-               "palette_64x48.png", "photo_192x144.jpg", "landscape_500x333.png", "gray_160x100.png"]
+IMAGE_FILES = ["photo_192x144.pil_decoded.png", "landscape_500x333.png", "portrait_201x640.png", "gray_160x100.png",
+               "palette_64x48.png", "photo_192x144.pil_decoded.png", "landscape_500x333.png", "gray_160x100.png"]
 
 
 def stage1_records():
@@ -79,7 +79,7 @@ def stage1_records():
 
 def stage2_records():
     return [
-        {"id": "s2-0", "image": "photo_192x144.jpg", "conversations": [
+        {"id": "s2-0", "image": "photo_192x144.pil_decoded.png", "conversations": [
             {"from": "human", "value": "<image>\nWhat is in the image?"},
             {"from": "gpt", "value": "A cat is sitting on a red sofa."}]},
         {"id": "s2-1", "image": "landscape_500x333.png", "conversations": [
@@ -106,7 +106,7 @@ def stage2_records():
         {"id": "s2-6", "conversations": [
             {"from": "human", "value": "Numbers like 12 and 345?"},
             {"from": "gpt", "value": "2024 is split into single digits."}]},
-        {"id": "s2-7", "image": "photo_192x144.jpg", "conversations": [
+        {"id": "s2-7", "image": "photo_192x144.pil_decoded.png", "conversations": [
             {"from": "human", "value": "<image>\nPlease describe the image."},
             {"from": "gpt", "value": "Two children are flying a kite on the beach."}]},
     ]
@@ -262,3 +262,62 @@ def golden_train():
     torch.save(keep, os.path.join(ref1, "mm_projector_align.bin"))
     run("stage2", vicuna, os.path.join(OUT, "stage2.json"), os.path.join(ref1, "mm_projector_align.bin"))
     return f"tests/golden/train/ (official AlignGPT {commit[:12]})"
+
+
+def golden_train_export():
+    """The reference loads what the C++ trainer exports (tests/test_train.cpp writes them with
+    ALIGNGPT_WRITE_TRAIN_EXPORT_GOLDEN=1 into tests/golden/train/export_stage1 and export_stage2):
+      - export_stage1/mm_projector_align.bin through load_pretrained_weights, as stage 2 starts;
+        the loaded projector and level embeddings are saved (the C++ test wants the same bits);
+      - export_stage2/ through AlignGPTForCausalLM.from_pretrained (the builder's call, in float32),
+        in stage 'inference' on one image and prompt: its logits.
+    """
+    import transformers
+    from PIL import Image
+    ref_package()
+    from src.model.aligngpt import AlignGPTForCausalLM
+    from src.utils.arguments import ModelArguments
+    from src.utils.mm_utils import tokenizer_image_token, expand2square
+    import src.utils.conversation as conversation_lib
+
+    vicuna = os.path.join(OUT, "vicuna")
+    out = {}
+    # stage-1 file -> the reference's stage-2 start
+    model = AlignGPTForCausalLM.from_pretrained(vicuna, torch_dtype=torch.float32)
+    model.set_stage("finetune")
+    margs = ModelArguments(model_name_or_path=vicuna, version="v1", vision_tower=CLIP_DIR, mm_vision_select_layer=-2,
+                           mm_projector_type="mlp2x_gelu", mm_use_im_start_end=False, mm_use_im_patch_token=False,
+                           pretrain_mm_mlp_align=os.path.join(OUT, "export_stage1", "mm_projector_align.bin"))
+    model.initialize_vision_modules(model_args=margs)
+    model.initialize_align_components()
+    model.load_pretrained_weights(model_args=margs)
+    for k, v in model.named_parameters():
+        if "mm_projector" in k or "indicator_embs" in k:
+            out["stage1_loaded." + k] = v.detach().clone()
+
+    # the HF directory -> inference logits
+    d = os.path.join(OUT, "export_stage2")
+    cfg = transformers.AutoConfig.from_pretrained(d)
+    cfg.mm_vision_tower = CLIP_DIR  # the export names the tower by the path it was trained with
+    model = AlignGPTForCausalLM.from_pretrained(d, config=cfg, torch_dtype=torch.float32).eval()
+    tower = model.get_vision_tower()
+    if not tower.is_loaded:
+        tower.load_model()
+    tower.to(dtype=torch.float32)
+    model.set_stage("inference")
+    tok = transformers.AutoTokenizer.from_pretrained(d, use_fast=False)
+    conv = conversation_lib.conv_templates["vicuna_v1"].copy()
+    conv.append_message(conv.roles[0], "<image>\nWhat is in the image?")
+    conv.append_message(conv.roles[1], None)
+    ids = tokenizer_image_token(conv.get_prompt(), tok, return_tensors="pt").unsqueeze(0)
+    proc = tower.image_processor
+    img = expand2square(Image.open(os.path.join(IMAGES, "landscape_500x333.png")).convert("RGB"),
+                        tuple(int(x * 255) for x in proc.image_mean))
+    pixels = proc.preprocess(img, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), images=pixels).logits
+    out["input_ids"] = ids[0]
+    out["pixel_values"] = pixels
+    out["logits"] = logits[0]
+    save(os.path.join("train", "export_ref"), out)
+    return "tests/golden/train/export_ref.safetensors"
