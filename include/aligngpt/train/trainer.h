@@ -593,7 +593,8 @@ private:
                            " consecutive steps with a non-finite loss or gradient (last: step ", r.step,
                            "); stopping. The last checkpoint holds finite values; lower --learning-rate or set --max-grad-norm");
             progress(r, t_start, first);
-            const bool stop = detail::stop_signal.load() != 0 || (o_.on_step && !o_.on_step(step_));
+            const bool hook_stop = o_.on_step && !o_.on_step(step_);
+            const bool stop = hook_stop || detail::stop_signal.load() != 0;  // a signal during this step stops after it
             if (stop || step_ == total_ || (o_.save_steps > 0 && step_ % o_.save_steps == 0)) {
                 res.last_checkpoint = save_checkpoint();
                 if (stop && step_ < total_) {
