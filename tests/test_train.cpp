@@ -342,6 +342,73 @@ TEST_CASE("train: the reference loads our exports: the stage-1 file's values and
     CHECK(golden::close_ratio(values(logits.value()), ref.get<float>("logits"), 1e-5, 1e-5) <= 1.0);
 }
 
+TEST_CASE("train: stage 1 with the frozen LLM kept bf16 (--frozen-dtype) from a bf16 checkpoint") {
+    // the tiny Vicuna rounded to bf16 (round to nearest even), as a bf16 safetensors directory
+    const std::string dir = scratch("vicuna_bf16");
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "tokenizer.model", "tokenizer_config.json"})
+        fs::copy_file(gdir + "/vicuna/" + f, dir + "/" + f);
+    const auto src = io::safetensors_file::open(gdir + "/vicuna/model.safetensors");
+    io::safetensors_writer w;
+    for (const auto& t : src.tensors()) {
+        std::vector<bf16> v;
+        for (float x : src.read_as<float>(t.name)) v.push_back(bf16(x));
+        w.add(t.name, io::dtype::BF16, t.shape, v.data(), v.size() * sizeof(bf16));
+    }
+    w.write(dir + "/model.safetensors");
+    std::vector<recorded_run> runs;
+    std::vector<double> weights;
+    for (auto d : {io::weights_dtype::f32, io::weights_dtype::bf16}) {
+        train::options o = golden_options("stage1", scratch(std::string("frozen_") + io::weights_dtype_name(d)));
+        o.model_dir = dir;
+        o.frozen_dtype = d;
+        o.max_steps = 2;
+        train::trainer* self = nullptr;
+        o.on_step = [&](std::int64_t) {
+            if (weights.size() < runs.size() + 1) weights.push_back(self->plan_memory().weights);
+            return true;
+        };
+        recorded_run r;
+        train::trainer t(o);
+        self = &t;
+        r.res = t.run();
+        for (const auto& p : t.trainable()) r.params[p.name()] = values(p.value());
+        runs.push_back(std::move(r));
+    }
+    // The packed panels hold the file's bf16 values and widen exactly; only the kernel's summation
+    // order differs from the f32 GEMM's, so losses agree to f32 round-off.
+    for (size_t s = 0; s < 2; s++) CHECK(runs[1].res.steps[s].loss == doctest::Approx(runs[0].res.steps[s].loss).epsilon(1e-6));
+    for (const auto& [key, p] : runs[1].params) CHECK(golden::max_abs_diff(p, runs[0].params.at(key)) <= 1e-5);
+    REQUIRE(weights.size() == 2);
+    CHECK(weights[1] < weights[0]);  // the plan counts the packed linears at 2 bytes
+    train::options bad = golden_options("stage2", scratch("frozen_stage2"));
+    bad.frozen_dtype = io::weights_dtype::bf16;
+    CHECK_THROWS_WITH_AS(train::trainer(bad).run(), doctest::Contains("--frozen-dtype bf16 is for stage 1"), error);
+}
+
+TEST_CASE("train: starting from an AlignGPT directory keeps its projector, level embeddings and gate") {
+    train::options o = golden_options("stage2", scratch("from_aligngpt_dir"));
+    o.model_dir = gdir + "/export_stage2";  // a stage-2 export: every weight is in the directory
+    o.pretrain_mm_mlp_align.clear();
+    o.max_steps = 1;
+    const auto file = io::safetensors_file::open(gdir + "/export_stage2/model.safetensors");
+    size_t compared = 0;
+    train::trainer* self = nullptr;
+    o.on_gradients = [&](std::int64_t, std::vector<tensor<float>>&, double&) {  // before the first update
+        self->model().visit([&](autograd::variable<float>& p) {
+            if (p.name().rfind("mm_projector", 0) != 0 && p.name().rfind("gated_weight_layer", 0) != 0 &&
+                p.name().rfind("align_indicators", 0) != 0)
+                return;
+            CHECK_MESSAGE(same_bits(values(p.value()), file.read_as<float>(p.name())), p.name());
+            compared++;
+        });
+    };
+    train::trainer t(o);
+    self = &t;
+    t.run();
+    CHECK(compared == 9);  // projector 4, gate 4, level embeddings 1
+}
+
 #if defined(ALIGNGPT_TOOL_PATH)
 TEST_CASE("train: aligngpt train and aligngpt plot from the command line (flags as the official scripts spell them)") {
     const std::string out = scratch("cli"), err = std::string(ALIGNGPT_TEST_TMP) + "/train_cli.err";

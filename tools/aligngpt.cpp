@@ -150,6 +150,8 @@ constexpr const char* usage_text =
     "      --seed S               42        --resume   continue from the newest valid checkpoint\n"
     "      --no-shuffle           file order   --group-by-modality-length   --gradient-checkpointing\n"
     "      --memory-budget GIB    refuse to start when the memory plan exceeds it\n"
+    "      --frozen-dtype D       stage 1: f32 (default), bf16 or f16: the frozen LLM's linears kept 16-bit\n"
+    "                             (packed exactly from a file of that dtype, e.g. vicuna's f16)\n"
     "      --version NAME         template: plain (pretrain) / v1 = vicuna_v1 (finetune)\n"
     "      --image-aspect-ratio A square (pretrain) / pad (finetune)\n"
     "  -t, --threads N            OpenMP threads;  -q, --quiet\n"
@@ -828,7 +830,7 @@ train::options parse_train(const std::vector<std::string>& argv) {
         {"save-steps", true}, {"save-total-limit", true}, {"logging-steps", true}, {"max-grad-norm", true},
         {"seed", true}, {"resume", false}, {"threads", true}, {"no-shuffle", false}, {"group-by-modality-length", false},
         {"gradient-checkpointing", false}, {"memory-budget", true}, {"quiet", false}, {"version", true},
-        {"image-aspect-ratio", true}};
+        {"image-aspect-ratio", true}, {"frozen-dtype", true}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto has = [&](const char* n) { return seen.count(n) > 0; };
@@ -872,6 +874,11 @@ train::options parse_train(const std::vector<std::string>& argv) {
     if (has("image-aspect-ratio")) {
         o.image_aspect_ratio = get("image-aspect-ratio");
         if (o.image_aspect_ratio != "pad" && o.image_aspect_ratio != "square") bad("--image-aspect-ratio must be pad or square");
+    }
+    if (has("frozen-dtype")) {
+        auto d = io::parse_weights_dtype(get("frozen-dtype"));
+        if (!d) bad("--frozen-dtype must be f32, bf16 or f16, got \"" + get("frozen-dtype") + "\"");
+        o.frozen_dtype = *d;
     }
     o.resume = has("resume"), o.shuffle = !has("no-shuffle"), o.group_by_modality_length = has("group-by-modality-length");
     o.gradient_checkpointing = has("gradient-checkpointing"), o.quiet = has("quiet");

@@ -84,6 +84,10 @@ struct options {
     bool shuffle = true;                  ///< false: file order (what the parity tests use)
     bool group_by_modality_length = false;
     bool gradient_checkpointing = false;  ///< recompute each decoder layer in backward
+    /// Stage 1: the frozen LLM's linear weights kept 16-bit in memory (packed straight from a file that
+    /// holds that dtype, e.g. vicuna's f16: half the memory; the forward and the input gradient widen
+    /// them exactly). Stage 2 trains the LLM: its master weights are f32.
+    io::weights_dtype frozen_dtype = io::weights_dtype::f32;
     std::uint64_t memory_budget = 0;      ///< bytes; 0: no limit. The plan is printed either way.
     int max_consecutive_nonfinite = 5;
     bool quiet = false;
@@ -218,6 +222,7 @@ private:
     models::clip_vision_config vcfg_;
     io::clip_image_processor_config proc_;
     nlohmann::json base_config_;            ///< the model directory's config.json
+    io::packed_store packed_;               ///< --frozen-dtype bf16/f16: the LLM's packed linears
     std::optional<tokenizer::llama_tokenizer> tok_;
     std::optional<dataset> data_;
     std::vector<var> params_;
@@ -247,6 +252,9 @@ private:
         ALIGNGPT_CHECK(o_.max_steps > 0 || (o_.num_train_epochs > 0 && std::isfinite(o_.num_train_epochs)),
                        "train: give --max-steps N > 0 or --num-train-epochs > 0");
         sched_ = parse_schedule(o_.lr_scheduler_type);
+        if (o_.frozen_dtype != io::weights_dtype::f32 && !pretrain())
+            fail("train: --frozen-dtype ", io::weights_dtype_name(o_.frozen_dtype), " is for stage 1 (pretrain), where the LLM ",
+                 "is frozen; stage 2 trains the LLM, whose master weights are f32");
         if (o_.pretrain_mm_mlp_align.size() && pretrain())
             fail("train: --pretrain-mm-mlp-align is the stage-1 output that stage 2 starts from; stage 1 creates it");
     }
@@ -264,12 +272,15 @@ private:
         pretrained::load_options lo;
         lo.quiet = o_.quiet;
         lo.log = o_.log;
+        lo.dtype = o_.frozen_dtype;  // packs the LLM's linear weights (pretrained::is_llm_linear_weight)
+        lo.pack_if = pretrained::is_llm_linear_weight;
         if (type == "aligngpt" || type == "llava" || type == "llava_llama") {
             lo.vision_tower = o_.vision_tower;
             lo.mm_projector = o_.pretrain_mm_mlp_align;
             auto m = pretrained::load_aligngpt<float>(o_.model_dir, lo);
             model_.emplace(std::move(*m.model));
             vision_.emplace(std::move(*m.vision));
+            packed_ = std::move(m.packed);
             vcfg_ = m.vision_config;
             o_.vision_tower = m.vision_dir;
         } else {
@@ -291,13 +302,17 @@ private:
             io::staged_load<float> s;
             s.stage(model_->llm, io::tensor_source::open(o_.model_dir), lo, "LLM");
             io::load_options vo = lo;
+            vo.dtype = io::weights_dtype::f32;
             vo.scope = {"vision_model."};
             s.stage(*vision_, io::tensor_source::open(o_.vision_tower), vo, "vision tower");
             detail::stage1_part<model_type> part{&*model_};
+            io::load_options po = vo;
+            po.scope.clear();
             if (!o_.pretrain_mm_mlp_align.empty())
-                s.stage(part, pretrained::stage1_source(o_.pretrain_mm_mlp_align), lo, "stage-1 file");
+                s.stage(part, pretrained::stage1_source(o_.pretrain_mm_mlp_align), po, "stage-1 file");
             if (!s.ok()) fail(s.errors("train: loading " + o_.model_dir));
             s.commit();
+            packed_ = std::move(s.packed());
         }
         model_->config.tokenizer_model_max_length = o_.model_max_length;
         model_->llm.checkpoint_layers = o_.gradient_checkpointing;
@@ -325,6 +340,8 @@ private:
         warmup_ = warmup_steps(total_, o_.warmup_ratio);
     }
 
+public:
+    /// The memory plan printed at start (valid once run() has loaded the model).
     memory_plan plan_memory() const {
         memory_plan p;
         double all = 0, train = 0;
@@ -333,7 +350,10 @@ private:
         for (const var& v : params_) train += double(v.value().numel());
         double vis = 0;
         const_cast<models::clip_vision_model<float>&>(*vision_).visit([&](var& v) { vis += double(v.value().numel()); });
-        p.weights = 4 * (all + vis);
+        double packed = 0;  // packed linears hold 16-bit panels; their f32 buffers are never touched
+        for (const auto& [k, w] : packed_.bf16_weights) packed += double(w->N()) * double(w->K());
+        for (const auto& [k, w] : packed_.f16_weights) packed += double(w->N()) * double(w->K());
+        p.weights = 4 * (all + vis - packed) + double(packed_.bytes());
         // a micro-batch's gradients + the accumulator's partial sums (one per set bit of K)
         p.gradients = 4 * train * (1 + std::ceil(std::log2(double(K_) + 1)));
         p.moments = 8 * train;
@@ -345,6 +365,7 @@ private:
         return p;
     }
 
+private:
     void print_plan() {
         const memory_plan p = plan_memory();
         if (auto* l = log()) {
@@ -394,6 +415,7 @@ private:
         j["max_grad_norm"] = o_.max_grad_norm;
         j["conv_version"] = o_.conv_version;
         j["image_aspect_ratio"] = o_.image_aspect_ratio;
+        j["frozen_dtype"] = io::weights_dtype_name(o_.frozen_dtype);
         return j;
     }
 
