@@ -98,8 +98,8 @@ inline qa count_question(const scene& s, draws& d) {
 /// changed; random when no change gives an absent pair, which cannot happen with <= 8 objects).
 inline qa exists_question(const scene& s, draws& d, bool yes, bool adversarial) {
     const auto ask = [](int color, int shape) {
-        return "Is there a " + detail::str(colors[std::size_t(color)].name) + " " + detail::str(shape_names[std::size_t(shape)]) +
-               " in the image?";
+        const std::string c = detail::str(colors[std::size_t(color)].name);
+        return (c[0] == 'o' ? "Is there an " : "Is there a ") + c + " " + detail::str(shape_names[std::size_t(shape)]) + " in the image?";
     };
     const std::string category = adversarial ? "adversarial" : "random";
     if (yes) {
