@@ -6,7 +6,8 @@
 //   * captions: each text parses back to what it says, and what it says is true to its kind;
 //   * questions: every answer is recomputed from the scene;
 //   * generate: files are the same bytes on 1 and 2 threads, differ with the seed, load back
-//     (stb_image for the PNGs, eval/score.h's readers for the eval files), POPE is balanced; and a
+//     (stb_image for the PNGs, train/data.h's record reader for the training files, eval/score.h's
+//     readers for the eval files), POPE is balanced; and a
 //     lock of the bytes (an FNV-1a hash) catches a compiler or library that changes them.
 #include <doctest/doctest.h>
 
@@ -18,6 +19,7 @@
 
 #include "aligngpt/eval/score.h"
 #include "aligngpt/io/png.h"
+#include "aligngpt/train/data.h"
 #include "aligngpt/world/world.h"
 #if defined(ALIGNGPT_TEST_HAVE_STB)
 #include "aligngpt/io/image.h"
@@ -341,10 +343,10 @@ TEST_CASE("world: generate is the same bytes on 1 and 2 threads, and changes wit
     const std::string base = std::string(ALIGNGPT_TEST_TMP) + "/world_det";
     fs::remove_all(base);
     set_threads(1);
-    const summary s1 = generate(small_options(kSeed), base + "/a");
+    const summary s1 = world::generate(small_options(kSeed), base + "/a");
     set_threads(2);
-    generate(small_options(kSeed), base + "/b");
-    generate(small_options(kSeed + 1), base + "/c");
+    world::generate(small_options(kSeed), base + "/b");
+    world::generate(small_options(kSeed + 1), base + "/c");
     set_threads(0);
     const auto files = world_files(base + "/a");
     CHECK(files.size() == std::size_t(72 + 8));  // images, captions, instruct, 5 eval files, world.json
@@ -367,7 +369,7 @@ TEST_CASE("world: generated files load back and agree with world.json") {
     const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/world_files";
     fs::remove_all(dir);
     const world::options o = small_options(kSeed);
-    const summary sum = generate(o, dir);
+    const summary sum = world::generate(o, dir);
     const std::vector<scene> scenes = read_scenes(dir + "/world.json");
     REQUIRE(scenes.size() == 72);
     for (std::size_t i = 0; i < scenes.size(); i++) {
@@ -417,6 +419,17 @@ TEST_CASE("world: generated files load back and agree with world.json") {
         const std::string first = conv[0]["value"];
         CHECK(r.contains("image") == (r["task_kind"] != "text"));
         CHECK((first.rfind("<image>\n", 0) == 0) == r.contains("image"));
+    }
+
+    // what the training pipeline's reader (train/data.h) accepts, record by record
+    for (const char* f : {"captions.json", "instruct.json"}) {
+        const auto ix = train::record_index::scan(dir + "/" + f);
+        REQUIRE(ix.size() == (f[0] == 'c' ? 60u : 75u));
+        for (std::size_t k = 0; k < ix.size(); k++) {
+            const train::record r = train::check_record(ix.parse(k), ix.where(k));
+            CHECK(r.image.has_value() == ix.entry(k).has_image);
+            CHECK(r.turns.size() >= 2);
+        }
     }
 
     // eval files: what eval/score.h reads; POPE balanced in each setting; perfect answers score 1
