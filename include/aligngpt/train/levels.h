@@ -48,7 +48,7 @@
 #include "aligngpt/io/file.h"
 #include "aligngpt/io/image.h"
 #include "aligngpt/io/json.h"
-#include "aligngpt/io/zip.h"
+#include "aligngpt/io/png.h"
 #include "aligngpt/models/clip.h"
 #include "aligngpt/ops/isa.h"
 #include "aligngpt/tokenizer/clip.h"
@@ -276,43 +276,6 @@ inline std::string histogram_table(const std::vector<level_stats>& st) {
     return out;
 }
 
-namespace detail {
-
-/// An 8-bit RGB PNG: zlib with stored (uncompressed) deflate blocks, no filtering.
-inline std::string png_bytes(int W, int H, const std::vector<std::uint8_t>& rgb) {
-    const auto be32 = [](std::string& s, std::uint32_t v) {
-        for (int k = 3; k >= 0; k--) s += char((v >> (8 * k)) & 0xFF);
-    };
-    const auto chunk = [&](std::string& out, const char* type, const std::string& data) {
-        be32(out, std::uint32_t(data.size()));
-        const std::string body = std::string(type, 4) + data;
-        out += body;
-        be32(out, io::detail::crc32(body.data(), body.size()));
-    };
-    std::string raw;
-    for (int y = 0; y < H; y++) raw += '\0', raw.append(reinterpret_cast<const char*>(rgb.data()) + std::size_t(y) * std::size_t(W) * 3, std::size_t(W) * 3);
-    std::string z = "\x78\x01";
-    std::uint32_t a = 1, b = 0;   // adler32
-    for (unsigned char c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
-    for (std::size_t i = 0; i < raw.size() || i == 0; i += 65535) {
-        const std::size_t n = std::min<std::size_t>(65535, raw.size() - i);
-        z += char(i + n >= raw.size() ? 1 : 0);
-        z += char(n & 0xFF), z += char(n >> 8), z += char(~n & 0xFF), z += char((~n >> 8) & 0xFF);
-        z.append(raw, i, n);
-    }
-    be32(z, (b << 16) | a);
-    std::string ihdr;
-    be32(ihdr, std::uint32_t(W)), be32(ihdr, std::uint32_t(H));
-    ihdr += std::string("\x08\x02\x00\x00\x00", 5);   // 8 bits, RGB, deflate, no filter, no interlace
-    std::string out = "\x89PNG\r\n\x1a\n";
-    chunk(out, "IHDR", ihdr);
-    chunk(out, "IDAT", z);
-    chunk(out, "IEND", "");
-    return out;
-}
-
-}  // namespace detail
-
 /// Histogram of the cosines as a PNG (640x360): 64 bins from the smallest to the largest cosine,
 /// each bar stacked by level (blue = level 0 .. red = level N-1), grey lines at the level borders.
 inline void write_histogram_png(const std::string& path, const levels_result& r) {
@@ -352,10 +315,7 @@ inline void write_histogram_png(const std::string& path, const levels_result& r)
         }
     for (int x = M; x < W - M; x++) put(x, H - M, {0, 0, 0});
     for (int y = M; y <= H - M; y++) put(M - 1, y, {0, 0, 0});
-    const std::string bytes = detail::png_bytes(W, H, px);
-    io::atomic_file f(path);
-    f.write(bytes.data(), bytes.size());
-    f.commit();
+    io::write_png(path, W, H, px);
 }
 
 }  // namespace aligngpt::train
