@@ -150,6 +150,8 @@ constexpr const char* usage_text =
     "      --seed S               42        --resume   continue from the newest valid checkpoint\n"
     "      --no-shuffle           file order   --group-by-modality-length   --gradient-checkpointing\n"
     "      --memory-budget GIB    refuse to start when the memory plan exceeds it\n"
+    "      --align-mode M         stage 2's indicator: gated (default: the paper), or the ablations global_only,\n"
+    "                             local_only, mean, fixed:L\n"
     "      --frozen-dtype D       stage 1: f32 (default), bf16 or f16: the frozen LLM's linears kept 16-bit\n"
     "                             (packed exactly from a file of that dtype, e.g. vicuna's f16)\n"
     "      --version NAME         template: plain (pretrain) / v1 = vicuna_v1 (finetune)\n"
@@ -830,7 +832,7 @@ train::options parse_train(const std::vector<std::string>& argv) {
         {"save-steps", true}, {"save-total-limit", true}, {"logging-steps", true}, {"max-grad-norm", true},
         {"seed", true}, {"resume", false}, {"threads", true}, {"no-shuffle", false}, {"group-by-modality-length", false},
         {"gradient-checkpointing", false}, {"memory-budget", true}, {"quiet", false}, {"version", true},
-        {"image-aspect-ratio", true}, {"frozen-dtype", true}};
+        {"image-aspect-ratio", true}, {"frozen-dtype", true}, {"align-mode", true}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto has = [&](const char* n) { return seen.count(n) > 0; };
@@ -879,6 +881,16 @@ train::options parse_train(const std::vector<std::string>& argv) {
         auto d = io::parse_weights_dtype(get("frozen-dtype"));
         if (!d) bad("--frozen-dtype must be f32, bf16 or f16, got \"" + get("frozen-dtype") + "\"");
         o.frozen_dtype = *d;
+    }
+    if (has("align-mode")) {  // stage 2's indicator: the paper's gate, or an ablation
+        static const std::map<std::string, models::align_mode> modes = {
+            {"gated", models::align_mode::gated}, {"global_only", models::align_mode::global_only},
+            {"local_only", models::align_mode::local_only}, {"mean", models::align_mode::mean}};
+        const std::string m = get("align-mode");
+        if (auto it = modes.find(m); it != modes.end()) o.align.mode = it->second;
+        else if (m.size() == 7 && m.rfind("fixed:", 0) == 0 && m[6] >= '0' && m[6] <= '7')
+            o.align = {models::align_mode::fixed_level, m[6] - '0'};
+        else bad("--align-mode must be gated, global_only, local_only, mean or fixed:L (L in 0..7), got \"" + m + "\"");
     }
     o.resume = has("resume"), o.shuffle = !has("no-shuffle"), o.group_by_modality_length = has("group-by-modality-length");
     o.gradient_checkpointing = has("gradient-checkpointing"), o.quiet = has("quiet");

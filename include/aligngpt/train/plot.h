@@ -72,8 +72,9 @@ inline plot_result plot_metrics(const std::string& dir) {
         };
         const bool skipped = j.is_object() && j.value("skipped", false);
         char buf[160];
-        std::snprintf(buf, sizeof buf, "%lld\t%.9g\t%.9g\t%.9g\t%d\n", (long long)num("step"), num("loss"), num("lr"),
-                      skipped ? 0.0 : num("grad_norm"), skipped ? 1 : 0);
+        // a skipped step's loss or norm may be non-finite (JSON null): the script leaves those rows out
+        std::snprintf(buf, sizeof buf, "%lld\t%.9g\t%.9g\t%.9g\t%d\n", (long long)num("step"), skipped ? 0.0 : num("loss"),
+                      num("lr"), skipped ? 0.0 : num("grad_norm"), skipped ? 1 : 0);
         tsv += buf;
         r.steps++;
     }

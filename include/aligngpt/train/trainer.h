@@ -92,6 +92,9 @@ struct options {
     int max_consecutive_nonfinite = 5;
     bool quiet = false;
     std::ostream* log = &std::cerr;
+    /// Stage 2's indicator: the gate's mix (the paper) or one of the ablations of models/align.h
+    /// (global_only, local_only, mean, fixed_level). Stage 1 always looks up each record's level.
+    models::alignment align{};
     std::string conv_version;             ///< "" = plain (pretrain) / vicuna_v1 (finetune)
     std::string image_aspect_ratio;       ///< "" = square (pretrain) / pad (finetune)
     /// Test hook: sees (and may change) each step's reduced gradients and loss before any check.
@@ -416,6 +419,8 @@ private:
         j["conv_version"] = o_.conv_version;
         j["image_aspect_ratio"] = o_.image_aspect_ratio;
         j["frozen_dtype"] = io::weights_dtype_name(o_.frozen_dtype);
+        j["align_mode"] = int(o_.align.mode);
+        j["align_level"] = o_.align.level;
         return j;
     }
 
@@ -555,7 +560,7 @@ private:
             features = vision_->features(nullptr, var::leaf(batch), vision_->select_layer, vision_->select_feature);
         }
         autograd::tape<float> tp;
-        auto out = model_->forward(&tp, samples, features, o_.stage);
+        auto out = model_->forward(&tp, samples, features, o_.stage, o_.align);
         for (auto m : out.batch.mask) tokens += m;
         const double loss = double(out.loss.value().data()[0]);
         tp.backward(out.loss);
