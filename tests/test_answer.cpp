@@ -136,18 +136,19 @@ TEST_CASE("answer: batched generation equals one-at-a-time generation token for 
     }
     REQUIRE(ids[0].size() != ids[1].size());
     const auto feats = t.m.vision->features(nullptr, ag::concat<float, backend::cpu>(nullptr, px, 0));
+    std::vector<autograd::variable<float>> alone_feats;
+    for (const auto& p : px) alone_feats.push_back(t.m.vision->features(nullptr, p));
     for (const double temp : {0.0, 0.9}) {
         CAPTURE(temp);
         generate::sampling s{.temperature = temp, .top_k = 20, .top_p = 0.95, .repetition_penalty = 1.1, .seed = 7};
         // row 1 stops after 3 tokens (as a stop string would), the others run to max_new_tokens
         const auto stop = [](index_t b, std::span<const std::int64_t> g) { return b == 1 && g.size() == 3; };
-        const auto batched = eval::generate_batch(m, ids, feats, {12, {}}, s, stop);
+        const auto batched = eval::generate_batch(m, ids, feats, {8, {}}, s, stop);
         REQUIRE(batched.size() == 3);
         CHECK(batched[1].size() == 3);
         for (std::size_t i = 0; i < ids.size(); i++) {
             CAPTURE(i);
-            const auto f = t.m.vision->features(nullptr, px[i]);
-            const auto alone = m.generate_sampled(models::sample{ids[i]}, f, {12, {}}, s,
+            const auto alone = m.generate_sampled(models::sample{ids[i]}, alone_feats[i], {8, {}}, s,
                                                   [&](std::int64_t, std::span<const std::int64_t> g) { return !stop(index_t(i), g); });
             CHECK(batched[i] == alone);
         }
@@ -226,7 +227,9 @@ TEST_CASE("answer: bad question files are refused naming the file, the line and 
         {ok + "{\"question_id\": 2, \"image\": \"model_dirs/image.png\", \"text\": \"<image> hi\"}\n",
          q + ":2: text: the prompt holds 2 image placeholders"},
     };
-    for (const auto& [text, expect] : cases) {
+    for (const auto& c : cases) {
+        const std::string& text = c.first;
+        const std::string& expect = c.second;
         CAPTURE(text);
         write_file(q, text);
         const std::string msg = support::message_of([&] { answer(q, a, options(1)); });
@@ -263,13 +266,13 @@ TEST_CASE("aligngpt answer: the CLI writes the library's file; bad flags exit 2 
     const std::string base = "-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --question-file '" + q +
                              "' --image-folder .. --answers-file '" + a + "' ";
     write_file(a, "junk\n");  // without --resume the answers file is started again
-    auto r = support::run_command(tool + base + "--max_new_tokens 4 --batch-size 2 -t 2 2>&1");
+    auto r = support::run_command(tool + base + "--max_new_tokens 4 --batch-size 2 -t 1 2>&1");
     CAPTURE(r.output);
     CHECK(r.code == 0);
     CHECK(r.output.find("5/5 done") != std::string::npos);
     CHECK(slurp(a) == slurp(lib));
     // resume with the reference's spellings: nothing left to do
-    r = support::run_command(tool + base + "--max_new_tokens 4 --temperature 0 --conv_mode vicuna_v1 --resume 2>&1");
+    r = support::run_command(tool + base + "--max_new_tokens 4 --temperature 0 --conv_mode vicuna_v1 --resume --threads=1 2>&1");
     CHECK(r.code == 0);
     CHECK(r.output.find("5 already answered") != std::string::npos);
     CHECK(slurp(a) == slurp(lib));
@@ -284,16 +287,18 @@ TEST_CASE("aligngpt answer: the CLI writes the library's file; bad flags exit 2 
         {"-m aligngpt_st --question-file '" + q + "' --image-folder .. --answers-file '" + q + "'",
          "--answers-file must not be the --question-file"},
     };
-    for (const auto& [args, expect] : bad) {
+    for (const auto& c : bad) {
+        const std::string& args = c.first;
+        const std::string& expect = c.second;
         CAPTURE(args);
-        r = support::run_command(tool + args + " 2>&1");
+        r = support::run_command(tool + args + " -t 1 2>&1");
         CAPTURE(r.output);
         CHECK(r.code == 2);
         CHECK(r.output.find(expect) != std::string::npos);
     }
     // a missing image: exit 1, naming the question file's line, before any answer is written
     write_file(q, "{\"question_id\": 1, \"image\": \"missing.png\", \"text\": \"hi\"}\n");
-    r = support::run_command(tool + base + "2>&1");
+    r = support::run_command(tool + base + "-t 1 2>&1");
     CHECK(r.code == 1);
     CHECK(r.output.find(q + ":1: image \"missing.png\": no such file") != std::string::npos);
     std::remove(q.c_str()), std::remove(a.c_str()), std::remove(lib.c_str());
