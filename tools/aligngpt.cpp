@@ -115,6 +115,7 @@ constexpr const char* usage_text =
     "      --conv-mode NAME       vicuna_v1 (default)      --temperature T   0 (greedy)\n"
     "      --max-new-tokens N     128                      --batch-size B    questions per batched prefill (1)\n"
     "      --resume               keep the answers file's complete lines and answer the rest\n"
+    "  -q, --quiet                no progress on stderr\n"
     "\n"
     "aligngpt trace options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json + weights)\n"
@@ -480,7 +481,7 @@ run_args parse_run(const std::vector<std::string>& argv, const std::map<std::str
         {"threads", true},    {"conv-mode", true},    {"image-aspect-ratio", true}, {"align-level", true},
         {"tokenizer", true},  {"dtype", true},        {"verbose", false}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-n", "max-new-tokens"},
-                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}};
+                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}, {"-q", "quiet"}};
     known.insert(extra.begin(), extra.end());
     option_map o = parse_options(argv, known, shorts);
     if (seen) *seen = o;
