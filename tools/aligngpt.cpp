@@ -8,6 +8,9 @@
 //                  (--prompt TEXT [--conv-mode NAME] [--tokenizer DIR] | --input-ids 1,2,-200,...)
 //                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
+//   aligngpt answer -m DIR [--vision-tower DIR] --question-file Q.jsonl --image-folder DIR --answers-file A.jsonl
+//                   [--conv-mode NAME] [--temperature T] [--max-new-tokens N] [--batch-size B] [--resume] [-t N]
+//                   [--align-level auto|0..7] [--top-p P] [--top-k K] [-s SEED] [--tokenizer DIR] [--dtype D]
 //   aligngpt score --task pope|mme|vqa|mc --answers-file A.jsonl --annotations FILE|DIR
 //   aligngpt levels --clip DIR --data-path JSON --image-folder DIR --levels N --out JSON [--plot PNG]
 //                   [-t THREADS] [--batch-size B]
@@ -17,6 +20,7 @@
 // (generate/sampling.h), streaming the answer to stdout; it stops on EOS or the template's stop
 // string, and the answer is the reference's: decode(skip_special_tokens).strip() without the stop
 // string. Without -p it is a chat: each line on stdin is a user turn.
+// answer is model_vqa_loader.py: a question file to an answers file, batched and resumable (eval/answer.h).
 // score reads LLaVA's answers JSONL and the task's annotations and prints the benchmark's numbers
 // (eval/score.h, docs/eval.md); a bad file exits 1 naming the file and the line.
 // levels scores every image-caption pair of a LLaVA JSON with CLIP and writes it back with the alignment
@@ -63,6 +67,7 @@
 #include "aligngpt/train/levels.h"
 #include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+#include "aligngpt/eval/answer.h"
 #include "aligngpt/tokenizer/llama.h"
 #include "aligngpt/train/trainer.h"
 #endif
@@ -77,6 +82,7 @@ constexpr const char* usage_text =
     "commands:\n"
     "  run       answer a question about an image (streamed to stdout); no -p: a chat on stdin\n"
     "  trace     run one prefill and write the named intermediates (f32) to a safetensors file\n"
+    "  answer    answer a LLaVA question file (JSONL) into an answers file, batched, resumable (docs/eval.md)\n"
     "  score     score an answers file against a benchmark's annotations (docs/eval.md)\n"
     "  levels    alignment levels of a LLaVA JSON from CLIP image-caption similarity (docs/levels.md)\n"
     "  train     stage 1 (pretrain) or stage 2 (finetune) training (docs/training.md)\n"
@@ -100,6 +106,16 @@ constexpr const char* usage_text =
     "      --dtype D              f32 (default), bf16 or f16\n"
     "  -v, --verbose              the rendered prompt, its ids, the gate's weights and the loading log\n"
     "  The answer alone goes to stdout; the timing summary and everything else to stderr.\n"
+    "\n"
+    "aligngpt answer options (model_vqa_loader.py's; run's -m, --vision-tower, --tokenizer, --dtype, -t, -s,\n"
+    "  --top-p, --top-k, --align-level and --image-aspect-ratio too):\n"
+    "      --question-file FILE   JSONL, one {question_id, image, text} per line\n"
+    "      --image-folder DIR     where the questions' images are\n"
+    "      --answers-file FILE    JSONL, one {question_id, prompt, text, answer_id, model_id, metadata} per line\n"
+    "      --conv-mode NAME       vicuna_v1 (default)      --temperature T   0 (greedy)\n"
+    "      --max-new-tokens N     128                      --batch-size B    questions per batched prefill (1)\n"
+    "      --resume               keep the answers file's complete lines and answer the rest\n"
+    "  -q, --quiet                no progress on stderr\n"
     "\n"
     "aligngpt trace options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json + weights)\n"
@@ -459,20 +475,23 @@ V parse_number(const std::string& opt, const std::string& text, V lo, V hi, cons
     return v;
 }
 
-run_args parse_run(const std::vector<std::string>& argv) {
-    static const std::map<std::string, bool> known = {
+/// run's options; `answer` adds its own (extra) and reads every option given from *seen.
+run_args parse_run(const std::vector<std::string>& argv, const std::map<std::string, bool>& extra = {}, option_map* seen = nullptr) {
+    std::map<std::string, bool> known = {
         {"model", true},      {"vision-tower", true}, {"image", true},     {"prompt", true},         {"max-new-tokens", true},
         {"temp", true},       {"top-p", true},        {"top-k", true},     {"repeat-penalty", true}, {"seed", true},
         {"threads", true},    {"conv-mode", true},    {"image-aspect-ratio", true}, {"align-level", true},
         {"tokenizer", true},  {"dtype", true},        {"verbose", false}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-n", "max-new-tokens"},
-                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}};
+                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}, {"-q", "quiet"}};
+    known.insert(extra.begin(), extra.end());
     option_map o = parse_options(argv, known, shorts);
+    if (seen) *seen = o;
     const auto has = [&](const char* n) { return o.count(n) > 0; };
     run_args a;
     a.model = o["model"], a.vision_tower = o["vision-tower"], a.image = o["image"];
     if (a.model.empty()) bad("--model DIR is required");
-    if (a.image.empty()) bad("--image FILE is required");
+    if (a.image.empty() && !seen) bad("--image FILE is required");
     a.tokenizer = has("tokenizer") ? o["tokenizer"] : a.model;
     if (has("prompt")) a.prompt = o["prompt"];
     if (has("max-new-tokens"))
@@ -526,9 +545,7 @@ public:
     }
     /// The reference's final answer; prints what is left of it.
     std::string finish(std::span<const std::int64_t> generated) {
-        std::string out = tokenizer::strip(tok_.decode(generated, true));
-        if (!stop_.empty() && out.ends_with(stop_)) out.resize(out.size() - stop_.size());
-        out = tokenizer::strip(out);
+        const std::string out = eval::final_answer(tok_, generated, stop_);
         emit(out);
         std::fputs("\n", stdout);
         std::fflush(stdout);
@@ -546,16 +563,22 @@ private:
     std::string stop_, printed_;
 };
 
+/// The tokenizer of DIR, checked against the model's vocab_size; read before the model, so that a
+/// bad tokenizer file costs no model load.
+tokenizer::llama_tokenizer load_tokenizer(const std::string& dir, const std::string& model) {
+    auto tok = tokenizer::llama_tokenizer::from_directory(dir);
+    if (const auto V = config_vocab_size(model); V && tok.vocab_size() > *V)
+        fail(dir, "/tokenizer.model: ", tok.vocab_size(), " pieces, more than the model's vocab_size ", *V, " (",
+             model, "/config.json): not this model's tokenizer");
+    return tok;
+}
+
 int run_chat(const run_args& a) {
     namespace fs = std::filesystem;
     std::ostream& log = std::cerr;
     const auto t_load = std::chrono::steady_clock::now();
     if (a.threads > 0) set_threads(a.threads);
-    // The tokenizer first: a bad tokenizer file costs no model load.
-    const auto tok = tokenizer::llama_tokenizer::from_directory(a.tokenizer);
-    if (const auto V = config_vocab_size(a.model); V && tok.vocab_size() > *V)
-        fail(a.tokenizer, "/tokenizer.model: ", tok.vocab_size(), " pieces, more than the model's vocab_size ", *V, " (",
-             a.model, "/config.json): not this model's tokenizer");
+    const auto tok = load_tokenizer(a.tokenizer, a.model);
     pretrained::load_options opt;
     opt.quiet = !a.verbose;
     opt.vision_tower = a.vision_tower;
@@ -653,9 +676,61 @@ void check_run_paths(const run_args& a) {
     if (!fs::is_directory(a.model, ec)) bad("--model \"" + a.model + "\": not a directory");
     if (!a.vision_tower.empty() && !fs::is_directory(a.vision_tower, ec)) bad("--vision-tower \"" + a.vision_tower + "\": not a directory");
     if (!fs::is_directory(a.tokenizer, ec)) bad("--tokenizer \"" + a.tokenizer + "\": not a directory");
+    if (a.image.empty()) return;  // answer: the images are the question file's
     if (!fs::exists(a.image, ec)) bad("--image \"" + a.image + "\": no such file");
     if (!fs::is_regular_file(a.image, ec)) bad("--image \"" + a.image + "\": not a regular file");
     if (::access(a.image.c_str(), R_OK) != 0) bad("--image \"" + a.image + "\": not readable (" + std::strerror(errno) + ")");
+}
+
+// --- aligngpt answer: a question file to an answers file (eval/answer.h) ---------------------------
+
+struct answer_args {
+    run_args run;  // model, tower, tokenizer, sampling, threads, template, align level, dtype
+    std::string questions, images, answers;
+    index_t batch = 1;
+    bool resume = false, quiet = false;
+};
+
+answer_args parse_answer(const std::vector<std::string>& argv) {
+    option_map o;
+    answer_args a;
+    a.run = parse_run(argv, {{"question-file", true}, {"image-folder", true}, {"answers-file", true}, {"batch-size", true},
+                             {"resume", false}, {"quiet", false}}, &o);
+    for (const char* run_only : {"image", "prompt", "verbose"})
+        if (o.count(run_only)) bad(std::string("--") + run_only + " is run's; answer reads the questions from --question-file");
+    if (!o.count("max-new-tokens")) a.run.max_new_tokens = 128;  // model_vqa_loader.py's defaults
+    if (!o.count("temp")) a.run.sampling.temperature = 0;
+    for (const char* req : {"question-file", "image-folder", "answers-file"})
+        if (!o.count(req) || o[req].empty()) bad(std::string("answer needs --") + req);
+    a.questions = o["question-file"], a.images = o["image-folder"], a.answers = o["answers-file"];
+    if (o.count("batch-size")) a.batch = parse_number<index_t>("batch-size", o["batch-size"], 1, 4096, "an integer in [1, 4096]");
+    a.resume = o.count("resume") > 0, a.quiet = o.count("quiet") > 0;
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::is_regular_file(a.questions, ec)) bad("--question-file \"" + a.questions + "\": no such file");
+    if (!fs::is_directory(a.images, ec)) bad("--image-folder \"" + a.images + "\": not a directory");
+    if (fs::equivalent(a.answers, a.questions, ec) || a.answers == a.questions) bad("--answers-file must not be the --question-file");
+    if (fs::is_directory(a.answers, ec)) bad("--answers-file \"" + a.answers + "\" is a directory");
+    return a;
+}
+
+int run_answer(const answer_args& a) {
+    const run_args& r = a.run;
+    if (r.threads > 0) set_threads(r.threads);
+    const auto tok = load_tokenizer(r.tokenizer, r.model);
+    pretrained::load_options opt;
+    opt.quiet = a.quiet, opt.vision_tower = r.vision_tower, opt.dtype = r.dtype;
+    auto m = pretrained::load_aligngpt(r.model, opt);
+    if (!r.aspect.empty()) m.config.image_aspect_ratio = r.aspect;
+    eval::answer_options o;
+    o.image_folder = a.images, o.conv_mode = r.conv_mode, o.model_id = eval::model_name_from_path(r.model);
+    o.max_new_tokens = r.max_new_tokens, o.sampling = r.sampling, o.batch_size = a.batch, o.resume = a.resume;
+    o.align = r.align_level < 0 ? models::alignment{} : models::alignment{models::align_mode::fixed_level, r.align_level};
+    o.progress = a.quiet ? nullptr : &std::cerr;
+    const auto s = eval::answer_questions(*m.model, *m.vision, tok, a.questions, a.answers, o,
+                                          [&](const std::string& path) { return read_image(path, m); });
+    if (!a.quiet) std::cerr << "[answer] wrote " << s.answered << " answers to " << a.answers << " (" << s.resumed << " kept)\n";
+    return 0;
 }
 #endif  // ALIGNGPT_TOOL_HAVE_TOKENIZER
 
@@ -929,7 +1004,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run" || cmd == "score" || cmd == "levels" || cmd == "train") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "answer" || cmd == "score" || cmd == "levels" || cmd == "train") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
                 return r == "-h" || r == "--help";
             })) {
             std::cout << usage_text;
@@ -969,6 +1044,15 @@ int main(int argc, char** argv) {
             return run_train(parse_train(rest));
 #else
             throw error("train needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
+#endif
+        }
+        if (cmd == "answer") {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+            const answer_args a = parse_answer(rest);
+            check_run_paths(a.run);
+            return run_answer(a);
+#else
+            throw error("answer needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
 #endif
         }
         if (cmd == "run") {
