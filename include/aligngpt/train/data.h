@@ -2,7 +2,7 @@
 // The training data pipeline of the reference (AlignGPT src/utils/dataset.py: LazySupervisedDataset,
 // preprocess_multimodal, preprocess_plain, preprocess_v1, DataCollatorForSupervisedDataset;
 // src/train/aligngpt_trainer.py: get_modality_length_grouped_indices). docs/training.md;
-// spec §4.4 (target masking), §4.6 (data pipeline), §5 (templates), §10.
+// docs/model.md §7.3 (labels), §9 (training).
 //
 //   auto tok = tokenizer::llama_tokenizer::from_directory(model_dir);
 //   train::dataset ds("llava_v1_5_mix665k.json", "data/images", tok, "vicuna_v1", io::aspect_mode::pad,

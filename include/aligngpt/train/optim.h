@@ -1,5 +1,5 @@
 #pragma once
-// The optimizer side of a training step (docs spec §4.5): AdamW as torch.optim.AdamW computes it,
+// The optimizer side of a training step (docs/training.md): AdamW as torch.optim.AdamW computes it,
 // the learning-rate schedules of transformers 4.31 (LambdaLR semantics), the global gradient norm
 // and clipping of torch.nn.utils.clip_grad_norm_, a non-finite check, and gradient accumulation
 // over K micro-batches with a fixed binary tree (the scheme that keeps bits across processes).

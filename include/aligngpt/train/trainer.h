@@ -1,6 +1,6 @@
 #pragma once
-// Both AlignGPT training stages on one process (paper §3.2: alignment-level-aware pre-training; §3.3:
-// adaptive-alignment instruction tuning), set up as the reference's src/train/train.py sets them up and
+// Both AlignGPT training stages on one process (the paper's section 3.2, alignment-level-aware
+// pre-training, and 3.3, adaptive-alignment instruction tuning), set up as the reference's src/train/train.py sets them up and
 // stepped as the HF Trainer steps them. docs/training.md has the whole story; the short one:
 //
 //   train::options o;
