@@ -57,15 +57,12 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-bool smoke() {
-    const char* s = std::getenv("ALIGNGPT_BENCH_SMOKE");
-    return s && *s && std::string(s) != "0";
-}
-
 int env_int(const char* name, int def) {
     const char* s = std::getenv(name);
     return s && *s ? std::atoi(s) : def;
 }
+
+bool smoke() { return env_int("ALIGNGPT_BENCH_SMOKE", 0) != 0; }
 
 std::string env_str(const char* name, const std::string& def) {
     const char* s = std::getenv(name);
