@@ -113,7 +113,9 @@ TEST_CASE("train: stage 1 and stage 2 match the official AlignGPT training step 
         for (const auto& info : ref.file.tensors())
             if (info.name.rfind("param.", 0) == 0) n_ref++;
         CHECK(run.params.size() == n_ref);
-        for (const auto& [key, g] : run.grads1) {
+        for (const auto& key_g : run.grads1) {
+            const auto& key = key_g.first;
+            const auto& g = key_g.second;
             CAPTURE(key);
             const auto want = ref.get<float>("grad." + key);
             double scale = 0;
@@ -121,7 +123,9 @@ TEST_CASE("train: stage 1 and stage 2 match the official AlignGPT training step 
             // step-1 gradients, relative to the tensor's largest entry: f32 round-off (measured < 1e-5)
             CHECK(golden::max_abs_diff(g, want) <= 2e-5 * scale + 1e-9);
         }
-        for (const auto& [key, p] : run.params) {
+        for (const auto& key_p : run.params) {
+            const auto& key = key_p.first;
+            const auto& p = key_p.second;
             CAPTURE(key);
             const auto want = ref.get<float>("param." + key);
             // After 4 AdamW steps (lr <= 1e-3). An update is lr * m / (sqrt(v) + eps): bounded by lr and
@@ -147,7 +151,11 @@ TEST_CASE("train: the same loss and parameter bits on 1 and 2 threads, in both s
         set_threads(before);
         REQUIRE(runs[0].res.steps.size() == 2);
         for (size_t s = 0; s < 2; s++) CHECK(std::memcmp(&runs[0].res.steps[s].loss, &runs[1].res.steps[s].loss, sizeof(double)) == 0);
-        for (const auto& [key, p] : runs[0].params) CHECK_MESSAGE(same_bits(p, runs[1].params.at(key)), key);
+        for (const auto& key_p : runs[0].params) {
+            const auto& key = key_p.first;
+            const auto& p = key_p.second;
+            CHECK_MESSAGE(same_bits(p, runs[1].params.at(key)), key);
+        }
     }
 }
 
@@ -160,7 +168,7 @@ TEST_CASE("train repro: one stage-1 step gives the locked bits (any compiler, in
     o.warmup_ratio = 0;
     const auto r = run_recording(o);
     std::vector<float> all;
-    for (const auto& [key, p] : r.params) all.insert(all.end(), p.begin(), p.end());
+    for (const auto& key_p : r.params) all.insert(all.end(), key_p.second.begin(), key_p.second.end());
     const double loss = r.res.steps.at(0).loss;
     CHECK(golden::lock_matches("train.stage1.step1.params", all));
     CHECK(golden::lock_matches("train.stage1.step1.loss", std::vector<double>{loss, r.res.steps.at(0).grad_norm}));
@@ -177,7 +185,11 @@ TEST_CASE("train: k steps, stop, resume, K-k steps equal K straight steps bit fo
             train::options o = golden_options(name, scratch(name + "_ckpt"));
             o.gradient_checkpointing = true;
             const auto r = run_recording(o);
-            for (const auto& [key, p] : r.params) CHECK_MESSAGE(same_bits(p, straight.params.at(key)), key);
+            for (const auto& key_p : r.params) {
+                const auto& key = key_p.first;
+                const auto& p = key_p.second;
+                CHECK_MESSAGE(same_bits(p, straight.params.at(key)), key);
+            }
         }
         for (std::int64_t k : {1, 2, 3}) {  // stop after k steps (as SIGTERM does), resume, finish
             CAPTURE(k);
@@ -198,7 +210,11 @@ TEST_CASE("train: k steps, stop, resume, K-k steps equal K straight steps bit fo
             for (const auto& s : r1.steps) l.push_back(s.loss);
             for (const auto& s : r2.res.steps) l.push_back(s.loss);
             CHECK(std::memcmp(l.data(), losses.data(), 4 * sizeof(double)) == 0);
-            for (const auto& [key, p] : r2.params) CHECK_MESSAGE(same_bits(p, straight.params.at(key)), key);
+            for (const auto& key_p : r2.params) {
+                const auto& key = key_p.first;
+                const auto& p = key_p.second;
+                CHECK_MESSAGE(same_bits(p, straight.params.at(key)), key);
+            }
             // the moments too: the final checkpoints of both runs hold the same optimizer bytes
             const auto a = train::checkpoint::open(out + "/checkpoint-4").bytes("optimizer.safetensors");
             const auto b = train::checkpoint::open(scratch_keep(name + "_straight") + "/checkpoint-4").bytes("optimizer.safetensors");
@@ -243,7 +259,11 @@ TEST_CASE("train: a non-finite gradient skips the step without touching any stat
     CHECK(res.steps[1].skipped);
     CHECK_FALSE(res.steps[0].skipped);
     CHECK_FALSE(res.steps[2].skipped);
-    for (const auto& [k, v] : before_step2) CHECK_MESSAGE(same_bits(v, after_step2.at(k)), k);
+    for (const auto& k_v : before_step2) {
+        const auto& k = k_v.first;
+        const auto& v = k_v.second;
+        CHECK_MESSAGE(same_bits(v, after_step2.at(k)), k);
+    }
     CHECK(train::plot_metrics(out).steps == 3);  // a skipped step's line (null grad_norm) plots too
 
     train::options bad = golden_options("stage1", scratch("nan_abort"));
@@ -394,7 +414,7 @@ TEST_CASE("train: stage 1 with the frozen LLM kept bf16 (--frozen-dtype) from a 
     // The packed panels hold the file's bf16 values and widen exactly; only the kernel's summation
     // order differs from the f32 GEMM's, so losses agree to f32 round-off.
     for (size_t s = 0; s < 2; s++) CHECK(runs[1].res.steps[s].loss == doctest::Approx(runs[0].res.steps[s].loss).epsilon(1e-6));
-    for (const auto& [key, p] : runs[1].params) CHECK(golden::max_abs_diff(p, runs[0].params.at(key)) <= 1e-5);
+    for (const auto& key_p : runs[1].params) CHECK(golden::max_abs_diff(key_p.second, runs[0].params.at(key_p.first)) <= 1e-5);
     REQUIRE(weights.size() == 2);
     CHECK(weights[1] < weights[0]);  // the plan counts the packed linears at 2 bytes
     train::options bad = golden_options("stage2", scratch("frozen_stage2"));
@@ -468,13 +488,15 @@ TEST_CASE("train: aligngpt train and aligngpt plot from the command line (flags 
     CHECK(r.code == 0);
     CHECK(r.output.find("2 steps") != std::string::npos);
     // bad command lines: exit 2, the message names the flag
-    for (const auto& [bad, says] : std::vector<std::pair<std::string, std::string>>{
+    for (const auto& bad_says : std::vector<std::pair<std::string, std::string>>{
              {" --stage warmup", "--stage must be pretrain or finetune"},
              {" --stage pretrain -o x", "--model is required"},
              {" --stage pretrain -m '" + gdir + "/vicuna' --data-path x.json -o x", "--data-path \"x.json\": no such file"},
              {args + " --learning-rate fast", "--learning-rate must be"},
              {args + " --lr_scheduler_type wavy", "unknown schedule"},
              {args + " --per-device-train-batch-size 0", "--per-device-train-batch-size must be"}}) {
+        const std::string& bad = bad_says.first;
+        const std::string& says = bad_says.second;
         CAPTURE(bad);
         r = support::run_command(tool + " train" + bad + " 2>'" + err + "'");
         CHECK(r.code == 2);

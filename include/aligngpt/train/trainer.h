@@ -232,7 +232,6 @@ private:
     std::optional<adamw> opt_;
     std::int64_t step_ = 0, total_ = 0, warmup_ = 0, micro_per_epoch_ = 0, nonfinite_run_ = 0;
     index_t B_ = 0, K_ = 0;
-    double lr_ = 0;
     schedule sched_ = schedule::cosine;
 
     std::ostream* log() const { return o_.quiet ? nullptr : o_.log; }
