@@ -98,7 +98,7 @@ void for_each_line(const std::string& path, std::size_t max_line, F&& f) {
     if (!line.empty()) f(std::string_view(line), number, false);
 }
 
-/// Python's json.dumps(s) (ensure_ascii): \uXXXX for everything outside printable ASCII.
+/// Python's json.dumps(s) (ensure_ascii): a \u escape with four hex digits for everything outside printable ASCII.
 inline std::string py_json(const nlohmann::json& j) {
     return j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace);
 }
