@@ -10,6 +10,8 @@
 #include "aligngpt/models/aligngpt.h"
 #include "support/golden.h"
 
+namespace test_aligngpt {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::models;
 using var = autograd::variable<float>;
@@ -348,3 +350,5 @@ TEST_CASE("repro: aligngpt stage-2 forward and backward give the same bits on 1 
     CHECK(golden::lock_matches("aligngpt.stage2.logits_loss_grads", one.first));
     CHECK(golden::lock_matches("aligngpt.stage2.gate.weights", one.second));
 }
+
+}  // namespace test_aligngpt

@@ -21,6 +21,8 @@
 #include "aligngpt/pretrained.h"
 #include "support/process.h"
 
+namespace test_answer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -304,4 +306,6 @@ TEST_CASE("aligngpt answer: the CLI writes the library's file; bad flags exit 2 
     std::remove(q.c_str()), std::remove(a.c_str()), std::remove(lib.c_str());
 }
 #endif
+
+}  // namespace test_answer
 #endif

@@ -15,6 +15,8 @@
 #include "aligngpt/ops/rope.h"
 #include "support/golden.h"
 
+namespace test_attention {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::autograd;
 
@@ -491,3 +493,5 @@ TEST_CASE("patch_embed matches transformers 4.31 CLIPVisionEmbeddings.patch_embe
         CHECK_CLOSE(w.grad().to_vector(), fx, name + ".dw");
     }
 }
+
+}  // namespace test_attention

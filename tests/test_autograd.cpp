@@ -8,6 +8,8 @@
 #include "aligngpt/autograd/grad_check.h"
 #include "aligngpt/ops/linear.h"
 
+namespace test_autograd {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::autograd;
 
@@ -93,3 +95,5 @@ TEST_CASE("linear rejects mismatched shapes naming both") {
     CHECK_THROWS_WITH_AS(ag::linear(none, x, w), doctest::Contains("linear: input [2,3] does not match weight [4,5]"),
                          aligngpt::error);
 }
+
+}  // namespace test_autograd

@@ -13,6 +13,8 @@
 #include "aligngpt/models/clip.h"
 #include "support/opaque_backend.h"
 
+namespace test_backend {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using test::opaque;
 
@@ -243,3 +245,5 @@ TEST_CASE("backend: tiny AlignGPT stage 1 and stage 2 give backend::cpu's bits o
 }
 
 }  // TEST_SUITE("backend")
+
+}  // namespace test_backend

@@ -21,6 +21,8 @@
 #include "aligngpt/models/projector.h"
 #include "support/golden.h"
 
+namespace test_clip {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using models::clip_model;
 using models::clip_vision_model;
@@ -381,3 +383,5 @@ TEST_CASE("repro: CLIP vision tower, CLIPModel logits and projector give the sam
     CHECK(golden::lock_matches("clip.projector_mlp2x.embeds", one.embeds));
     CHECK(golden::lock_matches("clip.model_tiny.logits_per_image", one.logits));
 }
+
+}  // namespace test_clip

@@ -12,6 +12,8 @@
 #include "aligngpt/tokenizer/clip.h"
 #include "support/process.h"
 
+namespace test_clip_tokenizer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -84,3 +86,5 @@ TEST_CASE("clip_tokenizer: bad vocab.json / merges.txt name the file and the ent
     CHECK(msg(vocab, bad_line).find(bad_line + ":3: a merge must be two symbols") != std::string::npos);
     CHECK(msg(vocab, clip_dir + "/missing.txt").find(clip_dir + "/missing.txt") != std::string::npos);
 }
+
+}  // namespace test_clip_tokenizer

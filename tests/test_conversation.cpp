@@ -14,6 +14,8 @@
 #include "aligngpt/tokenizer/llama.h"
 #endif
 
+namespace test_conversation {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -83,3 +85,5 @@ TEST_CASE("conversation: prompt ids through tokenizer_image_token equal the refe
     CHECK(n == 14);
 }
 #endif
+
+}  // namespace test_conversation

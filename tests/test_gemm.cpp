@@ -17,6 +17,8 @@
 #include "aligngpt/ops/packed.h"
 #include "aligngpt/rng.h"
 
+namespace test_gemm {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 
 namespace {
@@ -428,3 +430,5 @@ TEST_CASE("gemm_batched: each item equals gemm_reference alone (shared and per-i
         CHECK(std::memcmp(C.data(), R.data(), C.size() * sizeof(float)) == 0);
     }
 }
+
+}  // namespace test_gemm

@@ -32,6 +32,8 @@
 #include "aligngpt/rng.h"
 #include "support/golden.h"
 
+namespace test_image {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using aligngpt::io::rgb_image;
 namespace io = aligngpt::io;
 
@@ -487,3 +489,5 @@ TEST_CASE("image: a huge crop_size or size in preprocessor_config.json is refuse
     CHECK_THROWS_WITH_AS(io::expand2square(rgb_image(20000, 1), {0, 0, 0}, 10000ull * 10000ull),
                          doctest::Contains("expand2square: a 20000x20000 square"), aligngpt::error);
 }
+
+}  // namespace test_image

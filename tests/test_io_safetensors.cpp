@@ -12,6 +12,8 @@
 
 #include "aligngpt/io/safetensors.h"
 
+namespace test_io_safetensors {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::io;
 
@@ -252,3 +254,5 @@ TEST_CASE("safetensors: a header nested 100000 levels deep is refused at once, n
                       {"tensor \"w\"", "\"shape\"", "item 0", "got an array"});
     expect_open_error("deep_meta.st", st_bytes(R"({"__metadata__":{"k":)" + deep + "}}"), {"__metadata__", "\"k\"", "must be a string"});
 }
+
+}  // namespace test_io_safetensors

@@ -14,6 +14,8 @@
 
 #include "aligngpt/io/torch_bin.h"
 
+namespace test_io_torch_bin {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::io;
 namespace fs = std::filesystem;
@@ -414,3 +416,5 @@ TEST_CASE("pickle: a memoised big tuple reused many times is shared or refused, 
         CHECK(!torch_bin_file::open(golden + f, tight).tensors().empty());
     }
 }
+
+}  // namespace test_io_torch_bin

@@ -16,6 +16,8 @@
 #include "aligngpt/pretrained.h"
 #include "support/process.h"
 
+namespace test_json {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -278,3 +280,5 @@ TEST_CASE("json: integers above INT64_MAX are refused, never wrapped (mm_vision_
     CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"crop_size", json::parse(u)}}, "pp.json"); }) ==
           "pp.json: field 'crop_size' must be an integer in [1, 65536], got " + u);
 }
+
+}  // namespace test_json

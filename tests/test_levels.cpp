@@ -14,6 +14,8 @@
 #include "aligngpt/train/levels.h"
 #include "support/process.h"
 
+namespace test_levels {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -207,3 +209,5 @@ TEST_CASE("aligngpt levels: end to end, then the refusals (exit 2 for the comman
     CHECK(missing.output.find(dir + "/data.json: record 0 (id \"000000000\"): image '../images/landscape_500x333.png'") != std::string::npos);
 }
 #endif  // ALIGNGPT_TOOL_PATH
+
+}  // namespace test_levels

@@ -9,6 +9,8 @@
 #include "aligngpt/models/llama.h"
 #include "support/golden.h"
 
+namespace test_llama {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using models::llama_config;
 using models::llama_model;
@@ -307,3 +309,5 @@ TEST_CASE("repro: llama forward and greedy decode give the same bits on 1 and 3 
     CHECK(golden::lock_matches("llama.tiny.layers.0.out", one.second));
     CHECK(golden::lock_matches("llama.tiny.generated1", gen));
 }
+
+}  // namespace test_llama

@@ -14,6 +14,8 @@
 #include "aligngpt/pretrained.h"
 #include "support/golden.h"
 
+namespace test_loader {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -457,3 +459,5 @@ TEST_CASE("loader: the image-token count follows the vision tower; a gate traine
     CHECK(out.batch.S == 1 + 1 + 256 + 1);  // BOS, indicator, 256 image rows, one token
     CHECK(out.gate.weights.shape() == shape_t{1, 7});
 }
+
+}  // namespace test_loader

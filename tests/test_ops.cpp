@@ -30,6 +30,8 @@
 #include "aligngpt/ops/softmax.h"
 #include "support/golden.h"
 
+namespace test_ops {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using autograd::grad_check;
 using autograd::op_under_test;
@@ -620,3 +622,5 @@ TEST_CASE("repro: ops forward+backward give identical bits for 1, 2, 3, 4 thread
     CHECK(golden::lock_matches("op.chain.loss_and_grads", ref));
     CHECK(golden::lock_matches("op.chain.loss", std::vector<float>{ref[0]}));
 }
+
+}  // namespace test_ops

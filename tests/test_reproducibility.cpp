@@ -10,6 +10,8 @@
 #include "aligngpt/models/llama.h"
 #include "support/golden.h"
 
+namespace test_reproducibility {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::models;
 
@@ -106,3 +108,5 @@ TEST_CASE("repro: batch 1 gives the same logits as the same sample inside a padd
         CHECK(std::memcmp(l1.data(), l4.data() + b * bt.T * V, size_t(n * V) * sizeof(float)) == 0);
     }
 }
+
+}  // namespace test_reproducibility

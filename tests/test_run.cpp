@@ -19,6 +19,8 @@
 #include "aligngpt/io/safetensors.h"
 #include "support/process.h"
 
+namespace test_run {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 const std::string golden_dir = ALIGNGPT_GOLDEN_DIR;
@@ -153,4 +155,6 @@ TEST_CASE("aligngpt run: a prompt longer than the context is refused, not cut") 
     CHECK(r.code == 1);
     CHECK(r.err.find("more than the model's context of 2048") != std::string::npos);
 }
+
+}  // namespace test_run
 #endif

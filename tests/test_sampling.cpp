@@ -15,6 +15,8 @@
 #include "aligngpt/tokenizer/llama.h"
 #endif
 
+namespace test_sampling {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 
 namespace {
@@ -161,3 +163,5 @@ TEST_CASE("sampling: keywords_stop stops on the keyword's ids or its text, as Ke
     CHECK(!hash_stop(tok.encode("A cat.", false)));
 }
 #endif
+
+}  // namespace test_sampling

@@ -16,6 +16,8 @@
 #include "aligngpt/eval/score.h"
 #include "support/process.h"
 
+namespace test_score {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -420,3 +422,5 @@ TEST_CASE("aligngpt score: bad flags exit 2 naming the flag; bad files exit 1 na
     CHECK(r.err.find(no_id + ":2: field 'question_id' must be a string or an integer, but it is missing") != std::string::npos);
 }
 #endif  // ALIGNGPT_TOOL_PATH
+
+}  // namespace test_score

@@ -14,6 +14,8 @@
 #include "support/process.h"
 #include "aligngpt/tokenizer/llama.h"
 
+namespace test_tokenizer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -161,4 +163,6 @@ TEST_CASE("tokenizer: special tokens with lstrip/rstrip eat the whitespace besid
     const tokenizer::llama_tokenizer t(io::read_text_file(tok_dir + "/tokenizer.model", 1 << 20), "m", cfg);
     CHECK(t.encode("a \t</s>\u00a0 b") == t.encode("a</s>b"));
 }
+
+}  // namespace test_tokenizer
 #endif  // ALIGNGPT_TEST_HAVE_TOKENIZER

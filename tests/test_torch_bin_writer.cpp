@@ -21,6 +21,8 @@
 #include "aligngpt/io/torch_bin_writer.h"
 #include "support/golden.h"
 
+namespace test_torch_bin_writer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::io;
 
@@ -198,3 +200,5 @@ TEST_CASE("torch_bin_writer: zip64 fields for an entry over 4 GiB and entries pa
     CHECK(z.read_checked(*z.find("archive/small")) == "abc");
     std::filesystem::remove(path);
 }
+
+}  // namespace test_torch_bin_writer

@@ -17,6 +17,8 @@
 #include "support/golden.h"
 #include "support/process.h"
 
+namespace test_trace {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -316,3 +318,5 @@ TEST_CASE("aligngpt trace: hostile config files exit 1 naming the file and the f
 }
 
 #endif  // ALIGNGPT_TOOL_PATH
+
+}  // namespace test_trace

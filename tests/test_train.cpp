@@ -18,6 +18,8 @@
 #include "support/golden.h"
 #include "support/process.h"
 
+namespace test_train {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 using namespace aligngpt;
@@ -507,4 +509,5 @@ TEST_CASE("train: aligngpt train and aligngpt plot from the command line (flags 
 }
 #endif
 
+}  // namespace test_train
 #endif

@@ -22,6 +22,8 @@
 
 #include "aligngpt/train/checkpoint.h"
 
+namespace test_train_checkpoint {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 namespace fs = std::filesystem;
 
@@ -707,3 +709,5 @@ TEST_CASE("checkpoint: F4 under strace, the system calls themselves: fsync(file)
     CHECK(calls[publish + 1] == std::make_pair(std::string("fsync"), out));  // OUT, after
     check_content(*train::find_resumable(out), 7);
 }
+
+}  // namespace test_train_checkpoint

@@ -19,6 +19,8 @@
 #include "aligngpt/train/data.h"
 #include "support/golden.h"
 
+namespace test_train_data {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -324,4 +326,5 @@ TEST_CASE("train data: bad files are refused with the record, its byte and the f
     CHECK(train::dataset(scratch("ok.json", "[]"), kImages, tok(), "vicuna_v1", io::aspect_mode::pad, image_cfg(), 64).size() == 0);
 }
 
+}  // namespace test_train_data
 #endif  // ALIGNGPT_TEST_HAVE_TOKENIZER && ALIGNGPT_TEST_HAVE_STB

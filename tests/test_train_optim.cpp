@@ -14,6 +14,8 @@
 #include "aligngpt/train/optim.h"
 #include "support/golden.h"
 
+namespace test_train_optim {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 using namespace aligngpt;
 using namespace aligngpt::train;
 
@@ -290,3 +292,5 @@ TEST_CASE("grad_accumulator: the fixed tree in micro-batch order, bit for bit, w
     CHECK(msg.find("micro-batch 1 gradient 0 has shape [3,2]") != std::string::npos);
     CHECK_THROWS_AS(grad_accumulator(0), aligngpt::error);
 }
+
+}  // namespace test_train_optim

@@ -25,6 +25,8 @@
 #include "aligngpt/io/image.h"
 #endif
 
+namespace test_world {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -474,3 +476,5 @@ TEST_CASE("world: generated files load back and agree with world.json") {
     CHECK_THROWS_WITH_AS(read_scenes(dir + "/bad.json"), doctest::Contains("scenes[3].objects[0]: field 'color' must be one of red"),
                          aligngpt::error);
 }
+
+}  // namespace test_world
