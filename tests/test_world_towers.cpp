@@ -157,6 +157,23 @@ TEST_CASE("world towers: a few CLIP steps lower the contrastive loss; the direct
         caps.push_back(world::caption_text(world::describe_exact(scenes[std::size_t(i)])));
     }
     for (double c : scorer.cosines(px, caps)) CHECK(std::abs(c) <= 1.0 + 1e-5);
+    // the 8 pairs it was trained on: each image is closer to its own caption than to the others on
+    // average (a margin, not an exact value: the numbers are the model's own)
+    std::vector<std::int64_t> idx;
+    std::vector<std::vector<std::int64_t>> ids;
+    for (int i = 0; i < 8; i++)
+        idx.push_back(i), ids.push_back(scorer.tok.encode(world::caption_text(world::describe_exact(scenes[std::size_t(i)]))));
+    const auto [cid, mask] = world::tower_detail::caption_batch(ids, scorer.tok.eos_id);
+    const auto cos = scorer.model
+                         .cosine(nullptr, scorer.model.image_embeds(nullptr, autograd::variable<float>::leaf(
+                                                                                 world::tower_detail::load_pixels(tiny_world(), idx, scorer.pre))),
+                                 scorer.model.text_embeds(nullptr, cid, mask))
+                         .value()
+                         .to_vector();
+    double pos = 0, neg = 0;
+    for (int a = 0; a < 8; a++)
+        for (int b = 0; b < 8; b++) (a == b ? pos : neg) += cos[std::size_t(a * 8 + b)];
+    CHECK(pos / 8 > neg / 56 + 0.05);
     // plot-ready metrics: one line a step with trainer.h's fields
     const auto m = train::plot_metrics(dir);
     CHECK(m.steps == 8);

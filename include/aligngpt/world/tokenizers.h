@@ -5,7 +5,8 @@
 //     ships them) trained by the SentencePiece trainer library in LLaMA's settings: byte_fallback,
 //     <unk>/<s>/</s> = 0/1/2, no pad, identity normalisation, split digits, dummy prefix, extra
 //     whitespace kept (the settings of tests/tools/golden/tokenizer.py's _train); one thread and the
-//     input in file order, so the model is a function of the text;
+//     input in file order, so the model is a function of the text. hard_vocab_limit is off: the
+//     world has fewer than 100 words, and the model stops at fewer pieces than asked rather than fail;
 //   * a CLIP byte-level BPE (vocab.json + merges.txt in the layout of openai/clip-vit-*), learned
 //     here: the words of the captions as tokenizer/clip.h splits them (lower-cased, CLIP's pattern),
 //     each a sequence of bytes_to_unicode symbols with "</w>" on the last; repeatedly the most

@@ -70,7 +70,9 @@ struct tower_schedule {
 /// One optimizer step's record (a metrics.jsonl line).
 struct tower_step {
     std::int64_t step = 0;
-    double loss = 0, lr = 0, grad_norm = 0, tokens = 0, seconds = 0;
+    double loss = 0, lr = 0, grad_norm = 0;
+    double tokens = 0;   ///< target tokens (LLaMA) or image-caption pairs (CLIP) of the step
+    double seconds = 0;  ///< since the run started
 };
 
 namespace tower_detail {
