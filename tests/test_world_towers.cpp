@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "aligngpt/autograd/grad_check.h"
 #include "aligngpt/io/file.h"
 #include "aligngpt/train/levels.h"
 #include "aligngpt/train/plot.h"
@@ -65,6 +66,19 @@ world::llm_pretrain_options tiny_llm(std::int64_t steps) {
 std::string bytes(const std::string& path) { return io::read_text_file(path, std::uint64_t(1) << 30); }
 
 }  // namespace
+
+TEST_CASE("world towers: exp_scale (CLIP's learnable temperature) backward matches finite differences (double, tol 1e-8)") {
+    using vd = autograd::variable<double>;
+    // grad_check's measure: max |analytic - numeric| / max(1, |numeric|); h = 1e-6 leaves ~1e-10 round-off
+    tensor<double> xv({3, 4}), tv({1});
+    for (index_t i = 0; i < xv.numel(); i++) xv.data()[i] = double(rng::uniform(5, 1, std::uint64_t(i), 1.f));
+    tv.data()[0] = 0.7;
+    const vd x = vd::leaf(xv, true), t = vd::leaf(tv, true);
+    autograd::op_under_test<double> f = [](autograd::tape<double>* tp, const std::vector<vd>& v) {
+        return world::tower_detail::exp_scale(tp, v[0], v[1]);
+    };
+    CHECK(autograd::grad_check(f, {x, t}) <= 1e-8);
+}
 
 TEST_CASE("world towers: the LLaMA tokenizer learns the world's words and round-trips its text") {
     const std::string dir = tmp("llama_tok");

@@ -83,24 +83,26 @@ using clock = std::chrono::steady_clock;
 inline double since(clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); }
 
 /// y = exp(t) * x for a learnable 0-d t (CLIP's logit_scale). dx = exp(t) dy; dt = sum(dy * y),
-/// summed in double in index order (the same bits on any thread count).
-inline var exp_scale(autograd::tape<float>* tp, const var& x, const var& t) {
+/// summed in double in index order (the same bits on any thread count). Gradient-checked in double
+/// (tests/test_world_towers.cpp).
+template <class T>
+autograd::variable<T> exp_scale(autograd::tape<T>* tp, const autograd::variable<T>& x, const autograd::variable<T>& t) {
     ALIGNGPT_CHECK(t.value().numel() == 1, "exp_scale: the scale must have one element");
-    const float e = ops::exp_of(t.value().to_vector()[0]);
+    const T e = ops::exp_of(t.value().to_vector()[0]);
     const index_t n = x.value().numel();
-    tensor<float> y(x.shape());
-    const float* xp = x.value().data();
+    tensor<T> y(x.shape());
+    const T* xp = x.value().data();
     for (index_t i = 0; i < n; i++) y.data()[i] = e * xp[i];
-    return autograd::tape<float>::record(tp, "exp_scale", y, {x, t}, [x, t, e, n](autograd::node<float>& out) {
-        const float* dy = out.grad.data();
+    return autograd::tape<T>::record(tp, "exp_scale", y, {x, t}, [x, t, e, n](autograd::node<T>& out) {
+        const T* dy = out.grad.data();
         if (x.requires_grad()) {
-            float* dx = x.get()->grad_buffer().data();
+            T* dx = x.get()->grad_buffer().data();
             for (index_t i = 0; i < n; i++) dx[i] += e * dy[i];
         }
         if (t.requires_grad()) {
             double s = 0;
             for (index_t i = 0; i < n; i++) s += double(dy[i]) * double(out.value.data()[i]);
-            t.get()->grad_buffer().data()[0] += float(s);
+            t.get()->grad_buffer().data()[0] += T(s);
         }
     });
 }
