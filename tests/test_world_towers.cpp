@@ -26,6 +26,8 @@
 #include "aligngpt/train/trainer.h"
 #include "aligngpt/world/towers.h"
 
+namespace test_world_towers {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -243,3 +245,5 @@ TEST_CASE("world towers: the same bits on 1 and 2 threads") {
     CHECK(clip_bytes[0] == clip_bytes[1]);
     CHECK(llm_bytes[0] == llm_bytes[1]);
 }
+
+}  // namespace test_world_towers
