@@ -334,7 +334,7 @@ std::vector<std::uint8_t> png_header_only(std::uint32_t w, std::uint32_t h) {
     std::vector<std::uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
     for (std::uint32_t v : {w, h})
         for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
-    for (std::uint8_t v : {8, 2, 0, 0, 0}) b.push_back(v);  // depth 8, RGB
+    for (int v : {8, 2, 0, 0, 0}) b.push_back(std::uint8_t(v));  // depth 8, RGB
     for (int i = 0; i < 4; i++) b.push_back(0);              // CRC (stb_image does not check it)
     const std::uint8_t iend[] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
     b.insert(b.end(), std::begin(iend), std::end(iend));

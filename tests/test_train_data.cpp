@@ -188,7 +188,7 @@ TEST_CASE("train data: epoch order is the documented seeded Fisher-Yates") {
     for (std::size_t i = 0; i < n; i++) q[i] = i;
     const std::uint64_t k = rng::bits(42, rng::fnv1a64("aligngpt.train.epoch_order"), 3);
     for (std::size_t i = n - 1; i >= 1; i--) {
-        const auto j = std::size_t((static_cast<unsigned __int128>(rng::bits(k, 0, i)) * (i + 1)) >> 64);
+        const auto j = std::size_t((static_cast<rng::uint128>(rng::bits(k, 0, i)) * (i + 1)) >> 64);
         std::swap(q[i], q[j]);
     }
     CHECK(p == q);

@@ -29,6 +29,10 @@ constexpr std::uint64_t bits(std::uint64_t seed, std::uint64_t stream, std::uint
     return splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index);
 }
 
+/// 128-bit unsigned arithmetic (GCC and Clang; __extension__ keeps -Wpedantic quiet): exact
+/// products of 64-bit draws, e.g. floor(bits * n / 2^64) for unbiased-enough index picks.
+__extension__ using uint128 = unsigned __int128;
+
 /// FNV-1a 64 of a string: turns a tensor name into a stream id.
 constexpr std::uint64_t fnv1a64(std::string_view s) {
     std::uint64_t h = 0xcbf29ce484222325ull;

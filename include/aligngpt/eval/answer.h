@@ -149,9 +149,9 @@ inline std::string answer_id(std::uint64_t seed, const std::string& key, std::si
     std::uint64_t hi = rng::bits(seed, stream, 2 * occurrence), lo = rng::bits(seed, stream, 2 * occurrence + 1);
     std::string s;
     for (int i = 0; i < 22; i++) {  // (hi, lo) divided by 57, digit by digit
-        const unsigned __int128 v = (static_cast<unsigned __int128>(hi) << 64) | lo;
+        const rng::uint128 v = (static_cast<rng::uint128>(hi) << 64) | lo;
         s += alphabet[std::size_t(v % 57)];
-        const unsigned __int128 q = v / 57;
+        const rng::uint128 q = v / 57;
         hi = std::uint64_t(q >> 64), lo = std::uint64_t(q);
     }
     return s;

@@ -228,9 +228,9 @@ inline char mc_letter(std::string_view text, int n_choices = 0) {
                 i++;
             }
         }
-        return count == 1 ? found : 0;
+        return count == 1 ? found : '\0';
     }();
-    return option(letter) ? letter : 0;
+    return option(letter) ? letter : '\0';
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ public:
     /// are an error naming both.
     tensor_source renamed(const std::function<std::optional<std::string>(const std::string&)>& fn,
                           std::string description = {}) const {
-        tensor_source out(description.empty() ? desc_ : std::move(description));
+        tensor_source out(description.empty() ? desc_ : description);
         std::map<std::string, std::string> from;
         for (const auto& [k, e] : entries_) {
             auto n = fn(k);

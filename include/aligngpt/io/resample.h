@@ -179,9 +179,9 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
         const int xx = first + i;
         const double center = in0 + unfused((xx + 0.5) * scale);
         // (int) truncates toward zero, as the C cast in Pillow; negative values clip to 0 anyway.
-        int xmin = int(center - support + 0.5);
+        int xmin = int(center - support + 0.5);  // NOLINT(bugprone-incorrect-roundings): Pillow's C cast
         if (xmin < 0) xmin = 0;
-        int xmax = int(center + support + 0.5);
+        int xmax = int(center + support + 0.5);  // NOLINT(bugprone-incorrect-roundings): Pillow's C cast
         if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         ALIGNGPT_CHECK(xmax >= 0 && xmax <= c.ksize, "resample: internal tap count ", xmax, " > ", c.ksize);
@@ -197,7 +197,8 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
             double v = w[std::size_t(x)];
             if (ww != 0.0) v /= ww;
             const double scaled = v * double(1 << resample_precision_bits);  // exact (power of two)
-            k[x] = v < 0 ? std::int32_t(-0.5 + scaled) : std::int32_t(0.5 + scaled);
+            // Pillow rounds half away from zero by the same casts; the bits depend on it
+            k[x] = v < 0 ? std::int32_t(-0.5 + scaled) : std::int32_t(0.5 + scaled);  // NOLINT(bugprone-incorrect-roundings)
         }
         // Pillow accumulates in a C int. Prove that no sum can overflow (255 * sum|k| + 2^21 must
         // fit): true for every Pillow filter, so int32 arithmetic stays exact and UB-free.

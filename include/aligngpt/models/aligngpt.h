@@ -163,7 +163,7 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
             segment rest = seg.front();  // split the first segment after its first row
             seg.front().length = 1, rest.first += 1, rest.length -= 1;
             seg.insert(seg.begin() + 1, segment{segment::indicator, p.indicator_row(k), 1});
-            if (rest.length > 0) seg.insert(seg.begin() + 2, std::move(rest));
+            if (rest.length > 0) seg.insert(seg.begin() + 2, rest);
         }
         if (q.image) k++;
         p.segments.push_back(std::move(seg));

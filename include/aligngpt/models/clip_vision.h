@@ -124,12 +124,12 @@ struct clip_vision_model {
         return post_layernorm(tp, cls);
     }
 
-    /// AlignGPT's feature_select: hidden_states[select_layer] ("patch": without the CLS token,
-    /// [B, NP, D]; "cls_patch": all NP+1 tokens). select_layer is Python-style over the full list
+    /// AlignGPT's feature_select: hidden_states[layer] ("patch": without the CLS token,
+    /// [B, NP, D]; "cls_patch": all NP+1 tokens). layer is Python-style over the full list
     /// of L+1 entries (-2 = index L-1), whatever prefix of it `hs` holds.
-    variable<T, Backend> select_features(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs, index_t select_layer = -2,
+    variable<T, Backend> select_features(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs, index_t layer = -2,
                                    const std::string& feature = "patch") const {
-        const index_t i = resolve_index(select_layer, num_layers() + 1, "select_features select_layer");
+        const index_t i = resolve_index(layer, num_layers() + 1, "select_features select_layer");
         ALIGNGPT_CHECK(feature == "patch" || feature == "cls_patch", "select_features: mm_vision_select_feature \"",
                        feature, "\" is not supported (patch, cls_patch)");
         ALIGNGPT_CHECK(i < index_t(hs.size()), "select_features: hidden_states[", i, "] was not computed (",
@@ -138,12 +138,12 @@ struct clip_vision_model {
         return feature == "patch" ? ag::slice(tp, h, 1, 1, h.size(1)) : h;
     }
 
-    /// The image features AlignGPT feeds the projector: runs only the layers select_layer needs.
+    /// The image features AlignGPT feeds the projector: runs only the layers `layer` needs.
     /// With `trace`: the hidden states computed and "vision.features".
-    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t select_layer,
+    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t layer,
                                   const std::string& feature = "patch",
                             trace_sink<T, Backend>* trace = nullptr) const {
-        auto f = select_features(tp, forward(tp, pixels, select_layer, trace), select_layer, feature);
+        auto f = select_features(tp, forward(tp, pixels, layer, trace), layer, feature);
         if (trace) trace->put("vision.features", f.value());
         return f;
     }

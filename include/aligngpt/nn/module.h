@@ -103,15 +103,15 @@ private:
         if (bias.defined()) in.push_back(bias);
         const variable<T, Backend> b = bias;
         return tape<T, Backend>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, Backend>& out) {
-            const Backend& be = out.value.backend();
+            const Backend& bk = out.value.backend();
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
             tensor<T, Backend> w;  // dX = dY W with W widened exactly: the f32 path's bits
             if (dx) {
-                w = tensor<T, Backend>({N, K}, be);
-                packed_unpack(be, w.data(), *pw);
+                w = tensor<T, Backend>({N, K}, bk);
+                packed_unpack(bk, w.data(), *pw);
             }
-            linear_backward(be, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
+            linear_backward(bk, dx, static_cast<T*>(nullptr), db, out.grad.data(), x.value().data(), w.data(), M, N, K);
         });
     }
 };

@@ -109,8 +109,8 @@ autograd::variable<T, Backend> unary_pointwise(autograd::tape<T, Backend>* tp, c
     const index_t n = y.numel();
     fwd(be, y.data(), x.value().data(), n);
     return autograd::tape<T, Backend>::record(tp, op, y, {x}, [x, n, bwd](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        bwd(be, x.get()->grad_buffer().data(), out.grad.data(), x.value().data(), n);
+        const Backend& bk = out.value.backend();
+        bwd(bk, x.get()->grad_buffer().data(), out.grad.data(), x.value().data(), n);
     });
 }
 
@@ -144,10 +144,10 @@ autograd::variable<T, Backend> swiglu(autograd::tape<T, Backend>* tp, const auto
     const index_t n = y.numel();
     swiglu_forward(be, y.data(), g.value().data(), u.value().data(), n);
     return autograd::tape<T, Backend>::record(tp, "swiglu", y, {g, u}, [g, u, n](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
         T* du = u.requires_grad() ? u.get()->grad_buffer().data() : nullptr;
-        swiglu_backward(be, dg, du, out.grad.data(), g.value().data(), u.value().data(), n);
+        swiglu_backward(bk, dg, du, out.grad.data(), g.value().data(), u.value().data(), n);
     });
 }
 

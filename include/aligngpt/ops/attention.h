@@ -190,11 +190,11 @@ autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const a
     attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d,
                            opts);
     return autograd::tape<T, Backend>::record(tp, "attention", out, {q, k, v}, [q, k, v, att, d, opts](autograd::node<T, Backend>& n) {
-        const Backend& be = n.value.backend();
+        const Backend& bk = n.value.backend();
         T* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
         T* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
         T* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
-        attention_backward(be, dq, dk, dv, n.grad.data(), q.value().data(), k.value().data(), v.value().data(),
+        attention_backward(bk, dq, dk, dv, n.grad.data(), q.value().data(), k.value().data(), v.value().data(),
                                 att.data(), d, opts);
     });
 }

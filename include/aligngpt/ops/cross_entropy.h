@@ -95,8 +95,8 @@ autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, con
     cross_entropy_forward(be, loss.data(), lse.data(), logits.value().data(), tc.data(), N, V, ignore_index);
     return autograd::tape<T, Backend>::record(
         tp, "cross_entropy", loss, {logits}, [logits, tc, lse, N, V, ignore_index](autograd::node<T, Backend>& out) {
-            const Backend& be = out.value.backend();
-            cross_entropy_backward(be, logits.get()->grad_buffer().data(), out.grad.data(),
+            const Backend& bk = out.value.backend();
+            cross_entropy_backward(bk, logits.get()->grad_buffer().data(), out.grad.data(),
                                         logits.value().data(), lse.data(), tc.data(), N, V, ignore_index);
         });
 }

@@ -87,10 +87,10 @@ autograd::variable<T, Backend> add(autograd::tape<T, Backend>* tp, const autogra
     const index_t n = y.numel();
     add_forward(be, y.data(), a.value().data(), b.value().data(), n);
     return autograd::tape<T, Backend>::record(tp, "add", y, {a, b}, [a, b, n](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        add_backward(be, da, db, out.grad.data(), n);
+        add_backward(bk, da, db, out.grad.data(), n);
     });
 }
 
@@ -105,10 +105,10 @@ autograd::variable<T, Backend> mul(autograd::tape<T, Backend>* tp, const autogra
     const index_t n = y.numel();
     mul_forward(be, y.data(), a.value().data(), b.value().data(), n);
     return autograd::tape<T, Backend>::record(tp, "mul", y, {a, b}, [a, b, n](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* da = a.requires_grad() ? a.get()->grad_buffer().data() : nullptr;
         T* db = b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        mul_backward(be, da, db, out.grad.data(), a.value().data(), b.value().data(), n);
+        mul_backward(bk, da, db, out.grad.data(), a.value().data(), b.value().data(), n);
     });
 }
 
@@ -120,8 +120,8 @@ autograd::variable<T, Backend> scale(autograd::tape<T, Backend>* tp, const autog
     const index_t n = y.numel();
     scale_forward(be, y.data(), x.value().data(), s, n);
     return autograd::tape<T, Backend>::record(tp, "scale", y, {x}, [x, s, n](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        scale_backward(be, x.get()->grad_buffer().data(), out.grad.data(), s, n);
+        const Backend& bk = out.value.backend();
+        scale_backward(bk, x.get()->grad_buffer().data(), out.grad.data(), s, n);
     });
 }
 
@@ -137,10 +137,10 @@ autograd::variable<T, Backend> add_row(autograd::tape<T, Backend>* tp, const aut
     tensor<T, Backend> y(x.shape(), be);
     add_row_forward(be, y.data(), x.value().data(), r.value().data(), N, C);
     return autograd::tape<T, Backend>::record(tp, "add_row", y, {x, r}, [x, r, N, C](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dr = r.requires_grad() ? r.get()->grad_buffer().data() : nullptr;
-        add_row_backward(be, dx, dr, out.grad.data(), N, C);
+        add_row_backward(bk, dx, dr, out.grad.data(), N, C);
     });
 }
 

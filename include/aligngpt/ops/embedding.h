@@ -81,8 +81,8 @@ autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const a
     embedding_forward(be, y.data(), weight.value().data(), idc.data(), Tn, V, C);
     return autograd::tape<T, Backend>::record(
         tp, "embedding", y, {weight}, [weight, idc, Tn, V, C, padding_idx](autograd::node<T, Backend>& out) {
-            const Backend& be = out.value.backend();
-            embedding_backward(be, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C,
+            const Backend& bk = out.value.backend();
+            embedding_backward(bk, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C,
                                     padding_idx);
         });
 }

@@ -60,11 +60,11 @@ autograd::variable<T, Backend> layer_norm(autograd::tape<T, Backend>* tp, const 
     if (b.defined()) in.push_back(b);
     return autograd::tape<T, Backend>::record(
         tp, "layer_norm", y, in, [x, w, b, mean, rstd, N, C](autograd::node<T, Backend>& out) {
-            const Backend& be = out.value.backend();
+            const Backend& bk = out.value.backend();
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-            layer_norm_backward(be, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(),
+            layer_norm_backward(bk, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(),
                                      mean.data(), rstd.data(), N, C);
         });
 }

@@ -61,11 +61,11 @@ variable<T, Backend> linear(tape<T, Backend>* tp, const variable<T, Backend>& x,
     std::vector<variable<T, Backend>> in{x, w};
     if (b.defined()) in.push_back(b);
     return tape<T, Backend>::record(tp, "linear", y, in, [x, w, b, M, N, K](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
         T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-        linear_backward(be, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(), M, N, K);
+        linear_backward(bk, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(), M, N, K);
     });
 }
 

@@ -102,10 +102,10 @@ autograd::variable<T, Backend> patch_embed(autograd::tape<T, Backend>* tp, const
     patch_embed_forward(be, out.data(), pixels.value().data(), weight.value().data(), d);
     return autograd::tape<T, Backend>::record(tp, "patch_embed", out, {pixels, weight},
                                          [pixels, weight, d](autograd::node<T, Backend>& n) {
-        const Backend& be = n.value.backend();
+        const Backend& bk = n.value.backend();
         T* dx = pixels.requires_grad() ? pixels.get()->grad_buffer().data() : nullptr;
         T* dw = weight.requires_grad() ? weight.get()->grad_buffer().data() : nullptr;
-        patch_embed_backward(be, dx, dw, n.grad.data(), pixels.value().data(), weight.value().data(), d);
+        patch_embed_backward(bk, dx, dw, n.grad.data(), pixels.value().data(), weight.value().data(), d);
     });
 }
 

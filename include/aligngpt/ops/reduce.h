@@ -61,8 +61,8 @@ autograd::variable<T, Backend> reduce(autograd::tape<T, Backend>* tp, const char
     tensor<T, Backend> y(ys, be);
     sum_forward(be, y.data(), x.value().data(), outer, D, inner, mean);
     return autograd::tape<T, Backend>::record(tp, op, y, {x}, [x, outer, D, inner, mean](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        sum_backward(be, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
+        const Backend& bk = out.value.backend();
+        sum_backward(bk, x.get()->grad_buffer().data(), out.grad.data(), outer, D, inner, mean);
     });
 }
 }  // namespace reduce_detail

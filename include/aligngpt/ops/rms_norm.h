@@ -52,10 +52,10 @@ autograd::variable<T, Backend> rms_norm(autograd::tape<T, Backend>* tp, const au
     tensor<T, Backend> y(x.shape(), be), rstd(shape_t{N}, be);
     rms_norm_forward(be, y.data(), rstd.data(), x.value().data(), g.value().data(), N, C, eps);
     return autograd::tape<T, Backend>::record(tp, "rms_norm", y, {x, g}, [x, g, rstd, N, C](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
+        const Backend& bk = out.value.backend();
         T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
         T* dg = g.requires_grad() ? g.get()->grad_buffer().data() : nullptr;
-        rms_norm_backward(be, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);
+        rms_norm_backward(bk, dx, dg, out.grad.data(), x.value().data(), g.value().data(), rstd.data(), N, C);
     });
 }
 

@@ -175,8 +175,8 @@ autograd::variable<T, Backend> rope(autograd::tape<T, Backend>* tp, const autogr
     tensor<T, Backend> y(x.shape(), be);
     rope_forward(be, y.data(), x.value().data(), positions.data(), N, NH, tab);
     return autograd::tape<T, Backend>::record(tp, "rope", y, {x}, [x, positions, tab, N, NH](autograd::node<T, Backend>& n) {
-        const Backend& be = n.value.backend();
-        rope_backward(be, x.get()->grad_buffer().data(), n.grad.data(), positions.data(), N, NH, tab);
+        const Backend& bk = n.value.backend();
+        rope_backward(bk, x.get()->grad_buffer().data(), n.grad.data(), positions.data(), N, NH, tab);
     });
 }
 

@@ -96,13 +96,13 @@ autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std:
         off += x.size(d);
     }
     return autograd::tape<T, Backend>::record(tp, "concat", y, xs, [xs, d, Dy, outer, inner](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        index_t off = 0;
+        const Backend& bk = out.value.backend();
+        index_t at = 0;
         for (const auto& x : xs) {
-            if (x.requires_grad())  // dx[o, j, i] += dy[o, off + j, i]
-                copy_block(be, x.get()->grad_buffer().data(), x.size(d), 0, out.grad.data(), Dy, off,
+            if (x.requires_grad())  // dx[o, j, i] += dy[o, at + j, i]
+                copy_block(bk, x.get()->grad_buffer().data(), x.size(d), 0, out.grad.data(), Dy, at,
                                 x.size(d), outer, inner, true);
-            off += x.size(d);
+            at += x.size(d);
         }
     });
 }
@@ -123,8 +123,8 @@ autograd::variable<T, Backend> slice(autograd::tape<T, Backend>* tp, const autog
     tensor<T, Backend> y(ys, be);
     copy_block(be, y.data(), Dn, 0, x.value().data(), D, begin, Dn, outer, inner, false);
     return autograd::tape<T, Backend>::record(tp, "slice", y, {x}, [x, D, begin, Dn, outer, inner](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        copy_block(be, x.get()->grad_buffer().data(), D, begin, out.grad.data(), Dn, 0, Dn, outer, inner, true);
+        const Backend& bk = out.value.backend();
+        copy_block(bk, x.get()->grad_buffer().data(), D, begin, out.grad.data(), Dn, 0, Dn, outer, inner, true);
     });
 }
 
@@ -143,8 +143,8 @@ autograd::variable<T, Backend> index_rows(autograd::tape<T, Backend>* tp, const 
     tensor<T, Backend> y(ys, be);
     embedding_forward(be, y.data(), x.value().data(), rows.data(), Nr, R, C);
     return autograd::tape<T, Backend>::record(tp, "index_rows", y, {x}, [x, rows, Nr, R, C](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        embedding_backward(be, x.get()->grad_buffer().data(), out.grad.data(), rows.data(), Nr, R, C, -1);
+        const Backend& bk = out.value.backend();
+        embedding_backward(bk, x.get()->grad_buffer().data(), out.grad.data(), rows.data(), Nr, R, C, -1);
     });
 }
 
@@ -175,8 +175,8 @@ autograd::variable<T, Backend> transpose(autograd::tape<T, Backend>* tp, const a
     tensor<T, Backend> y(ys, be);
     transpose_copy(be, y.data(), x.value().data(), P, A, M, Bn, Q, false);
     return autograd::tape<T, Backend>::record(tp, "transpose", y, {x}, [x, P, A, M, Bn, Q](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        transpose_copy(be, x.get()->grad_buffer().data(), out.grad.data(), P, Bn, M, A, Q, true);
+        const Backend& bk = out.value.backend();
+        transpose_copy(bk, x.get()->grad_buffer().data(), out.grad.data(), P, Bn, M, A, Q, true);
     });
 }
 

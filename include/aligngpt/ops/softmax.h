@@ -46,8 +46,8 @@ autograd::variable<T, Backend> softmax(autograd::tape<T, Backend>* tp, const aut
     tensor<T, Backend> p(x.shape(), be);
     softmax_forward(be, p.data(), x.value().data(), N, C);
     return autograd::tape<T, Backend>::record(tp, "softmax", p, {x}, [x, N, C](autograd::node<T, Backend>& out) {
-        const Backend& be = out.value.backend();
-        softmax_backward(be, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
+        const Backend& bk = out.value.backend();
+        softmax_backward(bk, x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), N, C);
     });
 }
 

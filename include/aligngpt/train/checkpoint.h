@@ -333,7 +333,7 @@ private:
             if (DIR* d = ::opendir(path.c_str())) {
                 std::vector<std::string> names;
                 while (const dirent* e = ::readdir(d))
-                    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.push_back(e->d_name);
+                    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
                 ::closedir(d);
                 for (const auto& n : names)
                     if (remove_now(join(path, n)) != 0) rc = -1;

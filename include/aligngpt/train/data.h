@@ -507,7 +507,7 @@ public:
             io::aspect_mode aspect, io::clip_image_processor_config image_config, std::int64_t model_max_length,
             dataset_options options = {})
         : folder_(std::move(image_folder)), tok_(std::move(tok)), template_(parse_data_template(template_name)),
-          image_(std::move(image_config)), max_length_(model_max_length), opt_(options),
+          image_(image_config), max_length_(model_max_length), opt_(options),
           index_(record_index::scan(json_path, options.limits)) {
         ALIGNGPT_CHECK(max_length_ >= 2, "train data: model_max_length must be >= 2, got ", max_length_);
         ALIGNGPT_CHECK(opt_.n_levels >= 0, "train data: n_levels must be >= 0, got ", opt_.n_levels);
@@ -624,7 +624,7 @@ inline std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t 
     for (std::size_t i = 0; i < n; i++) p[i] = i;
     const std::uint64_t k = rng::bits(seed, stream, epoch);
     for (std::size_t i = n; i-- > 1;) {
-        const unsigned __int128 x = static_cast<unsigned __int128>(rng::bits(k, 0, i)) * (i + 1);
+        const rng::uint128 x = static_cast<rng::uint128>(rng::bits(k, 0, i)) * (i + 1);
         std::swap(p[i], p[std::size_t(x >> 64)]);
     }
     return p;

@@ -109,7 +109,7 @@ inline caption make_caption(const scene& s, caption_kind kind, draws& d, const s
         const int keep = 1 + d.below(n - 1);  // 1 .. n-1 objects
         std::vector<int> idx(static_cast<std::size_t>(n));
         for (int k = 0; k < n; k++) idx[std::size_t(k)] = k;
-        for (int k = 0; k < keep; k++) std::swap(idx[std::size_t(k)], idx[std::size_t(k + d.below(n - k))]);
+        for (int k = 0; k < keep; k++) std::swap(idx[std::size_t(k)], idx[std::size_t(k) + std::size_t(d.below(n - k))]);
         std::sort(idx.begin(), idx.begin() + keep);
         description p;
         for (int k = 0; k < keep; k++) p.objects.push_back(said.objects[std::size_t(idx[std::size_t(k)])]);

@@ -143,7 +143,7 @@ inline scene make_scene(const scene_options& o, std::uint64_t seed, std::uint64_
     s.bg = {d.below(int(background_colors.size())), d.below(int(background_styles.size()))};
     const int n = o.min_objects + d.below(o.max_objects - o.min_objects + 1);
     std::array<int, 9> cells{0, 1, 2, 3, 4, 5, 6, 7, 8};
-    for (int k = 0; k < n; k++) std::swap(cells[std::size_t(k)], cells[std::size_t(k + d.below(9 - k))]);  // partial Fisher-Yates
+    for (int k = 0; k < n; k++) std::swap(cells[std::size_t(k)], cells[std::size_t(k) + std::size_t(d.below(9 - k))]);  // partial Fisher-Yates
     std::sort(cells.begin(), cells.begin() + n);
     for (int k = 0; k < n; k++) {
         object b;

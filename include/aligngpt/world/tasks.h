@@ -143,7 +143,7 @@ inline qa text_question(draws& d) {
     case 1: {
         const int a = d.below(10), b = d.below(10 - a);  // a + b <= 9
         return {"What is " + s(number_words[std::size_t(a)]) + " plus " + s(number_words[std::size_t(b)]) + "?",
-                s(number_words[std::size_t(a + b)]), "sum"};
+                s(number_words[std::size_t(a) + std::size_t(b)]), "sum"};
     }
     case 2: {
         const auto& o = opposites[std::size_t(d.below(int(opposites.size())))];
