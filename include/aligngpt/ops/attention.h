@@ -152,10 +152,72 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
 
 namespace aligngpt::ops {
 
-/// Accumulates into dq, dk, dv (each may be null when that input is frozen).
+/// The softmax backward of every query row (kernels/attention.inc), in place on dS.
 template <class T>
-void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, const attention_dims& d, const attention_options& o) {
-    ALIGNGPT_ISA_DISPATCH(attention_backward<T>, be, dq, dk, dv, dout, q, k, v, att, d, o)
+void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d, const attention_options& o) {
+    ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o)
+}
+
+/// Accumulates into dq, dk, dv (each may be null when that input is frozen). The four products are
+/// gemm calls per (b, h) whose every element is the same fma chain as the plain loops of the header
+/// comment: masked entries of att and dS are exact zeros, which leave a chain's bits unchanged.
+template <class T>
+void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* att, const attention_dims& d, const attention_options& o) {
+    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
+    const T scale = T(d.scale);
+    const auto q_at = [&](index_t b, index_t h) { return q + b * Tq * C + h * HS; };
+    const auto dout_at = [&](index_t b, index_t h) { return dout + b * Tq * C + h * HS; };
+    const auto att_at = [&](index_t b, index_t h) { return att + (b * NH + h) * Tq * Tk; };
+    const auto kv_at = [&](index_t b, index_t g) { return b * d.kv_rows * Ck + g * HS; };
+    std::vector<T> dS(size_t((dq || dk) ? d.B * NH * Tq * Tk : 0));  // the scores' gradient, (B, NH, T, Tk)
+
+    if (dq || dk) {
+        // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending
+        for (index_t b = 0; b < d.B; b++)
+            for (index_t h = 0; h < NH; h++)
+                gemm(be, Tq, Tk, HS, dout_at(b, h), C, index_t(1), v + kv_at(b, h / G), index_t(1), Ck, dS.data() + (b * NH + h) * Tq * Tk,
+                     Tk, gemm_init::zero);
+        attention_softmax_backward(be, dS.data(), att, d, o);
+    }
+    if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
+        std::vector<T> acc(size_t(Tq * HS));
+        for (index_t b = 0; b < d.B; b++)
+            for (index_t h = 0; h < NH; h++) {
+                gemm(be, Tq, HS, Tk, dS.data() + (b * NH + h) * Tq * Tk, Tk, index_t(1), k + kv_at(b, h / G), Ck, index_t(1), acc.data(),
+                     HS, gemm_init::zero);
+                T* dq_bh = dq + b * Tq * C + h * HS;
+                ALIGNGPT_OMP_FOR
+                for (index_t t = 0; t < Tq; t++)
+                    for (index_t i = 0; i < HS; i++) dq_bh[t * C + i] += acc[size_t(t * HS + i)] * scale;
+            }
+    }
+    if (!dk && !dv) return;
+    // dv_j += sum_{h in group} sum_t p_tj dO_t,  dk_j += c * sum_{h in group} sum_t dS_tj q_t: one chain per
+    // element over the group's heads (ascending), then t (ascending): the first head starts it, the others
+    // continue it (gemm_init::accumulate)
+    std::vector<T> acc(size_t(Tk * HS));
+    const auto add_into = [&](T* dst, bool scaled) {
+        ALIGNGPT_OMP_FOR
+        for (index_t j = 0; j < Tk; j++)
+            for (index_t i = 0; i < HS; i++) dst[j * Ck + i] += scaled ? acc[size_t(j * HS + i)] * scale : acc[size_t(j * HS + i)];
+    };
+    for (index_t b = 0; b < d.B; b++)
+        for (index_t g = 0; g < d.NKV; g++) {
+            if (dv) {
+                for (index_t h = g * G; h < (g + 1) * G; h++)
+                    gemm(be, Tk, HS, Tq, att_at(b, h), index_t(1), Tk, dout_at(b, h), C, index_t(1), acc.data(), HS,
+                         h == g * G ? gemm_init::zero : gemm_init::accumulate);
+                add_into(dv + kv_at(b, g), false);
+            }
+            if (dk) {
+                for (index_t h = g * G; h < (g + 1) * G; h++)
+                    gemm(be, Tk, HS, Tq, dS.data() + (b * NH + h) * Tq * Tk, index_t(1), Tk, q_at(b, h), C, index_t(1), acc.data(), HS,
+                         h == g * G ? gemm_init::zero : gemm_init::accumulate);
+                add_into(dk + kv_at(b, g), true);
+            }
+        }
 }
 
 }  // namespace aligngpt::ops
