@@ -13,6 +13,8 @@
 //     only their losses are compared).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -35,10 +37,11 @@ using namespace aligngpt;
 
 std::string tmp(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/towers_" + name; }
 
-/// A world of 8 train and 4 held-out images (generated once per process).
+/// A world of 8 train and 4 held-out images (generated once per process, in a directory of its own:
+/// CTest runs each test case as a process, two at a time).
 const std::string& tiny_world() {
     static const std::string dir = [] {
-        const std::string d = tmp("world");
+        const std::string d = tmp("world_" + std::to_string(::getpid()));
         fs::remove_all(d);
         world::options o = world::options::quick(11);
         o.n_train = 8, o.n_eval = 4, o.n_text = 6;
