@@ -173,7 +173,8 @@ constexpr const char* usage_text =
     "      --no-shuffle           file order   --group-by-modality-length   --gradient-checkpointing\n"
     "      --memory-budget GIB    refuse to start when the memory plan exceeds it\n"
     "      --align-mode M         stage 2's indicator: gated (default: the paper), or the ablations global_only,\n"
-    "                             local_only, mean, fixed:L\n"
+    "                             local_only, mean, fixed:L; none = the LLaVA-1.5 baseline (both stages: no\n"
+    "                             alignment module; writes LLaVA's mm_projector.bin and model_type \"llava\")\n"
     "      --frozen-dtype D       stage 1: f32 (default), bf16 or f16: the frozen LLM's linears kept 16-bit\n"
     "                             (packed exactly from a file of that dtype, e.g. vicuna's f16)\n"
     "      --version NAME         template: plain (pretrain) / v1 = vicuna_v1 (finetune)\n"
@@ -975,12 +976,13 @@ train::options parse_train(const std::vector<std::string>& argv) {
     if (has("align-mode")) {  // stage 2's indicator: the paper's gate, or an ablation
         static const std::map<std::string, models::align_mode> modes = {
             {"gated", models::align_mode::gated}, {"global_only", models::align_mode::global_only},
-            {"local_only", models::align_mode::local_only}, {"mean", models::align_mode::mean}};
+            {"local_only", models::align_mode::local_only}, {"mean", models::align_mode::mean},
+            {"none", models::align_mode::none}};
         const std::string m = get("align-mode");
         if (auto it = modes.find(m); it != modes.end()) o.align.mode = it->second;
         else if (m.size() == 7 && m.rfind("fixed:", 0) == 0 && m[6] >= '0' && m[6] <= '7')
             o.align = {models::align_mode::fixed_level, m[6] - '0'};
-        else bad("--align-mode must be gated, global_only, local_only, mean or fixed:L (L in 0..7), got \"" + m + "\"");
+        else bad("--align-mode must be gated, global_only, local_only, mean, fixed:L (L in 0..7) or none, got \"" + m + "\"");
     }
     o.resume = has("resume"), o.shuffle = !has("no-shuffle"), o.group_by_modality_length = has("group-by-modality-length");
     o.gradient_checkpointing = has("gradient-checkpointing"), o.quiet = has("quiet");

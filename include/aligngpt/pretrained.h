@@ -82,10 +82,12 @@ struct aligngpt_dir_config {
 
     static aligngpt_dir_config from_json(const nlohmann::json& j, const std::string& path) {
         const io::json_reader r(j, path);  // null reads as absent
-        r.nulls(io::json_nulls::refused).one_of("model_type", "aligngpt", {"aligngpt", "llava", "llava_llama"}, "an AlignGPT config");
+        const std::string type = r.nulls(io::json_nulls::refused)
+                                     .one_of("model_type", "aligngpt", {"aligngpt", "llava", "llava_llama"}, "an AlignGPT or LLaVA config");
         aligngpt_dir_config c;
         c.path = path;
         c.model = models::aligngpt_config::from_json(j, path);  // LLaMA fields + mm_hidden_size etc., validated
+        c.model.alignment_module = type == "aligngpt";           // LLaVA-1.5: no level embeddings, no gate
         c.mm_vision_tower = r.string("mm_vision_tower", "");
         c.mm_vision_select_feature = r.one_of("mm_vision_select_feature", "patch", {"patch"},
                                               "one token per patch, the gate's width; \"cls_patch\" is not supported");
@@ -183,10 +185,14 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
     if (!llm_here) {  // a base LLM directory: take the LLaMA tensors only
         llm_src.filter([](const std::string& k) { return k.starts_with("model.") || k == "lm_head.weight"; });
     }
+    if (!cfg.model.alignment_module)  // LLaVA keeps its projector inside LlavaLlamaModel: "model.mm_projector.*"
+        llm_src = llm_src.renamed([](const std::string& k) -> std::optional<std::string> {
+            return k.starts_with("model.mm_projector.") ? k.substr(6) : k;
+        });
     if (!stage1.empty()) llm_src.overlay(stage1_source(stage1));
 
     // --- the gate's input width must be the tower's patch count (its weight is [256, width])
-    if (const auto* e = llm_src.find(gate_input_weight)) {
+    if (const auto* e = cfg.model.alignment_module ? llm_src.find(gate_input_weight) : nullptr) {
         const auto& shape = e->info->shape;
         const index_t width = shape.size() == 2 ? shape[1] : -1;
         ALIGNGPT_CHECK(width == cfg.model.n_image_tokens, e->file->path(), ": tensor \"", gate_input_weight, "\" ",

@@ -56,6 +56,7 @@ enum class align_mode {
     global_only,  ///< E[7]
     local_only,   ///< w E[0:7] (no global row)
     mean,         ///< mean(E[0:7]) + E[7] ("nogate")
+    none,         ///< no indicator token: LLaVA-1.5 (the paper's baseline; aligngpt.h, alignment_module)
 };
 
 /// How finetune and inference form the indicator: an argument of the forward pass, next to the

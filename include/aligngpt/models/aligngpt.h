@@ -19,6 +19,12 @@
 // (align.h), or an ablation mode. Loss: mean cross-entropy of logits[b,t] against labels[b,t+1].
 // Generation: the gate and the indicator run once, at prefill; decode steps feed token ids.
 //
+// LLaVA-1.5 (Liu et al. 2023; the paper's baseline): the same model without the alignment module
+// (aligngpt_config::alignment_module false, config.json model_type "llava"): no indicator row, no gate,
+// no level embeddings. A sample is c0 | IMAGE x P | c1, cut to tokenizer_model_max_length (LLaVA's
+// prepare_inputs_labels_for_multimodal from v1.2; v1.1.3, which trained LLaVA-1.5, cuts nothing here
+// and its dataset already cut the text). align_mode::none drops the indicator of an AlignGPT model too.
+//
 // The vision tower is outside: forward takes CLIP features [B_img, P, Dv] (hidden_states[-2]
 // without CLS), so precomputed features work; forward_pixels runs a clip_vision_model first.
 //
@@ -53,6 +59,8 @@ struct aligngpt_config {
     /// Image tokens per image = the vision tower's patches, (image_size / patch_size)^2: the gate's
     /// input width. Not a config.json field: the pretrained loader sets it from the tower.
     index_t n_image_tokens = 576;
+    /// false: LLaVA-1.5, no level embeddings and no gate (model_type "llava" in config.json).
+    bool alignment_module = true;
 
     /// Parses and validates the LLaMA fields and the mm_* fields; errors name `source` and the field.
     static aligngpt_config from_json(const nlohmann::json& j, const std::string& source = "config.json") {
@@ -89,6 +97,7 @@ struct segment {
 struct prepared_batch {
     index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
     index_t n_tokens = 576;                     ///< P: image tokens per image (the tower's patch count)
+    bool indicator = true;                      ///< false: no indicator row (LLaVA-1.5, align_mode::none)
     std::vector<std::int64_t> text_ids;         ///< ids of the table's text rows
     std::vector<std::int64_t> text_labels;      ///< their labels (indicator and image rows: IGNORE)
     std::vector<index_t> image_rows;            ///< batch row of the k-th image sample
@@ -101,14 +110,16 @@ struct prepared_batch {
     index_t n_image() const { return index_t(image_rows.size()); }
     index_t image_row(index_t k) const { return n_text + k * n_tokens; }
     index_t indicator_row(index_t k) const { return n_text + n_image() * n_tokens + k; }
-    index_t zero_row() const { return n_text + n_image() * (n_tokens + 1); }
+    index_t zero_row() const { return n_text + n_image() * (n_tokens + (indicator ? 1 : 0)); }
 };
 
 /// Builds the assembly plan for a batch (pure bookkeeping, no tensors); errors name the sample.
+/// indicator false: LLaVA-1.5's sequence (no indicator row, no gate rows, cut to max_length).
 inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t max_length,
-                                    index_t n_tokens = 576) {
+                                    index_t n_tokens = 576, bool indicator = true) {
     prepared_batch p;
     p.n_tokens = n_tokens;
+    p.indicator = indicator;
     p.B = index_t(samples.size());
     ALIGNGPT_CHECK(p.B > 0, "aligngpt: empty batch");
     ALIGNGPT_CHECK(n_tokens > 0, "aligngpt: ", n_tokens, " image tokens per image");
@@ -148,17 +159,18 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
         if (!q.before.empty()) seg.push_back(text_segment(q.before));
         if (q.image) seg.push_back({segment::image, p.image_row(k), n_tokens});
         if (!q.after.empty()) seg.push_back(text_segment(q.after));
-        if (q.image) {
+        if (q.image && indicator) {
             segment rest = seg.front();  // split the first segment after its first row
             seg.front().length = 1, rest.first += 1, rest.length -= 1;
             seg.insert(seg.begin() + 1, segment{segment::indicator, p.indicator_row(k), 1});
             if (rest.length > 0) seg.insert(seg.begin() + 2, std::move(rest));
-            k++;
         }
+        if (q.image) k++;
         p.segments.push_back(std::move(seg));
     }
-    // Lengths: an image sample without its indicator is cut to max_length - 1; text-only samples
-    // next to image samples are cut to the same S; everything is right-padded to S.
+    // Lengths: an image sample without its indicator is cut to max_length - 1 (LLaVA: max_length);
+    // text-only samples next to image samples are cut to the same S; everything is right-padded to S.
+    const index_t cut = max_length > 0 ? max_length - (indicator ? 1 : 0) : 0;  // 0: no cut
     const auto length_without_indicator = [](const std::vector<segment>& seg) {
         index_t n = 0;
         for (const segment& g : seg) n += g.kind == segment::indicator ? 0 : g.length;
@@ -168,20 +180,20 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
     for (index_t b = 0; b < p.B; b++) {
         const index_t n = length_without_indicator(p.segments[size_t(b)]);
         if (parts[size_t(b)].image) {
-            max_len = std::max(max_len, max_length > 0 ? std::min(n, max_length - 1) : n);
+            max_len = std::max(max_len, cut > 0 ? std::min(n, cut) : n);
             max_text = std::max(max_text, index_t(parts[size_t(b)].before.size() + parts[size_t(b)].after.size()));
         } else {
             max_pure = std::max(max_pure, n);
         }
     }
-    p.S = p.n_image() > 0 ? max_len + 1 : max_pure;
-    p.Tt = p.n_image() > 0 ? max_text - 1 : 0;
+    p.S = p.n_image() > 0 ? max_len + (indicator ? 1 : 0) : max_pure;
+    p.Tt = p.n_image() > 0 && indicator ? max_text - 1 : 0;
     const std::int64_t zero = p.zero_row();
     p.rows.assign(size_t(p.B * p.S), zero), p.positions.assign(size_t(p.B * p.S), 0);
     p.labels.assign(size_t(p.B * p.S), ignore_index), p.mask.assign(size_t(p.B * p.S), 0);
     for (index_t b = 0; b < p.B; b++) {
         const bool image = parts[size_t(b)].image;
-        index_t budget = image ? (max_length > 0 ? max_length - 1 : p.S) : p.S;  // rows other than the indicator
+        index_t budget = image ? (cut > 0 ? cut : p.S) : p.S;  // rows other than the indicator
         index_t t = 0;
         for (const segment& g : p.segments[size_t(b)]) {
             for (index_t i = 0; i < g.length; i++) {
@@ -196,7 +208,7 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
                 t++;
             }
         }
-        if (image) {  // the gate's text: all text rows without BOS (not truncated), zero-padded to Tt
+        if (image && indicator) {  // the gate's text: all text rows without BOS (not truncated), zero-padded to Tt
             std::vector<std::int64_t> text = parts[size_t(b)].before;
             text.insert(text.end(), parts[size_t(b)].after.begin(), parts[size_t(b)].after.end());
             for (index_t i = 0; i < p.Tt; i++) {
@@ -223,19 +235,24 @@ public:
     aligngpt_config config;
     llama_model<T, Backend> llm;
     projector<T, Backend> mm_projector;                  ///< "mm_projector.*"
-    align_indicator<T, Backend> align_indicators;        ///< "align_indicators.indicator_embs"
-    gated_weight_layer<T, Backend> gated_weight;         ///< "gated_weight_layer.mlp.*"
+    align_indicator<T, Backend> align_indicators;        ///< "align_indicators.indicator_embs" (empty: LLaVA)
+    gated_weight_layer<T, Backend> gated_weight;         ///< "gated_weight_layer.mlp.*" (empty: LLaVA)
 
     explicit aligngpt_model(const aligngpt_config& c, const Backend& be = Backend::instance())
         : config(c), llm(c.llm, be),
-          mm_projector(projector<T, Backend>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)),
-          align_indicators(align_indicator<T, Backend>::make(c.llm.hidden_size, "align_indicators", be)),
-          gated_weight(gated_weight_layer<T, Backend>::make(c.n_image_tokens, "gated_weight_layer", be)) {}
+          mm_projector(projector<T, Backend>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)) {
+        if (!c.alignment_module) return;
+        align_indicators = align_indicator<T, Backend>::make(c.llm.hidden_size, "align_indicators", be);
+        gated_weight = gated_weight_layer<T, Backend>::make(c.n_image_tokens, "gated_weight_layer", be);
+    }
 
     template <class F>
     void visit(F&& f) {
-        llm.visit(f), mm_projector.visit(f), align_indicators.visit(f), gated_weight.visit(f);
+        llm.visit(f), mm_projector.visit(f);
+        if (config.alignment_module) align_indicators.visit(f), gated_weight.visit(f);
     }
+    /// Whether this forward pass puts an indicator row in: the module exists and `al` wants one.
+    bool uses_indicator(alignment al) const { return config.alignment_module && al.mode != align_mode::none; }
     /// The backend the model was built on (its parameters' backend).
     const Backend& backend() const { return llm.backend(); }
 
@@ -247,7 +264,7 @@ public:
                                   stage st, alignment al = {}, trace_sink<T, Backend>* trace = nullptr,
                                   kv_cache<T, Backend>* cache = nullptr) const {
         aligngpt_output<T, Backend> out;
-        out.batch = prepare_batch(samples, config.tokenizer_model_max_length, config.n_image_tokens);
+        out.batch = prepare_batch(samples, config.tokenizer_model_max_length, config.n_image_tokens, uses_indicator(al));
         const prepared_batch& p = out.batch;
         const index_t H = config.llm.hidden_size, Bi = p.n_image();
         const auto put = [&](const char* name, const variable<T, Backend>& v) { if (trace && v.defined()) trace->put(name, v.value()); };
@@ -259,8 +276,10 @@ public:
                            " for ", Bi, " image samples; expected [", Bi, ", ", config.n_image_tokens, ", ", config.mm_hidden_size, "]");
             const auto img = mm_projector(tp, image_features);  // [B_img, P, H]
             put("projector.out", img);
-            if (st == stage::pretrain) {
-                ALIGNGPT_CHECK(Bi == p.B, "aligngpt: stage pretrain needs an image in every sample");
+            if (st == stage::pretrain) ALIGNGPT_CHECK(Bi == p.B, "aligngpt: stage pretrain needs an image in every sample");
+            if (!p.indicator) {
+                // LLaVA-1.5: the image tokens go in as they are
+            } else if (st == stage::pretrain) {
                 std::vector<std::int64_t> levels;
                 for (index_t b : p.image_rows) levels.push_back(samples[size_t(b)].level);
                 out.indicator = align_indicators.lookup(tp, levels);
@@ -276,7 +295,7 @@ public:
             put("gate.text_mean", out.gate.text_mean), put("gate.dots", out.gate.dots), put("gate.weights", out.gate.weights);
             put("align.indicator", out.indicator);
             table.push_back(ag::reshape(tp, img, {Bi * config.n_image_tokens, H}));
-            table.push_back(out.indicator);
+            if (p.indicator) table.push_back(out.indicator);
         }
         table.push_back(zero_row(H));
         out.inputs_embeds = ag::reshape(tp, ag::index_rows(tp, ag::concat(tp, table, 0), p.rows), {p.B, p.S, H});
@@ -301,13 +320,17 @@ public:
     }
 
     /// The trainable set of each stage (docs/model.md §9.2, §9.3): pretrain = projector + indicators; finetune =
-    /// LLM + projector + gate (indicators frozen); inference = nothing.
+    /// LLM + projector + gate (indicators frozen); inference = nothing. LLaVA-1.5: the same without the module.
     void set_trainable_for(stage st) {
         nn::set_trainable(*this, false);
         if (st == stage::inference) return;
         nn::set_trainable(mm_projector, true);
-        if (st == stage::pretrain) return nn::set_trainable(align_indicators, true);
-        nn::set_trainable(llm, true), nn::set_trainable(gated_weight, true);
+        if (st == stage::pretrain) {
+            if (config.alignment_module) nn::set_trainable(align_indicators, true);
+            return;
+        }
+        nn::set_trainable(llm, true);
+        if (config.alignment_module) nn::set_trainable(gated_weight, true);
     }
 
     /// Greedy decoding of one prompt (stage inference): the gate and indicator run at prefill only,

@@ -496,7 +496,7 @@ struct example {
 
 struct dataset_options {
     data_limits limits{};
-    std::int64_t n_levels = 8;  ///< alignment levels: stage 1 needs "similarity" in [0, n_levels)
+    std::int64_t n_levels = 8;  ///< alignment levels: stage 1 needs "similarity" in [0, n_levels); 0: none (LLaVA-1.5)
 };
 
 class dataset {
@@ -510,7 +510,7 @@ public:
           image_(std::move(image_config)), max_length_(model_max_length), opt_(options),
           index_(record_index::scan(json_path, options.limits)) {
         ALIGNGPT_CHECK(max_length_ >= 2, "train data: model_max_length must be >= 2, got ", max_length_);
-        ALIGNGPT_CHECK(opt_.n_levels >= 1, "train data: n_levels must be >= 1, got ", opt_.n_levels);
+        ALIGNGPT_CHECK(opt_.n_levels >= 0, "train data: n_levels must be >= 0, got ", opt_.n_levels);
         image_.aspect = aspect;
         if (template_ == data_template::plain)
             for (std::size_t i = 0; i < index_.size(); i++) check_stage1(i, index_.entry(i));
@@ -552,14 +552,15 @@ public:
             for (turn& t : turns) t.value = move_image_tag_to_front(t.value);
         if (template_ == data_template::plain) {
             ALIGNGPT_CHECK(image, where, ": \"image\": stage 1 (plain) needs an image in every record");
-            ALIGNGPT_CHECK(r.similarity && *r.similarity >= 0 && *r.similarity < opt_.n_levels, where,
-                           ": \"similarity\": stage 1 needs a level in [0, ", opt_.n_levels, ")",
-                           r.similarity ? ", got " + std::to_string(*r.similarity) : std::string(", but it is missing"));
+            if (opt_.n_levels > 0)
+                ALIGNGPT_CHECK(r.similarity && *r.similarity >= 0 && *r.similarity < opt_.n_levels, where,
+                               ": \"similarity\": stage 1 needs a level in [0, ", opt_.n_levels, ")",
+                               r.similarity ? ", got " + std::to_string(*r.similarity) : std::string(", but it is missing"));
             ALIGNGPT_CHECK(turns.size() == 2, where, ": \"conversations\": the plain template takes 2 turns, got ", turns.size());
             ALIGNGPT_CHECK(turns[0].value.find(image_tag) != std::string::npos, where,
                            ": \"conversations\"[0].\"value\": the plain template needs \"<image>\" in the first turn");
             p.enc = preprocess_plain(tok_, turns);
-            p.level = *r.similarity;
+            p.level = opt_.n_levels > 0 ? *r.similarity : -1;
         } else {
             p.enc = preprocess_v1(tok_, v1_prompt(turns, where), image, max_length_, pad_id());
         }
@@ -592,6 +593,7 @@ private:
 
     void check_stage1(std::size_t i, const record_entry& e) const {
         ALIGNGPT_CHECK(e.has_image, index_.where(i), ": \"image\": stage 1 (plain) needs an image in every record, but it is missing");
+        if (opt_.n_levels == 0) return;
         ALIGNGPT_CHECK(e.has_similarity, index_.where(i), ": \"similarity\": stage 1 needs a level in [0, ", opt_.n_levels,
                        "), but it is missing");
         ALIGNGPT_CHECK(e.level && *e.level >= 0 && *e.level < opt_.n_levels, index_.where(i), ": \"similarity\": stage 1 needs a level in [0, ",

@@ -94,6 +94,9 @@ struct options {
     std::ostream* log = &std::cerr;
     /// Stage 2's indicator: the gate's mix (the paper) or one of the ablations of models/align.h
     /// (global_only, local_only, mean, fixed_level). Stage 1 always looks up each record's level.
+    /// align_mode::none trains LLaVA-1.5 instead (the paper's baseline), both stages: no level
+    /// embeddings, no gate, no "similarity" needed; the outputs are LLaVA's (model_type "llava",
+    /// mm_projector.bin).
     models::alignment align{};
     std::string conv_version;             ///< "" = plain (pretrain) / vicuna_v1 (finetune)
     std::string image_aspect_ratio;       ///< "" = square (pretrain) / pad (finetune)
@@ -170,7 +173,10 @@ template <class M>
 struct stage1_part {
     M* m;
     template <class F>
-    void visit(F&& f) { m->mm_projector.visit(f), m->align_indicators.visit(f); }
+    void visit(F&& f) {
+        m->mm_projector.visit(f);
+        if (m->config.alignment_module) m->align_indicators.visit(f);
+    }
 };
 }  // namespace detail
 
@@ -236,6 +242,7 @@ private:
 
     std::ostream* log() const { return o_.quiet ? nullptr : o_.log; }
     bool pretrain() const { return o_.stage == models::stage::pretrain; }
+    bool llava() const { return o_.align.mode == models::align_mode::none; }  ///< the LLaVA-1.5 baseline
 
     void resolve_defaults() {
         ALIGNGPT_CHECK(o_.stage != models::stage::inference, "train: stage must be pretrain or finetune");
@@ -280,6 +287,9 @@ private:
             lo.vision_tower = o_.vision_tower;
             lo.mm_projector = o_.pretrain_mm_mlp_align;
             auto m = pretrained::load_aligngpt<float>(o_.model_dir, lo);
+            ALIGNGPT_CHECK(m.model->config.alignment_module == !llava(), "train: --model \"", o_.model_dir, "\" is ",
+                           llava() ? "an AlignGPT model, but --align-mode none trains LLaVA-1.5"
+                                   : "a LLaVA model (no alignment module); train it with --align-mode none");
             model_.emplace(std::move(*m.model));
             vision_.emplace(std::move(*m.vision));
             packed_ = std::move(m.packed);
@@ -294,10 +304,10 @@ private:
             ac.mm_hidden_size = vcfg_.hidden_size;
             ac.mm_projector_type = "mlp2x_gelu";
             ac.n_image_tokens = vcfg_.num_patches();
+            ac.alignment_module = !llava();
             model_.emplace(ac);
             model_->mm_projector.init_default(o_.seed);
-            model_->align_indicators.init(o_.seed);
-            model_->gated_weight.init(o_.seed);
+            if (!llava()) model_->align_indicators.init(o_.seed), model_->gated_weight.init(o_.seed);
             vision_.emplace(models::clip_vision_model<float>::make(vcfg_, "vision_model."));
             vision_->select_layer = -2;  // the official scripts' mm_vision_select_layer
             vision_->select_feature = "patch";
@@ -330,7 +340,9 @@ private:
     }
 
     void make_data() {
-        data_.emplace(o_.data_path, o_.image_folder, *tok_, o_.conv_version, proc_.aspect, proc_, o_.model_max_length);
+        train::dataset_options d;
+        if (llava()) d.n_levels = 0;  // LLaVA's stage 1 reads no level
+        data_.emplace(o_.data_path, o_.image_folder, *tok_, o_.conv_version, proc_.aspect, proc_, o_.model_max_length, d);
         ALIGNGPT_CHECK(data_->size() > 0, o_.data_path, ": no records to train on");
     }
 
@@ -650,8 +662,8 @@ private:
     // ---- exports in the reference's formats
     nlohmann::json export_config() const {
         nlohmann::json c = base_config_;
-        c["architectures"] = {"AlignGPTForCausalLM"};
-        c["model_type"] = "aligngpt";
+        c["architectures"] = {llava() ? "LlavaLlamaForCausalLM" : "AlignGPTForCausalLM"};
+        c["model_type"] = llava() ? "llava" : "aligngpt";
         c["mm_hidden_size"] = model_->config.mm_hidden_size;
         c["mm_projector_type"] = model_->config.mm_projector_type;
         c["mm_vision_tower"] = o_.vision_tower;  // as given, as train.py writes model_args.vision_tower
@@ -666,6 +678,10 @@ private:
         c["tune_mm_mlp_adapter"] = pretrain();
         c["use_cache"] = true;
         return c;
+    }
+    /// The reference's key: LLaVA keeps its projector inside the LLaMA model ("model.mm_projector.*").
+    std::string export_name(const std::string& name) const {
+        return llava() && name.starts_with("mm_projector.") ? "model." + name : name;
     }
     void write_json(const std::string& path, const nlohmann::json& j) const {
         const std::string s = j.dump(2) + "\n";
@@ -686,17 +702,18 @@ private:
             io::safetensors_writer sw;
             detail::stage1_part<model_type> part{&*model_};
             part.visit([&](var& p) {
-                tw.add(p.name(), p.value());
-                sw.add(p.name(), p.value());
+                tw.add(export_name(p.name()), p.value());
+                sw.add(export_name(p.name()), p.value());
             });
-            tw.write(out + "/mm_projector_align.bin");
-            sw.write(out + "/mm_projector_align.safetensors");
-            if (auto* l = log()) *l << "[train] wrote " << out << "/mm_projector_align.bin (stage 2: --pretrain-mm-mlp-align)\n";
+            const std::string name = llava() ? "mm_projector" : "mm_projector_align";  // each reference's file name
+            tw.write(out + "/" + name + ".bin");
+            sw.write(out + "/" + name + ".safetensors");
+            if (auto* l = log()) *l << "[train] wrote " << out << "/" << name << ".bin (stage 2: --pretrain-mm-mlp-align)\n";
             return;
         }
         io::safetensors_writer sw;
         sw.set_metadata("format", "pt");
-        model_->visit([&](var& p) { sw.add(p.name(), p.value()); });
+        model_->visit([&](var& p) { sw.add(export_name(p.name()), p.value()); });
         sw.write(out + "/model.safetensors");
         for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
             const fs::path src = fs::path(o_.model_dir) / f;
