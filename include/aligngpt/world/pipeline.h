@@ -69,7 +69,7 @@ inline bool is_pipeline_variant(std::string_view v) {
 /// Stage 2's and inference's indicator of a variant.
 inline models::alignment variant_alignment(std::string_view v) {
     if (v == "aligngpt") return {};
-    if (v == "llava") fail("world: the llava variant needs models::align_mode::none (not merged yet)");
+    if (v == "llava") return {models::align_mode::none};
     if (v == "global_only") return {models::align_mode::global_only};
     if (v == "local_only") return {models::align_mode::local_only};
     if (v == "fixed:7") return {models::align_mode::fixed_level, 7};
@@ -110,13 +110,12 @@ struct pipeline_options {
         pipeline_options o;
         o.profile = "quick", o.seed = seed;
         o.world = options::quick(seed);
-        o.world.scenes.image_size = 48;
         o.world.n_train = 2000, o.world.n_eval = 50, o.world.n_text = 300;
-        o.clip = clip_pretrain_options::quick(seed);
-        o.clip.patch_size = 4;                             // 144 patches: the gate's width
-        o.clip.sched.steps = 150;
+        o.clip = clip_pretrain_options::quick(seed);  // 48 px in 6-px patches: 64 image tokens
+        o.clip.sched.steps = 300;
         o.clip.n_eval = 50;
         o.llm = llm_pretrain_options::quick(seed);
+        o.stage1_steps = 150, o.stage2_steps = 350;
         return o;
     }
     /// All five variants, three seeds, larger towers and longer stages.
@@ -127,7 +126,6 @@ struct pipeline_options {
         o.world = options::full(seed);
         o.world.n_eval = 200;
         o.clip = clip_pretrain_options::full(seed);
-        o.clip.patch_size = 4;
         o.clip.n_eval = 200;
         o.llm = llm_pretrain_options::full(seed);
         o.stage1_steps = 600, o.stage2_steps = 3000, o.stage1_batch = 32, o.stage2_batch = 32;
@@ -408,7 +406,9 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             fs::create_directories(levels_dir);
             const auto ds = train::read_dataset(world_dir + "/captions.json");
             const auto pairs = train::dataset_pairs(ds, world_dir + "/captions.json");
-            const auto lv = train::compute_levels(train::clip_scorer<>::load(clip_dir), pairs, images,
+            io::load_options lo;
+            lo.quiet = !log, lo.log = log;
+            const auto lv = train::compute_levels(train::clip_scorer<>::load(clip_dir, lo), pairs, images,
                                                   {.n_levels = o.n_levels, .batch_size = o.levels_batch, .progress = log});
             train::write_levels_json(ds, lv, levels_dir + "/captions_levels.json");
             train::write_histogram_png(levels_dir + "/levels.png", lv);
@@ -450,7 +450,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             stage(5, "5 stage 2", tag + v + ": stage 2 (instruction tuning)", [&] {
                 train::options t;
                 t.stage = models::stage::finetune;
-                t.model_dir = llm_dir, t.vision_tower = clip_dir, t.pretrain_mm_mlp_align = s1 + "/mm_projector_align.bin";
+                t.model_dir = llm_dir, t.vision_tower = clip_dir, t.pretrain_mm_mlp_align = s1 + (v == "llava" ? "/mm_projector.bin" : "/mm_projector_align.bin");
                 t.data_path = world_dir + "/instruct.json", t.image_folder = images, t.output_dir = s2;
                 t.learning_rate = o.stage2_lr, t.per_device_train_batch_size = o.stage2_batch, t.gradient_accumulation_steps = 1;
                 t.max_steps = o.stage2_steps, t.save_steps = 0, t.seed = seed;
