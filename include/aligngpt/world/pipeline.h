@@ -648,6 +648,25 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                      << "\n";
             }
         }
+        for (const std::string& v : o.variants) {  // a model that answers every POPE question alike has not learned to look
+            const double yr = mean_of(v, "pope_yes_ratio");
+            if (yr == 0 || yr == 1)
+                says << "- " << v << " answers \"" << (yr == 0 ? "no" : "yes") << "\" to every POPE question (accuracy 0.5 by "
+                     << "construction): it does not use the image for existence yet; its other image scores should be read "
+                        "against what a text-only guess gets.\n";
+        }
+        for (const auto& [v, per] : gate_json.items()) {  // does the gate pick different levels for different kinds?
+            double spread = 0;
+            for (int l = 0; l < 7; l++) {
+                double lo = 1, hi = 0;
+                for (const auto& [k, w] : per.items()) lo = std::min(lo, w[std::size_t(l)].get<double>()), hi = std::max(hi, w[std::size_t(l)].get<double>());
+                spread = std::max(spread, hi - lo);
+            }
+            says << "- The gate of " << v << ": its mean weight of a level differs across question kinds by at most "
+                 << fmt("%.3f", spread) << (spread < 0.02 ? " (uniform 1/7 = 0.143): it hardly adapts to the question here."
+                                                          : ": it weighs the levels differently per question kind.")
+                 << "\n";
+        }
         if (metrics_json.contains("global_only") && metrics_json.contains("fixed:7"))
             says << "- global_only and fixed:7 both use the global level's embedding alone (E[7]); they differ only if their "
                     "training differs (they train the same way, so equal numbers are expected).\n";
@@ -680,8 +699,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
            << res.table << "\n## What the numbers do and do not show\n\n" << says.str()
            << "- Fixed caveats: a toy world (shapes on flat backgrounds), tiny towers pre-trained for minutes, short stages; the "
               "numbers say how the variants compare HERE, not on LAION-CC-SBU or the paper's benchmarks. The world was not tuned "
-              "for any variant.\n"
-              "- global_only and fixed:7 are the same indicator (E[7]) at stage 2 and inference.\n\n"
+              "for any variant.\n\n"
            << "## Time per stage\n\n| stage | seconds |\n|---|---|\n";
         for (const auto& [k, s] : res.stage_seconds) md << "| " << k << " | " << fmt("%.1f", s) << " |\n";
         md << "| total | " << fmt("%.1f", since(t_all)) << " |\n\n## Plots\n\nLoss curves (seed " << o.seed << "):\n\n";
