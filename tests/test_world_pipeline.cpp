@@ -91,7 +91,7 @@ TEST_CASE("world pipeline: the test profile gives the same results.json and mode
         REQUIRE(fs::exists(a + m));
         CHECK(bytes(a + m) == bytes(b + m));
         REQUIRE(ra["metrics"].contains(v));
-        for (const auto& [key, col] : world::table_columns()) CHECK_MESSAGE(ra["metrics"][v].contains(key), key);
+        for (const auto& column : world::table_columns()) CHECK_MESSAGE(ra["metrics"][v].contains(column.first), column.first);
     }
     // what the report promises is there
     for (const char* f : {"report.md", "results.json", "plots/gate_weights.tsv", "seed-5/levels/levels.png",
@@ -165,7 +165,9 @@ TEST_CASE("world pipeline: each score is 1 on the ground truth's answers and 0 o
         {"exists", {"pope_accuracy", "pope_precision", "pope_recall", "pope_f1", "pope_random_f1", "pope_adversarial_f1"}},
         {"describe", {"describe_object_precision", "describe_object_recall", "describe_count_accuracy",
                       "describe_background_accuracy", "describe_exact"}}};
-    for (const auto& [kind, keys] : kinds) {
+    for (const auto& kind_keys : kinds) {  // no structured bindings: clang 14 cannot CAPTURE them
+        const std::string& kind = kind_keys.first;
+        const std::vector<std::string>& keys = kind_keys.second;
         const std::string qf = w + "/" + (kind == "exists" ? std::string("eval_pope.jsonl") : "eval_" + kind + ".jsonl");
         for (bool right : {true, false}) {
             CAPTURE(kind);
