@@ -566,7 +566,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                              "set terminal pngcairo size 1000,600 noenhanced font ',10'\nset output 'gate_weights.png'\n"
                              "set title 'mean gate weight per alignment level and question kind (" + v + ")'\n"
                              "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-                             "set boxwidth 0.9\nset grid ytics\nset ylabel 'mean gate weight'\nset xlabel 'question kind'\n"
+                             "set boxwidth 0.9\nset grid ytics\nset yrange [0:*]\nset ylabel 'mean gate weight (uniform: 1/7)'\nset xlabel 'question kind'\n"
                              "set key outside right\n";
             std::string rows;
             for (int l = 0; l < 7; l++)
