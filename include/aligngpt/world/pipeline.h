@@ -298,6 +298,11 @@ inline std::pair<double, double> mean_std(const std::vector<double>& x) {
     return {m, x.size() > 1 ? std::sqrt(s / double(x.size() - 1)) : 0.0};
 }
 
+/// A stage stopped by SIGTERM / SIGINT (the trainer checkpoints and returns): the pipeline stops too.
+inline void stop_if_interrupted(const train::run_result& r, const std::string& dir) {
+    ALIGNGPT_CHECK(!r.interrupted, "stopped by a signal at step ", r.steps_done, " of ", r.total_steps, " (checkpoint in ", dir, ")");
+}
+
 /// Rewrites config.json's mm_vision_tower as a path relative to the model directory.
 inline void relative_vision_tower(const std::string& model_dir, const std::string& tower_dir) {
     const std::string path = model_dir + "/config.json";
@@ -443,7 +448,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                     t.model_max_length = o.llm.max_length + 256;
                     if (stage1_of(v) == "llava") t.align = variant_alignment("llava");
                     t.log = log, t.quiet = !log;
-                    train::trainer(t).run();
+                    stop_if_interrupted(train::trainer(t).run(), s1);
                 });
                 stage1_done[std::string(stage1_of(v))] = s1;
             }
@@ -457,7 +462,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                 t.model_max_length = o.llm.max_length + 256;
                 t.align = al;
                 t.log = log, t.quiet = !log;
-                train::trainer(t).run();
+                stop_if_interrupted(train::trainer(t).run(), s2);
                 relative_vision_tower(s2, clip_dir);
             });
             metrics m;
