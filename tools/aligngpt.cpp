@@ -14,6 +14,7 @@
 //   aligngpt score --task pope|mme|vqa|mc --answers-file A.jsonl --annotations FILE|DIR
 //   aligngpt levels --clip DIR --data-path JSON --image-folder DIR --levels N --out JSON [--plot PNG]
 //                   [-t THREADS] [--batch-size B]
+//   aligngpt world [--profile quick|full|test] [-o DIR] [--seed S] [-t N] [--variants LIST] [--seeds N]
 //
 // run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
 // tokenizes it as the reference (tokenizer/llama.h), encodes the image, prefills and decodes
@@ -25,6 +26,8 @@
 // (eval/score.h, docs/eval.md); a bad file exits 1 naming the file and the line.
 // levels scores every image-caption pair of a LLaVA JSON with CLIP and writes it back with the alignment
 // level of each record (train/levels.h, docs/levels.md); the per-level table goes to stdout.
+// world runs the tiny AlignGPT world end to end (world/pipeline.h, docs/world.md): the results table to
+// stdout, report.md, results.json and the plots in the output directory.
 // trace runs one prefill and writes the named intermediates (docs/model.md §12.3) in f32 to a safetensors file:
 //   pixel_values, vision.hidden_states.<i> (i = 0 .. select layer), vision.features,
 //   projector.out, gate.text_mean, gate.dots, gate.weights, align.indicator, inputs_embeds,
@@ -70,6 +73,7 @@
 #include "aligngpt/eval/answer.h"
 #include "aligngpt/tokenizer/llama.h"
 #include "aligngpt/train/trainer.h"
+#include "aligngpt/world/pipeline.h"
 #endif
 
 namespace {
@@ -87,6 +91,8 @@ constexpr const char* usage_text =
     "  levels    alignment levels of a LLaVA JSON from CLIP image-caption similarity (docs/levels.md)\n"
     "  train     stage 1 (pretrain) or stage 2 (finetune) training (docs/training.md)\n"
     "  plot      DIR: a training run's metrics.jsonl as loss / lr / grad-norm curves (DIR/metrics.png)\n"
+    "  world     the tiny AlignGPT world end to end: generate, pre-train, levels, stage 1, stage 2, evaluate,\n"
+    "            report (docs/world.md); no download, no argument needed\n"
     "\n"
     "aligngpt run options:\n"
     "  -m, --model DIR            AlignGPT model directory (config.json, weights, tokenizer.model)\n"
@@ -174,6 +180,15 @@ constexpr const char* usage_text =
     "      --version NAME         template: plain (pretrain) / v1 = vicuna_v1 (finetune)\n"
     "      --image-aspect-ratio A square (pretrain) / pad (finetune)\n"
     "  -t, --threads N            OpenMP threads;  -q, --quiet\n"
+    "\n"
+    "aligngpt world options:\n"
+    "      --profile P            quick (default: aligngpt and llava, one seed, about 10 minutes on 2 cores),\n"
+    "                             full (all five variants, 3 seeds) or test (seconds; the numbers mean nothing)\n"
+    "  -o, --output-dir DIR       world-out (default): report.md, results.json, plots/, seed-S/...\n"
+    "      --seed S               1: the first seed (the same seed gives the same results.json on any thread count)\n"
+    "      --seeds N              replicates (seeds S .. S+N-1; default: the profile's)\n"
+    "      --variants LIST        comma-separated: aligngpt, llava, global_only, local_only, fixed:7\n"
+    "  -t, --threads N            OpenMP threads;  -q, --quiet   no progress on stderr\n"
     "\n"
     "  -h, --help                 this text\n"
     "      --version              version\n"
@@ -983,6 +998,47 @@ train::options parse_train(const std::vector<std::string>& argv) {
     return o;
 }
 
+// --- aligngpt world: the tiny world end to end (world/pipeline.h) ---------------------------------
+
+world::pipeline_options parse_world(const std::vector<std::string>& argv) {
+    option_map o = parse_options(argv, {{"profile", true}, {"output-dir", true}, {"seed", true}, {"threads", true},
+                                        {"variants", true}, {"seeds", true}, {"quiet", false}},
+                                 {{"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}});
+    const std::string profile = o.count("profile") ? o["profile"] : "quick";
+    if (profile != "quick" && profile != "full" && profile != "test")
+        bad("--profile must be quick, full or test, got \"" + profile + "\"");
+    const std::uint64_t seed = o.count("seed") ? parse_number<std::uint64_t>("seed", o["seed"], 0, std::uint64_t(1) << 40, "an integer in [0, 2^40]") : 1;
+    world::pipeline_options p = world::pipeline_options::profile_named(profile, seed);
+    if (o.count("output-dir")) {
+        if (o["output-dir"].empty()) bad("--output-dir is empty");
+        p.out_dir = o["output-dir"];
+    }
+    if (o.count("seeds")) p.seeds = parse_number<int>("seeds", o["seeds"], 1, 100, "an integer in [1, 100]");
+    if (o.count("variants")) {
+        try {
+            p.variants = world::parse_variants(o["variants"]);
+            world::check(p);
+        } catch (const error& e) {
+            bad(std::string("--variants: ") + e.what());
+        }
+    }
+    if (o.count("threads")) set_threads(parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]"));
+    if (o.count("quiet")) p.log = nullptr;
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(p.out_dir, ec) && !fs::is_directory(p.out_dir, ec)) bad("--output-dir \"" + p.out_dir + "\" is not a directory");
+    return p;
+}
+
+int run_world(const world::pipeline_options& o) {
+    const auto r = world::run_pipeline(o);
+    std::cout << "\n" << r.table << "\ntime:";
+    for (const auto& [stage, s] : r.stage_seconds) std::cout << " " << stage << " " << fmt("%.0f", s) << " s,";
+    std::cout << " total " << fmt("%.0f", r.seconds) << " s\nreport: " << r.report << "\nresults: " << r.results << "\nplots:\n";
+    for (const auto& p : r.plots) std::cout << "  " << p << "\n";
+    return 0;
+}
+
 int run_train(const train::options& o) {
     const auto r = train::trainer(o).run();
     if (r.interrupted) std::cerr << "aligngpt train: stopped at step " << r.steps_done << " of " << r.total_steps
@@ -1006,7 +1062,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run" || cmd == "answer" || cmd == "score" || cmd == "levels" || cmd == "train") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "answer" || cmd == "score" || cmd == "levels" || cmd == "train" || cmd == "world") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
                 return r == "-h" || r == "--help";
             })) {
             std::cout << usage_text;
@@ -1046,6 +1102,13 @@ int main(int argc, char** argv) {
             return run_train(parse_train(rest));
 #else
             throw error("train needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
+#endif
+        }
+        if (cmd == "world") {
+#if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
+            return run_world(parse_world(rest));
+#else
+            throw error("world needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
 #endif
         }
         if (cmd == "answer") {

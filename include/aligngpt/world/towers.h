@@ -177,12 +177,12 @@ inline std::int64_t world_n_train(const std::string& world_dir) {
 
 // ---- CLIP -------------------------------------------------------------------------------------
 
-/// The vision tower always sees 577 tokens (48 px in 2-px patches: the gate's real width 576), so
-/// its attention dominates the cost; quick() keeps the width at 32 to fit the 10-minute pipeline
-/// (about 1.9 CPU-seconds a step of 32 images, single-threaded), full() doubles it.
+/// quick(): 48 px in 6-px patches, 64 image tokens (the gate's width follows the patch count; 576 as
+/// in CLIP-L/14-336 made the tower's attention dominate the 10-minute pipeline), width 32. full():
+/// 4-px patches (144 tokens), width 64.
 struct clip_pretrain_options {
     std::uint64_t seed = 1;
-    index_t width = 32, heads = 2, vision_layers = 2, text_layers = 2, projection_dim = 64, patch_size = 2;
+    index_t width = 32, heads = 2, vision_layers = 2, text_layers = 2, projection_dim = 64, patch_size = 6;
     index_t max_positions = 77;  ///< text positions (captions are cut to this many tokens)
     int bpe_merges = 1000;       ///< at most; the world's words run out of pairs first
     tower_schedule sched{60, 32, 2e-3, 0.1, 0.05, 1.0};
@@ -197,7 +197,7 @@ struct clip_pretrain_options {
     }
     static clip_pretrain_options full(std::uint64_t seed = 1) {
         clip_pretrain_options o = quick(seed);
-        o.width = 64, o.heads = 4;
+        o.width = 64, o.heads = 4, o.patch_size = 4;
         o.sched = {600, 64, 1e-3, 0.05, 0.05, 1.0};
         o.n_eval = 1000;
         return o;

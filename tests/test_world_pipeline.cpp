@@ -1,0 +1,213 @@
+// `aligngpt world` (world/pipeline.h): the whole tiny world end to end. No reference exists for
+// these numbers, so the tests check what the pipeline promises:
+//   * determinism: the test profile on 1 and on 2 threads writes the same results.json (all but the
+//     wall times) and the same stage-2 model.safetensors, byte for byte;
+//   * the stage-2 directory is a Hugging Face AlignGPT directory that `aligngpt run` loads and that
+//     answers a question about an image of another seed;
+//   * scoring: every metric is 1 on the ground truth's own answers and 0 on wrong ones;
+//   * the command line refuses bad arguments with exit code 2, naming the option.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "aligngpt/io/file.h"
+#include "aligngpt/world/pipeline.h"
+#if defined(ALIGNGPT_TOOL_PATH)
+#include "support/process.h"
+#endif
+
+namespace test_world_pipeline {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace aligngpt;
+
+std::string tmp(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/pipeline_" + name; }
+
+std::string bytes(const std::string& path) { return io::read_text_file(path, std::uint64_t(1) << 30); }
+
+/// The test profile, run once per thread count and process, into its own directory.
+const std::string& trained(int threads) {
+    static std::string dirs[3];
+    std::string& d = dirs[threads];
+    if (d.empty()) {
+        d = tmp("run_t" + std::to_string(threads));
+        fs::remove_all(d);
+        world::pipeline_options o = world::pipeline_options::test(5);
+        o.out_dir = d;
+        o.log = nullptr;
+        set_threads(threads);
+        world::run_pipeline(o);
+        set_threads(0);
+    }
+    return d;
+}
+
+/// results.json without the wall times.
+nlohmann::json results_without_time(const std::string& dir) {
+    nlohmann::json j = io::read_json_file(dir + "/results.json");
+    j.erase("seconds");
+    return j;
+}
+
+void write_answers(const std::string& path, const std::vector<std::pair<nlohmann::json, std::string>>& answers) {
+    std::ofstream f(path);
+    for (const auto& [id, text] : answers) f << nlohmann::json{{"question_id", id}, {"text", text}}.dump() << "\n";
+}
+
+#if defined(ALIGNGPT_TOOL_PATH)
+struct tool_result {
+    int code;
+    std::string out, err;
+};
+
+tool_result tool(const std::string& args) {
+    static int calls = 0;
+    const std::string err_file = tmp("stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt");
+    const auto r = support::run_command("cd '" + std::string(ALIGNGPT_TEST_TMP) + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args +
+                                        " 2>'" + err_file + "'");
+    std::string err = fs::exists(err_file) ? bytes(err_file) : "";
+    fs::remove(err_file);
+    return {r.code, r.output, err};
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("world pipeline: the test profile gives the same results.json and model bytes on 1 and 2 threads [slow]") {
+    const std::string& a = trained(1);
+    const std::string& b = trained(2);
+    const nlohmann::json ra = results_without_time(a), rb = results_without_time(b);
+    CHECK(ra.dump() == rb.dump());  // every number, bit for bit (dump prints doubles round-trip exactly)
+    for (const char* v : {"aligngpt", "llava"}) {
+        CAPTURE(v);
+        const std::string m = "/seed-5/" + std::string(v) + "/stage2/model.safetensors";
+        REQUIRE(fs::exists(a + m));
+        CHECK(bytes(a + m) == bytes(b + m));
+        REQUIRE(ra["metrics"].contains(v));
+        for (const auto& column : world::table_columns()) CHECK_MESSAGE(ra["metrics"][v].contains(column.first), column.first);
+    }
+    // what the report promises is there
+    for (const char* f : {"report.md", "results.json", "plots/gate_weights.tsv", "seed-5/levels/levels.png",
+                          "seed-5/levels/captions_levels.json", "seed-5/aligngpt/stage1/mm_projector_align.bin"})
+        CHECK_MESSAGE(fs::exists(a + "/" + f), f);
+    const std::string report = bytes(a + "/report.md");
+    CHECK(report.find("| aligngpt |") != std::string::npos);
+    CHECK(report.find("| llava |") != std::string::npos);
+    CHECK(report.find("## Time per stage") != std::string::npos);
+    // a different seed gives a different world, so different numbers somewhere
+    CHECK(ra["levels"].contains("5"));
+}
+
+#if defined(ALIGNGPT_TOOL_PATH)
+TEST_CASE("world pipeline: the trained stage-2 directory loads in `aligngpt run` and answers about a new image [slow]") {
+    const std::string model = trained(1) + "/seed-5/aligngpt/stage2";
+    // an image the model never saw: a world of another seed
+    const std::string w = tmp("new_world");
+    fs::remove_all(w);
+    world::options o = world::options::quick(99);
+    o.scenes.image_size = 24, o.n_train = 2, o.n_eval = 1, o.n_text = 0;
+    world::generate(o, w);
+    const auto r = tool("run -m '" + model + "' --image '" + w + "/images/" + world::image_name(2) +
+                        "' -p 'How many shapes are there?' --temp 0 -n 8 -t 1");
+    CAPTURE(r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out.size() > 1);  // a non-empty answer and its newline
+}
+
+TEST_CASE("world pipeline: bad command-line arguments exit 2 naming the option") {
+    struct bad_case {
+        const char* args;
+        const char* says;
+    };
+    for (const bad_case& c : {bad_case{"--profile huge", "--profile must be quick, full or test"},
+                              bad_case{"--seeds 0", "--seeds"},
+                              bad_case{"--variants nope", "unknown variant \"nope\""},
+                              bad_case{"--variants aligngpt,aligngpt", "listed twice"},
+                              bad_case{"--threads 0", "--threads"},
+                              bad_case{"--frobnicate", "unknown option"}}) {
+        CAPTURE(c.args);
+        const auto r = tool("world " + std::string(c.args) + " -o '" + tmp("never") + "'");
+        CHECK(r.code == 2);
+        CHECK_MESSAGE(r.err.find(c.says) != std::string::npos, r.err);
+    }
+    CHECK(!fs::exists(tmp("never")));  // nothing ran
+}
+#endif
+
+TEST_CASE("world pipeline: each score is 1 on the ground truth's answers and 0 on wrong ones") {
+    const std::string w = tmp("score_world");
+    fs::remove_all(w);
+    world::options o = world::options::quick(3);
+    o.scenes.image_size = 24, o.n_train = 2, o.n_eval = 6, o.n_text = 2;
+    world::generate(o, w);
+    const auto scenes = world::read_scenes(w + "/world.json");
+    const auto answers_for = [&](const std::string& qfile, bool right) {
+        std::vector<std::pair<nlohmann::json, std::string>> out;
+        for (const auto& q : eval::read_jsonl(qfile)) {
+            const std::string truth = q.value.at("answer");
+            std::string wrong = "purple elephant";
+            if (q.value.contains("label")) wrong = q.value.at("label") == "yes" ? "No" : "Yes";
+            out.push_back({q.value.at("question_id"), right ? truth : wrong});
+        }
+        return out;
+    };
+    const std::vector<std::pair<std::string, std::vector<std::string>>> kinds{
+        {"attribute", {"attribute_accuracy"}},
+        {"count", {"count_accuracy"}},
+        {"text", {"text_accuracy"}},
+        {"exists", {"pope_accuracy", "pope_precision", "pope_recall", "pope_f1", "pope_random_f1", "pope_adversarial_f1"}},
+        {"describe", {"describe_object_precision", "describe_object_recall", "describe_count_accuracy",
+                      "describe_background_accuracy", "describe_exact"}}};
+    for (const auto& kind_keys : kinds) {  // no structured bindings: clang 14 cannot CAPTURE them
+        const std::string& kind = kind_keys.first;
+        const std::vector<std::string>& keys = kind_keys.second;
+        const std::string qf = w + "/" + (kind == "exists" ? std::string("eval_pope.jsonl") : "eval_" + kind + ".jsonl");
+        for (bool right : {true, false}) {
+            CAPTURE(kind);
+            CAPTURE(right);
+            const std::string af = tmp("answers.jsonl");
+            write_answers(af, answers_for(qf, right));
+            world::metrics m;
+            world::score_answers(kind, qf, af, scenes, m);
+            for (const std::string& k : keys) {
+                CAPTURE(k);
+                REQUIRE(m.count(k));
+                CHECK(m[k] == (right ? 1.0 : 0.0));  // exact: counts over whole questions
+            }
+        }
+    }
+    // half right: the accuracy is the share of right answers
+    const std::string qf = w + "/eval_count.jsonl", af = tmp("answers_half.jsonl");
+    auto half = answers_for(qf, true);
+    for (std::size_t k = 0; k < half.size(); k += 2) half[k].second = "nine hundred";
+    write_answers(af, half);
+    world::metrics m;
+    world::score_answers("count", qf, af, scenes, m);
+    CHECK(m["count_accuracy"] == doctest::Approx(0.5));
+    // a question without an answer is an error naming the question file's line
+    write_answers(af, {half.front()});
+    CHECK_THROWS_WITH_AS(world::score_answers("count", qf, af, scenes, m), doctest::Contains("eval_count.jsonl:2"), error);
+}
+
+TEST_CASE("world pipeline: options are checked, naming what is wrong") {
+    CHECK_THROWS_WITH_AS(world::parse_variants("aligngpt,nope"), doctest::Contains("unknown variant \"nope\""), error);
+    CHECK_THROWS_WITH_AS(world::parse_variants(""), doctest::Contains("unknown variant \"\""), error);
+    CHECK(world::parse_variants("llava,fixed:7") == std::vector<std::string>{"llava", "fixed:7"});
+    CHECK_THROWS_WITH_AS(world::pipeline_options::profile_named("huge", 1), doctest::Contains("quick, full or test"), error);
+    auto o = world::pipeline_options::test(1);
+    o.seeds = 0;
+    CHECK_THROWS_WITH_AS(world::check(o), doctest::Contains("seeds"), error);
+    o = world::pipeline_options::full(1);
+    CHECK(o.variants.size() == 5);
+    CHECK(o.seeds == 3);
+    CHECK(world::pipeline_options::quick(1).variants == std::vector<std::string>{"aligngpt", "llava"});
+}
+
+}  // namespace test_world_pipeline
