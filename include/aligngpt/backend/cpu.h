@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <vector>
 #include <sys/mman.h>
@@ -36,6 +37,73 @@ struct cpu_kernels {};
 namespace aligngpt::backend {
 
 namespace detail {
+/// Freed mmap blocks kept for the next allocation of the same size. A training step allocates the
+/// same activation sizes every step; a fresh block costs a page fault per 2 MiB page with the
+/// kernel's clearing, and its munmap a TLB shootdown: reusing blocks made a small stage-2 step
+/// 1.8 times as fast on 2 threads (docs/benchmarks.md "Freed blocks reused, attention backward as
+/// GEMMs (2026-12-01)"). A reused block is cleared with memset instead, so it is zero like a
+/// fresh one. Only blocks under 64 MiB are kept (larger ones are weights, freed rarely, and
+/// possibly never touched), at most ALIGNGPT_CPU_BLOCK_CACHE_MIB in all (default 512; 0 keeps
+/// none), the oldest evicted first. Process-wide, behind a mutex; never destroyed, so a static
+/// tensor may free its block during exit.
+class mapped_block_cache {
+public:
+    static constexpr std::size_t max_block = std::size_t(64) << 20;
+
+    static mapped_block_cache& instance() {
+        static mapped_block_cache* c = new mapped_block_cache();
+        return *c;
+    }
+    /// A cleared block of exactly `bytes`, or nullptr.
+    void* take(std::size_t bytes) {
+        if (limit_ == 0 || bytes >= max_block) return nullptr;
+        void* p = nullptr;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            for (std::size_t i = blocks_.size(); i-- > 0;)
+                if (blocks_[i].bytes == bytes) {
+                    p = blocks_[i].p;
+                    blocks_.erase(blocks_.begin() + std::ptrdiff_t(i));
+                    cached_ -= bytes;
+                    break;
+                }
+        }
+        if (p) std::memset(p, 0, bytes);
+        return p;
+    }
+    /// Keeps the block, or unmaps it when it is too large or the cache is full.
+    void give(void* p, std::size_t bytes) {
+        if (limit_ == 0 || bytes >= max_block || bytes > limit_) return void(::munmap(p, bytes));
+        std::vector<block> out;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            std::size_t drop = 0;
+            while (cached_ + bytes > limit_ && drop < blocks_.size()) cached_ -= blocks_[drop++].bytes;
+            out.assign(blocks_.begin(), blocks_.begin() + std::ptrdiff_t(drop));
+            blocks_.erase(blocks_.begin(), blocks_.begin() + std::ptrdiff_t(drop));
+            blocks_.push_back({p, bytes});
+            cached_ += bytes;
+        }
+        for (const block& b : out) ::munmap(b.p, b.bytes);
+    }
+
+private:
+    struct block {
+        void* p;
+        std::size_t bytes;
+    };
+    mapped_block_cache() {
+        if (const char* e = std::getenv("ALIGNGPT_CPU_BLOCK_CACHE_MIB")) {
+            char* end = nullptr;
+            const unsigned long long mib = std::strtoull(e, &end, 10);
+            if (end != e && *end == '\0' && mib <= (1ull << 20)) limit_ = std::size_t(mib) << 20;
+        }
+    }
+    std::mutex mu_;
+    std::vector<block> blocks_;  ///< oldest first
+    std::size_t cached_ = 0, limit_ = std::size_t(512) << 20;
+};
+
 /// Owning, 64-byte aligned, zero-initialised host array (one cache line, one AVX-512 vector).
 /// Buffers of 1 MiB or more come from anonymous mmap: the kernel hands out zero pages on first
 /// touch, so a model whose weights are replaced at load (or kept 16-bit elsewhere) never pays for
@@ -53,13 +121,17 @@ public:
         if (n == 0) return;
         bytes_ = ((std::size_t(n) * sizeof(T) + Align - 1) / Align) * Align;
         if (bytes_ >= mmap_threshold) {
+            mapped_ = true;
+            if (void* c = mapped_block_cache::instance().take(bytes_)) {
+                p_ = static_cast<T*>(c);
+                return;
+            }
             void* m = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (m == MAP_FAILED) throw std::bad_alloc();
             p_ = static_cast<T*>(m);  // page-aligned, zero-filled on first touch
 #if defined(MADV_HUGEPAGE)
             ::madvise(m, bytes_, MADV_HUGEPAGE);  // activations are rewritten each forward: 2 MiB faults, not 4 KiB
 #endif
-            mapped_ = true;
             return;
         }
         p_ = static_cast<T*>(std::aligned_alloc(Align, bytes_));
@@ -88,7 +160,7 @@ public:
 private:
     void release() {
         if (!p_) return;
-        if (mapped_) ::munmap(static_cast<void*>(p_), bytes_);
+        if (mapped_) mapped_block_cache::instance().give(static_cast<void*>(p_), bytes_);
         else std::free(p_);
         p_ = nullptr;
     }
