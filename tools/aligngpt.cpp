@@ -182,7 +182,7 @@ constexpr const char* usage_text =
     "  -t, --threads N            OpenMP threads;  -q, --quiet\n"
     "\n"
     "aligngpt world options:\n"
-    "      --profile P            quick (default: aligngpt and llava, one seed, about 10 minutes on 2 cores),\n"
+    "      --profile P            quick (default: aligngpt and llava, one seed, about 3 minutes on 2 idle cores),\n"
     "                             full (all five variants, 3 seeds) or test (seconds; the numbers mean nothing)\n"
     "  -o, --output-dir DIR       world-out (default): report.md, results.json, plots/, seed-S/...\n"
     "      --seed S               1: the first seed (the same seed gives the same results.json on any thread count)\n"
@@ -679,9 +679,9 @@ int run_chat(const run_args& a) {
     std::snprintf(line, sizeof line,
                   "[run] load %.0f ms | image encode %.0f ms | prefill %lld positions in %.0f ms (%.1f tok/s) | "
                   "decode %lld tokens in %.0f ms (%.2f tok/s) | seed %llu | threads %d | peak memory %.1f MiB\n",
-                  load_ms, image_ms, (long long)prefill_tokens, prefill_ms, prefill_ms > 0 ? prefill_tokens * 1000.0 / prefill_ms : 0.0,
-                  (long long)decoded, decode_ms, decode_ms > 0 ? decoded * 1000.0 / decode_ms : 0.0,
-                  (unsigned long long)a.sampling.seed, max_threads(), ru.ru_maxrss / 1024.0);
+                  load_ms, image_ms, (long long)prefill_tokens, prefill_ms, prefill_ms > 0 ? double(prefill_tokens) * 1000.0 / prefill_ms : 0.0,
+                  (long long)decoded, decode_ms, decode_ms > 0 ? double(decoded) * 1000.0 / decode_ms : 0.0,
+                  (unsigned long long)a.sampling.seed, max_threads(), double(ru.ru_maxrss) / 1024.0);
     log << line;
     return 0;
 }
