@@ -77,8 +77,8 @@ void BM_gemm(benchmark::State& st) {
     auto& p = get_problem(st.range(0), st.range(2), st.range(1));
     for (auto _ : st) {
         // Y = X W^T: A = X (rs K, cs 1), B = W^T (rs 1, cs K)
-        ops::gemm(backend::cpu{}, p.M, p.N, p.K, p.X.data(), p.K, index_t(1), p.W.data(), index_t(1), p.K,
-                  p.Y.data(), p.N, ops::gemm_init::bias, p.bias.data());
+        ops::gemm(backend::cpu{}, p.M, p.N, p.K, p.X.data(), p.K, index_t(1), p.W.data(), index_t(1), p.K, p.Y.data(), p.N,
+                  ops::gemm_init::bias, p.bias.data());
         benchmark::ClobberMemory();
     }
     set_counters(st, double(p.M), double(p.N), double(p.K));
@@ -88,8 +88,8 @@ void BM_gemm(benchmark::State& st) {
 void BM_openblas_sgemm(benchmark::State& st) {
     auto& p = get_problem(st.range(0), st.range(2), st.range(1));
     for (auto _ : st) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(p.M), int(p.N), int(p.K), 1.0f, p.X.data(),
-                    int(p.K), p.W.data(), int(p.K), 0.0f, p.Y.data(), int(p.N));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(p.M), int(p.N), int(p.K), 1.0f, p.X.data(), int(p.K), p.W.data(),
+                    int(p.K), 0.0f, p.Y.data(), int(p.N));
         benchmark::ClobberMemory();
     }
     set_counters(st, double(p.M), double(p.N), double(p.K));
@@ -168,8 +168,8 @@ void BM_gemv_gemm_f32(benchmark::State& st) {
     rng::fill_uniform(x.data(), gemv_K, 2, 2, 1.f);
     std::size_t c = 0;
     for (auto _ : st) {
-        ops::gemm(backend::cpu{}, index_t(1), gemv_N, gemv_K, x.data(), gemv_K, index_t(1), raw[c].data(), index_t(1),
-                  gemv_K, y.data(), gemv_N);
+        ops::gemm(backend::cpu{}, index_t(1), gemv_N, gemv_K, x.data(), gemv_K, index_t(1), raw[c].data(), index_t(1), gemv_K,
+                  y.data(), gemv_N);
         benchmark::ClobberMemory();
         c = (c + 1) % raw.size();
     }
@@ -185,8 +185,8 @@ void BM_gemv_openblas_sgemv(benchmark::State& st) {
     rng::fill_uniform(x.data(), gemv_K, 2, 2, 1.f);
     std::size_t c = 0;
     for (auto _ : st) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(gemv_N), int(gemv_K), 1.0f, raw[c].data(), int(gemv_K), x.data(),
-                    1, 0.0f, y.data(), 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(gemv_N), int(gemv_K), 1.0f, raw[c].data(), int(gemv_K), x.data(), 1, 0.0f,
+                    y.data(), 1);
         benchmark::ClobberMemory();
         c = (c + 1) % raw.size();
     }
@@ -205,9 +205,9 @@ int main(int argc, char** argv) {
     const bool smoke = smoke_env && std::string(smoke_env) == "1";
     const std::vector<std::array<index_t, 3>> shapes =
         smoke ? std::vector<std::array<index_t, 3>>{{70, 96, 130}, {1, 256, 100}}
-              : std::vector<std::array<index_t, 3>>{{577, 1024, 3072},    // CLIP ViT-L QKV      (M, K, N)
-                                                    {577, 1024, 4096},    // CLIP ViT-L MLP
-                                                    {600, 4096, 11008},   // LLaMA-7B MLP
+              : std::vector<std::array<index_t, 3>>{{577, 1024, 3072},   // CLIP ViT-L QKV      (M, K, N)
+                                                    {577, 1024, 4096},   // CLIP ViT-L MLP
+                                                    {600, 4096, 11008},  // LLaMA-7B MLP
                                                     {1024, 1024, 1024}};
     for (const auto& s : shapes) {
         auto reg = [&](const char* name, void (*fn)(benchmark::State&)) {
@@ -225,13 +225,14 @@ int main(int argc, char** argv) {
     }
     if (!smoke) {  // the decode GEMV streams ~520 MB of weights
         benchmark::RegisterBenchmark("gemv/linear_packed_f32", BM_gemv_linear_packed<float>)
-            ->UseRealTime()->Unit(benchmark::kMicrosecond);
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark("gemv/linear_packed_bf16", BM_gemv_linear_packed<bf16>)
-            ->UseRealTime()->Unit(benchmark::kMicrosecond);
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark("gemv/gemm_f32", BM_gemv_gemm_f32)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #if defined(ALIGNGPT_BENCH_HAVE_BLAS)
-        benchmark::RegisterBenchmark("gemv/openblas_sgemv", BM_gemv_openblas_sgemv)
-            ->UseRealTime()->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark("gemv/openblas_sgemv", BM_gemv_openblas_sgemv)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #endif
     }
     benchmark::Initialize(&argc, argv);

@@ -51,20 +51,40 @@ BENCHMARK(BM_load_tiny)->Unit(benchmark::kMillisecond);
 // --- the synthetic 7B checkpoint ------------------------------------------------------------------
 
 nlohmann::json config_7b(const std::string& vision) {
-    return {{"architectures", {"AlignGPTForCausalLM"}}, {"model_type", "aligngpt"}, {"bos_token_id", 1}, {"eos_token_id", 2},
-            {"pad_token_id", 0}, {"hidden_act", "silu"}, {"hidden_size", 4096}, {"intermediate_size", 11008},
-            {"num_hidden_layers", 32}, {"num_attention_heads", 32}, {"num_key_value_heads", 32},
-            {"max_position_embeddings", 4096}, {"rms_norm_eps", 1e-5}, {"rope_scaling", nullptr},
-            {"tie_word_embeddings", false}, {"vocab_size", 32000}, {"torch_dtype", "bfloat16"},
-            {"image_aspect_ratio", "pad"}, {"mm_hidden_size", 1024}, {"mm_projector_type", "mlp2x_gelu"},
-            {"mm_use_im_patch_token", false}, {"mm_use_im_start_end", false}, {"mm_vision_select_feature", "patch"},
-            {"mm_vision_select_layer", -2}, {"mm_vision_tower", vision}, {"tokenizer_model_max_length", 2048},
-            {"tokenizer_padding_side", "right"}, {"use_mm_proj", true}, {"transformers_version", "4.31.0"}};
+    return {{"architectures", {"AlignGPTForCausalLM"}},
+            {"model_type", "aligngpt"},
+            {"bos_token_id", 1},
+            {"eos_token_id", 2},
+            {"pad_token_id", 0},
+            {"hidden_act", "silu"},
+            {"hidden_size", 4096},
+            {"intermediate_size", 11008},
+            {"num_hidden_layers", 32},
+            {"num_attention_heads", 32},
+            {"num_key_value_heads", 32},
+            {"max_position_embeddings", 4096},
+            {"rms_norm_eps", 1e-5},
+            {"rope_scaling", nullptr},
+            {"tie_word_embeddings", false},
+            {"vocab_size", 32000},
+            {"torch_dtype", "bfloat16"},
+            {"image_aspect_ratio", "pad"},
+            {"mm_hidden_size", 1024},
+            {"mm_projector_type", "mlp2x_gelu"},
+            {"mm_use_im_patch_token", false},
+            {"mm_use_im_start_end", false},
+            {"mm_vision_select_feature", "patch"},
+            {"mm_vision_select_layer", -2},
+            {"mm_vision_tower", vision},
+            {"tokenizer_model_max_length", 2048},
+            {"tokenizer_padding_side", "right"},
+            {"use_mm_proj", true},
+            {"transformers_version", "4.31.0"}};
 }
 nlohmann::json clip_config_l336() {
-    return {{"model_type", "clip_vision_model"}, {"hidden_size", 1024}, {"intermediate_size", 4096},
-            {"num_hidden_layers", 24}, {"num_attention_heads", 16}, {"image_size", 336}, {"patch_size", 14},
-            {"projection_dim", 768}, {"hidden_act", "quick_gelu"}, {"layer_norm_eps", 1e-5}};
+    return {{"model_type", "clip_vision_model"}, {"hidden_size", 1024},   {"intermediate_size", 4096}, {"num_hidden_layers", 24},
+            {"num_attention_heads", 16},         {"image_size", 336},     {"patch_size", 14},          {"projection_dim", 768},
+            {"hidden_act", "quick_gelu"},        {"layer_norm_eps", 1e-5}};
 }
 
 /// Cheap deterministic values in [-0.05, 0.05), as raw bytes of dtype S.
@@ -139,7 +159,8 @@ std::string ensure_7b(const std::string& dir) {
         w.write(dir + "/" + fname);
         std::cerr << "[bench_load]   " << fname << " (" << shards[s].size() << " tensors)\n";
     }
-    std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(1);
+    std::ofstream(dir + "/model.safetensors.index.json")
+        << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(1);
     std::ofstream(dir + "/config.json") << config_7b("clip").dump(2);
 
     // the vision tower directory: fp32, like openai/clip-vit-large-patch14-336
@@ -154,8 +175,8 @@ std::string ensure_7b(const std::string& dir) {
     w.write(dir + "/clip/model.safetensors");
     std::ofstream(dir + "/clip/config.json") << clip_config_l336().dump(2);
     std::ofstream(dir + "/DONE") << "ok\n";
-    std::cerr << "[bench_load] written in "
-              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+    std::cerr << "[bench_load] written in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+              << " s\n";
     return {};
 }
 
@@ -164,8 +185,7 @@ void BM_load_7b_bf16(benchmark::State& state) {
     const std::string dir = env && *env ? env : "/tmp/aligngpt_bench_7b";
     if (const std::string why = ensure_7b(dir); !why.empty()) {
         state.SkipWithError(why.c_str());
-        for (auto _ : state) {
-        }
+        for (auto _ : state) {}
         return;
     }
     pretrained::load_options o;
@@ -194,7 +214,10 @@ void BM_load_7b_bf16(benchmark::State& state) {
 int main(int argc, char** argv) {
     const char* opt_in = std::getenv("ALIGNGPT_BENCH_LOAD_7B");
     if (opt_in && std::string(opt_in) == "1")
-        benchmark::RegisterBenchmark("BM_load_7b_bf16", BM_load_7b_bf16)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
+        benchmark::RegisterBenchmark("BM_load_7b_bf16", BM_load_7b_bf16)
+            ->Iterations(1)
+            ->UseManualTime()
+            ->Unit(benchmark::kSecond);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

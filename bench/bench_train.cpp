@@ -208,8 +208,9 @@ void run_torch(torch_result& r, const std::string& workload, int threads, int re
     const std::string py = env_str("ALIGNGPT_BENCH_PYTHON", "/usr/bin/python3");
     std::string src = __FILE__;
     const auto slash = src.find_last_of('/');
-    const std::string script = env_str(
-        "ALIGNGPT_BENCH_TRAIN_SCRIPT", (slash == std::string::npos ? std::string(".") : src.substr(0, slash)) + "/tools/torch_train.py");
+    const std::string script =
+        env_str("ALIGNGPT_BENCH_TRAIN_SCRIPT",
+                (slash == std::string::npos ? std::string(".") : src.substr(0, slash)) + "/tools/torch_train.py");
     for (const std::string& path : {py, script}) {
         std::FILE* f = std::fopen(path.c_str(), "r");
         if (!f) return void(r.why = "PyTorch not run: " + path + " not found");
@@ -224,8 +225,8 @@ void run_torch(torch_result& r, const std::string& workload, int threads, int re
     std::string dims;
     for (index_t d : {s.H, s.L, s.NH, s.I, s.V, s.Dv, s.P, s.B, s.n_text, s.n_before, s.lH, s.lNH, s.lI, s.lDv, s.lT})
         dims += (dims.empty() ? std::string() : std::string(",")) + std::to_string(d);
-    const std::string cmd = env + " '" + py + "' '" + script + "' --workload " + workload + " --threads " + n +
-                            " --reps " + std::to_string(reps) + " --shapes " + dims + " 2>&1";
+    const std::string cmd = env + " '" + py + "' '" + script + "' --workload " + workload + " --threads " + n + " --reps " +
+                            std::to_string(reps) + " --shapes " + dims + " 2>&1";
     std::FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) return void(r.why = "popen failed: " + cmd);
     std::array<char, 4096> buf{};
@@ -316,12 +317,19 @@ int main(int argc, char** argv) {
         for (int stage : {1, 2}) {
             const std::string w = "stage" + std::to_string(stage) + "/small";
             benchmark::RegisterBenchmark(("train/" + w).c_str(), BM_train<small_problem>, &small, stage, w)
-                ->ArgName("threads")->Arg(threads)->UseRealTime()->Iterations(iters)->Unit(benchmark::kMillisecond);
+                ->ArgName("threads")
+                ->Arg(threads)
+                ->UseRealTime()
+                ->Iterations(iters)
+                ->Unit(benchmark::kMillisecond);
         }
         for (int stage : {1, 2}) {
             const std::string w = "stage" + std::to_string(stage) + "/7b_layer";
             benchmark::RegisterBenchmark(("train/" + w).c_str(), BM_train<layer_problem>, &layer7b, stage, w)
-                ->ArgName("threads")->Arg(threads)->UseRealTime()->Iterations(iters)
+                ->ArgName("threads")
+                ->Arg(threads)
+                ->UseRealTime()
+                ->Iterations(iters)
                 ->Unit(sm ? benchmark::kMillisecond : benchmark::kSecond);
         }
     }

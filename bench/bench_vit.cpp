@@ -74,7 +74,7 @@ models::clip_vision_config vit_config() {
     if (smoke()) {  // 2 layers of width 64, 17 tokens
         c.hidden_size = 64, c.intermediate_size = 256, c.num_hidden_layers = 2, c.num_attention_heads = 4;
         c.image_size = 56, c.patch_size = 14;
-    } else {        // openai/clip-vit-large-patch14-336
+    } else {  // openai/clip-vit-large-patch14-336
         c.hidden_size = 1024, c.intermediate_size = 4096, c.num_hidden_layers = 24, c.num_attention_heads = 16;
         c.image_size = 336, c.patch_size = 14, c.projection_dim = 768;
     }
@@ -95,8 +95,7 @@ struct vit_problem {
         // embeddings; LayerNorm weights stay 1.
         model.visit([](autograd::variable<float>& p) {
             const std::string& n = p.name();
-            if (n.find("norm") != std::string::npos && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0)
-                return;
+            if (n.find("norm") != std::string::npos && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0) return;
             const auto& s = p.value().shape();
             index_t fan_in = 1;
             for (size_t i = 1; i < s.size(); i++) fan_in *= s[i];
@@ -145,8 +144,8 @@ struct gemm_only {
             const auto& L = p.model.layers[size_t(l)];
             for (const nn::linear<float>* lin : {&L.q_proj, &L.k_proj, &L.v_proj, &L.out_proj, &L.fc1, &L.fc2}) {
                 const index_t N = lin->weight.size(0), K = lin->weight.size(1);
-                ops::linear_forward(backend::cpu{}, y.data(), x.data(), lin->weight.value().data(),
-                                    lin->bias.value().data(), T, N, K);
+                ops::linear_forward(backend::cpu{}, y.data(), x.data(), lin->weight.value().data(), lin->bias.value().data(), T,
+                                    N, K);
             }
         }
         benchmark::DoNotOptimize(y.data());
@@ -200,8 +199,8 @@ torch_result run_torch(int threads, int layers, int reps) {
     std::string src = __FILE__;
     const auto slash = src.find_last_of('/');
     const std::string script =
-        env_str("ALIGNGPT_BENCH_VIT_SCRIPT", (slash == std::string::npos ? std::string(".") : src.substr(0, slash)) +
-                                                 "/tools/torch_vit.py");
+        env_str("ALIGNGPT_BENCH_VIT_SCRIPT",
+                (slash == std::string::npos ? std::string(".") : src.substr(0, slash)) + "/tools/torch_vit.py");
     for (const std::string& path : {py, script}) {
         std::FILE* f = std::fopen(path.c_str(), "r");
         if (!f) return r.why = "PyTorch not run: " + path + " not found", r;
@@ -211,8 +210,8 @@ torch_result run_torch(int threads, int layers, int reps) {
 #if defined(__x86_64__) || defined(__i386__)
     if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) env += " OPENBLAS_CORETYPE=SKYLAKEX";
 #endif
-    const std::string cmd = env + " '" + py + "' '" + script + "' --threads " + std::to_string(threads) +
-                            " --layers " + std::to_string(layers) + " --reps " + std::to_string(reps) + " 2>&1";
+    const std::string cmd = env + " '" + py + "' '" + script + "' --threads " + std::to_string(threads) + " --layers " +
+                            std::to_string(layers) + " --reps " + std::to_string(reps) + " 2>&1";
     std::FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) return r.why = "popen failed: " + cmd, r;
     std::array<char, 4096> buf{};

@@ -23,7 +23,6 @@ int main() {
     tp.print(std::cout);
 
     const double err = grad_check(net, {x, w1, b1, w2});
-    std::printf("largest relative gradient error vs central differences: %.3g (%s)\n", err,
-                err < 1e-8 ? "ok" : "TOO LARGE");
+    std::printf("largest relative gradient error vs central differences: %.3g (%s)\n", err, err < 1e-8 ? "ok" : "TOO LARGE");
     return err < 1e-8 ? 0 : 1;
 }

@@ -15,8 +15,9 @@ using namespace aligngpt;
 using namespace aligngpt::models;
 
 int main() {
-    std::printf("A plumbing demo, not a model: tiny widths and random (seeded) weights, so the token ids below\n"
-                "mean nothing. It shows the data flowing: picture -> CLIP -> projector -> indicator -> LLaMA.\n");
+    std::printf(
+        "A plumbing demo, not a model: tiny widths and random (seeded) weights, so the token ids below\n"
+        "mean nothing. It shows the data flowing: picture -> CLIP -> projector -> indicator -> LLaMA.\n");
     // A 400x300 picture: a colour ramp with a dark disc (expand2square pads it to 400x400).
     io::rgb_image img(400, 300);
     for (int y = 0; y < img.height; y++)
@@ -56,7 +57,8 @@ int main() {
     for (int level = 0; level < 8; level++) {
         double n2 = 0;
         for (index_t h = 0; h < 64; h++) n2 += double(dE.data()[level * 64 + h]) * dE.data()[level * 64 + h];
-        std::printf("  |d loss / d indicator[%d]| = %.3e%s\n", level, std::sqrt(n2), level == 5 ? "   <- the sample's level" : "");
+        std::printf("  |d loss / d indicator[%d]| = %.3e%s\n", level, std::sqrt(n2),
+                    level == 5 ? "   <- the sample's level" : "");
     }
 
     // Inference: the gate mixes the 7 local levels from image-text agreement; level 7 (global) is always added.

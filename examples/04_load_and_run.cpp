@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
             }
         }
 
-        io::clip_image_processor_config pc;             // CLIP defaults, aspect "pad" as AlignGPT
-        const index_t S = m.vision_config.image_size;   // 336 for ViT-L/14-336
+        io::clip_image_processor_config pc;            // CLIP defaults, aspect "pad" as AlignGPT
+        const index_t S = m.vision_config.image_size;  // 336 for ViT-L/14-336
         pc.shortest_edge = pc.crop_height = pc.crop_width = int(S);
         tensor<float> px = io::clip_preprocess(io::load_image(argv[3]), pc, argv[3]);
         auto pixels = autograd::variable<float>::leaf(px.reshape({1, 3, S, S}));
@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
 
         auto out = m.model->forward(nullptr, {models::sample{ids}}, feats, models::stage::inference);
         // out.logits [1, sequence, vocab]; out.gate.weights [1, 7] (the gate's mix of levels 0..6)
-        std::printf("logits [%lld, %lld, %lld]; gate weights:", (long long)out.logits.size(0),
-                    (long long)out.logits.size(1), (long long)out.logits.size(2));
+        std::printf("logits [%lld, %lld, %lld]; gate weights:", (long long)out.logits.size(0), (long long)out.logits.size(1),
+                    (long long)out.logits.size(2));
         for (index_t j = 0; out.gate.weights.defined() && j < out.gate.weights.value().numel(); j++)
             std::printf(" %.4f", out.gate.weights.value().data()[j]);
         std::printf("\ngreedy ids:");

@@ -26,12 +26,17 @@ void fill(var& p) {
     const bool norm = k.size() >= 11 && k.compare(k.size() - 11, 11, "norm.weight") == 0;
     const bool mm = k.rfind("mm_projector.", 0) == 0 || k.rfind("gated_weight_layer.", 0) == 0;
     double a = p.value().dim() == 2 ? 1.0 / std::pow(double(p.size(1)), 0.5) : 0;
-    if (norm) a = 0.2;
-    else if (k == "model.embed_tokens.weight") a = 1.0;
-    else if (k == "lm_head.weight") a = 3.0 / std::pow(double(H), 0.5);
-    else if (k == "align_indicators.indicator_embs") a = std::pow(6.0 / double(H + 8), 0.5);
+    if (norm)
+        a = 0.2;
+    else if (k == "model.embed_tokens.weight")
+        a = 1.0;
+    else if (k == "lm_head.weight")
+        a = 3.0 / std::pow(double(H), 0.5);
+    else if (k == "align_indicators.indicator_embs")
+        a = std::pow(6.0 / double(H + 8), 0.5);
     else if (mm && p.value().dim() == 1) {  // a bias: the bound of its weight
-        static const std::map<std::string, double> fan_in{{"mm_projector.0.bias", DV}, {"mm_projector.2.bias", H},
+        static const std::map<std::string, double> fan_in{{"mm_projector.0.bias", DV},
+                                                          {"mm_projector.2.bias", H},
                                                           {"gated_weight_layer.mlp.0.bias", 576},
                                                           {"gated_weight_layer.mlp.2.bias", 256}};
         a = 1.0 / std::pow(fan_in.at(k), 0.5);
@@ -76,8 +81,7 @@ std::vector<float> probe_rows(const tensor<float>& t, const std::vector<std::int
 // fp32 parity with torch: different summation orders only (see test_llama.cpp). Every intermediate
 // and the gradients must be within torch.testing.assert_close's fp32 defaults (ratio <= 1); the
 // measured worst ratio is printed.
-void check_against(const golden::fixture& fx, const aligngpt_output<float>& out, const trace_sink<float>& sink,
-                   double limit) {
+void check_against(const golden::fixture& fx, const aligngpt_output<float>& out, const trace_sink<float>& sink, double limit) {
     const auto probe = fx.get<std::int64_t>("probe");
     for (const auto& entry : sink.entries) {
         const std::string& name = entry.first;  // (no structured binding: doctest macros capture it)
@@ -311,9 +315,14 @@ TEST_CASE("align: gate ops, gate MLP and lin_comb backward match central differe
 }
 
 TEST_CASE("aligngpt_config: AlignGPT config.json fields, errors naming file and field") {
-    nlohmann::json j = {{"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 2},
-                        {"num_attention_heads", 4}, {"vocab_size", 64}, {"mm_hidden_size", 32},
-                        {"mm_projector_type", "mlp2x_gelu"}, {"tokenizer_model_max_length", 2048},
+    nlohmann::json j = {{"hidden_size", 64},
+                        {"intermediate_size", 96},
+                        {"num_hidden_layers", 2},
+                        {"num_attention_heads", 4},
+                        {"vocab_size", 64},
+                        {"mm_hidden_size", 32},
+                        {"mm_projector_type", "mlp2x_gelu"},
+                        {"tokenizer_model_max_length", 2048},
                         {"tokenizer_padding_side", "right"}};
     const auto c = aligngpt_config::from_json(j, "a.json");
     CHECK(c.mm_hidden_size == 32);

@@ -117,7 +117,8 @@ TEST_CASE("answer: the answers are the reference's greedy answers; the file read
     const std::string text = slurp(a);
     const std::string first = text.substr(0, text.find('\n') + 1);
     CHECK(first.rfind("{\"question_id\": 1, \"prompt\": \"what is in the image?\", \"text\": \"" +
-                          g.at("cases").at(0).at("answer").get<std::string>() + "\", \"answer_id\": \"", 0) == 0);
+                          g.at("cases").at(0).at("answer").get<std::string>() + "\", \"answer_id\": \"",
+                      0) == 0);
     CHECK(first.ends_with("\", \"model_id\": \"aligngpt_st\", \"metadata\": {}}\n"));
     // the same question twice gives two different answer ids (MME repeats ids)
     CHECK(eval::answer_id(0, "3", 0) != eval::answer_id(0, "3", 1));
@@ -128,7 +129,8 @@ TEST_CASE("answer: the answers are the reference's greedy answers; the file read
 TEST_CASE("answer: batched generation equals one-at-a-time generation token for token") {
     const auto& t = model();
     const auto& m = *t.m.model;
-    const std::vector<std::string> texts = {"what is in the image?", "a much longer question about what the picture shows?", "hi"};
+    const std::vector<std::string> texts = {"what is in the image?", "a much longer question about what the picture shows?",
+                                            "hi"};
     const std::vector<std::string> images = {"model_dirs/image.png", "images/photo_192x144.jpg", "images/portrait_201x640.png"};
     std::vector<std::vector<std::int64_t>> ids;
     std::vector<autograd::variable<float>> px;
@@ -150,8 +152,9 @@ TEST_CASE("answer: batched generation equals one-at-a-time generation token for 
         CHECK(batched[1].size() == 3);
         for (std::size_t i = 0; i < ids.size(); i++) {
             CAPTURE(i);
-            const auto alone = m.generate_sampled(models::sample{ids[i]}, alone_feats[i], {8, {}}, s,
-                                                  [&](std::int64_t, std::span<const std::int64_t> g) { return !stop(index_t(i), g); });
+            const auto alone =
+                m.generate_sampled(models::sample{ids[i]}, alone_feats[i], {8, {}}, s,
+                                   [&](std::int64_t, std::span<const std::int64_t> g) { return !stop(index_t(i), g); });
             CHECK(batched[i] == alone);
         }
     }
@@ -208,8 +211,9 @@ TEST_CASE("answer --resume: a run killed mid-line continues to the same file") {
     CHECK(support::message_of([&] { answer(q, a, options(1, true)); }) ==
           a + ":1: question_id \"99\" is not in the question file (another run's answers file? refusing to resume)");
     write_file(a, want.substr(0, second) + want.substr(0, want.find('\n') + 1));
-    CHECK(support::message_of([&] { answer(q, a, options(1, true)); }).find("answered more often than the question file asks it") !=
-          std::string::npos);
+    CHECK(support::message_of([&] {
+              answer(q, a, options(1, true));
+          }).find("answered more often than the question file asks it") != std::string::npos);
     std::remove(q.c_str()), std::remove(full.c_str()), std::remove(a.c_str());
 }
 
@@ -239,7 +243,8 @@ TEST_CASE("answer: bad question files are refused naming the file, the line and 
         CHECK(msg.find(expect) != std::string::npos);
         if (text.find('\n') != text.rfind('\n')) CHECK(msg.find(q + ":") != std::string::npos);  // names the line
     }
-    CHECK(support::message_of([&] { eval::read_questions(tmp("missing.jsonl")); }).find("missing.jsonl: cannot open") != std::string::npos);
+    CHECK(support::message_of([&] { eval::read_questions(tmp("missing.jsonl")); }).find("missing.jsonl: cannot open") !=
+          std::string::npos);
     // a line over the limit is refused without reading it whole
     write_file(q, std::string(eval::max_question_line_bytes + 10, ' '));
     CHECK(support::message_of([&] { eval::read_questions(q); }).find(q + ":1: line longer than") != std::string::npos);
@@ -284,8 +289,10 @@ TEST_CASE("aligngpt answer: the CLI writes the library's file; bad flags exit 2 
         {base + "--temperature -1", "--temp must be a number >= 0"},
         {base + "--align-level 8", "--align-level must be auto or a level 0..7"},
         {base + "--conv-mode nope", "--conv-mode"},
-        {"-m aligngpt_st --question-file nope.jsonl --image-folder .. --answers-file x.jsonl", "--question-file \"nope.jsonl\": no such file"},
-        {"-m aligngpt_st --question-file '" + q + "' --image-folder nope --answers-file x.jsonl", "--image-folder \"nope\": not a directory"},
+        {"-m aligngpt_st --question-file nope.jsonl --image-folder .. --answers-file x.jsonl",
+         "--question-file \"nope.jsonl\": no such file"},
+        {"-m aligngpt_st --question-file '" + q + "' --image-folder nope --answers-file x.jsonl",
+         "--image-folder \"nope\": not a directory"},
         {"-m aligngpt_st --question-file '" + q + "' --image-folder .. --answers-file '" + q + "'",
          "--answers-file must not be the --question-file"},
     };

@@ -32,8 +32,10 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 ops::attention_options gqa_causal_padded(bool mask_prefix) {
     ops::attention_options o;
     o.n_head = 4, o.n_kv_head = 2, o.causal = true;
-    if (mask_prefix) o.key_mask = {1, 1, 1, 1, 1, 1, /*row 1:*/ 0, 0, 0, 1, 1, 1};
-    else o.key_lengths = {6, 4};
+    if (mask_prefix)
+        o.key_mask = {1, 1, 1, 1, 1, 1, /*row 1:*/ 0, 0, 0, 1, 1, 1};
+    else
+        o.key_lengths = {6, 4};
     return o;
 }
 
@@ -91,7 +93,7 @@ TEST_CASE("patch_embed backward matches finite differences (double, tol 1e-8)") 
 // Masking edge cases and the KV cache.
 
 TEST_CASE("attention: a fully masked query row gives zero output, zero probabilities and zero gradient") {
-    const auto o = gqa_causal_padded(/*mask_prefix=*/true);   // row 1, query 0 sees keys {0,1,2} & {3,4,5} = {}
+    const auto o = gqa_causal_padded(/*mask_prefix=*/true);  // row 1, query 0 sees keys {0,1,2} & {3,4,5} = {}
     auto q = random_leaf<float>({2, 4, 12}, 1), k = random_leaf<float>({2, 6, 6}, 2), v = random_leaf<float>({2, 6, 6}, 3);
     tape<float> tp;
     auto y = ag::attention(&tp, q, k, v, o);
@@ -102,7 +104,7 @@ TEST_CASE("attention: a fully masked query row gives zero output, zero probabili
         CHECK(y.value().at({1, 0, i}) == 0.f);
         CHECK(q.grad().at({1, 0, i}) == 0.f);
     }
-    CHECK(y.value().at({1, 1, 0}) != 0.f);                   // query 1 sees key 3
+    CHECK(y.value().at({1, 1, 0}) != 0.f);  // query 1 sees key 3
     // padded keys 0..2 of row 1 receive no gradient at all
     for (index_t j = 0; j < 3; j++)
         for (index_t i = 0; i < 6; i++) CHECK((k.grad().at({1, j, i}) == 0.f && v.grad().at({1, j, i}) == 0.f));
@@ -116,10 +118,10 @@ TEST_CASE("attention: padded keys get exactly zero probability (key_lengths == t
     b.key_mask = {1, 1, 1, 1, 1, 1, 1, 0, 0, 0};
     const ops::attention_dims d(2, 3, 5, 4, a);
     std::vector<float> out_a(48), att_a(60), out_b(48), att_b(60);
-    ops::attention_forward(backend::cpu{}, out_a.data(), att_a.data(), q.value().data(), k.value().data(),
-                           v.value().data(), d, a);
-    ops::attention_forward(backend::cpu{}, out_b.data(), att_b.data(), q.value().data(), k.value().data(),
-                           v.value().data(), d, b);
+    ops::attention_forward(backend::cpu{}, out_a.data(), att_a.data(), q.value().data(), k.value().data(), v.value().data(), d,
+                           a);
+    ops::attention_forward(backend::cpu{}, out_b.data(), att_b.data(), q.value().data(), k.value().data(), v.value().data(), d,
+                           b);
     CHECK(same_bits(out_a, out_b));
     CHECK(same_bits(att_a, att_b));
     for (index_t h = 0; h < 2; h++)
@@ -138,7 +140,8 @@ TEST_CASE("attention: decode steps with past > 0 equal the rows of the full caus
     // the last T rows of the queries against keys 0 .. Tk-1, with past = Tk - T (the default) or explicit
     for (auto tk_t : std::vector<std::pair<index_t, index_t>>{{9, 1}, {6, 1}, {9, 3}, {5, 2}}) {
         const index_t Tk = tk_t.first, T = tk_t.second;  // plain locals: Clang 14 cannot capture bindings
-        CAPTURE(Tk); CAPTURE(T);
+        CAPTURE(Tk);
+        CAPTURE(T);
         auto qs = variable<float>::leaf(q.slice(1, Tk - T, Tk)), ks = variable<float>::leaf(k.slice(1, 0, Tk)),
              vs = variable<float>::leaf(v.slice(1, 0, Tk));
         ops::attention_options od = o;
@@ -289,12 +292,12 @@ tensor<To> cast(const tensor<From>& t) {
     return out;
 }
 
-#define CHECK_CLOSE(ours, fx, key)                                                            \
-    do {                                                                                      \
-        const std::string k_ = (key);                                                         \
-        const double r_ = golden::close_ratio(ours, (fx).get(k_), RTOL, ATOL);                \
+#define CHECK_CLOSE(ours, fx, key)                                                                              \
+    do {                                                                                                        \
+        const std::string k_ = (key);                                                                           \
+        const double r_ = golden::close_ratio(ours, (fx).get(k_), RTOL, ATOL);                                  \
         MESSAGE(k_ << ": close_ratio " << r_ << ", max_abs_diff " << golden::max_abs_diff(ours, (fx).get(k_))); \
-        CHECK(r_ <= 1.0);                                                                     \
+        CHECK(r_ <= 1.0);                                                                                       \
     } while (0)
 }  // namespace
 
@@ -310,8 +313,10 @@ TEST_CASE("attention matches an explicit PyTorch implementation of the same math
         o.scale = fx.get<double>(p + "scale")[0];
         o.key_mask.assign(km.begin(), km.end());
         const auto ys = fx.shape(p + "y"), ks = fx.shape(p + "dk");
-        const auto q = golden::hashfill<float>("attn." + p + "q", ys, 1.f), k = golden::hashfill<float>("attn." + p + "k", ks, 1.f),
-                   v = golden::hashfill<float>("attn." + p + "v", ks, 1.f), dy = golden::hashfill<float>("attn." + p + "dy", ys, 1.f);
+        const auto q = golden::hashfill<float>("attn." + p + "q", ys, 1.f),
+                   k = golden::hashfill<float>("attn." + p + "k", ks, 1.f),
+                   v = golden::hashfill<float>("attn." + p + "v", ks, 1.f),
+                   dy = golden::hashfill<float>("attn." + p + "dy", ys, 1.f);
         const auto r = run_attention(q, k, v, dy, o);
         CHECK_CLOSE(r.y, fx, p + "y");
         CHECK_CLOSE(r.dq, fx, p + "dq");
@@ -340,7 +345,8 @@ TEST_CASE("attention composed as linear -> rope -> attention -> linear matches t
         auto wk = variable<float>::leaf(golden::hashfill<float>("llama_attn.k_proj.weight", {NKV * HS, H}, 0.2f), true);
         auto wv = variable<float>::leaf(golden::hashfill<float>("llama_attn.v_proj.weight", {NKV * HS, H}, 0.2f), true);
         auto wo = variable<float>::leaf(golden::hashfill<float>("llama_attn.o_proj.weight", {H, NH * HS}, 0.2f), true);
-        const ag::rope_table tab(int(HS), 10000, p == "linear2." ? ops::rope_scaling::from_name("linear", 2.0) : ops::rope_scaling{});
+        const ag::rope_table tab(int(HS), 10000,
+                                 p == "linear2." ? ops::rope_scaling::from_name("linear", 2.0) : ops::rope_scaling{});
         std::vector<std::int64_t> pos;
         for (index_t b = 0; b < B; b++)
             for (index_t t = 0; t < S; t++) pos.push_back(t);
@@ -375,7 +381,7 @@ TEST_CASE("a KV-cache decode step matches transformers 4.31 LlamaAttention with 
     const auto lengths = fx.get<index_t>("key_lengths");
     o.key_lengths.assign(lengths.begin(), lengths.end());
     tape<float>* none = nullptr;
-    auto layer = [&](index_t t0) {                           // queries t0..S-1 against keys 0..S-1
+    auto layer = [&](index_t t0) {  // queries t0..S-1 against keys 0..S-1
         std::vector<std::int64_t> pos_q, pos_k;
         for (index_t b = 0; b < B; b++) {
             for (index_t t = t0; t < S; t++) pos_q.push_back(t);
@@ -383,7 +389,7 @@ TEST_CASE("a KV-cache decode step matches transformers 4.31 LlamaAttention with 
         }
         const auto xq = variable<float>::leaf(x.slice(1, t0, S)), xk = variable<float>::leaf(x);
         const auto q = ag::rope(none, ag::linear(none, xq, wq), pos_q, tab);
-        const auto k = ag::rope(none, ag::linear(none, xk, wk), pos_k, tab);   // the cache: post-rope k, and v
+        const auto k = ag::rope(none, ag::linear(none, xk, wk), pos_k, tab);  // the cache: post-rope k, and v
         return ag::linear(none, ag::attention(none, q, k, ag::linear(none, xk, wv), o), wo).value();
     };
     const auto step = layer(S - 1).to_vector();
@@ -402,9 +408,11 @@ TEST_CASE("attention composed with biased linears matches transformers 4.31 CLIP
         w[std::string(m) + ".bias"] = variable<float>::leaf(golden::hashfill<float>(n + ".bias", {H}, 0.2f), true);
     }
     ops::attention_options o;
-    o.n_head = 2;                                            // HS = 16, default scale 16^-0.5 = 0.25
+    o.n_head = 2;  // HS = 16, default scale 16^-0.5 = 0.25
     tape<float> tp;
-    auto lin = [&](const variable<float>& in, const std::string& m) { return ag::linear(&tp, in, w[m + ".weight"], w[m + ".bias"]); };
+    auto lin = [&](const variable<float>& in, const std::string& m) {
+        return ag::linear(&tp, in, w[m + ".weight"], w[m + ".bias"]);
+    };
     auto y = lin(ag::attention(&tp, lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj"), o), "out_proj");
     tp.backward(y, golden::hashfill<float>("clip_attn.dy", {B, S, H}, 1.f));
     CHECK_CLOSE(y.value().to_vector(), fx, std::string("y"));
@@ -415,10 +423,12 @@ TEST_CASE("attention composed with biased linears matches transformers 4.31 CLIP
 TEST_CASE("attention at full width (HS=128, NH=2, T=600, causal) matches PyTorch: rows and float64 checksums") {
     const auto fx = golden::load("op_attn_wide");
     const index_t T = 600, C = 256;
-    const auto q = golden::hashfill<float>("attn_wide.q", {1, T, C}, 1.f), k = golden::hashfill<float>("attn_wide.k", {1, T, C}, 1.f),
-               v = golden::hashfill<float>("attn_wide.v", {1, T, C}, 1.f), dy = golden::hashfill<float>("attn_wide.dy", {1, T, C}, 1.f);
+    const auto q = golden::hashfill<float>("attn_wide.q", {1, T, C}, 1.f),
+               k = golden::hashfill<float>("attn_wide.k", {1, T, C}, 1.f),
+               v = golden::hashfill<float>("attn_wide.v", {1, T, C}, 1.f),
+               dy = golden::hashfill<float>("attn_wide.dy", {1, T, C}, 1.f);
     ops::attention_options o;
-    o.n_head = 2, o.causal = true;                           // scale 128^-0.5
+    o.n_head = 2, o.causal = true;  // scale 128^-0.5
     const auto r = run_attention(q, k, v, dy, o);
     const auto w = golden::hashfill<float>("attn_wide.checksum", {1, T, C}, 1.f);
     const auto rows = fx.get<index_t>("rows");
@@ -430,8 +440,10 @@ TEST_CASE("attention at full width (HS=128, NH=2, T=600, causal) matches PyTorch
         for (index_t t : rows) sel.insert(sel.end(), vals->begin() + t * C, vals->begin() + (t + 1) * C);
         CHECK_CLOSE(sel, fx, std::string(name));
         double cs = 0, abssum = 0;
-        for (index_t i = 0; i < T * C; i++) cs += double((*vals)[size_t(i)]) * double(w.data()[i]), abssum += std::abs(double((*vals)[size_t(i)]));
-        const double want = fx.get<double>(std::string(name) + ".checksum")[0], want_abs = fx.get<double>(std::string(name) + ".abssum")[0];
+        for (index_t i = 0; i < T * C; i++)
+            cs += double((*vals)[size_t(i)]) * double(w.data()[i]), abssum += std::abs(double((*vals)[size_t(i)]));
+        const double want = fx.get<double>(std::string(name) + ".checksum")[0],
+                     want_abs = fx.get<double>(std::string(name) + ".abssum")[0];
         // the checksum sums 153600 signed terms: allow 1e-6 of the absolute sum (errors ~1e-7 each)
         MESSAGE(std::string(name) << ": checksum diff " << std::abs(cs - want) << " (abs sum " << want_abs << ")");
         CHECK(std::abs(cs - want) <= 1e-6 * want_abs);
@@ -442,7 +454,8 @@ TEST_CASE("attention at full width (HS=128, NH=2, T=600, causal) matches PyTorch
 TEST_CASE("rope matches transformers 4.31 LlamaRotaryEmbedding / apply_rotary_pos_emb (none, linear, llama3)") {
     const auto fx = golden::load("op_rope");
     const index_t B = 2, S = 5, NH = 3, HS = 16;
-    const auto x0 = golden::hashfill<float>("rope.x", {B, S, NH * HS}, 1.f), dy = golden::hashfill<float>("rope.dy", {B, S, NH * HS}, 1.f);
+    const auto x0 = golden::hashfill<float>("rope.x", {B, S, NH * HS}, 1.f),
+               dy = golden::hashfill<float>("rope.dy", {B, S, NH * HS}, 1.f);
     const std::map<std::string, ops::rope_table> tabs{
         {"plain", ops::rope_table(int(HS), 10000)},
         {"linear4", ops::rope_table(int(HS), 10000, ops::rope_scaling::from_name("linear", 4.0))},

@@ -59,9 +59,7 @@ TEST_CASE("gradients accumulate across backward calls (gradient accumulation)") 
 
 TEST_CASE("repro: checkpointed block gives the same bits as the recorded block") {
     auto w1 = random_leaf<float>({16, 8}, 2), w2 = random_leaf<float>({8, 16}, 3);
-    auto block = [&](tape<float>* tp, const variable<float>& x) {
-        return ag::linear(tp, ag::linear(tp, x, w1), w2);
-    };
+    auto block = [&](tape<float>* tp, const variable<float>& x) { return ag::linear(tp, ag::linear(tp, x, w1), w2); };
     tensor<float> seed({4, 8});
     rng::fill_uniform(seed.data(), seed.numel(), 5, 5, 1.f);
 

@@ -30,7 +30,7 @@ using models::clip_vision_model;
 namespace {
 
 using var = autograd::variable<float>;
-constexpr double k_rtol = 1.3e-6, k_atol = 1e-5;   // torch.testing.assert_close, float32
+constexpr double k_rtol = 1.3e-6, k_atol = 1e-5;  // torch.testing.assert_close, float32
 
 /// Minimal strict loader (until the general one lands): every parameter must be in the file with
 /// the same shape; tensors of the file that the module does not have are ignored.
@@ -54,8 +54,8 @@ M load_model(const std::string& name, M m) {
 }
 
 /// close_ratio <= 1 means within assert_close(rtol, atol); also reports the max |diff|.
-void check_close(const std::string& what, const var& got, const golden::fixture& fx, const std::string& key,
-                 double rt = k_rtol, double at = k_atol) {
+void check_close(const std::string& what, const var& got, const golden::fixture& fx, const std::string& key, double rt = k_rtol,
+                 double at = k_atol) {
     INFO(what);
     REQUIRE(got.shape() == fx.shape(key));
     const auto a = got.value().to_vector();
@@ -81,8 +81,12 @@ TEST_CASE("clip config: transformers defaults, CLIPConfig sections, errors name 
     const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/clip_config/";
     write_file(dir + "empty_vision.json", R"({"model_type": "clip_vision_model"})");
     const auto d = models::clip_vision_config::from_file(dir + "empty_vision.json");
-    CHECK(d.hidden_size == 768);  CHECK(d.num_hidden_layers == 12);  CHECK(d.patch_size == 32);
-    CHECK(d.image_size == 224);   CHECK(d.num_positions() == 50);    CHECK(d.hidden_act == "quick_gelu");
+    CHECK(d.hidden_size == 768);
+    CHECK(d.num_hidden_layers == 12);
+    CHECK(d.patch_size == 32);
+    CHECK(d.image_size == 224);
+    CHECK(d.num_positions() == 50);
+    CHECK(d.hidden_act == "quick_gelu");
 
     // openai/clip-vit-large-patch14-336 (vision part), as a CLIPConfig
     write_file(dir + "vitl336.json", R"({"model_type": "clip", "projection_dim": 768,
@@ -90,8 +94,11 @@ TEST_CASE("clip config: transformers defaults, CLIPConfig sections, errors name 
         "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
                           "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14}})");
     const auto c = models::clip_config::from_file(dir + "vitl336.json");
-    CHECK(c.vision.num_patches() == 576);  CHECK(c.vision.head_dim() == 64);  CHECK(c.projection_dim == 768);
-    CHECK(c.text.vocab_size == 49408);     CHECK(c.text.max_position_embeddings == 77);
+    CHECK(c.vision.num_patches() == 576);
+    CHECK(c.vision.head_dim() == 64);
+    CHECK(c.projection_dim == 768);
+    CHECK(c.text.vocab_size == 49408);
+    CHECK(c.text.max_position_embeddings == 77);
     CHECK(models::clip_vision_config::from_file(dir + "vitl336.json").num_hidden_layers == 24);
     CHECK(models::clip_text_config::from_file(dir + "vitl336.json").hidden_size == 768);
 
@@ -99,27 +106,36 @@ TEST_CASE("clip config: transformers defaults, CLIPConfig sections, errors name 
         write_file(dir + file, json);
         try {
             models::clip_config::from_file(dir + file);
-        } catch (const aligngpt::error& e) {
-            return e.what();
-        }
+        } catch (const aligngpt::error& e) { return e.what(); }
         return "no error";
     };
     std::string m = err("heads.json", R"({"vision_config": {"hidden_size": 30, "num_attention_heads": 4}})");
     CHECK_MESSAGE(m.find("heads.json: field 'vision_config.hidden_size' must be a multiple of num_attention_heads = 4, got 30") !=
-                      std::string::npos, m);
+                      std::string::npos,
+                  m);
     m = err("patch.json", R"({"vision_config": {"image_size": 30, "patch_size": 14}})");
-    CHECK_MESSAGE(m.find("patch.json: field 'vision_config.image_size' must be a multiple of patch_size = 14, got 30") !=
-                      std::string::npos, m);
+    CHECK_MESSAGE(
+        m.find("patch.json: field 'vision_config.image_size' must be a multiple of patch_size = 14, got 30") != std::string::npos,
+        m);
     m = err("neg.json", R"({"text_config": {"num_hidden_layers": -1}})");
-    CHECK_MESSAGE(m.find("neg.json: field 'text_config.num_hidden_layers' must be an integer in [1, 1024], got -1") != std::string::npos, m);
+    CHECK_MESSAGE(
+        m.find("neg.json: field 'text_config.num_hidden_layers' must be an integer in [1, 1024], got -1") != std::string::npos,
+        m);
     m = err("type.json", R"({"text_config": {"hidden_size": "big"}})");
-    CHECK_MESSAGE(m.find("type.json: field 'text_config.hidden_size' must be an integer in [1, 65536], got \"big\"") != std::string::npos, m);
+    CHECK_MESSAGE(
+        m.find("type.json: field 'text_config.hidden_size' must be an integer in [1, 65536], got \"big\"") != std::string::npos,
+        m);
     m = err("huge.json", R"({"vision_config": {"hidden_size": 1099511627776}})");
-    CHECK_MESSAGE(m.find("huge.json: field 'vision_config.hidden_size' must be an integer in [1, 65536], got 1099511627776") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("huge.json: field 'vision_config.hidden_size' must be an integer in [1, 65536], got 1099511627776") !=
+                      std::string::npos,
+                  m);
     m = err("act.json", R"({"vision_config": {"hidden_act": "relu"}})");
-    CHECK_MESSAGE(m.find("act.json: field 'vision_config.hidden_act' must be \"quick_gelu\" or \"gelu\", got \"relu\"") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("act.json: field 'vision_config.hidden_act' must be \"quick_gelu\" or \"gelu\", got \"relu\"") !=
+                      std::string::npos,
+                  m);
     m = err("llama.json", R"({"model_type": "llama", "hidden_size": 4096})");
-    CHECK_MESSAGE(m.find("llama.json: field 'model_type' must be \"clip\" (a CLIPModel config), got \"llama\"") != std::string::npos, m);
+    CHECK_MESSAGE(
+        m.find("llama.json: field 'model_type' must be \"clip\" (a CLIPModel config), got \"llama\"") != std::string::npos, m);
     m = err("bad.json", "{not json");
     CHECK_MESSAGE(m.find("bad.json: invalid JSON") != std::string::npos, m);
 }
@@ -130,7 +146,8 @@ TEST_CASE("clip_vision_model matches CLIPVisionModel (golden/clip_vision_tiny: 2
     const var px = var::leaf(fx.tensor("pixels"));
     const auto hs = vit.forward(nullptr, px);
     REQUIRE(hs.size() == 3);
-    for (size_t i = 0; i < hs.size(); i++) check_close("hidden_states." + std::to_string(i), hs[i], fx, "hidden_states." + std::to_string(i));
+    for (size_t i = 0; i < hs.size(); i++)
+        check_close("hidden_states." + std::to_string(i), hs[i], fx, "hidden_states." + std::to_string(i));
     check_close("pooled", vit.pooled(nullptr, hs), fx, "pooled");
     check_close("features.patch", vit.select_features(nullptr, hs, -2, "patch"), fx, "features.patch");
     check_close("features.cls_patch", vit.select_features(nullptr, hs, -2, "cls_patch"), fx, "features.cls_patch");
@@ -160,8 +177,9 @@ TEST_CASE("clip_vision_model up_to_layer runs only the layers it needs (golden/c
     nn::set_trainable(vit, true);
     autograd::tape<float> tp;
     const auto hs = vit.forward(&tp, var::leaf(fx.tensor("pixels")), -2);
-    REQUIRE(hs.size() == 3);   // indices 0 .. L-1 = 2
-    for (size_t i = 0; i < hs.size(); i++) check_close("hidden_states." + std::to_string(i), hs[i], fx, "hidden_states." + std::to_string(i));
+    REQUIRE(hs.size() == 3);  // indices 0 .. L-1 = 2
+    for (size_t i = 0; i < hs.size(); i++)
+        check_close("hidden_states." + std::to_string(i), hs[i], fx, "hidden_states." + std::to_string(i));
     std::ostringstream ops;
     tp.print(ops);
     size_t n_att = 0;
@@ -193,12 +211,14 @@ TEST_CASE("clip_model matches CLIPModel: towers, projections, cosine, logits_per
           "vision_tower.vision_tower.vision_model.pre_layrnorm.weight");
 
     const auto vhs = clip.vision.forward(nullptr, px);
-    for (size_t i = 0; i < vhs.size(); i++) check_close("vision.hidden_states." + std::to_string(i), vhs[i], fx, "vision.hidden_states." + std::to_string(i));
+    for (size_t i = 0; i < vhs.size(); i++)
+        check_close("vision.hidden_states." + std::to_string(i), vhs[i], fx, "vision.hidden_states." + std::to_string(i));
     check_close("vision.pooled", clip.vision.pooled(nullptr, vhs), fx, "vision.pooled");
 
     const auto t = clip.text.forward(nullptr, ids, mask);
-    CHECK(t.eot == std::vector<std::int64_t>{9, 5, 2, 7});   // the first <|endoftext|> of each row
-    for (size_t i = 0; i < t.hidden_states.size(); i++) check_close("text.hidden_states." + std::to_string(i), t.hidden_states[i], fx, "text.hidden_states." + std::to_string(i));
+    CHECK(t.eot == std::vector<std::int64_t>{9, 5, 2, 7});  // the first <|endoftext|> of each row
+    for (size_t i = 0; i < t.hidden_states.size(); i++)
+        check_close("text.hidden_states." + std::to_string(i), t.hidden_states[i], fx, "text.hidden_states." + std::to_string(i));
     check_close("text.last_hidden_state", t.last_hidden_state, fx, "text.last_hidden_state");
     check_close("text.pooled", t.pooled, fx, "text.pooled");
 
@@ -253,11 +273,9 @@ TEST_CASE("CLIP backward matches finite differences (double): l2_normalize, visi
     for (dvar* p : {&vit.class_embedding, &vit.position_embedding.weight, &vit.layers[0].q_proj.weight})
         p->set_requires_grad(true);
     const dvar px = filled("px", {2, 3, 4, 4}, 1.f, true);
-    const autograd::op_under_test<double> vis = [&](auto* tp, const auto& xs) {
-        return vit.pooled(tp, vit.forward(tp, xs[0]));
-    };
-    const double e_vis = autograd::grad_check<double>(
-        vis, {px, vit.class_embedding, vit.position_embedding.weight, vit.layers[0].q_proj.weight});
+    const autograd::op_under_test<double> vis = [&](auto* tp, const auto& xs) { return vit.pooled(tp, vit.forward(tp, xs[0])); };
+    const double e_vis =
+        autograd::grad_check<double>(vis, {px, vit.class_embedding, vit.position_embedding.weight, vit.layers[0].q_proj.weight});
 
     // text tower: causal + padding mask, EOT pooling; gradients reach token and position embeddings
     models::clip_text_config tc;
@@ -280,14 +298,14 @@ TEST_CASE("CLIP backward matches finite differences (double): l2_normalize, visi
 
 TEST_CASE("alignment_levels: equal-frequency buckets over the ascending rank, stable ties [inferred: docs/model.md]") {
     // 16 pairs, 8 levels: two per level; ties (0.5 x 4) keep original index order.
-    const std::vector<float> s{0.9f, 0.1f, 0.5f, 0.5f, 0.3f, 0.5f, 0.2f, 0.8f,
+    const std::vector<float> s{0.9f, 0.1f,  0.5f, 0.5f, 0.3f,  0.5f, 0.2f,  0.8f,
                                0.5f, 0.05f, 0.7f, 0.6f, 0.95f, 0.4f, 0.25f, 0.35f};
     // ascending order: 9(.05) 1(.1) 6(.2) 14(.25) 4(.3) 15(.35) 13(.4) 2 3 5 8 (.5) 11(.6) 10(.7) 7(.8) 0(.9) 12(.95)
     const std::vector<int> want{7, 0, 3, 4, 2, 4, 1, 6, 5, 0, 6, 5, 7, 3, 1, 2};
     CHECK(models::alignment_levels(s, 8) == want);
     // 10 pairs, 8 levels: floor(rank * 8 / 10) = 0 0 1 2 3 4 4 5 6 7
     std::vector<double> r(10);
-    for (int i = 0; i < 10; i++) r[size_t(i)] = -i;   // descending: index 9 has rank 0
+    for (int i = 0; i < 10; i++) r[size_t(i)] = -i;  // descending: index 9 has rank 0
     CHECK(models::alignment_levels(r, 8) == std::vector<int>{7, 6, 5, 4, 4, 3, 2, 1, 0, 0});
     CHECK(models::alignment_levels(std::vector<float>{}, 8).empty());
     CHECK_THROWS_AS(models::alignment_levels(std::vector<float>{0.f, NAN}, 8), aligngpt::error);
@@ -302,8 +320,7 @@ TEST_CASE("one full-width CLIP ViT-L/14-336 layer (1024, 16 heads, 577 tokens) m
     // holds every 4th output row and row 576 (golden/clip_layer_full, 594 KB).
     const auto fx = golden::load("clip_layer_full");
     auto layer = models::clip_encoder_layer<float>::make("vision_model.encoder.layers.0.", 1024, 4096, 16);
-    for (auto* l : {&layer.k_proj, &layer.v_proj, &layer.q_proj, &layer.out_proj, &layer.fc1, &layer.fc2})
-        l->init_default(0);
+    for (auto* l : {&layer.k_proj, &layer.v_proj, &layer.q_proj, &layer.out_proj, &layer.fc1, &layer.fc2}) l->init_default(0);
     for (auto* ln : {&layer.layer_norm1, &layer.layer_norm2}) {
         ln->weight.value() = golden::hashfill(ln->weight.name(), {1024}, 0.2f);
         for (index_t i = 0; i < 1024; i++) ln->weight.value().data()[i] += 1.0f;
@@ -314,7 +331,8 @@ TEST_CASE("one full-width CLIP ViT-L/14-336 layer (1024, 16 heads, 577 tokens) m
     const auto rows = fx.get<std::int64_t>("rows");
     const auto want = fx.get<float>("output_rows");
     std::vector<float> got;
-    for (auto r : rows) for (index_t c = 0; c < 1024; c++) got.push_back(y.value().data()[r * 1024 + c]);
+    for (auto r : rows)
+        for (index_t c = 0; c < 1024; c++) got.push_back(y.value().data()[r * 1024 + c]);
     const double ratio = golden::close_ratio(got, want, k_rtol, k_atol);
     MESSAGE("full-width layer: max |diff| " << golden::max_abs_diff(got, want) << ", close_ratio " << ratio);
     CHECK(ratio <= 1.0);
@@ -335,13 +353,15 @@ TEST_CASE("projector: linear / mlp2x_gelu / mlp3x_gelu / identity match AlignGPT
     p.visit([&](var& w) { names.push_back(w.name() + aligngpt::detail::shape_str(w.shape())); });
     CHECK(names == std::vector<std::string>{"mm_projector.0.weight[4096,1024]", "mm_projector.0.bias[4096]",
                                             "mm_projector.2.weight[4096,4096]", "mm_projector.2.bias[4096]"});
-    p.init_default(3);   // U(-1/sqrt(in), 1/sqrt(in)), reproducible by name
+    p.init_default(3);  // U(-1/sqrt(in), 1/sqrt(in)), reproducible by name
     float lo = 1, hi = -1;
     for (index_t i = 0; i < p.linears[1].weight.value().numel(); i++) {
         lo = std::min(lo, p.linears[1].weight.value().data()[i]);
         hi = std::max(hi, p.linears[1].weight.value().data()[i]);
     }
-    CHECK(lo >= -1.0f / 64);  CHECK(hi < 1.0f / 64);  CHECK(hi - lo > 1.9f / 64);
+    CHECK(lo >= -1.0f / 64);
+    CHECK(hi < 1.0f / 64);
+    CHECK(hi - lo > 1.9f / 64);
     CHECK(p.linears[0].bias.value().data()[5] == rng::uniform(3, rng::fnv1a64("mm_projector.0.bias"), 5, 1.0f / 32));
     CHECK_THROWS_WITH_AS(models::projector<float>::make("mlp2x_relu", 16, 24),
                          doctest::Contains("unknown mm_projector_type \"mlp2x_relu\""), aligngpt::error);
@@ -353,15 +373,18 @@ TEST_CASE("repro: CLIP vision tower, CLIPModel logits and projector give the sam
     const auto fxv = golden::load("clip_vision_tiny");
     const auto fxm = golden::load("clip_model_tiny");
     const auto vit = tiny_vision("clip_vision_tiny");
-    const auto clip = load_model("clip_model_tiny", clip_model<float>::make(
-        models::clip_config::from_file(golden_dir("clip_model_tiny") + "/config.json")));
+    const auto clip =
+        load_model("clip_model_tiny",
+                   clip_model<float>::make(models::clip_config::from_file(golden_dir("clip_model_tiny") + "/config.json")));
     auto proj = models::projector<float>::make("mlp2x_gelu", 32, 48);
     proj.init_default(11);
     std::vector<std::uint8_t> mask;
     for (auto v : fxm.get<std::int64_t>("attention_mask")) mask.push_back(std::uint8_t(v));
     const auto ids = fxm.file.tensor_as<std::int64_t>("input_ids");
 
-    struct bits { std::vector<float> features, embeds, logits; };
+    struct bits {
+        std::vector<float> features, embeds, logits;
+    };
     const auto run = [&](int threads) {
         aligngpt::set_threads(threads);
         bits b;

@@ -32,7 +32,7 @@ std::string tmp_file(const std::string& name, const std::string& text) {
 
 TEST_CASE("clip_tokenizer: ids of CLIPTokenizer(text, truncation=True, max_length=77) for the golden corpus") {
     const auto tok = tokenizer::clip_tokenizer::from_directory(clip_dir);
-    CHECK(tok.eos_id == std::int64_t(tok.vocab_size()) - 1);   // the recipe puts the specials last, as CLIP
+    CHECK(tok.eos_id == std::int64_t(tok.vocab_size()) - 1);  // the recipe puts the specials last, as CLIP
     CHECK(tok.bos_id == tok.eos_id - 1);
     CHECK(tok.max_id == tok.eos_id);
     CHECK(tok.merge_count() > 200);
@@ -68,7 +68,7 @@ TEST_CASE("clip_tokenizer: a 1 MB caption (one word, and many words) finishes fa
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     CHECK(a.size() == 77);
     CHECK(b.size() == 77);
-    CHECK(s < 2.0);   // seconds, under ASan too; the unbounded reference is quadratic in the word
+    CHECK(s < 2.0);  // seconds, under ASan too; the unbounded reference is quadratic in the word
 }
 
 TEST_CASE("clip_tokenizer: bad vocab.json / merges.txt name the file and the entry or line") {

@@ -62,9 +62,7 @@ TEST_CASE("conversation: default, aliases and unknown names") {
     std::string msg;
     try {
         conversation::make("vicuna");
-    } catch (const aligngpt::error& e) {
-        msg = e.what();
-    }
+    } catch (const aligngpt::error& e) { msg = e.what(); }
     CHECK(msg == "conversation: unknown template \"vicuna\" (known: vicuna_v1, plain, llava_v0, llama_2)");
     auto c = conversation::make("llama_2");
     c.append(c.roles[1], "answer first");

@@ -43,8 +43,8 @@ struct thread_guard {
 
 /// Y = X W^T (+ bias) by gemm_reference on the widened weights: the definition linear_packed meets.
 template <class S>
-std::vector<float> linear_ref(const std::vector<float>& X, const std::vector<S>& W, const float* bias, index_t M,
-                              index_t N, index_t K) {
+std::vector<float> linear_ref(const std::vector<float>& X, const std::vector<S>& W, const float* bias, index_t M, index_t N,
+                              index_t K) {
     std::vector<float> Wf(W.size()), Y(size_t(M * N));
     for (size_t i = 0; i < W.size(); i++) Wf[i] = widen(W[i]);
     ops::gemm_reference(M, N, K, X.data(), K, index_t(1), Wf.data(), index_t(1), K, Y.data(), N,
@@ -78,7 +78,10 @@ void check_linear_packed_equals_reference() {
                 const auto ref = linear_ref(X, W, b, M, N, K);
                 std::vector<float> Y(size_t(M * N), -1.f);
                 ops::linear_packed(backend::cpu{}, Y.data(), X.data(), pw, b, M);
-                CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(b != nullptr);
+                CAPTURE(M);
+                CAPTURE(N);
+                CAPTURE(K);
+                CAPTURE(b != nullptr);
                 CHECK(same_bits(Y, ref));
             }
         }
@@ -100,11 +103,13 @@ TEST_CASE("gemm equals gemm_reference bit for bit (all transposes, init modes, e
                     std::vector<float> c_ref(size_t(M * N)), c(size_t(M * N));
                     rng::fill_uniform(c_ref.data(), M * N, 1, 4, 1.f);
                     c = c_ref;
-                    ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c_ref.data(), N, init,
-                                        bias.data());
-                    ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), N, init,
-                              bias.data());
-                    CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(ta); CAPTURE(tb);
+                    ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c_ref.data(), N, init, bias.data());
+                    ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), N, init, bias.data());
+                    CAPTURE(M);
+                    CAPTURE(N);
+                    CAPTURE(K);
+                    CAPTURE(ta);
+                    CAPTURE(tb);
                     CHECK(std::memcmp(c.data(), c_ref.data(), c.size() * sizeof(float)) == 0);
                 }
     }
@@ -127,15 +132,18 @@ TEST_CASE("every instruction set this CPU runs gives the reference's bits: gemm,
                 const index_t rsb = tb ? 1 : N, csb = tb ? K : 1;
                 std::vector<double> cr(size_t(M * N)), c(size_t(M * N));
                 std::vector<float> crf(size_t(M * N)), cf(size_t(M * N));
-                ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, cr.data(), N,
-                                    ops::gemm_init::bias, bias.data());
-                ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, c.data(), N,
-                          ops::gemm_init::bias, bias.data());
-                ops::gemm_reference(M, N, K, Af.data(), K, index_t(1), Bf.data(), rsb, csb, crf.data(), N,
-                                    ops::gemm_init::bias, biasf.data());
+                ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, cr.data(), N, ops::gemm_init::bias,
+                                    bias.data());
+                ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), rsb, csb, c.data(), N, ops::gemm_init::bias,
+                          bias.data());
+                ops::gemm_reference(M, N, K, Af.data(), K, index_t(1), Bf.data(), rsb, csb, crf.data(), N, ops::gemm_init::bias,
+                                    biasf.data());
                 ops::gemm(backend::cpu{}, M, N, K, Af.data(), K, index_t(1), Bf.data(), rsb, csb, cf.data(), N,
                           ops::gemm_init::bias, biasf.data());
-                CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(tb);
+                CAPTURE(M);
+                CAPTURE(N);
+                CAPTURE(K);
+                CAPTURE(tb);
                 CHECK(same_bits(c, cr));
                 CHECK(same_bits(cf, crf));
             }
@@ -172,11 +180,15 @@ TEST_CASE("gemm with one row (a decode step: B read in place, W^T by register tr
                     rng::fill_uniform(c0.data(), N, 8, 4, 1.f);
                     for (auto init : {ops::gemm_init::zero, ops::gemm_init::bias, ops::gemm_init::accumulate}) {
                         auto cr = c0, c = c0;
-                        ops::gemm_reference(index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, cr.data(), N,
-                                            init, bias.data());
-                        ops::gemm(backend::cpu{}, index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, c.data(),
-                                  N, init, bias.data());
-                        CAPTURE(ops::isa_name(ops::isa(level))); CAPTURE(N); CAPTURE(K); CAPTURE(layout); CAPTURE(int(init));
+                        ops::gemm_reference(index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, cr.data(), N, init,
+                                            bias.data());
+                        ops::gemm(backend::cpu{}, index_t(1), N, K, A.data(), index_t(0), cs_a, B.data(), rsb, csb, c.data(), N,
+                                  init, bias.data());
+                        CAPTURE(ops::isa_name(ops::isa(level)));
+                        CAPTURE(N);
+                        CAPTURE(K);
+                        CAPTURE(layout);
+                        CAPTURE(int(init));
                         CHECK(same_bits(c, cr));
                     }
                 }
@@ -206,18 +218,19 @@ TEST_CASE("gemm: double, padded ldc, K == 0 and the blocking edges equal gemm_re
         std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), biasf(bias.begin(), bias.end()),
             c0f(c0.begin(), c0.end());
         for (auto init : {ops::gemm_init::zero, ops::gemm_init::bias, ops::gemm_init::accumulate}) {
-            CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(int(init));
+            CAPTURE(M);
+            CAPTURE(N);
+            CAPTURE(K);
+            CAPTURE(int(init));
             auto cr = c0, c = c0;
-            ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), cr.data(), ldc, init,
-                                bias.data());
+            ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), cr.data(), ldc, init, bias.data());
             ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), c.data(), ldc, init,
                       bias.data());
             CHECK(same_bits(c, cr));  // includes the untouched columns N..ldc-1
             auto crf = c0f, cf = c0f;
-            ops::gemm_reference(M, N, K, Af.data(), index_t(1), M, Bf.data(), index_t(1), K, crf.data(), ldc, init,
-                                biasf.data());
-            ops::gemm(backend::cpu{}, M, N, K, Af.data(), index_t(1), M, Bf.data(), index_t(1), K, cf.data(), ldc,
-                      init, biasf.data());
+            ops::gemm_reference(M, N, K, Af.data(), index_t(1), M, Bf.data(), index_t(1), K, crf.data(), ldc, init, biasf.data());
+            ops::gemm(backend::cpu{}, M, N, K, Af.data(), index_t(1), M, Bf.data(), index_t(1), K, cf.data(), ldc, init,
+                      biasf.data());
             CHECK(same_bits(cf, crf));
         }
     }
@@ -240,8 +253,7 @@ TEST_CASE("packed_weight: layout, padding and unpack_row") {
     CHECK(pw.panels() == 2);
     CHECK(pw.bytes() == size_t(2 * K * 32 * 2));
     for (index_t j = 0; j < N; j++)
-        for (index_t k = 0; k < K; k++)
-            CHECK(bits16(pw.panel(j / 32)[k * 32 + j % 32]) == bits16(W[size_t(j * K + k)]));
+        for (index_t k = 0; k < K; k++) CHECK(bits16(pw.panel(j / 32)[k * 32 + j % 32]) == bits16(W[size_t(j * K + k)]));
     for (index_t j = N; j < 64; j++) CHECK(bits16(pw.panel(1)[3 * 32 + j % 32]) == 0);  // zero padding
     std::vector<float> row(static_cast<size_t>(K));
     pw.unpack_row(40, row.data());
@@ -284,16 +296,16 @@ TEST_CASE("repro: gemm bits do not depend on thread count") {
         set_threads(threads);
         CAPTURE(threads);
         std::vector<float> c(size_t(M * N)), y(size_t(M * N)), yf(size_t(M * N)), g(static_cast<size_t>(N));
-        ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), c.data(), N,
-                  ops::gemm_init::bias, bias.data());
+        ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), c.data(), N, ops::gemm_init::bias,
+                  bias.data());
         ops::linear_packed(backend::cpu{}, y.data(), A.data(), pwb, bias.data(), M);
         ops::linear_packed(backend::cpu{}, yf.data(), A.data(), pwf, nullptr, M);
         ops::linear_packed(backend::cpu{}, g.data(), A.data() + 100 * K, pwb, bias.data(), 1);
         if (threads == 1) {
             ref_gemm = c, ref_lin = y, ref_linf = yf, ref_gemv = g;
             std::vector<float> r(size_t(M * N));
-            ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), r.data(), N,
-                                ops::gemm_init::bias, bias.data());
+            ops::gemm_reference(M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), r.data(), N, ops::gemm_init::bias,
+                                bias.data());
             CHECK(same_bits(c, r));
             CHECK(same_bits(y, linear_ref(A, Wb, bias.data(), M, N, K)));
             CHECK(same_bits(g, std::vector<float>(y.begin() + 100 * N, y.begin() + 101 * N)));
@@ -323,14 +335,19 @@ TEST_CASE("gemm: several shared B blocks, A blocks and K blocks, at 1-4 threads,
             for (int tb = 0; tb < 2; tb++) {
                 const index_t rsa = ta ? 1 : K, csa = ta ? M : 1, rsb = tb ? 1 : N, csb = tb ? K : 1;
                 std::vector<float> ref(size_t(M * N));
-                ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, ref.data(), N,
-                                    ops::gemm_init::bias, bias.data());
+                ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, ref.data(), N, ops::gemm_init::bias,
+                                    bias.data());
                 for (int threads : {1, 2, 3, 4}) {
                     set_threads(threads);
                     std::vector<float> c(size_t(M * N), -1.f);
-                    ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), N,
-                              ops::gemm_init::bias, bias.data());
-                    CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(ta); CAPTURE(tb); CAPTURE(threads);
+                    ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), N, ops::gemm_init::bias,
+                              bias.data());
+                    CAPTURE(M);
+                    CAPTURE(N);
+                    CAPTURE(K);
+                    CAPTURE(ta);
+                    CAPTURE(tb);
+                    CAPTURE(threads);
                     CHECK(same_bits(c, ref));
                 }
             }
@@ -358,7 +375,14 @@ TEST_CASE("gemm: 120 random problems (sizes, transposes, padded ldc, init, threa
         ops::gemm_reference(M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, ref.data(), ldc, init, bias.data());
         set_threads(threads);
         ops::gemm(backend::cpu{}, M, N, K, A.data(), rsa, csa, B.data(), rsb, csb, c.data(), ldc, init, bias.data());
-        CAPTURE(p); CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(ldc); CAPTURE(ta); CAPTURE(tb); CAPTURE(threads);
+        CAPTURE(p);
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(K);
+        CAPTURE(ldc);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(threads);
         CHECK(same_bits(c, ref));
     }
 }
@@ -372,8 +396,8 @@ TEST_CASE("repro: gemm and linear_packed bits are locked (same hash in every bui
     rng::fill_uniform(A.data(), M * K, 5, 1, 1.f);
     rng::fill_uniform(B.data(), K * N, 5, 2, 1.f);
     rng::fill_uniform(bias.data(), N, 5, 3, 1.f);
-    ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), c.data(), N,
-              ops::gemm_init::bias, bias.data());
+    ops::gemm(backend::cpu{}, M, N, K, A.data(), K, index_t(1), B.data(), N, index_t(1), c.data(), N, ops::gemm_init::bias,
+              bias.data());
     const auto Wh = random_weights<f16>(N, K, 6);
     const auto pwh = ops::packed_weight<f16>::pack(Wh.data(), N, K);
     ops::linear_packed(backend::cpu{}, y.data(), A.data(), pwh, bias.data(), M);
@@ -390,12 +414,9 @@ TEST_CASE("gemm and linear_packed: shape errors name the op") {
     std::vector<float> a(16), b(16), c(16);
     for (const auto& mnk : std::vector<std::array<index_t, 3>>{{-1, 2, 2}, {2, -1, 2}, {2, 2, -3}}) {
         try {
-            ops::gemm(backend::cpu{}, mnk[0], mnk[1], mnk[2], a.data(), 2, index_t(1), b.data(), 2, index_t(1),
-                      c.data(), 2);
+            ops::gemm(backend::cpu{}, mnk[0], mnk[1], mnk[2], a.data(), 2, index_t(1), b.data(), 2, index_t(1), c.data(), 2);
             FAIL("gemm accepted a negative size");
-        } catch (const aligngpt::error& e) {
-            CHECK(std::string(e.what()).find("gemm") != std::string::npos);
-        }
+        } catch (const aligngpt::error& e) { CHECK(std::string(e.what()).find("gemm") != std::string::npos); }
     }
     CHECK_THROWS_AS(ops::gemm(backend::cpu{}, 2, 2, 2, a.data(), 2, index_t(1), b.data(), 2, index_t(1), c.data(), 2,
                               ops::gemm_init::bias, static_cast<const float*>(nullptr)),
@@ -404,9 +425,7 @@ TEST_CASE("gemm and linear_packed: shape errors name the op") {
     try {
         ops::linear_packed(backend::cpu{}, c.data(), a.data(), pw, nullptr, -1);
         FAIL("linear_packed accepted M < 0");
-    } catch (const aligngpt::error& e) {
-        CHECK(std::string(e.what()).find("linear_packed") != std::string::npos);
-    }
+    } catch (const aligngpt::error& e) { CHECK(std::string(e.what()).find("linear_packed") != std::string::npos); }
     CHECK_THROWS_AS(ops::packed_weight<float>::pack(b.data(), -4, 4), aligngpt::error);
     // K == 0: no terms, the outputs are their start values.
     const auto pw0 = ops::packed_weight<float>::pack(b.data(), 3, 0);

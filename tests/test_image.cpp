@@ -93,17 +93,23 @@ struct file_case {
 };
 // Cases whose reference was computed from the same pixels our decoder produces (PNG).
 const file_case kFileCases[] = {
-    {"landscape", "landscape_500x333.png"}, {"portrait", "portrait_201x640.png"}, {"tiny", "tiny_7x5.png"},
-    {"square", "square_336.png"},           {"upscale", "upscale_150x97.png"},    {"alpha", "alpha_120x80.png"},
-    {"gray", "gray_160x100.png"},           {"palette", "palette_64x48.png"},     {"rgb16", "rgb16_40x30.png"},
+    {"landscape", "landscape_500x333.png"},
+    {"portrait", "portrait_201x640.png"},
+    {"tiny", "tiny_7x5.png"},
+    {"square", "square_336.png"},
+    {"upscale", "upscale_150x97.png"},
+    {"alpha", "alpha_120x80.png"},
+    {"gray", "gray_160x100.png"},
+    {"palette", "palette_64x48.png"},
+    {"rgb16", "rgb16_40x30.png"},
     {"photo_pil", "photo_192x144.pil_decoded.png"},
 };
 struct noise_case {
     const char* name;
     int h, w;
 };
-const noise_case kNoiseCases[] = {{"noise_640x480", 480, 640}, {"noise_97x61", 61, 97}, {"noise_1000x40", 40, 1000},
-                                  {"noise_37x900", 900, 37}};
+const noise_case kNoiseCases[] = {
+    {"noise_640x480", 480, 640}, {"noise_97x61", 61, 97}, {"noise_1000x40", 40, 1000}, {"noise_37x900", 900, 37}};
 
 /// Checks one decoded image through both modes (pad, square) against the fixture.
 void check_clip_case(const golden::fixture& fx, const std::string& name, const rgb_image& img) {
@@ -185,9 +191,8 @@ TEST_CASE("image: Pillow resampling filters and shapes (noise)") {
         const rgb_image src = noise_image(std::string("image.") + name, int(s[0]), int(s[1]));
         const rgb_image out = io::resize(src, int(s[3]), int(s[2]), io::resample_filter(int(s[4])));
         const int bad = differing_bands(band_hashes(out), fx.get<std::int64_t>(std::string(name) + ".bandhash"));
-        CHECK_MESSAGE(bad == 0, io::filter_name(io::resample_filter(int(s[4]))) << " " << s[1] << "x" << s[0] << " -> "
-                                                                              << s[3] << "x" << s[2] << ": " << bad
-                                                                              << " bands differ");
+        CHECK_MESSAGE(bad == 0, io::filter_name(io::resample_filter(int(s[4]))) << " " << s[1] << "x" << s[0] << " -> " << s[3]
+                                                                                << "x" << s[2] << ": " << bad << " bands differ");
         if (fx.has(std::string(name) + ".pixels")) {
             const auto ref = fx.get<std::uint8_t>(std::string(name) + ".pixels");
             std::size_t diff = 0;
@@ -195,8 +200,7 @@ TEST_CASE("image: Pillow resampling filters and shapes (noise)") {
             CHECK_MESSAGE(diff == 0, diff << " of " << ref.size() << " bytes differ");
         }
         // Any window of the resize has the bits of the same pixels of the full resize.
-        const io::pixel_window win{out.width / 3, out.height / 4, out.width - out.width / 3 - out.width / 5,
-                                   out.height / 2};
+        const io::pixel_window win{out.width / 3, out.height / 4, out.width - out.width / 3 - out.width / 5, out.height / 2};
         const rgb_image part = io::resize_window(src, out.width, out.height, win, io::resample_filter(int(s[4])));
         CHECK(part.pixels == crop(out, win.x, win.y, win.width, win.height).pixels);
     }
@@ -218,8 +222,8 @@ TEST_CASE("image: JPEG decode, stb_image vs Pillow (libjpeg-turbo), measured") {
         n_diff += d != 0;
     }
     const double frac = double(n_diff) / double(stb.pixels.size());
-    MESSAGE("JPEG stb_image vs libjpeg-turbo: max |diff| = " << max_abs << " levels, " << n_diff << " of "
-                                                            << stb.pixels.size() << " bytes differ (" << 100 * frac << "%)");
+    MESSAGE("JPEG stb_image vs libjpeg-turbo: max |diff| = " << max_abs << " levels, " << n_diff << " of " << stb.pixels.size()
+                                                             << " bytes differ (" << 100 * frac << "%)");
     // Bounds a little above the measured values: a decoder change that widens the gap fails here.
     CHECK(max_abs <= 4);
     CHECK(frac < 0.15);
@@ -320,13 +324,10 @@ TEST_CASE("image: extreme aspect ratios stay bounded") {
 
 namespace {
 
-std::string decode_error(const std::vector<std::uint8_t>& bytes, const std::string& name,
-                         const io::image_limits& lim = {}) {
+std::string decode_error(const std::vector<std::uint8_t>& bytes, const std::string& name, const io::image_limits& lim = {}) {
     try {
         io::decode_image(bytes.data(), bytes.size(), name, lim);
-    } catch (const aligngpt::error& e) {
-        return e.what();
-    }
+    } catch (const aligngpt::error& e) { return e.what(); }
     return "";
 }
 
@@ -335,7 +336,7 @@ std::vector<std::uint8_t> png_header_only(std::uint32_t w, std::uint32_t h) {
     for (std::uint32_t v : {w, h})
         for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
     for (int v : {8, 2, 0, 0, 0}) b.push_back(std::uint8_t(v));  // depth 8, RGB
-    for (int i = 0; i < 4; i++) b.push_back(0);              // CRC (stb_image does not check it)
+    for (int i = 0; i < 4; i++) b.push_back(0);                  // CRC (stb_image does not check it)
     const std::uint8_t iend[] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
     b.insert(b.end(), std::begin(iend), std::end(iend));
     return b;
@@ -406,8 +407,8 @@ TEST_CASE("image: mutated PNG/JPEG bytes decode or fail cleanly (mini fuzz, run 
     // Deterministic byte mutations of the small files: each decode either succeeds or throws
     // aligngpt::error; memory errors show up under ALIGNGPT_SANITIZE=ON.
     int ok = 0, refused = 0;
-    for (const char* f : {"tiny_7x5.png", "palette_64x48.png", "rgb16_40x30.png", "gray_160x100.png", "alpha_120x80.png",
-                          "photo_192x144.jpg"}) {
+    for (const char* f :
+         {"tiny_7x5.png", "palette_64x48.png", "rgb16_40x30.png", "gray_160x100.png", "alpha_120x80.png", "photo_192x144.jpg"}) {
         const auto orig = read_bytes(kImages + f);
         for (std::uint64_t trial = 0; trial < 120; trial++) {
             auto b = orig;
@@ -445,15 +446,13 @@ TEST_CASE("image: a huge crop_size or size in preprocessor_config.json is refuse
         std::string msg;
         try {
             (void)io::clip_image_processor_config::from_json_file(p);
-        } catch (const aligngpt::error& e) {
-            msg = e.what();
-        }
+        } catch (const aligngpt::error& e) { msg = e.what(); }
         return std::pair{p, msg};
     };
     for (const int crop : {20000, 65536}) {
         const auto [p, msg] = load("crop" + std::to_string(crop) + ".json", "{\"crop_size\": " + std::to_string(crop) + "}");
-        CHECK(msg == p + ": field 'crop_size' must give at most 16777216 pixels (max_pixels), got " + std::to_string(crop) +
-                         "x" + std::to_string(crop) + " = " + std::to_string(std::uint64_t(crop) * std::uint64_t(crop)));
+        CHECK(msg == p + ": field 'crop_size' must give at most 16777216 pixels (max_pixels), got " + std::to_string(crop) + "x" +
+                         std::to_string(crop) + " = " + std::to_string(std::uint64_t(crop) * std::uint64_t(crop)));
     }
     const auto [hw, hw_msg] = load("crop_hw.json", R"({"crop_size": {"height": 65536, "width": 300}})");
     CHECK(hw_msg.starts_with(hw + ": field 'crop_size' must give at most 16777216 pixels"));
@@ -473,18 +472,21 @@ TEST_CASE("image: a huge crop_size or size in preprocessor_config.json is refuse
                          "cat.png: the 65536x65536 crop must be positive and at most max_pixels = 16777216 pixels",
                          aligngpt::error);
     huge.crop_height = -5;
-    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"), doctest::Contains("cat.png: the 65536x-5 crop"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"), doctest::Contains("cat.png: the 65536x-5 crop"),
+                         aligngpt::error);
     huge = {};
     huge.do_center_crop = false;
     huge.shortest_edge = 20000;
-    CHECK_THROWS_WITH_AS(io::clip_preprocess(img, huge, "cat.png"),
-                         doctest::Contains("cat.png: without centre crop the output would be 20000x20000 pixels, more than max_pixels = 16777216"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(
+        io::clip_preprocess(img, huge, "cat.png"),
+        doctest::Contains("cat.png: without centre crop the output would be 20000x20000 pixels, more than max_pixels = 16777216"),
+        aligngpt::error);
     // The strip of source rows and the filter coefficients count against the same budget.
     io::clip_image_processor_config strip;
     strip.aspect = io::aspect_mode::square;
     strip.max_pixels = 336 * 400;
-    CHECK_THROWS_WITH_AS(io::clip_preprocess(rgb_image(4000, 4000), strip, "big.png"),
-                         doctest::Contains("big.png: resample:"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(io::clip_preprocess(rgb_image(4000, 4000), strip, "big.png"), doctest::Contains("big.png: resample:"),
+                         aligngpt::error);
     // expand2square (materialised) is bounded like a decoded image.
     CHECK_THROWS_WITH_AS(io::expand2square(rgb_image(20000, 1), {0, 0, 0}, 10000ull * 10000ull),
                          doctest::Contains("expand2square: a 20000x20000 square"), aligngpt::error);

@@ -37,9 +37,7 @@ void expect_error(F&& f, std::vector<std::string> parts) {
     std::string msg;
     try {
         f();
-    } catch (const aligngpt::error& e) {
-        msg = e.what();
-    }
+    } catch (const aligngpt::error& e) { msg = e.what(); }
     CAPTURE(msg);
     REQUIRE_MESSAGE(!msg.empty(), "no error; expected ", parts.front());
     for (const auto& s : parts) CHECK_MESSAGE(msg.find(s) != std::string::npos, "missing '", s, "'");
@@ -62,15 +60,17 @@ zip_built make_zip(const std::vector<std::pair<std::string, std::string>>& files
         z.local.push_back(z.bytes.size());
         const std::string lextra = zip64 ? le(1, 2) + le(16, 2) + le(data.size(), 8) + le(data.size(), 8) : "";
         const std::uint64_t lsz = descriptor ? 0 : zip64 ? 0xFFFFFFFF : data.size();
-        z.bytes += le(0x04034b50, 4) + le(45, 2) + le(flags, 2) + le(0, 2) + le(0, 4) + le(descriptor ? 0 : crc, 4) +
-                   le(lsz, 4) + le(lsz, 4) + le(name.size(), 2) + le(lextra.size(), 2) + name + lextra + data;
-        if (descriptor) z.bytes += le(0x08074b50, 4) + le(crc, 4) + le(data.size(), zip64 ? 8 : 4) + le(data.size(), zip64 ? 8 : 4);
-        const std::string cextra = zip64 ? le(1, 2) + le(24, 2) + le(data.size(), 8) + le(data.size(), 8) + le(z.local.back(), 8) : "";
+        z.bytes += le(0x04034b50, 4) + le(45, 2) + le(flags, 2) + le(0, 2) + le(0, 4) + le(descriptor ? 0 : crc, 4) + le(lsz, 4) +
+                   le(lsz, 4) + le(name.size(), 2) + le(lextra.size(), 2) + name + lextra + data;
+        if (descriptor)
+            z.bytes += le(0x08074b50, 4) + le(crc, 4) + le(data.size(), zip64 ? 8 : 4) + le(data.size(), zip64 ? 8 : 4);
+        const std::string cextra =
+            zip64 ? le(1, 2) + le(24, 2) + le(data.size(), 8) + le(data.size(), 8) + le(z.local.back(), 8) : "";
         const std::uint64_t csz = zip64 ? 0xFFFFFFFF : data.size(), coff = zip64 ? 0xFFFFFFFF : z.local.back();
         z.central.push_back(cd.size());
         cd += le(0x02014b50, 4) + le(45, 2) + le(45, 2) + le(flags, 2) + le(0, 2) + le(0, 4) + le(crc, 4) + le(csz, 4) +
-              le(csz, 4) + le(name.size(), 2) + le(cextra.size(), 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) +
-              le(coff, 4) + name + cextra;
+              le(csz, 4) + le(name.size(), 2) + le(cextra.size(), 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(coff, 4) +
+              name + cextra;
     }
     z.cd = z.bytes.size();
     for (auto& c : z.central) c += z.cd;
@@ -110,7 +110,15 @@ struct tensor_spec {
 /// One _rebuild_tensor_v2(...) expression, as torch.save writes it.
 void rebuild(pk& p, const tensor_spec& t) {
     p.global("torch._utils", "_rebuild_tensor_v2").op("((").str("storage").global("torch", t.storage).str(t.key).str(t.location);
-    p.i4(t.numel).op("tQ").i4(t.offset).ints(t.size).ints(t.stride).op("\x89").global("collections", "OrderedDict").op(")Rt").op("R");
+    p.i4(t.numel)
+        .op("tQ")
+        .i4(t.offset)
+        .ints(t.size)
+        .ints(t.stride)
+        .op("\x89")
+        .global("collections", "OrderedDict")
+        .op(")Rt")
+        .op("R");
 }
 std::string state_dict_pickle(const std::vector<tensor_spec>& ts) {
     pk p;
@@ -118,8 +126,8 @@ std::string state_dict_pickle(const std::vector<tensor_spec>& ts) {
     for (const auto& t : ts) p.str(t.name), rebuild(p, t);
     return p.op("u.").b;
 }
-std::string bin_file(const std::string& name, const std::string& pkl, std::vector<std::pair<std::string, std::string>> extra = {
-                                                                           {"archive/data/0", std::string(16, '\0')}}) {
+std::string bin_file(const std::string& name, const std::string& pkl,
+                     std::vector<std::pair<std::string, std::string>> extra = {{"archive/data/0", std::string(16, '\0')}}) {
     extra.insert(extra.begin(), {"archive/data.pkl", pkl});
     return put(tmp_path(name), make_zip(extra).bytes);
 }
@@ -142,9 +150,18 @@ TEST_CASE("torch .bin: torch.save fixture equals its safetensors copy bit for bi
         CHECK(t.shape == r.shape);
         std::vector<std::byte> got(std::size_t(r.nbytes()));
         if (got.empty()) continue;  // f32.empty: shape checked above, no bytes to compare
-        if (t.type == dtype::F32) { auto v = bin.read_as<float>(t.name); std::memcpy(got.data(), v.data(), got.size()); }
-        if (t.type == dtype::I64) { auto v = bin.read_as<std::int64_t>(t.name); std::memcpy(got.data(), v.data(), got.size()); }
-        if (t.type == dtype::BF16) { auto v = bin.tensor_as<bf16>(t.name).to_vector(); std::memcpy(got.data(), v.data(), got.size()); }
+        if (t.type == dtype::F32) {
+            auto v = bin.read_as<float>(t.name);
+            std::memcpy(got.data(), v.data(), got.size());
+        }
+        if (t.type == dtype::I64) {
+            auto v = bin.read_as<std::int64_t>(t.name);
+            std::memcpy(got.data(), v.data(), got.size());
+        }
+        if (t.type == dtype::BF16) {
+            auto v = bin.tensor_as<bf16>(t.name).to_vector();
+            std::memcpy(got.data(), v.data(), got.size());
+        }
         CHECK(std::memcmp(got.data(), ref.data(r), got.size()) == 0);
     }
     CHECK_FALSE(bin.is_contiguous(bin.at("f32.transposed")));  // gathered through strides (4,1)->(1,4)
@@ -172,40 +189,72 @@ TEST_CASE("checkpoint_dir: save_pretrained .bin, safetensors, and sharded copies
 
 TEST_CASE("zip container: every malformed archive is refused, naming file and entry") {
     const std::string pkl = state_dict_pickle({tensor_spec{}});
-    const std::vector<std::pair<std::string, std::string>> files = {{"archive/data.pkl", pkl}, {"archive/data/0", std::string(16, '\0')}};
-    auto open = [](const std::string& name, const std::string& bytes) { return [p = put(tmp_path(name), bytes)] { (void)torch_bin_file::open(p); }; };
+    const std::vector<std::pair<std::string, std::string>> files = {{"archive/data.pkl", pkl},
+                                                                    {"archive/data/0", std::string(16, '\0')}};
+    auto open = [](const std::string& name, const std::string& bytes) {
+        return [p = put(tmp_path(name), bytes)] { (void)torch_bin_file::open(p); };
+    };
     // Valid variants open: plain, zip64 records, data descriptors, zip64 + descriptors.
-    for (int v = 0; v < 4; v++) CHECK(torch_bin_file::open(put(tmp_path("ok" + std::to_string(v) + ".bin"), make_zip(files, v & 1, v & 2).bytes)).tensors().size() == 1);
-    expect_error(open("random.bin", "hello, this is not a zip"), {"random.bin", "not a PyTorch zip", "convert it to safetensors"});
-    expect_error(open("legacy.bin", "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19" + std::string(20, 'x')), {"legacy.bin", "1950a86a20f9469cfc6c", "torch>=1.6", "safetensors"});
-    expect_error(open("tarball.bin", std::string(257, '\0') + "ustar" + std::string(300, '\0')), {"tarball.bin", "legacy PyTorch tar"});
+    for (int v = 0; v < 4; v++)
+        CHECK(torch_bin_file::open(put(tmp_path("ok" + std::to_string(v) + ".bin"), make_zip(files, v & 1, v & 2).bytes))
+                  .tensors()
+                  .size() == 1);
+    expect_error(open("random.bin", "hello, this is not a zip"),
+                 {"random.bin", "not a PyTorch zip", "convert it to safetensors"});
+    expect_error(open("legacy.bin", "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19" + std::string(20, 'x')),
+                 {"legacy.bin", "1950a86a20f9469cfc6c", "torch>=1.6", "safetensors"});
+    expect_error(open("tarball.bin", std::string(257, '\0') + "ustar" + std::string(300, '\0')),
+                 {"tarball.bin", "legacy PyTorch tar"});
     auto z = make_zip(files);
-    auto deflate = z.bytes; patch(deflate, z.local[0] + 8, 8, 2); patch(deflate, z.central[0] + 10, 8, 2);
+    auto deflate = z.bytes;
+    patch(deflate, z.local[0] + 8, 8, 2);
+    patch(deflate, z.central[0] + 10, 8, 2);
     expect_error(open("deflate.bin", deflate), {"deflate.bin", "archive/data.pkl", "compression method 8"});
-    auto lname = z.bytes; lname[z.local[1] + 30] = 'X';
+    auto lname = z.bytes;
+    lname[z.local[1] + 30] = 'X';
     expect_error(open("local_name.bin", lname), {"local_name.bin", "archive/data/0", "disagrees with the central directory"});
-    auto lsize = z.bytes; patch(lsize, z.local[1] + 22, 15, 4);
+    auto lsize = z.bytes;
+    patch(lsize, z.local[1] + 22, 15, 4);
     expect_error(open("local_size.bin", lsize), {"local_size.bin", "archive/data/0", "local header says size 15"});
-    auto past = z.bytes; patch(past, z.local[1] + 18, 1000, 4); patch(past, z.local[1] + 22, 1000, 4); patch(past, z.central[1] + 20, 1000, 4); patch(past, z.central[1] + 24, 1000, 4);
+    auto past = z.bytes;
+    patch(past, z.local[1] + 18, 1000, 4);
+    patch(past, z.local[1] + 22, 1000, 4);
+    patch(past, z.central[1] + 20, 1000, 4);
+    patch(past, z.central[1] + 24, 1000, 4);
     expect_error(open("past_end.bin", past), {"past_end.bin", "archive/data/0", "runs past the start of the central directory"});
-    auto overlap = z.bytes; const std::uint64_t big = pkl.size() + 20;
-    patch(overlap, z.local[0] + 18, big, 4); patch(overlap, z.local[0] + 22, big, 4); patch(overlap, z.central[0] + 20, big, 4); patch(overlap, z.central[0] + 24, big, 4);
+    auto overlap = z.bytes;
+    const std::uint64_t big = pkl.size() + 20;
+    patch(overlap, z.local[0] + 18, big, 4);
+    patch(overlap, z.local[0] + 22, big, 4);
+    patch(overlap, z.central[0] + 20, big, 4);
+    patch(overlap, z.central[0] + 24, big, 4);
     expect_error(open("overlap.bin", overlap), {"overlap.bin", "entries overlap"});
-    expect_error(open("dup.bin", make_zip({files[0], files[1], files[1]}).bytes), {"dup.bin", "archive/data/0", "duplicate entry name"});
-    expect_error(open("dotdot.bin", make_zip({files[0], {"archive/../../etc/x", "x"}}).bytes), {"dotdot.bin", "\"archive/../../etc/x\"", "\"..\""});
-    expect_error(open("absolute.bin", make_zip({files[0], {"/etc/passwd", "x"}}).bytes), {"absolute.bin", "\"/etc/passwd\"", "relative"});
+    expect_error(open("dup.bin", make_zip({files[0], files[1], files[1]}).bytes),
+                 {"dup.bin", "archive/data/0", "duplicate entry name"});
+    expect_error(open("dotdot.bin", make_zip({files[0], {"archive/../../etc/x", "x"}}).bytes),
+                 {"dotdot.bin", "\"archive/../../etc/x\"", "\"..\""});
+    expect_error(open("absolute.bin", make_zip({files[0], {"/etc/passwd", "x"}}).bytes),
+                 {"absolute.bin", "\"/etc/passwd\"", "relative"});
     auto z64 = make_zip(files, true);
-    auto many = z64.bytes; patch(many, z64.z64eocd + 24, 1000000, 8); patch(many, z64.z64eocd + 32, 1000000, 8);
+    auto many = z64.bytes;
+    patch(many, z64.z64eocd + 24, 1000000, 8);
+    patch(many, z64.z64eocd + 32, 1000000, 8);
     expect_error(open("million.bin", many), {"million.bin", "1000000 entries", "limit"});
-    auto z64size = z64.bytes; patch(z64size, z64.local[1] + 30 + 14 + 4, 15, 8);  // the local zip64 extra's size
+    auto z64size = z64.bytes;
+    patch(z64size, z64.local[1] + 30 + 14 + 4, 15, 8);  // the local zip64 extra's size
     expect_error(open("zip64_sizes.bin", z64size), {"zip64_sizes.bin", "archive/data/0", "local header says size 15"});
     auto zd = make_zip(files, false, true);
-    auto desc = zd.bytes; patch(desc, zd.local[1] + 30 + 14 + 16 + 8, 15, 4);
+    auto desc = zd.bytes;
+    patch(desc, zd.local[1] + 30 + 14 + 16 + 8, 15, 4);
     expect_error(open("descriptor.bin", desc), {"descriptor.bin", "archive/data/0", "data descriptor"});
-    auto crc = z.bytes; crc[z.local[0] + 30 + 16 + 5] ^= 1;  // one bit of data.pkl
+    auto crc = z.bytes;
+    crc[z.local[0] + 30 + 16 + 5] ^= 1;  // one bit of data.pkl
     expect_error(open("crc.bin", crc), {"crc.bin", "archive/data.pkl", "CRC-32"});
-    expect_error(open("big_endian.bin", make_zip({files[0], files[1], {"archive/byteorder", "big"}}).bytes), {"big_endian.bin", "byteorder", "\"big\"", "little-endian"});
-    CHECK(torch_bin_file::open(put(tmp_path("little.bin"), make_zip({files[0], files[1], {"archive/byteorder", "little"}}).bytes)).tensors().size() == 1);
+    expect_error(open("big_endian.bin", make_zip({files[0], files[1], {"archive/byteorder", "big"}}).bytes),
+                 {"big_endian.bin", "byteorder", "\"big\"", "little-endian"});
+    CHECK(torch_bin_file::open(put(tmp_path("little.bin"), make_zip({files[0], files[1], {"archive/byteorder", "little"}}).bytes))
+              .tensors()
+              .size() == 1);
     expect_error(open("no_pkl.bin", make_zip({files[1]}).bytes), {"no_pkl.bin", "data.pkl"});
     expect_error(open("trunc.bin", z.bytes.substr(0, z.bytes.size() - 5)), {"trunc.bin", "no end-of-central-directory"});
 }
@@ -213,17 +262,20 @@ TEST_CASE("zip container: every malformed archive is refused, naming file and en
 TEST_CASE("pickle: forbidden globals never run, and every structural corruption is refused") {
     const std::string canary = tmp_path("canary_pwned");
     fs::remove(canary);
-    for (const auto& [mod, fn] : std::vector<std::pair<std::string, std::string>>{{"os", "system"}, {"posix", "system"}, {"builtins", "eval"}, {"subprocess", "Popen"}}) {
+    for (const auto& [mod, fn] : std::vector<std::pair<std::string, std::string>>{
+             {"os", "system"}, {"posix", "system"}, {"builtins", "eval"}, {"subprocess", "Popen"}}) {
         pk p;
         p.global(mod, fn).str("touch " + canary).op("\x85R.");
-        expect_bin_error("global_" + mod + ".bin", p.b, {"\"" + mod + "." + fn + "\"", "is not allowed", "archive/data.pkl", "pickle offset 2", "GLOBAL"});
+        expect_bin_error("global_" + mod + ".bin", p.b,
+                         {"\"" + mod + "." + fn + "\"", "is not allowed", "archive/data.pkl", "pickle offset 2", "GLOBAL"});
     }
     pk sg;
     sg.str("os").str("system").op("\x93").str("touch " + canary).op("\x85R.");
     expect_bin_error("stack_global.bin", sg.b, {"\"os.system\"", "STACK_GLOBAL"});
     CHECK_FALSE(fs::exists(canary));  // nothing ran
 
-    expect_bin_error("unicode_huge.bin", "\x80\x02X\xff\xff\xff\xff" + std::string(40, 'a'), {"BINUNICODE", "4294967295 bytes", "40 remain"});
+    expect_bin_error("unicode_huge.bin", "\x80\x02X\xff\xff\xff\xff" + std::string(40, 'a'),
+                     {"BINUNICODE", "4294967295 bytes", "40 remain"});
     expect_bin_error("underflow.bin", "\x80\x02\x85.", {"TUPLE1", "stack underflow"});
     expect_bin_error("underflow_mark.bin", "\x80\x02}(s.", {"SETITEM", "stack underflow"});
     expect_bin_error("binget.bin", "\x80\x02h\x07.", {"BINGET", "memo id 7 was never PUT"});
@@ -237,8 +289,11 @@ TEST_CASE("pickle: forbidden globals never run, and every structural corruption 
         p.op("}").str("x").i1(1).op("s").op("b").op("s.");
         expect_bin_error("build_tensor.bin", p.b, {"BUILD on a tensor"});
     }
-    expect_bin_error("od_args.bin", pk().global("collections", "OrderedDict").op("(").i1(1).op("tR.").b, {"REDUCE", "OrderedDict(...) with arguments"});
-    expect_bin_error("rebuild_args.bin", pk().op("}").str("w").global("torch._utils", "_rebuild_tensor_v2").i1(1).op("\x85R").op("s.").b, {"REDUCE", "_rebuild_tensor_v2 expects"});
+    expect_bin_error("od_args.bin", pk().global("collections", "OrderedDict").op("(").i1(1).op("tR.").b,
+                     {"REDUCE", "OrderedDict(...) with arguments"});
+    expect_bin_error("rebuild_args.bin",
+                     pk().op("}").str("w").global("torch._utils", "_rebuild_tensor_v2").i1(1).op("\x85R").op("s.").b,
+                     {"REDUCE", "_rebuild_tensor_v2 expects"});
     expect_bin_error("inst.bin", "\x80\x02iyes\nno\n.", {"INST", "0x69", "not supported"});
     expect_bin_error("dup_op.bin", "\x80\x02}2.", {"DUP", "not supported"});
     expect_bin_error("ext1.bin", "\x80\x02\x82\x01.", {"EXT1", "not supported"});
@@ -248,11 +303,15 @@ TEST_CASE("pickle: forbidden globals never run, and every structural corruption 
     expect_bin_error("no_stop.bin", "\x80\x02}", {"truncated (no STOP"});
     expect_bin_error("two_results.bin", "\x80\x02}}.", {"STOP with 2 stack items"});
     expect_bin_error("not_dict.bin", "\x80\x02].", {"result is a list, expected a dict"});
-    expect_bin_error("not_tensor.bin", pk().op("}").str("w").i1(3).op("s.").b, {"state_dict entry \"w\" is a int, expected a tensor"});
+    expect_bin_error("not_tensor.bin", pk().op("}").str("w").i1(3).op("s.").b,
+                     {"state_dict entry \"w\" is a int, expected a tensor"});
     expect_bin_error("dup_key.bin", state_dict_pickle({tensor_spec{}, tensor_spec{}}), {"state_dict key \"w\" appears twice"});
     // Memo bomb: each step makes (x, x) from the previous x; deep copies would need 2^20000 nodes.
     std::string bomb = "\x80\x02]q\x00"s;
-    for (int k = 0; k < 20000; k++) bomb += "h\x00h\x00\x86q\x00" "a"s;
+    for (int k = 0; k < 20000; k++)
+        bomb +=
+            "h\x00h\x00\x86q\x00"
+            "a"s;
     expect_bin_error("memo_bomb.bin", bomb + ".", {"result is a list"});
     // Caps, with small limits so the test stays fast.
     pickle::limits lim;
@@ -260,24 +319,37 @@ TEST_CASE("pickle: forbidden globals never run, and every structural corruption 
     expect_error([&] { pickle::machine(bomb + ".", "caps.pkl", lim).state_dict(); }, {"caps.pkl", "more than 50 opcodes"});
     lim = {};
     lim.max_memo = 3;
-    expect_error([&] { pickle::machine("\x80\x02]q\x01q\x02q\x03q\x04.", "memo.pkl", lim).state_dict(); }, {"memo.pkl", "more than 3 memo entries"});
+    expect_error([&] { pickle::machine("\x80\x02]q\x01q\x02q\x03q\x04.", "memo.pkl", lim).state_dict(); },
+                 {"memo.pkl", "more than 3 memo entries"});
 }
 
 TEST_CASE("torch .bin: storages and views are checked against the zip entry (CVE-2026-24747 class)") {
-    auto t = [](auto f) { tensor_spec s; f(s); return state_dict_pickle({s}); };
+    auto t = [](auto f) {
+        tensor_spec s;
+        f(s);
+        return state_dict_pickle({s});
+    };
     const std::vector<std::pair<std::string, std::string>> data = {{"archive/data/0", std::string(16, '\0')}};
     CHECK(torch_bin_file::open(bin_file("good.bin", t([](tensor_spec&) {}))).read_as<float>("w").size() == 4);
-    expect_bin_error("storage_size.bin", t([](tensor_spec& s) { s.numel = 5; }), {"tensor \"w\"", "declares 5 x F32", "holds 16 bytes"});
-    expect_bin_error("storage_missing.bin", t([](tensor_spec& s) { s.key = "7"; }), {"tensor \"w\"", "no zip entry \"archive/data/7\""});
-    expect_bin_error("view_past.bin", t([](tensor_spec& s) { s.offset = 1; }), {"tensor \"w\"", "reaches element 4", "has 4 elements"});
+    expect_bin_error("storage_size.bin", t([](tensor_spec& s) { s.numel = 5; }),
+                     {"tensor \"w\"", "declares 5 x F32", "holds 16 bytes"});
+    expect_bin_error("storage_missing.bin", t([](tensor_spec& s) { s.key = "7"; }),
+                     {"tensor \"w\"", "no zip entry \"archive/data/7\""});
+    expect_bin_error("view_past.bin", t([](tensor_spec& s) { s.offset = 1; }),
+                     {"tensor \"w\"", "reaches element 4", "has 4 elements"});
     expect_bin_error("view_stride.bin", t([](tensor_spec& s) { s.stride = {3, 1}; }), {"tensor \"w\"", "reaches element 4"});
     expect_bin_error("neg_size.bin", t([](tensor_spec& s) { s.size = {-1, 2}; }), {"tensor \"w\"", "is negative"});
     expect_bin_error("neg_stride.bin", t([](tensor_spec& s) { s.stride = {2, -1}; }), {"tensor \"w\"", "is negative"});
     expect_bin_error("neg_offset.bin", t([](tensor_spec& s) { s.offset = -1; }), {"tensor \"w\"", "storage_offset -1"});
     expect_bin_error("zero_stride.bin", t([](tensor_spec& s) { s.stride = {0, 1}; }), {"tensor \"w\"", "stride 0"});
-    expect_bin_error("huge_size.bin", t([](tensor_spec& s) { s.size = {2147483647, 2147483647, 2147483647}; s.stride = {1, 1, 1}; }), {"tensor \"w\"", "overflows"});
+    expect_bin_error("huge_size.bin", t([](tensor_spec& s) {
+                         s.size = {2147483647, 2147483647, 2147483647};
+                         s.stride = {1, 1, 1};
+                     }),
+                     {"tensor \"w\"", "overflows"});
     expect_bin_error("rank_mismatch.bin", t([](tensor_spec& s) { s.stride = {1}; }), {"size and stride have different lengths"});
-    expect_bin_error("storage_type.bin", t([](tensor_spec& s) { s.storage = "ComplexFloatStorage"; }), {"\"torch.ComplexFloatStorage\"", "is not allowed"});
+    expect_bin_error("storage_type.bin", t([](tensor_spec& s) { s.storage = "ComplexFloatStorage"; }),
+                     {"\"torch.ComplexFloatStorage\"", "is not allowed"});
     expect_bin_error("location.bin", t([](tensor_spec& s) { s.location = "xla:0"; }), {"storage location \"xla:0\""});
     CHECK(torch_bin_file::open(bin_file("cuda.bin", t([](tensor_spec& s) { s.location = "cuda:1"; }))).tensors().size() == 1);
     // Two views of one storage are fine when each is in bounds.
@@ -307,7 +379,8 @@ TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transform
     };
     const std::string lm = "\"lm_head.weight\": \"model-00004-of-00004.safetensors\"";
     CHECK(checkpoint_dir::open(make_dir("dir_ok", original)).names().size() == 13);
-    for (const std::string bad : {"../model-00004-of-00004.safetensors", "/etc/passwd", "a\\\\b", "", "..", "sub/x.safetensors"}) {
+    for (const std::string bad :
+         {"../model-00004-of-00004.safetensors", "/etc/passwd", "a\\\\b", "", "..", "sub/x.safetensors"}) {
         const std::string d = make_dir("dir_bad_name", replace(original, lm, "\"lm_head.weight\": \"" + bad + "\""));
         expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "weight_map[\"lm_head.weight\"]", "plain file name"});
     }
@@ -323,7 +396,8 @@ TEST_CASE("checkpoint_dir: untrusted index.json is refused with names (transform
     expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "duplicate key \"lm_head.weight\""});
     d = make_dir("dir_unlisted", replace(original, lm + ",", ""));
     if (original.find(lm + ",") != std::string::npos)
-        expect_error([&] { (void)checkpoint_dir::open(d); }, {"model-00004-of-00004.safetensors", "\"lm_head.weight\"", "not in the weight_map"});
+        expect_error([&] { (void)checkpoint_dir::open(d); },
+                     {"model-00004-of-00004.safetensors", "\"lm_head.weight\"", "not in the weight_map"});
     d = make_dir("dir_total", replace(original, "\"total_size\": 13008", "\"total_size\": 13009"));
     expect_error([&] { (void)checkpoint_dir::open(d); }, {idx, "field 'metadata.total_size' must be", "13008, got 13009"});
     std::string as_array = replace(original, "\"weight_map\": {", "\"weight_map\": [{");
@@ -345,7 +419,12 @@ TEST_CASE("torch .bin: a zero size does not hide an element count that overflows
     const auto bin_with = [&](const std::vector<std::int64_t>& size, const std::vector<std::int64_t>& stride) {
         pk p;
         p.op("}(").str("w");
-        p.global("torch._utils", "_rebuild_tensor_v2").op("((").str("storage").global("torch", "FloatStorage").str("0").str("cpu");
+        p.global("torch._utils", "_rebuild_tensor_v2")
+            .op("((")
+            .str("storage")
+            .global("torch", "FloatStorage")
+            .str("0")
+            .str("cpu");
         p.i4(4).op("tQ").i4(0).op("(");
         for (auto v : size) p.b += i8(v);
         p.op("t(");
@@ -360,8 +439,8 @@ TEST_CASE("torch .bin: a zero size does not hide an element count that overflows
     CHECK(torch_bin_file::open(bin_file("zero_ok.bin", bin_with({t40, 2, 0}, {1, 1, 1}))).at("w").numel() == 0);
 
     CHECK(numel_of({t40, 1 << 20, 0}) == 0);
-    CHECK_THROWS_WITH_AS(numel_of({t40, t40, 0}), "tensor: element count of shape [1099511627776,1099511627776,0] overflows int64",
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(numel_of({t40, t40, 0}),
+                         "tensor: element count of shape [1099511627776,1099511627776,0] overflows int64", aligngpt::error);
     CHECK_THROWS_AS(numel_of({0, t40, t40}), aligngpt::error);
     CHECK_THROWS_AS(tensor<float>({0, t40, t40}), aligngpt::error);  // before the strides are computed
 }

@@ -32,8 +32,8 @@ std::string write_tmp(const std::string& name, const std::string& text) {
     return d + "/" + name;
 }
 
-const json llama_min = {{"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 1},
-                        {"num_attention_heads", 4}, {"vocab_size", 50}};
+const json llama_min = {
+    {"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 1}, {"num_attention_heads", 4}, {"vocab_size", 50}};
 
 }  // namespace
 
@@ -84,9 +84,11 @@ TEST_CASE("json files: invalid JSON, size cap, duplicate keys and depth (index f
     CHECK(message_of([&] { io::read_json_file(dup, {.refuse_duplicate_keys = true}); }) ==
           dup + ": duplicate key \"a\" (each key may appear once)");
     const std::string deep = write_tmp("deep.json", R"({"a": [[[1]]]})");
-    CHECK(message_of([&] { io::read_json_file(deep, {.max_depth = 3}); }) == deep + ": nesting deeper than 3 levels (in field 'a')");
+    CHECK(message_of([&] { io::read_json_file(deep, {.max_depth = 3}); }) ==
+          deep + ": nesting deeper than 3 levels (in field 'a')");
     const std::string big = write_tmp("big.json", "{\"a\": \"" + std::string(2000, 'x') + "\"}");
-    CHECK(message_of([&] { io::read_json_file(big, {.max_bytes = 1000}); }).find("more than the limit of 1000") != std::string::npos);
+    CHECK(message_of([&] { io::read_json_file(big, {.max_bytes = 1000}); }).find("more than the limit of 1000") !=
+          std::string::npos);
 }
 
 TEST_CASE("json: the five config parsers report in the one format") {
@@ -140,14 +142,18 @@ TEST_CASE("json: the five config parsers report in the one format") {
     CHECK(models::clip_text_config::from_json(json{{"pad_token_id", nullptr}}, "t.json").pad_token_id == 1);
 
     // image processor (preprocessor_config.json)
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"crop_size", {{"height", 0}, {"width", 3}}}}, "pp.json"); }) ==
-          "pp.json: field 'crop_size.height' must be an integer in [1, 65536], got 0");
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"do_resize", "yes"}}, "pp.json"); }) ==
-          "pp.json: field 'do_resize' must be true or false, got \"yes\"");
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"image_mean", {1, "a", 2}}}, "pp.json"); }) ==
-          "pp.json: field 'image_mean' must be a number or 3 numbers in [-1000000, 1000000], got [1,\"a\",2]");
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"resample", 0}}, "pp.json"); })
-              .starts_with("pp.json: field 'resample' must be a Pillow filter 1..5"));
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"crop_size", {{"height", 0}, {"width", 3}}}}, "pp.json");
+          }) == "pp.json: field 'crop_size.height' must be an integer in [1, 65536], got 0");
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"do_resize", "yes"}}, "pp.json");
+          }) == "pp.json: field 'do_resize' must be true or false, got \"yes\"");
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"image_mean", {1, "a", 2}}}, "pp.json");
+          }) == "pp.json: field 'image_mean' must be a number or 3 numbers in [-1000000, 1000000], got [1,\"a\",2]");
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"resample", 0}}, "pp.json");
+          }).starts_with("pp.json: field 'resample' must be a Pillow filter 1..5"));
 
     // checkpoint index (*.index.json)
     const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/json/index";
@@ -188,9 +194,11 @@ TEST_CASE("json: a config nested 100000 levels deep is refused naming the file a
     CHECK(message_of([&] { (void)io::checkpoint_dir::open(d); }) ==
           d + "/model.safetensors.index.json: nesting deeper than 8 levels (in field 'weight_map.w')");
     // 64 levels are accepted (the limit, not an off-by-one), and refused as a field with a short message.
-    const std::string at_limit = write_tmp("limit.json", "{\"hidden_size\": " + std::string(63, '[') + std::string(63, ']') + "}");
-    CHECK(message_of([&] { models::llama_config::load(at_limit); }).starts_with(
-        at_limit + ": field 'hidden_size' must be an integer in [1, 65536], got [[[[[...]]]]]"));
+    const std::string at_limit =
+        write_tmp("limit.json", "{\"hidden_size\": " + std::string(63, '[') + std::string(63, ']') + "}");
+    CHECK(message_of([&] {
+              models::llama_config::load(at_limit);
+          }).starts_with(at_limit + ": field 'hidden_size' must be an integer in [1, 65536], got [[[[[...]]]]]"));
 }
 
 TEST_CASE("json: error messages show a deep or long value cut short, never dumped whole") {
@@ -209,7 +217,9 @@ TEST_CASE("json: error messages show a deep or long value cut short, never dumpe
     const std::string m = message_of([&] { io::json_reader(json{{"k", wide}}, "wide.json").integer("k", 0, 0, 1); });
     CHECK(m.size() < 200);
     CHECK(m.ends_with("..."));
-    const std::string long_key = message_of([&] { io::json_reader(json{{"k", {{std::string(100000, 'x'), 1}}}}, "key.json").integer("k", 0, 0, 1); });
+    const std::string long_key = message_of([&] {
+        io::json_reader(json{{"k", {{std::string(100000, 'x'), 1}}}}, "key.json").integer("k", 0, 0, 1);
+    });
     CHECK(long_key.size() < 200);
 }
 
@@ -223,22 +233,32 @@ TEST_CASE("json: numeric fields are range-checked before any conversion (1e300, 
     };
     for (const double v : {1e300, -1e300}) {
         CAPTURE(v);
-        CHECK(llama([&](json& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8}, {"original_max_position_embeddings", v}}; })
-                  .starts_with("config.json: field 'rope_scaling.original_max_position_embeddings' must be a number in [-16777216, 16777216], got "));
-        CHECK(llama([&](json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", v}}; })
-                  .starts_with("config.json: field 'rope_scaling.factor' must be a number in [-1000000, 1000000], got "));
-        CHECK(llama([&](json& j) { j["rms_norm_eps"] = v; }).starts_with("config.json: field 'rms_norm_eps' must be a number in (0, 1], got "));
-        CHECK(llama([&](json& j) { j["rope_theta"] = v; })
-                  .starts_with("config.json: field 'rope_theta' must be a number in (0, 1000000000000], got "));
+        CHECK(llama([&](json& j) {
+                  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8}, {"original_max_position_embeddings", v}};
+              })
+                  .starts_with("config.json: field 'rope_scaling.original_max_position_embeddings' must be a number in "
+                               "[-16777216, 16777216], got "));
+        CHECK(llama([&](json& j) {
+                  j["rope_scaling"] = {{"type", "linear"}, {"factor", v}};
+              }).starts_with("config.json: field 'rope_scaling.factor' must be a number in [-1000000, 1000000], got "));
+        CHECK(llama([&](json& j) {
+                  j["rms_norm_eps"] = v;
+              }).starts_with("config.json: field 'rms_norm_eps' must be a number in (0, 1], got "));
+        CHECK(llama([&](json& j) {
+                  j["rope_theta"] = v;
+              }).starts_with("config.json: field 'rope_theta' must be a number in (0, 1000000000000], got "));
         const auto pp = [&](const char* key, const json& value) {
             return message_of([&] { io::clip_image_processor_config::from_json(json{{key, value}}, "pp.json"); });
         };
-        CHECK(pp("image_mean", v).starts_with("pp.json: field 'image_mean' must be a number or 3 numbers in [-1000000, 1000000]"));
-        CHECK(pp("image_std", {1, v, 1}).starts_with("pp.json: field 'image_std' must be a number or 3 numbers in [-1000000, 1000000]"));
+        CHECK(
+            pp("image_mean", v).starts_with("pp.json: field 'image_mean' must be a number or 3 numbers in [-1000000, 1000000]"));
+        CHECK(pp("image_std", {1, v, 1})
+                  .starts_with("pp.json: field 'image_std' must be a number or 3 numbers in [-1000000, 1000000]"));
         CHECK(pp("rescale_factor", v).starts_with("pp.json: field 'rescale_factor' must be a number in [-1000000, 1000000]"));
     }
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"image_std", 1e-300}}, "pp.json"); })
-              .starts_with("pp.json: field 'image_std' must be nonzero numbers"));
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"image_std", 1e-300}}, "pp.json");
+          }).starts_with("pp.json: field 'image_std' must be nonzero numbers"));
     // JSON has no NaN or Infinity: the tokens are invalid JSON; 1e400 parses as infinity and is refused as not finite.
     const std::string nan = write_tmp("nan.json", R"({"rms_norm_eps": NaN})");
     CHECK(message_of([&] { models::llama_config::load(nan); }).starts_with(nan + ": invalid JSON"));
@@ -274,11 +294,15 @@ TEST_CASE("json: integers above INT64_MAX are refused, never wrapped (mm_vision_
     CHECK(message_of([&] { models::llama_config::from_json(j, "config.json"); }) ==
           "config.json: field 'eos_token_id' must be an id or a list of ids in [0, 49], got [2," + u + "]");
     j = llama_min, j["bos_token_id"] = json::parse("18446744073709551615");
-    CHECK(message_of([&] { models::llama_config::from_json(j, "config.json"); }).starts_with("config.json: field 'bos_token_id' must be"));
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"resample", json::parse(u)}}, "pp.json"); })
-              .starts_with("pp.json: field 'resample' must be a Pillow filter 1..5"));
-    CHECK(message_of([&] { io::clip_image_processor_config::from_json(json{{"crop_size", json::parse(u)}}, "pp.json"); }) ==
-          "pp.json: field 'crop_size' must be an integer in [1, 65536], got " + u);
+    CHECK(message_of([&] {
+              models::llama_config::from_json(j, "config.json");
+          }).starts_with("config.json: field 'bos_token_id' must be"));
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"resample", json::parse(u)}}, "pp.json");
+          }).starts_with("pp.json: field 'resample' must be a Pillow filter 1..5"));
+    CHECK(message_of([&] {
+              io::clip_image_processor_config::from_json(json{{"crop_size", json::parse(u)}}, "pp.json");
+          }) == "pp.json: field 'crop_size' must be an integer in [1, 65536], got " + u);
 }
 
 }  // namespace test_json

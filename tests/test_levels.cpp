@@ -43,8 +43,9 @@ const train::clip_scorer<float>& scorer() {
 
 /// The dataset scored once in batches of 8 (shared by the tests that only read the result).
 const train::levels_result& batch8() {
-    static const auto r = train::compute_levels(scorer(), train::dataset_pairs(train::read_dataset(dir + "/data.json"), "data.json"),
-                                                dir, {.n_levels = 4, .batch_size = 8, .progress = nullptr});
+    static const auto r =
+        train::compute_levels(scorer(), train::dataset_pairs(train::read_dataset(dir + "/data.json"), "data.json"), dir,
+                              {.n_levels = 4, .batch_size = 8, .progress = nullptr});
     return r;
 }
 
@@ -84,7 +85,7 @@ TEST_CASE("levels: cosines match CLIPModel, levels are equal-size buckets of the
     check_against_golden(r, g);
     REQUIRE(r.stats.size() == 4);
     for (const auto& s : r.stats) CHECK(s.count == 4);
-    for (std::size_t l = 1; l < r.stats.size(); l++) CHECK(r.stats[l - 1].max < r.stats[l].min);   // level 3 = most similar
+    for (std::size_t l = 1; l < r.stats.size(); l++) CHECK(r.stats[l - 1].max < r.stats[l].min);  // level 3 = most similar
     CHECK(r.stats[0].min <= r.stats[0].mean);
     CHECK(r.stats[0].mean <= r.stats[0].max);
 
@@ -111,11 +112,13 @@ TEST_CASE("levels: the output keeps the records, their order, fields and key ord
         REQUIRE(rec["similarity"].is_number_integer());
         REQUIRE(rec["clip_similarity"].is_number_float());
         CHECK(rec["similarity"].get<int>() == r.level[k]);
-        CHECK(rec["clip_similarity"].get<double>() == r.similarity[k]);   // written with round-trip precision
-        if (!data[k].contains("similarity")) rec.erase("similarity");
-        else rec["similarity"] = data[k]["similarity"];
+        CHECK(rec["clip_similarity"].get<double>() == r.similarity[k]);  // written with round-trip precision
+        if (!data[k].contains("similarity"))
+            rec.erase("similarity");
+        else
+            rec["similarity"] = data[k]["similarity"];
         rec.erase("clip_similarity");
-        CHECK(rec.dump() == data[k].dump());   // same fields, values and key order
+        CHECK(rec.dump() == data[k].dump());  // same fields, values and key order
     }
     // record 3 had "similarity": 99 as its first key: replaced in place
     std::vector<std::string> keys;
@@ -133,8 +136,8 @@ TEST_CASE("levels: the histogram PNG decodes (stb_image) to the plot size, bars 
     CHECK(img.height == 360);
     int blue = 0, red = 0;
     for (std::size_t i = 0; i < img.pixels.size(); i += 3) {
-        blue += img.pixels[i] == 40 && img.pixels[i + 2] == 240;   // level 0
-        red += img.pixels[i] == 240 && img.pixels[i + 2] == 40;    // level 3
+        blue += img.pixels[i] == 40 && img.pixels[i + 2] == 240;  // level 0
+        red += img.pixels[i] == 240 && img.pixels[i + 2] == 40;   // level 3
     }
     CHECK(blue > 100);
     CHECK(red > 100);
@@ -159,7 +162,8 @@ TEST_CASE("levels: bad records are refused naming the file, the record and its i
     CHECK(msg("[{").find(p + ": invalid JSON") == 0);
 
     // a missing image file: the record and the path
-    const auto pairs = train::dataset_pairs(train::read_dataset(write_tmp("nofile.json", R"([{"image": "nope.png", )" + gpt + "}]")), "x");
+    const auto pairs =
+        train::dataset_pairs(train::read_dataset(write_tmp("nofile.json", R"([{"image": "nope.png", )" + gpt + "}]")), "x");
     const std::string e = message_of([&] { train::compute_levels(scorer(), pairs, dir, {.progress = nullptr}); });
     CHECK(e.find("x: record 0: image 'nope.png': ") == 0);
     CHECK(e.find(dir + "/nope.png") != std::string::npos);
@@ -174,7 +178,8 @@ TEST_CASE("levels: a CLIP directory whose vocab.json does not fit its text tower
     cfg["text_config"]["vocab_size"] = 500;
     std::ofstream(d + "/config.json") << cfg.dump();
     CHECK(message_of([&] { train::clip_scorer<float>::load(d, {.quiet = true}); }) ==
-          d + "/vocab.json: id " + std::to_string(scorer().tok.max_id) + " is outside the text tower's vocab_size 500 (config.json)");
+          d + "/vocab.json: id " + std::to_string(scorer().tok.max_id) +
+              " is outside the text tower's vocab_size 500 (config.json)");
 }
 
 #if defined(ALIGNGPT_TOOL_PATH)
@@ -200,13 +205,15 @@ TEST_CASE("aligngpt levels: end to end, then the refusals (exit 2 for the comman
     check_against_golden(got, g);
     CHECK(io::load_image(png).width == 640);
 
-    CHECK(levels_cli(common + "--levels 4 --out '" + dir + "/data.json'").code == 2);   // never overwrite the input
+    CHECK(levels_cli(common + "--levels 4 --out '" + dir + "/data.json'").code == 2);  // never overwrite the input
     CHECK(levels_cli(common + "--levels 0 --out '" + out + "'").code == 2);
     CHECK(levels_cli(common + "--out '" + out + "'").code == 2);
     CHECK(levels_cli(common + "--levels 4 --out '" + out + "' --batch-size 0").code == 2);
-    const auto missing = levels_cli("--clip '" + dir + "/clip' --data-path '" + dir + "/data.json' --image-folder /nonexistent --levels 4 --out '" + out + "'");
+    const auto missing = levels_cli("--clip '" + dir + "/clip' --data-path '" + dir +
+                                    "/data.json' --image-folder /nonexistent --levels 4 --out '" + out + "'");
     CHECK(missing.code == 1);
-    CHECK(missing.output.find(dir + "/data.json: record 0 (id \"000000000\"): image '../images/landscape_500x333.png'") != std::string::npos);
+    CHECK(missing.output.find(dir + "/data.json: record 0 (id \"000000000\"): image '../images/landscape_500x333.png'") !=
+          std::string::npos);
 }
 #endif  // ALIGNGPT_TOOL_PATH
 

@@ -29,10 +29,10 @@ void fill_like_recipe(P& p, std::uint64_t seed = 0) {
     const std::uint64_t stream = rng::fnv1a64(k);
     const bool is_norm = k.size() >= 11 && k.compare(k.size() - 11, 11, "norm.weight") == 0;
     const double in = p.value().dim() == 2 ? double(p.size(1)) : 1.0;
-    const float a = is_norm ? 0.2f
-                  : k == "model.embed_tokens.weight" ? 1.0f
-                  : k == "lm_head.weight"            ? float(3.0 / std::pow(in, 0.5))
-                                                     : float(1.0 / std::pow(in, 0.5));
+    const float a = is_norm                            ? 0.2f
+                    : k == "model.embed_tokens.weight" ? 1.0f
+                    : k == "lm_head.weight"            ? float(3.0 / std::pow(in, 0.5))
+                                                       : float(1.0 / std::pow(in, 0.5));
     // rng::uniform(seed, stream, i, a) with the per-tensor key hoisted out of the loop (same bits)
     const std::uint64_t key = rng::splitmix64(rng::splitmix64(seed) ^ stream);
     ALIGNGPT_OMP_FOR
@@ -50,8 +50,8 @@ void load_strict(M& m, const std::string& path) {
     m.visit([&](var& p) {
         const auto* t = f.find(p.name());
         REQUIRE_MESSAGE(t, path << " has no tensor " << p.name());
-        REQUIRE_MESSAGE(t->shape == p.shape(), p.name() << ": file " << detail::shape_str(t->shape) << " vs model "
-                                                        << detail::shape_str(p.shape()));
+        REQUIRE_MESSAGE(t->shape == p.shape(),
+                        p.name() << ": file " << detail::shape_str(t->shape) << " vs model " << detail::shape_str(p.shape()));
         p.value() = f.template tensor_as<float>(p.name());
         used.insert(p.name());
     });
@@ -62,8 +62,10 @@ void load_strict(M& m, const std::string& path) {
 
 llama_model<float> make_model(const std::string& name, bool from_file) {
     llama_model<float> m(llama_config::load(dir(name + "/config.json")));
-    if (from_file) load_strict(m, dir(name + "/model.safetensors"));
-    else m.visit([](var& p) { fill_like_recipe(p); });
+    if (from_file)
+        load_strict(m, dir(name + "/model.safetensors"));
+    else
+        m.visit([](var& p) { fill_like_recipe(p); });
     return m;
 }
 
@@ -102,8 +104,7 @@ void check_parity(const std::string& name, double max_ratio) {
     for (index_t l = 0; l < m.config.num_hidden_layers; l++) {
         const tensor<float> layer = sink.get("llm.layers." + std::to_string(l) + ".out");
         REQUIRE(layer.defined());
-        const double r = golden::close_ratio(layer.to_vector(),
-                                             fx.get("layers." + std::to_string(l) + ".out"), 1.3e-6, 1e-5);
+        const double r = golden::close_ratio(layer.to_vector(), fx.get("layers." + std::to_string(l) + ".out"), 1.3e-6, 1e-5);
         MESSAGE(name << " layer " << l << " close_ratio(rtol 1.3e-6, atol 1e-5) = " << r);
         CHECK(r <= max_ratio);
     }
@@ -133,8 +134,8 @@ TEST_CASE("llama_config: the fixtures' config.json files, defaults, and errors n
     CHECK(c.rope_scaling.factor == 2.0);
     CHECK(c.eos_token_ids == std::vector<std::int64_t>{2});
 
-    nlohmann::json j = {{"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 1},
-                        {"num_attention_heads", 4}, {"vocab_size", 50}, {"rope_scaling", nullptr}};
+    nlohmann::json j = {{"hidden_size", 64},        {"intermediate_size", 96}, {"num_hidden_layers", 1},
+                        {"num_attention_heads", 4}, {"vocab_size", 50},        {"rope_scaling", nullptr}};
     const auto d = llama_config::from_json(j, "x.json");
     CHECK(d.num_key_value_heads == 4);  // default = heads
     CHECK(d.pad_token_id == -1);        // absent: no padding row
@@ -190,8 +191,10 @@ TEST_CASE("llama: KV-cache decode equals the full forward row by row, bit for bi
 
     models::kv_cache<float> cache;
     const index_t pre = 4;
-    auto lg = m.forward(nullptr, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre},
-                        {}, &cache).logits.value().to_vector();
+    auto lg =
+        m.forward(nullptr, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {}, &cache)
+            .logits.value()
+            .to_vector();
     CHECK(std::vector<float>(full.begin(), full.begin() + pre * V) == lg);
     for (index_t t = pre; t < n; t++) {
         lg = m.forward(nullptr, embed_batch(m, {ids[size_t(t)]}, 1, 1), {t}, {}, &cache).logits.value().to_vector();
@@ -203,8 +206,7 @@ TEST_CASE("llama: KV-cache decode equals the full forward row by row, bit for bi
     // Reserved for the whole context: one allocation, every step writes in place, same bits.
     models::kv_cache<float> reserved;
     reserved.reserve(n);
-    m.forward(nullptr, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {},
-              &reserved);
+    m.forward(nullptr, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {}, &reserved);
     const float* storage = reserved.k[0].data();
     for (index_t t = pre; t < n; t++) {
         lg = m.forward(nullptr, embed_batch(m, {ids[size_t(t)]}, 1, 1), {t}, {}, &reserved).logits.value().to_vector();
@@ -224,8 +226,10 @@ TEST_CASE("llama: a KV cache under a tape (recorded concat of the cached prefix)
     models::kv_cache<float> cache;
     autograd::tape<float> tp;
     m.forward(&tp, embed_batch(m, {ids.begin(), ids.begin() + pre}, 1, pre), {pos.begin(), pos.begin() + pre}, {}, &cache);
-    const auto rest = m.forward(&tp, embed_batch(m, {ids.begin() + pre, ids.end()}, 1, n - pre),
-                                {pos.begin() + pre, pos.end()}, {}, &cache).logits.value().to_vector();
+    const auto rest =
+        m.forward(&tp, embed_batch(m, {ids.begin() + pre, ids.end()}, 1, n - pre), {pos.begin() + pre, pos.end()}, {}, &cache)
+            .logits.value()
+            .to_vector();
     CHECK(cache.length() == n);
     CHECK(std::vector<float>(full.begin() + pre * V, full.end()) == rest);
 }
@@ -238,8 +242,8 @@ TEST_CASE("llama: a right-padded batch of 3 equals 3 runs of batch 1 on the vali
     const auto all = m.forward(nullptr, embed_batch(m, b.ids, b.B, b.T), b.positions, b.mask).logits.value().to_vector();
     for (index_t r = 0; r < b.B; r++) {
         const index_t n = b.lengths[size_t(r)];
-        std::vector<std::int64_t> ids(b.ids.begin() + r * b.T, b.ids.begin() + r * b.T + n), pos(b.positions.begin(),
-                                                                                               b.positions.begin() + n);
+        std::vector<std::int64_t> ids(b.ids.begin() + r * b.T, b.ids.begin() + r * b.T + n),
+            pos(b.positions.begin(), b.positions.begin() + n);
         const auto one = m.forward(nullptr, embed_batch(m, ids, 1, n), pos).logits.value().to_vector();
         CHECK_MESSAGE(std::vector<float>(all.begin() + r * b.T * V, all.begin() + (r * b.T + n) * V) == one, "row " << r);
     }
@@ -270,8 +274,8 @@ TEST_CASE("llama: embedding row pad_token_id (0) gets no gradient; tied lm_head 
     CHECK(nn::parameter_count(tied) == nn::parameter_count(m) - cfg.vocab_size * H);
 }
 
-TEST_CASE("llama: one full-width LLaMA-7B decoder layer (4096, 32x128, 11008) on 8 tokens matches transformers"
-          * doctest::test_suite("slow")) {  // 202 M weights (800 MB) filled by name: ~2 s on 2 cores
+TEST_CASE("llama: one full-width LLaMA-7B decoder layer (4096, 32x128, 11008) on 8 tokens matches transformers" *
+          doctest::test_suite("slow")) {  // 202 M weights (800 MB) filled by name: ~2 s on 2 cores
     const auto fx = golden::load("llama_layer_full");
     llama_config c;  // the 7B defaults
     c.rms_norm_eps = 1e-5;

@@ -64,7 +64,8 @@ TEST_CASE("llava: the official LLaVA v1.1.3 LlavaLlamaForCausalLM's loss, logits
     auto& model = *m.model;
     CHECK_FALSE(model.config.alignment_module);
     int align_params = 0;
-    model.visit([&](var& p) { align_params += p.name().starts_with("align_indicators") || p.name().starts_with("gated_weight_layer"); });
+    model.visit(
+        [&](var& p) { align_params += p.name().starts_with("align_indicators") || p.name().starts_with("gated_weight_layer"); });
     CHECK(align_params == 0);
 
     model.set_trainable_for(models::stage::finetune);
@@ -85,7 +86,8 @@ TEST_CASE("llava: the official LLaVA v1.1.3 LlavaLlamaForCausalLM's loss, logits
         const auto ref = fx.get("logits" + std::to_string(b));
         const index_t n = index_t(ref.size()) / V;
         REQUIRE(n <= S);
-        const std::vector<float> ours(out.logits.value().data() + index_t(b) * S * V, out.logits.value().data() + (index_t(b) * S + n) * V);
+        const std::vector<float> ours(out.logits.value().data() + index_t(b) * S * V,
+                                      out.logits.value().data() + (index_t(b) * S + n) * V);
         const double r = golden::close_ratio(ours, ref, 1.3e-6, 1e-5);
         MESSAGE("logits" << b << ": close_ratio " << r);
         CHECK(r <= 1.0);
@@ -117,7 +119,8 @@ TEST_CASE("llava: an AlignGPT model with align_mode::none leaves the indicator o
     const std::vector<models::sample> s{{{1, 5, -200, 7, 8}}};
     const auto pixels = var::leaf(fx.tensor("pixels").slice(0, 0, 1));
     const auto gated = a.model->forward_pixels(nullptr, s, *a.vision, pixels, models::stage::inference);
-    const auto none = a.model->forward_pixels(nullptr, s, *a.vision, pixels, models::stage::inference, {models::align_mode::none});
+    const auto none =
+        a.model->forward_pixels(nullptr, s, *a.vision, pixels, models::stage::inference, {models::align_mode::none});
     CHECK(gated.batch.S == none.batch.S + 1);
     CHECK(gated.gate.weights.defined());
     CHECK_FALSE(none.gate.weights.defined());

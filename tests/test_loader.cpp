@@ -44,9 +44,7 @@ std::string tmp_dir(const std::string& name) {
 std::string message_of(const std::function<void()>& f) {
     try {
         f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
+    } catch (const std::exception& e) { return e.what(); }
     return {};
 }
 
@@ -74,8 +72,8 @@ struct raw_tensor {
     std::vector<index_t> shape;
     std::vector<std::byte> bytes;
 };
-void write_copy(const io::tensor_source& src, const std::string& path,
-                const std::function<bool(raw_tensor&)>& edit, const std::vector<raw_tensor>& extra = {}) {
+void write_copy(const io::tensor_source& src, const std::string& path, const std::function<bool(raw_tensor&)>& edit,
+                const std::vector<raw_tensor>& extra = {}) {
     io::safetensors_writer w;
     for (const auto& [k, e] : src.entries()) {
         raw_tensor t{k, e.info->type, e.info->shape, {}};
@@ -139,18 +137,17 @@ TEST_CASE("loader: missing, unexpected, wrong-shape and wrong-dtype tensors are 
     const std::string d = tmp_dir("strict");
     fs::copy_file(st_dir + "/config.json", d + "/config.json");
     const auto src = io::tensor_source::open(st_dir);
-    write_copy(
-        src, d + "/model.safetensors",
-        [](raw_tensor& t) {
-            if (t.name == "model.norm.weight") return false;  // missing
-            if (t.name == "mm_projector.2.bias") {             // wrong shape: [63] instead of [64]
-                t.shape = {63};
-                t.bytes.resize(63 * 2);
-            }
-            if (t.name == "align_indicators.indicator_embs") t.type = io::dtype::I16;  // wrong dtype (same bytes)
-            return true;
-        },
-        {raw_tensor{"model.extra_head.weight", io::dtype::F32, {2}, std::vector<std::byte>(8)}});  // unexpected
+    write_copy(src, d + "/model.safetensors",
+               [](raw_tensor& t) {
+                   if (t.name == "model.norm.weight") return false;  // missing
+                   if (t.name == "mm_projector.2.bias") {            // wrong shape: [63] instead of [64]
+                       t.shape = {63};
+                       t.bytes.resize(63 * 2);
+                   }
+                   if (t.name == "align_indicators.indicator_embs") t.type = io::dtype::I16;  // wrong dtype (same bytes)
+                   return true;
+               },
+               {raw_tensor{"model.extra_head.weight", io::dtype::F32, {2}, std::vector<std::byte>(8)}});  // unexpected
 
     const auto cfg = pretrained::aligngpt_dir_config::load(d + "/config.json");
     models::aligngpt_model<float> m(cfg.model);
@@ -200,7 +197,8 @@ TEST_CASE("loader: a load that fails in the vision tower leaves the language mod
     CHECK_THROWS(io::load_parameters(vit, io::tensor_source::open(v), quiet()));
     CHECK(vit.class_embedding.value().to_vector() == std::vector<float>(32, 5.0f));
     io::load_parameters(vit, io::tensor_source::open(clip_dir), quiet());
-    CHECK(vit.class_embedding.value().to_vector() == source_values(io::tensor_source::open(clip_dir), "vision_model.embeddings.class_embedding"));
+    CHECK(vit.class_embedding.value().to_vector() ==
+          source_values(io::tensor_source::open(clip_dir), "vision_model.embeddings.class_embedding"));
 }
 
 TEST_CASE("loader: a shard name with ../ in the index is refused") {
@@ -246,7 +244,8 @@ TEST_CASE("loader: config.json is validated before allocation; errors name the f
     CHECK(m.find("field 'mm_vision_select_layer'") != std::string::npos);
     // a hub id that is not a local directory
     m = try_config([](nlohmann::json&) {}, "");
-    CHECK(m.find("field 'mm_vision_tower' must be a local directory, got \"openai/clip-vit-large-patch14-336\"") != std::string::npos);
+    CHECK(m.find("field 'mm_vision_tower' must be a local directory, got \"openai/clip-vit-large-patch14-336\"") !=
+          std::string::npos);
     CHECK(m.find("--vision-tower DIR") != std::string::npos);
     m = message_of([&] { pretrained::load_aligngpt(st_dir + "/nonexistent", quiet()); });
     CHECK(m.find("not a directory") != std::string::npos);
@@ -313,8 +312,8 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
     // exact f32 widening); the packed model computes the same logits as the f32 one, bit for bit.
     int packed_linears = 0;
     for (auto& layer : m.model->llm.layers)
-        for (auto* l : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj, &layer.up_proj,
-                        &layer.down_proj})
+        for (auto* l :
+             {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj, &layer.up_proj, &layer.down_proj})
             packed_linears += l->packed_bf16 != nullptr;
     CHECK(packed_linears == 14);
     CHECK(params_of(*m.model).at("lm_head.weight") == pr.at("lm_head.weight"));
@@ -454,8 +453,8 @@ TEST_CASE("loader: the image-token count follows the vision tower; a gate traine
     CHECK(gate_width(*m256.model) == 256);
     const index_t S = m256.vision_config.image_size;
     const auto px = autograd::variable<float>::leaf(tensor<float>({1, 3, S, S}));
-    const auto out = m256.model->forward_pixels(nullptr, {models::sample{{1, models::image_token_index, 5}}}, *m256.vision,
-                                                px, models::stage::inference);
+    const auto out = m256.model->forward_pixels(nullptr, {models::sample{{1, models::image_token_index, 5}}}, *m256.vision, px,
+                                                models::stage::inference);
     CHECK(out.batch.S == 1 + 1 + 256 + 1);  // BOS, indicator, 256 image rows, one token
     CHECK(out.gate.weights.shape() == shape_t{1, 7});
 }

@@ -52,8 +52,7 @@ using ids_t = std::vector<std::int64_t>;
 constexpr double kRtol = 1.3e-6, kAtol = 1e-5;  // torch.testing.assert_close defaults for float32
 
 /// max |a - b| / (atol + rtol |b|); <= 1 passes. Run the binary with -s to see the measured ratios.
-double ratio(const tensor<float>& actual, const std::vector<float>& expected, double rtol = kRtol,
-             double atol = kAtol) {
+double ratio(const tensor<float>& actual, const std::vector<float>& expected, double rtol = kRtol, double atol = kAtol) {
     return golden::close_ratio(actual.to_vector(), expected, rtol, atol);
 }
 
@@ -99,13 +98,9 @@ TEST_CASE("rms_norm backward matches finite differences (double, tol 1e-8)") {
 TEST_CASE("layer_norm backward matches finite differences (double, tol 1e-8)") {
     one_thread guard;
     auto x = random_leaf<double>({4, 9}, 1, true, 2.f), w = random_leaf<double>({9}, 2), b = random_leaf<double>({9}, 3);
-    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) {
-        return ag::layer_norm(tp, v[0], v[1], v[2]);
-    };
+    op_under_test<double> f = [](tape<double>* tp, const std::vector<vd>& v) { return ag::layer_norm(tp, v[0], v[1], v[2]); };
     CHECK(grad_check(f, {x, w, b}) <= 1e-8);
-    op_under_test<double> no_bias = [](tape<double>* tp, const std::vector<vd>& v) {
-        return ag::layer_norm(tp, v[0], v[1]);
-    };
+    op_under_test<double> no_bias = [](tape<double>* tp, const std::vector<vd>& v) { return ag::layer_norm(tp, v[0], v[1]); };
     CHECK(grad_check(no_bias, {x, w}) <= 1e-8);
 }
 
@@ -163,9 +158,7 @@ TEST_CASE("add, mul, scale, add_row backward match finite differences (double, t
     op_under_test<double> mul = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mul(tp, v[0], v[1]); };
     op_under_test<double> square = [](tape<double>* tp, const std::vector<vd>& v) { return ag::mul(tp, v[0], v[0]); };
     op_under_test<double> scale = [](tape<double>* tp, const std::vector<vd>& v) { return ag::scale(tp, v[0], 0.37); };
-    op_under_test<double> add_row = [](tape<double>* tp, const std::vector<vd>& v) {
-        return ag::add_row(tp, v[0], v[1]);
-    };
+    op_under_test<double> add_row = [](tape<double>* tp, const std::vector<vd>& v) { return ag::add_row(tp, v[0], v[1]); };
     CHECK(grad_check(add, {a, b}) <= 1e-8);
     CHECK(grad_check(mul, {a, b}) <= 1e-8);
     CHECK(grad_check(square, {a}) <= 1e-8);  // the same variable twice: both gradients add
@@ -178,16 +171,12 @@ TEST_CASE("concat, slice, index_rows, reshape, transpose backward match finite d
     auto x0 = random_leaf<double>({2, 3, 4}, 1), x1 = random_leaf<double>({2, 1, 4}, 2);
     auto x2 = random_leaf<double>({2, 2, 4}, 3);
     for (int d : {1, -2}) {
-        op_under_test<double> concat = [d](tape<double>* tp, const std::vector<vd>& v) {
-            return ag::concat(tp, v, d);
-        };
+        op_under_test<double> concat = [d](tape<double>* tp, const std::vector<vd>& v) { return ag::concat(tp, v, d); };
         CHECK(grad_check(concat, {x0, x1, x2}) <= 1e-8);
     }
     op_under_test<double> concat0 = [](tape<double>* tp, const std::vector<vd>& v) { return ag::concat(tp, v, 0); };
     CHECK(grad_check(concat0, {x0, x0}) <= 1e-8);  // the same input twice
-    op_under_test<double> slice = [](tape<double>* tp, const std::vector<vd>& v) {
-        return ag::slice(tp, v[0], 2, 1, 3);
-    };
+    op_under_test<double> slice = [](tape<double>* tp, const std::vector<vd>& v) { return ag::slice(tp, v[0], 2, 1, 3); };
     CHECK(grad_check(slice, {x0}) <= 1e-8);
     op_under_test<double> rows = [](tape<double>* tp, const std::vector<vd>& v) {
         return ag::index_rows(tp, ag::reshape(tp, v[0], {6, 4}), ids_t{5, 0, 5, 3});
@@ -220,7 +209,9 @@ TEST_CASE("masked_mean, batched_matvec, l2_normalize backward match finite diffe
     one_thread guard;
     auto x = random_leaf<double>({2, 4, 3}, 1), m = random_leaf<double>({2, 5, 3}, 2), v = random_leaf<double>({2, 3}, 3);
     const std::vector<std::uint8_t> mask{1, 0, 1, 1, 0, 0, 0, 1};  // 3 and 1 counted rows
-    op_under_test<double> mean = [&](tape<double>* tp, const std::vector<vd>& a) { return ag::masked_mean(tp, a[0], mask, 1e-8); };
+    op_under_test<double> mean = [&](tape<double>* tp, const std::vector<vd>& a) {
+        return ag::masked_mean(tp, a[0], mask, 1e-8);
+    };
     op_under_test<double> mv = [](tape<double>* tp, const std::vector<vd>& a) { return ag::batched_matvec(tp, a[0], a[1]); };
     op_under_test<double> l2 = [](tape<double>* tp, const std::vector<vd>& a) { return ag::l2_normalize(tp, a[0]); };
     CHECK(grad_check(mean, {x}) <= 1e-8);
@@ -250,8 +241,8 @@ TEST_CASE("cross_entropy rejects out-of-range targets naming the op, position an
     tape<float>* none = nullptr;
     CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 5, 0}),
                          doctest::Contains("cross_entropy: target 5 at position 1 is outside [0, 5)"), aligngpt::error);
-    CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 2, -1}),
-                         doctest::Contains("cross_entropy: target -1 at position 2"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 2, -1}), doctest::Contains("cross_entropy: target -1 at position 2"),
+                         aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::cross_entropy(none, z, ids_t{1, 2}),
                          doctest::Contains("cross_entropy: logits [3,5] do not match targets [2]"), aligngpt::error);
     CHECK_NOTHROW(ag::cross_entropy(none, z, ids_t{-7, 2, -7}, /*ignore_index=*/-7));
@@ -284,8 +275,7 @@ TEST_CASE("ops reject mismatched shapes naming the op and both shapes") {
                          aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::layer_norm(none, x, w4), doctest::Contains("layer_norm: input [2,3] does not match weight [4]"),
                          aligngpt::error);
-    CHECK_THROWS_WITH_AS(ag::swiglu(none, x, y), doctest::Contains("swiglu: gate [2,3] and up [3,2] differ"),
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::swiglu(none, x, y), doctest::Contains("swiglu: gate [2,3] and up [3,2] differ"), aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::add(none, x, y), doctest::Contains("add: shapes [2,3] and [3,2] differ"), aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::mul(none, x, y), doctest::Contains("mul: shapes [2,3] and [3,2] differ"), aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::add_row(none, x, w4), doctest::Contains("add_row: input [2,3] does not match row [4]"),
@@ -293,14 +283,11 @@ TEST_CASE("ops reject mismatched shapes naming the op and both shapes") {
     CHECK_THROWS_WITH_AS(ag::concat(none, {x, y}, 0),
                          doctest::Contains("concat: input [3,2] does not match input [2,3] outside dimension 0"),
                          aligngpt::error);
-    CHECK_THROWS_WITH_AS(ag::slice(none, x, 1, 2, 4), doctest::Contains("slice: range [2,4) out of bounds"),
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::slice(none, x, 1, 2, 4), doctest::Contains("slice: range [2,4) out of bounds"), aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::index_rows(none, x, ids_t{0, 2}), doctest::Contains("index_rows: row 2 at position 1"),
                          aligngpt::error);
-    CHECK_THROWS_WITH_AS(ag::reshape(none, x, {4, 2}), doctest::Contains("reshape: cannot view [2,3] as [4,2]"),
-                         aligngpt::error);
-    CHECK_THROWS_WITH_AS(ag::transpose(none, x, 0, 2), doctest::Contains("transpose: dimension 2 out of range"),
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::reshape(none, x, {4, 2}), doctest::Contains("reshape: cannot view [2,3] as [4,2]"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(ag::transpose(none, x, 0, 2), doctest::Contains("transpose: dimension 2 out of range"), aligngpt::error);
     CHECK_THROWS_WITH_AS(ag::sum(none, x, 3), doctest::Contains("sum: dimension 3 out of range for shape [2,3]"),
                          aligngpt::error);
 }
@@ -354,9 +341,9 @@ TEST_CASE("exp (float): under 1 ulp from e^x over 2^20 points of [-104, 89]") {
             CHECK(std::isinf(got));
             continue;
         }
-        const double ulp = rf == 0.0f ? std::ldexp(1.0, -149)
-                                      : double(std::nextafter(std::fabs(rf), std::numeric_limits<float>::infinity())) -
-                                            double(std::fabs(rf));
+        const double ulp =
+            rf == 0.0f ? std::ldexp(1.0, -149)
+                       : double(std::nextafter(std::fabs(rf), std::numeric_limits<float>::infinity())) - double(std::fabs(rf));
         const double e = std::fabs(double(got) - ref) / ulp;
         if (e > worst) worst = e, worst_x = x;
     }
@@ -379,8 +366,22 @@ TEST_CASE("exp (float): special values, and the vector path equals the scalar de
     CHECK(bits_of(ops::exp_scalar(qnan)) == bits_of(qnan));
     // Every lane of the vector path (exp_shifted) against the scalar definition: the specials, a sweep
     // of bit patterns over the whole float line, and a shift, with lengths that leave scalar tails.
-    std::vector<float> x = {0.0f, -0.0f, inf, -inf, qnan, 88.72f, 88.8f, -87.5f, -100.0f, -103.9f, -104.0f, -110.0f,
-                            1e-30f, -1e-30f, float_of_bits(1), float_of_bits(0x80000001u)};
+    std::vector<float> x = {0.0f,
+                            -0.0f,
+                            inf,
+                            -inf,
+                            qnan,
+                            88.72f,
+                            88.8f,
+                            -87.5f,
+                            -100.0f,
+                            -103.9f,
+                            -104.0f,
+                            -110.0f,
+                            1e-30f,
+                            -1e-30f,
+                            float_of_bits(1),
+                            float_of_bits(0x80000001u)};
     for (std::uint64_t b = 0; b < (std::uint64_t(1) << 32); b += 4099) x.push_back(float_of_bits(std::uint32_t(b)));
     for (float shift : {0.0f, 3.5f, -40.0f}) {
         std::vector<float> y(x.size());
@@ -466,8 +467,8 @@ TEST_CASE("embedding with padding_idx 0 matches torch (golden op_embedding)") {
     auto y = ag::embedding(&tp, w, ids, 0);
     CHECK(y.shape() == shape_t{3, 4, 16});
     backward(tp, y, fx, "dy");
-    CHECK(exact(y.value(), fx.get("y")) == 0);     // a copy: exact
-    CHECK(ratio(w.grad(), fx.get("dw")) <= 1);          // sums of up to 3 rows in another order
+    CHECK(exact(y.value(), fx.get("y")) == 0);  // a copy: exact
+    CHECK(ratio(w.grad(), fx.get("dw")) <= 1);  // sums of up to 3 rows in another order
     for (int c = 0; c < 16; c++) CHECK(w.grad().at({0, c}) == 0.f);
 }
 
@@ -486,14 +487,17 @@ TEST_CASE("cross_entropy with ignored rows matches torch (golden op_cross_entrop
 
 TEST_CASE("add, mul, scale, add_row match torch (golden op_elementwise)") {
     const auto fx = golden::load("op_elementwise");
-    struct result { vf y; vf a, b, r; };
+    struct result {
+        vf y;
+        vf a, b, r;
+    };
     auto run = [&](const std::string& name) {
         auto a = leaf(fx, "a"), b = leaf(fx, "b"), r = leaf(fx, "r");
         tape<float> tp;
-        vf y = name == "add" ? ag::add(&tp, a, b)
-             : name == "mul" ? ag::mul(&tp, a, b)
-             : name == "scale" ? ag::scale(&tp, a, 0.37f)
-                               : ag::add_row(&tp, a, r);
+        vf y = name == "add"     ? ag::add(&tp, a, b)
+               : name == "mul"   ? ag::mul(&tp, a, b)
+               : name == "scale" ? ag::scale(&tp, a, 0.37f)
+                                 : ag::add_row(&tp, a, r);
         backward(tp, y, fx, name + ".dy");
         return result{y, a, b, r};
     };
@@ -551,10 +555,10 @@ TEST_CASE("sum and mean match torch (golden op_reduce)") {
         INFO(name);
         auto x = leaf(fx, "x");
         tape<float> tp;
-        vf y = name == "sum_all" ? ag::sum(&tp, x)
-             : name == "mean_all" ? ag::mean(&tp, x)
-             : name == "sum_dim1" ? ag::sum(&tp, x, 1)
-                                  : ag::mean(&tp, x, 0);
+        vf y = name == "sum_all"    ? ag::sum(&tp, x)
+               : name == "mean_all" ? ag::mean(&tp, x)
+               : name == "sum_dim1" ? ag::sum(&tp, x, 1)
+                                    : ag::mean(&tp, x, 0);
         backward(tp, y, fx, name + ".dy");
         CHECK(ratio(y.value(), fx.get(name + ".y")) <= 1);
         CHECK(ratio(x.grad(), fx.get(name + ".dx")) <= 1);
@@ -579,7 +583,7 @@ std::vector<float> op_chain_bits() {
         targets[size_t(t)] = t % 7 == 3 ? -100 : std::int64_t(rng::bits(5, 2, std::uint64_t(t)) % (C / 2));
     }
     tape<float> tp;
-    auto e = ag::embedding(&tp, W, ids, 0);                                      // [T, C]
+    auto e = ag::embedding(&tp, W, ids, 0);  // [T, C]
     auto h = ag::rms_norm(&tp, ag::layer_norm(&tp, e, w, b), g);
     // One recording call per argument list: the tape order must not depend on the compiler's
     // (unspecified) argument evaluation order.
@@ -591,7 +595,7 @@ std::vector<float> op_chain_bits() {
     auto a_silu = ag::silu(&tp, a);
     auto z = ag::add_row(&tp, ag::add(&tp, a_gelu, ag::mul(&tp, a_qg, a_silu)), r);
     auto zt = ag::transpose(&tp, ag::reshape(&tp, z, {C / 2, Tn}), 0, 1);
-    auto zz = ag::index_rows(&tp, ag::concat(&tp, {z, zt}, 0), ids);             // repeated rows
+    auto zz = ag::index_rows(&tp, ag::concat(&tp, {z, zt}, 0), ids);  // repeated rows
     auto ce = ag::cross_entropy(&tp, zz, targets);
     auto reg = ag::scale(&tp, ag::mean(&tp, ag::sum(&tp, ag::softmax(&tp, zz), 0)), 0.5f);
     auto loss = ag::add(&tp, ce, reg);

@@ -34,10 +34,10 @@ struct result {
 result run(const std::string& args, const std::string& env = "") {
     // One file per call: CTest runs the test cases as parallel processes.
     static int calls = 0;
-    const std::string err_file = std::string(ALIGNGPT_TEST_TMP) + "/run_stderr." + std::to_string(::getpid()) + "." +
-                                 std::to_string(calls++) + ".txt";
-    const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && " + env + " '" +
-                                        std::string(ALIGNGPT_TOOL_PATH) + "' run " + args + " 2>'" + err_file + "'");
+    const std::string err_file =
+        std::string(ALIGNGPT_TEST_TMP) + "/run_stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt";
+    const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && " + env + " '" + std::string(ALIGNGPT_TOOL_PATH) +
+                                        "' run " + args + " 2>'" + err_file + "'");
     std::ifstream f(err_file);
     std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     std::remove(err_file.c_str());
@@ -55,7 +55,8 @@ TEST_CASE("aligngpt run --temp 0 prints the reference's greedy answer; -v shows 
     for (const auto& c : g.at("cases")) {
         const std::string q = c.at("question");
         CAPTURE(q);
-        const auto r = run(base + "--temp 0 -v -n " + std::to_string(c.at("max_new_tokens").get<int>()) + " -p " + shell_quoted(q));
+        const auto r =
+            run(base + "--temp 0 -v -n " + std::to_string(c.at("max_new_tokens").get<int>()) + " -p " + shell_quoted(q));
         CAPTURE(r.err);
         REQUIRE(r.code == 0);
         CHECK(r.out == c.at("answer").get<std::string>() + "\n");
@@ -115,7 +116,8 @@ TEST_CASE("aligngpt run: bad flags and files exit non-zero naming the flag or th
         {base + "--image-aspect-ratio wide -p x", "--image-aspect-ratio must be pad or square", 2},
         {base + "--align-level 9 -p x", "--align-level must be auto or a level 0..7", 2},
         {base + "--bogus 1", "unknown option \"--bogus\"", 2},
-        {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --image nope.png -p x", "--image \"nope.png\": no such file", 2},
+        {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --image nope.png -p x",
+         "--image \"nope.png\": no such file", 2},
         {"-m nope --image image.png -p x", "--model \"nope\": not a directory", 2},
         // a model directory without tokenizer.model: the file is named
         {"-m aligngpt_st --vision-tower clip_vision --image image.png -p x", "aligngpt_st/tokenizer.model", 1},
@@ -123,7 +125,8 @@ TEST_CASE("aligngpt run: bad flags and files exit non-zero naming the flag or th
         {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../tokenizer --image image.png -p x",
          "more than the model's vocab_size 64", 1},
         // an image that is not an image
-        {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --image aligngpt_st/config.json -p x", "aligngpt_st/config.json", 1},
+        {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --image aligngpt_st/config.json -p x",
+         "aligngpt_st/config.json", 1},
     };
     for (const auto& c : cases) {
         CAPTURE(c.args);
@@ -141,7 +144,8 @@ TEST_CASE("aligngpt trace --prompt renders and tokenizes the question as run doe
     const std::string out = std::string(ALIGNGPT_TEST_TMP) + "/trace_prompt." + std::to_string(::getpid()) + ".safetensors";
     const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && '" + std::string(ALIGNGPT_TOOL_PATH) +
                                         "' trace -q -m aligngpt_st --vision-tower clip_vision --image image.png --tokenizer "
-                                        "../run_tiny --out '" + out + "' -p " + shell_quoted(c.at("question")) + " 2>&1");
+                                        "../run_tiny --out '" +
+                                        out + "' -p " + shell_quoted(c.at("question")) + " 2>&1");
     CAPTURE(r.output);
     REQUIRE(r.code == 0);
     const auto f = aligngpt::io::safetensors_file::open(out);

@@ -123,7 +123,8 @@ TEST_CASE("repro: sampled decoding of the tiny LLaMA gives the same tokens on 1 
     CHECK(m.generate_sampled(prompt, {16}, g, [](auto, auto gen) { return gen.size() < 3; }).size() == 3);
 }
 
-TEST_CASE("repro: AlignGPT generate_sampled (tiny model directory): same tokens on 1 and 2 threads; temperature 0 is generate()") {
+TEST_CASE(
+    "repro: AlignGPT generate_sampled (tiny model directory): same tokens on 1 and 2 threads; temperature 0 is generate()") {
     const std::string dirs = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs";
     pretrained::load_options o;
     o.vision_tower = dirs + "/clip_vision";

@@ -56,8 +56,16 @@ std::string write_tmp(const std::string& name, const std::string& text) {
 //     TP 2 FP 1 TN 2 FN 0: accuracy 4/5 = 0.8, precision 2/3, recall 1, F1 2(2/3)/(5/3) = 0.8, yes 3/5
 //   all: TP 4 FP 2 TN 3 FN 1: accuracy 0.7, precision 4/6, recall 4/5, F1 (16/15)/(22/15) = 8/11
 //        = 0.72727, yes-ratio 0.6; mean over categories: accuracy 0.7, F1 (2/3 + 0.8)/2 = 0.73333
-const char* const pope_answers[] = {"Yes, there is a dog in the image.", "No, there is not.", "There is no cat. Yes.", "Yes", "yes",
-                              "Not at all", "The answer is no, it isn't.", "I think so.No", "no.", "Nope"};
+const char* const pope_answers[] = {"Yes, there is a dog in the image.",
+                                    "No, there is not.",
+                                    "There is no cat. Yes.",
+                                    "Yes",
+                                    "yes",
+                                    "Not at all",
+                                    "The answer is no, it isn't.",
+                                    "I think so.No",
+                                    "no.",
+                                    "Nope"};
 const char* const pope_labels[] = {"yes", "yes", "no", "no", "yes", "no", "no", "yes", "no", "yes"};
 
 std::string jstr(const std::string& s) { return nlohmann::json(s).dump(); }
@@ -65,8 +73,8 @@ std::string jstr(const std::string& s) { return nlohmann::json(s).dump(); }
 [[maybe_unused]] std::string pope_answers_jsonl() {
     std::string a;
     for (int i = 0; i < 10; i++)
-        a += "{\"question_id\": " + std::to_string(i + 1) + ", \"prompt\": \"Is there a dog?\", \"text\": " + jstr(pope_answers[i]) +
-             ", \"model_id\": \"m\"}\n";
+        a += "{\"question_id\": " + std::to_string(i + 1) +
+             ", \"prompt\": \"Is there a dog?\", \"text\": " + jstr(pope_answers[i]) + ", \"model_id\": \"m\"}\n";
     return a;
 }
 [[maybe_unused]] std::string pope_annotations_jsonl() {
@@ -87,10 +95,10 @@ std::string jstr(const std::string& s) { return nlohmann::json(s).dump(); }
 struct mme_row {
     const char *id, *label, *answer;
 };
-const mme_row mme_rows[] = {{"existence/a.jpg", "Yes", "Yes"},      {"existence/a.jpg", "No", "No"},
-                            {"existence/b.jpg", "Yes", "yes, it is"}, {"existence/b.jpg", "No", "Not sure"},
+const mme_row mme_rows[] = {{"existence/a.jpg", "Yes", "Yes"},          {"existence/a.jpg", "No", "No"},
+                            {"existence/b.jpg", "Yes", "yes, it is"},   {"existence/b.jpg", "No", "Not sure"},
                             {"existence/c.jpg", "Yes", "I don't know"}, {"existence/c.jpg", "No", "No"},
-                            {"code_reasoning/d.png", "Yes", "No"},    {"code_reasoning/d.png", "No", "no"}};
+                            {"code_reasoning/d.png", "Yes", "No"},      {"code_reasoning/d.png", "No", "no"}};
 
 // VQAv2 (official annotations JSON): soft accuracy, the mean over the 10 leave-one-out subsets of
 // min(matches among the other 9 / 3, 1).
@@ -115,7 +123,8 @@ const mme_row mme_rows[] = {{"existence/a.jpg", "Yes", "Yes"},      {"existence/
     return j.dump(1);
 }
 [[maybe_unused]] const char* const vqa_answers_jsonl =
-    "{\"question_id\": 1, \"text\": \"Two\"}\n{\"question_id\": 2, \"text\": \"Red.\"}\n\n{\"question_id\": 3, \"text\": \"cat\"}\n";
+    "{\"question_id\": 1, \"text\": \"Two\"}\n{\"question_id\": 2, \"text\": \"Red.\"}\n\n{\"question_id\": 3, \"text\": "
+    "\"cat\"}\n";
 
 // Multiple choice (eval_science_qa.py):
 //   q1 A "A" -> A right;  q2 B "B. The cat" -> B right;  q3 C "The answer is C." -> C right
@@ -140,13 +149,13 @@ TEST_CASE("score: POPE's normalisation (eval_pope.py) on tricky answers") {
     CHECK(eval::pope_says_no("No, there is not."));
     CHECK(eval::pope_says_no("There is no cat. Yes."));  // the first sentence only
     CHECK(!eval::pope_says_no("Yes. There is no cat."));
-    CHECK(!eval::pope_says_no("Not at all"));    // "Not" is not one of No/no/not
+    CHECK(!eval::pope_says_no("Not at all"));  // "Not" is not one of No/no/not
     CHECK(!eval::pope_says_no("NO"));
-    CHECK(!eval::pope_says_no("no!"));           // split on ' ': "no!" is not "no"
-    CHECK(eval::pope_says_no("no,"));            // commas are removed first
+    CHECK(!eval::pope_says_no("no!"));  // split on ' ': "no!" is not "no"
+    CHECK(eval::pope_says_no("no,"));   // commas are removed first
     CHECK(!eval::pope_says_no("Nope"));
     CHECK(!eval::pope_says_no(""));
-    CHECK(!eval::pope_says_no("it is not\n"));   // split(' ') keeps "not\n" whole: not a "not"
+    CHECK(!eval::pope_says_no("it is not\n"));  // split(' ') keeps "not\n" whole: not a "not"
 }
 
 TEST_CASE("score: POPE counts and metrics per category, pooled") {
@@ -187,10 +196,10 @@ TEST_CASE("score: MME's yes/no parsing (calculation.py) and the perception/cogni
     CHECK(eval::mme_parse("Yes") == eval::yes_no::yes);
     CHECK(eval::mme_parse("NO") == eval::yes_no::no);
     CHECK(eval::mme_parse("yes, it is") == eval::yes_no::yes);
-    CHECK(eval::mme_parse("Not sure") == eval::yes_no::no);        // "not " holds "no"
+    CHECK(eval::mme_parse("Not sure") == eval::yes_no::no);         // "not " holds "no"
     CHECK(eval::mme_parse("I don't know") == eval::yes_no::other);  // only the first 4 bytes count
     CHECK(eval::mme_parse("The answer is yes") == eval::yes_no::other);
-    CHECK(eval::mme_parse("eyes") == eval::yes_no::yes);             // "eyes" holds "yes"
+    CHECK(eval::mme_parse("eyes") == eval::yes_no::yes);  // "eyes" holds "yes"
     CHECK(eval::mme_parse("") == eval::yes_no::other);
     std::vector<eval::mme_question> qs;
     for (const auto& r : mme_rows) {
@@ -258,16 +267,16 @@ TEST_CASE("score: VQA soft accuracy over the 10 leave-one-out subsets") {
 TEST_CASE("score: multiple-choice letter extraction (eval_science_qa.py)") {
     CHECK(eval::mc_letter("A") == 'A');
     CHECK(eval::mc_letter("E") == 'E');
-    CHECK(eval::mc_letter("F") == 0);                  // options are A..E
+    CHECK(eval::mc_letter("F") == 0);  // options are A..E
     CHECK(eval::mc_letter("B. The cat") == 'B');
-    CHECK(eval::mc_letter("B.The cat") == 0);          // needs ". "
+    CHECK(eval::mc_letter("B.The cat") == 0);  // needs ". "
     CHECK(eval::mc_letter("(B)") == 0);
     CHECK(eval::mc_letter("The answer is C.") == 'C');
-    CHECK(eval::mc_letter("So. The answer is Dx") == 'D');  // the pattern's '.' is any character
-    CHECK(eval::mc_letter("The answer is C") == 0);         // ... but one must follow
+    CHECK(eval::mc_letter("So. The answer is Dx") == 'D');             // the pattern's '.' is any character
+    CHECK(eval::mc_letter("The answer is C") == 0);                    // ... but one must follow
     CHECK(eval::mc_letter("The answer is D. The answer is A.") == 0);  // two matches
-    CHECK(eval::mc_letter("The answer is F.") == 0);   // found, but not an option
-    CHECK(eval::mc_letter("C", 2) == 0);               // beyond the question's 2 choices
+    CHECK(eval::mc_letter("The answer is F.") == 0);                   // found, but not an option
+    CHECK(eval::mc_letter("C", 2) == 0);                               // beyond the question's 2 choices
     CHECK(eval::mc_letter("B", 2) == 'B');
     CHECK(eval::mc_letter("a") == 0);
     CHECK(eval::mc_letter("") == 0);
@@ -277,28 +286,33 @@ TEST_CASE("score: the readers refuse bad files, naming the file and the line") {
     const auto msg = [](const std::function<void()>& f) { return support::message_of(f); };
     const std::string empty = write_tmp("empty.jsonl", "\n  \n");
     CHECK(msg([&] { eval::read_answers(empty); }) == empty + ": no answers (the file is empty)");
-    const std::string bad_json = write_tmp("bad.jsonl", "{\"question_id\": 1, \"text\": \"yes\"}\n{\"question_id\": 2, \"text\": \n");
+    const std::string bad_json =
+        write_tmp("bad.jsonl", "{\"question_id\": 1, \"text\": \"yes\"}\n{\"question_id\": 2, \"text\": \n");
     CHECK(msg([&] { eval::read_answers(bad_json); }).rfind(bad_json + ":2: invalid JSON", 0) == 0);
     const std::string not_object = write_tmp("arr.jsonl", "[1, 2]\n");
     CHECK(msg([&] { eval::read_answers(not_object); }) == not_object + ":1: each line must be a JSON object, got [1,2]");
     const std::string no_text = write_tmp("notext.jsonl", "{\"question_id\": 1, \"text\": 5}\n");
     CHECK(msg([&] { eval::read_answers(no_text); }) == no_text + ":1: field 'text' must be a string, got 5");
-    const std::string twice = write_tmp("twice.jsonl", "{\"question_id\": 1, \"text\": \"a\"}\n{\"question_id\": 1, \"text\": \"b\"}\n");
+    const std::string twice =
+        write_tmp("twice.jsonl", "{\"question_id\": 1, \"text\": \"a\"}\n{\"question_id\": 1, \"text\": \"b\"}\n");
     CHECK(msg([&] { eval::read_answers(twice); }) == twice + ":2: question_id \"1\" answered twice (first at " + twice + ":1)");
     const std::string no_id = write_tmp("noid.jsonl", "{\"question_id\": 1, \"label\": \"yes\"}\n{\"label\": \"no\"}\n");
     CHECK(msg([&] { eval::read_pope_annotations(no_id); }) ==
           no_id + ":2: field 'question_id' must be a string or an integer, but it is missing");
     const std::string bad_label = write_tmp("label.jsonl", "{\"question_id\": 1, \"label\": \"maybe\"}\n");
-    CHECK(msg([&] { eval::read_pope_annotations(bad_label); }) == bad_label + ":1: field 'label' must be \"yes\" or \"no\", got \"maybe\"");
+    CHECK(msg([&] { eval::read_pope_annotations(bad_label); }) ==
+          bad_label + ":1: field 'label' must be \"yes\" or \"no\", got \"maybe\"");
     const std::string bad_cat = write_tmp("mme.jsonl", "{\"question_id\": \"colour/a.jpg\", \"label\": \"Yes\"}\n");
-    CHECK(msg([&] { eval::read_mme_annotations(bad_cat); }).rfind(bad_cat + ":1: category \"colour\" is not an MME subtask", 0) == 0);
+    CHECK(msg([&] { eval::read_mme_annotations(bad_cat); }).rfind(bad_cat + ":1: category \"colour\" is not an MME subtask", 0) ==
+          0);
     const std::string vqa_empty = write_tmp("vqa.json", "{\"annotations\": [{\"question_id\": 1, \"answers\": []}]}");
     CHECK(msg([&] { eval::read_vqa_annotations(vqa_empty); }) ==
           vqa_empty + ": annotations[0]: field 'answers' must be a non-empty array of answers, got []");
     const std::string vqa_other = write_tmp("other.json", "{\n  \"questions\": []\n}\n");
     CHECK(msg([&] { eval::read_vqa_annotations(vqa_other); }).rfind(vqa_other + ": neither a VQAv2 annotations file", 0) == 0);
     const std::string mc_bad = write_tmp("mc.jsonl", "{\"question_id\": \"q\", \"answer\": \"Z\"}\n");
-    CHECK(msg([&] { eval::read_mc_annotations(mc_bad); }) == mc_bad + ":1: field 'answer' must be a letter \"A\"..\"E\" or an index 0..4, got \"Z\"");
+    CHECK(msg([&] { eval::read_mc_annotations(mc_bad); }) ==
+          mc_bad + ":1: field 'answer' must be a letter \"A\"..\"E\" or an index 0..4, got \"Z\"");
     CHECK(msg([&] { eval::read_answers(empty + ".missing"); }).find(empty + ".missing") != std::string::npos);
 }
 
@@ -321,7 +335,8 @@ std::string q(const std::string& s) { return "'" + s + "'"; }
 
 TEST_CASE("aligngpt score --task pope: per category, pooled and the mean; LLaVA's coco_pope_ directory") {
     const std::string ans = write_tmp("pope_answers.jsonl", pope_answers_jsonl());
-    const auto r = score("--task pope --answers-file " + q(ans) + " --annotations " + q(write_tmp("pope.jsonl", pope_annotations_jsonl())));
+    const auto r =
+        score("--task pope --answers-file " + q(ans) + " --annotations " + q(write_tmp("pope.jsonl", pope_annotations_jsonl())));
     CAPTURE(r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out ==
@@ -335,8 +350,8 @@ TEST_CASE("aligngpt score --task pope: per category, pooled and the mean; LLaVA'
     std::filesystem::create_directory(dir);
     std::string rnd, adv;
     for (int i = 0; i < 10; i++)
-        (i < 5 ? rnd : adv) += "{\"question_id\": " + std::to_string(i + 1) + ", \"image\": \"x.jpg\", \"text\": \"Is there a dog?\", \"label\": \"" +
-                               pope_labels[i] + "\"}\n";
+        (i < 5 ? rnd : adv) += "{\"question_id\": " + std::to_string(i + 1) +
+                               ", \"image\": \"x.jpg\", \"text\": \"Is there a dog?\", \"label\": \"" + pope_labels[i] + "\"}\n";
     std::ofstream(dir + "/coco_pope_random.json") << rnd;
     std::ofstream(dir + "/coco_pope_adversarial.json") << adv;
     const auto d = score("--task=pope --answers_file " + q(ans) + " --annotations " + q(dir));
@@ -357,7 +372,8 @@ TEST_CASE("aligngpt score --task mme|vqa|mc prints the hand-computed numbers") {
         ann += std::string("{\"question_id\": \"") + r.id + "\", \"label\": \"" + r.label + "\"}\n";
         ans += std::string("{\"question_id\": \"") + r.id + "\", \"prompt\": \"q\", \"text\": " + jstr(r.answer) + "}\n";
     }
-    const auto m = score("--task mme --answers-file " + q(write_tmp("mme_a.jsonl", ans)) + " --annotations " + q(write_tmp("mme.jsonl", ann)));
+    const auto m = score("--task mme --answers-file " + q(write_tmp("mme_a.jsonl", ans)) + " --annotations " +
+                         q(write_tmp("mme.jsonl", ann)));
     CAPTURE(m.err);
     REQUIRE(m.code == 0);
     CHECK(m.out ==
@@ -412,7 +428,8 @@ TEST_CASE("aligngpt score: bad flags exit 2 naming the flag; bad files exit 1 na
     r = score("--task pope --answers-file " + q(write_tmp("empty.jsonl", "")) + " --annotations " + q(ann));
     CHECK(r.code == 1);
     CHECK(r.err.find(": no answers (the file is empty)") != std::string::npos);
-    const std::string stray = write_tmp("stray.jsonl", "{\"question_id\": 1, \"text\": \"yes\"}\n{\"question_id\": 99, \"text\": \"no\"}\n");
+    const std::string stray =
+        write_tmp("stray.jsonl", "{\"question_id\": 1, \"text\": \"yes\"}\n{\"question_id\": 99, \"text\": \"no\"}\n");
     r = score("--task pope --answers-file " + q(stray) + " --annotations " + q(ann));
     CHECK(r.code == 1);
     CHECK(r.err.find(stray + ":2: question_id \"99\" is not in " + ann) != std::string::npos);

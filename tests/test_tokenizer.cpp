@@ -109,7 +109,9 @@ TEST_CASE("tokenizer: bad tokenizer files and bad input are refused with the fil
     SUBCASE("a model that is not a SentencePiece model") {
         const std::string d = tmp_dir("garbage");
         std::ofstream(d + "/tokenizer.model") << "this is not a protobuf \xff\xff\xff\xff";
-        CHECK(message_of([&] { tokenizer::llama_tokenizer::from_directory(d); }).find(d + "/tokenizer.model: not a valid SentencePiece model") == 0);
+        CHECK(message_of([&] {
+                  tokenizer::llama_tokenizer::from_directory(d);
+              }).find(d + "/tokenizer.model: not a valid SentencePiece model") == 0);
     }
     SUBCASE("truncated models never crash") {
         for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(7), model.size() / 2, model.size() - 1}) {
@@ -133,11 +135,14 @@ TEST_CASE("tokenizer: bad tokenizer files and bad input are refused with the fil
         CHECK(bad(R"({"legacy": "no"})").find(f + "field 'legacy' must be true or false, got \"no\"") != std::string::npos);
         CHECK(bad(R"({"add_bos_token": 1})").find("field 'add_bos_token' must be true or false") != std::string::npos);
         CHECK(bad(R"({"eos_token": 5})").find("field 'eos_token' must be a string or an AddedToken object") != std::string::npos);
-        CHECK(bad(R"({"eos_token": {"lstrip": false}})").find("field 'eos_token.content' must be a string, but it is missing") != std::string::npos);
+        CHECK(bad(R"({"eos_token": {"lstrip": false}})").find("field 'eos_token.content' must be a string, but it is missing") !=
+              std::string::npos);
         CHECK(bad(R"({"eos_token": ""})").find("field 'eos_token' must be a token of 1 to 256 bytes") != std::string::npos);
         CHECK(bad(R"({"pad_token": "<pad>"})").find("the pad_token \"<pad>\" is not a piece of the model") != std::string::npos);
-        CHECK(bad(R"({"additional_special_tokens": ["<x>"]})").find("field 'additional_special_tokens' is not supported") != std::string::npos);
-        CHECK(bad(R"({"model_max_length": -3})").find("field 'model_max_length' must be a finite number >= 1") != std::string::npos);
+        CHECK(bad(R"({"additional_special_tokens": ["<x>"]})").find("field 'additional_special_tokens' is not supported") !=
+              std::string::npos);
+        CHECK(bad(R"({"model_max_length": -3})").find("field 'model_max_length' must be a finite number >= 1") !=
+              std::string::npos);
         CHECK(bad(R"({"legacy": false, "legacy": true})").find("duplicate key") != std::string::npos);
         CHECK(bad(R"([1, 2])").find("top level must be a JSON object") != std::string::npos);
         CHECK(bad("{").find("invalid JSON") != std::string::npos);
@@ -149,7 +154,9 @@ TEST_CASE("tokenizer: bad tokenizer files and bad input are refused with the fil
         const auto t = make(false);
         CHECK(message_of([&] { t.encode("ok \xC3("); }) == "tokenizer: the text is not valid UTF-8 (byte 3)");
         const std::vector<std::int64_t> out_of_range{1, t.vocab_size()}, negative{-200};
-        CHECK(message_of([&] { t.decode(out_of_range); }).find("token id " + std::to_string(t.vocab_size()) + " is outside the vocabulary") != std::string::npos);
+        CHECK(message_of([&] {
+                  t.decode(out_of_range);
+              }).find("token id " + std::to_string(t.vocab_size()) + " is outside the vocabulary") != std::string::npos);
         CHECK(message_of([&] { t.decode(negative); }).find("token id -200 is outside") != std::string::npos);
     }
 }

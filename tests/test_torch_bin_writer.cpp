@@ -68,7 +68,8 @@ TEST_CASE("torch_bin_writer: f32, bf16, 0-d and empty tensors read back through 
             CHECK(f.tensors()[0].name == "model.embed_tokens.weight");  // insertion order kept
             CHECK(f.tensors()[4].name == "big_dims");
             CHECK(f.at("model.embed_tokens.weight").type == dtype::F32);
-            CHECK(f.template read_as<float>("model.embed_tokens.weight") == golden::hashfill("tbw.embed", {4, 3}, 1.0f).to_vector());
+            CHECK(f.template read_as<float>("model.embed_tokens.weight") ==
+                  golden::hashfill("tbw.embed", {4, 3}, 1.0f).to_vector());
             CHECK(f.at("model.norm.weight").type == dtype::BF16);
             std::vector<float> norm;
             for (bf16 x : to_bf16(golden::hashfill("tbw.norm", {3}, 1.0f).to_vector())) norm.push_back(float(x));
@@ -79,7 +80,8 @@ TEST_CASE("torch_bin_writer: f32, bf16, 0-d and empty tensors read back through 
             CHECK(f.template read_as<float>("empty").empty());
             CHECK(f.template tensor_as<float>("big_dims").shape() == shape_t{1, 300});
         };
-        if (via == 0) check(torch_bin_file::open(path));
+        if (via == 0)
+            check(torch_bin_file::open(path));
         else {
             const weight_file f = weight_file::open(path);
             CHECK(std::string(f.format()) == "pytorch");

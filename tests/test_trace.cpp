@@ -53,9 +53,12 @@ int compare_with_reference(const std::function<std::pair<std::vector<float>, std
             CHECK_MESSAGE(k == "vision.hidden_states.2", "trace lacks " << k);
             continue;
         }
-        if (k.starts_with("vision.hidden_states.")) v = rows_of(v, shape, vprobe);
-        else if (k == "vision.features" || k == "projector.out") v = rows_of(v, shape, vprobe, -1);
-        else if (shape.size() == 3 && shape[1] == S) v = rows_of(v, shape, probe);
+        if (k.starts_with("vision.hidden_states."))
+            v = rows_of(v, shape, vprobe);
+        else if (k == "vision.features" || k == "projector.out")
+            v = rows_of(v, shape, vprobe, -1);
+        else if (shape.size() == 3 && shape[1] == S)
+            v = rows_of(v, shape, probe);
         const auto r = ref.get<float>(k);
         INFO(k);
         REQUIRE(v.size() == r.size());
@@ -94,8 +97,7 @@ TEST_CASE("aligngpt end to end through the public API: load a directory, encode 
     });
     CHECK(n == 13);
     const auto last = ref.get<float>("logits");
-    CHECK(generate::argmax_last(out.logits) ==
-          std::max_element(last.end() - 64, last.end()) - (last.end() - 64));
+    CHECK(generate::argmax_last(out.logits) == std::max_element(last.end() - 64, last.end()) - (last.end() - 64));
 }
 
 #ifdef ALIGNGPT_TOOL_PATH
@@ -135,8 +137,8 @@ TEST_CASE("aligngpt trace (subprocess) on the tiny .bin directory matches the to
     CHECK(f.at("input_ids").type == io::dtype::I64);
     CHECK(f.at("logits").type == io::dtype::F32);
     for (const char* k : {"pixel_values", "vision.hidden_states.0", "vision.hidden_states.1", "vision.features", "projector.out",
-                          "gate.text_mean", "gate.dots", "gate.weights", "align.indicator", "inputs_embeds",
-                          "llm.layers.0.out", "llm.layers.1.out", "logits"})
+                          "gate.text_mean", "gate.dots", "gate.weights", "align.indicator", "inputs_embeds", "llm.layers.0.out",
+                          "llm.layers.1.out", "logits"})
         CHECK_MESSAGE(f.find(k), k);
 }
 
@@ -150,13 +152,16 @@ TEST_CASE("aligngpt trace --image (expand2square + CLIP image processor) on the 
     CHECK(r.output.empty());  // -q: no progress
     CHECK(compare_file(out) == 13);
     const auto f = io::safetensors_file::open(out);
-    CHECK(golden::max_abs_diff(f.read_as<float>("pixel_values"), golden::load("model_dirs/pixels").get<float>("pixel_values")) <= 1e-6);
+    CHECK(golden::max_abs_diff(f.read_as<float>("pixel_values"), golden::load("model_dirs/pixels").get<float>("pixel_values")) <=
+          1e-6);
 }
 
 TEST_CASE("aligngpt trace --align-level 3 uses indicator row 3 and runs no gate") {
     const std::string out = out_file("trace_level3");
-    const auto r = run_tool("trace -q --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --align-level 3 "
-                            "--input-ids " + ids_arg() + " --out " + out);
+    const auto r = run_tool(
+        "trace -q --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --align-level 3 "
+        "--input-ids " +
+        ids_arg() + " --out " + out);
     INFO(r.output);
     REQUIRE(r.code == 0);
     const auto f = io::safetensors_file::open(out);
@@ -169,8 +174,8 @@ TEST_CASE("aligngpt trace --align-level 3 uses indicator row 3 and runs no gate"
 }
 
 TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, never a crash") {
-    const std::string ok = "trace --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --out " +
-                           out_file("never") + " ";
+    const std::string ok =
+        "trace --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --out " + out_file("never") + " ";
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"", "no command given"},
         {"frobnicate", "unknown command \"frobnicate\""},
@@ -184,7 +189,8 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,-200,7abc", "--input-ids: item 3 of 3, \"7abc\", is not an integer"},
         {ok + "--input-ids ' 1,-200'", "--input-ids: item 1 of 2, \" 1\", is not an integer"},
         {ok + "--input-ids 1,-200,", "--input-ids: item 3 of 3, \"\", is not an integer"},
-        {ok + "--input-ids 1,-200,99999999999999999999", "item 3 of 3, \"99999999999999999999\", is out of the 64-bit integer range"},
+        {ok + "--input-ids 1,-200,99999999999999999999",
+         "item 3 of 3, \"99999999999999999999\", is out of the 64-bit integer range"},
         {ok + "--input-ids 1,-200 --align-level 8", "--align-level must be auto or a level 0..7, got \"8\""},
         {ok + "--input-ids 1,-200 --dtype f8", "--dtype must be f32, bf16 or f16"},
         {ok + "--input-ids 1,-200 --image image.png", "give either --image or --pixels, not both"},
@@ -192,9 +198,11 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,-200 --quiet=yes", "option --quiet takes no value"},
         {ok + "--input-ids 1,-200 --model aligngpt_bin", "option --model given twice"},
         {ok + "--input-ids", "option --input-ids needs a value"},
-        {ok + "--input-ids 1,5,9", "--input-ids must contain exactly one -200 image placeholder (the model takes one image), found 0"},
+        {ok + "--input-ids 1,5,9",
+         "--input-ids must contain exactly one -200 image placeholder (the model takes one image), found 0"},
         {ok + "--input-ids 1,-200,5,-200", "found 2"},
-        {ok + "--input-ids 1,999,-200", "--input-ids: item 2 of 3, id 999, is outside the vocabulary [0, 64) of aligngpt_st/config.json"},
+        {ok + "--input-ids 1,999,-200",
+         "--input-ids: item 2 of 3, id 999, is outside the vocabulary [0, 64) of aligngpt_st/config.json"},
         {ok + "--input-ids 1,-200,-1", "--input-ids: item 3 of 3, id -1, is outside the vocabulary [0, 64)"},
         {"trace -q --model no_such_dir --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"),
          "--model \"no_such_dir\": not a directory"},
@@ -210,7 +218,9 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
     CHECK(!fs::exists(out_file("never")));
 }
 
-TEST_CASE("aligngpt trace: arguments are checked before the model is loaded (a directory with no weights still gives the argument error)") {
+TEST_CASE(
+    "aligngpt trace: arguments are checked before the model is loaded (a directory with no weights still gives the argument "
+    "error)") {
     // config.json alone: loading would fail with "no LLM weights", so exit 2 with the argument's
     // message proves the check ran first.
     const std::string model = std::string(ALIGNGPT_TEST_TMP) + "/config_only";
@@ -220,9 +230,10 @@ TEST_CASE("aligngpt trace: arguments are checked before the model is loaded (a d
     const std::string base = "trace -q --model " + model + " --vision-tower clip_vision ";
     const std::string good_ids = "--input-ids 1,-200,5 ";
     const std::vector<std::pair<std::string, std::string>> cases = {
-        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors",
-         "--out \"" + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors\": directory \"" + std::string(ALIGNGPT_TEST_TMP) +
-             "/no_such_dir\" does not exist"},
+        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP) +
+             "/no_such_dir/x.safetensors",
+         "--out \"" + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors\": directory \"" +
+             std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir\" does not exist"},
         {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP), "is a directory"},
         {base + "--image no_such.png " + good_ids + "--out " + out, "--image \"no_such.png\": no such file"},
         {base + "--image clip_vision " + good_ids + "--out " + out, "--image \"clip_vision\": not a regular file"},
@@ -231,7 +242,8 @@ TEST_CASE("aligngpt trace: arguments are checked before the model is loaded (a d
          "--vision-tower \"no_such_tower\": not a directory"},
         {base + "--pixels pixels.safetensors " + good_ids + "--mm-projector no_such.bin --out " + out,
          "--mm-projector \"no_such.bin\": no such file"},
-        {base + "--pixels pixels.safetensors --input-ids 1,abc,-200 --out " + out, "--input-ids: item 2 of 3, \"abc\", is not an integer"},
+        {base + "--pixels pixels.safetensors --input-ids 1,abc,-200 --out " + out,
+         "--input-ids: item 2 of 3, \"abc\", is not an integer"},
         {base + "--pixels pixels.safetensors --input-ids 1,-200,64 --out " + out,
          "--input-ids: item 3 of 3, id 64, is outside the vocabulary [0, 64) of " + model + "/config.json"},
         {base + "--pixels pixels.safetensors --input-ids 1,-200,-200 --out " + out, "found 2"},
@@ -268,9 +280,8 @@ TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --ver
     CHECK(r.code == 0);
     CHECK(r.output == "aligngpt " ALIGNGPT_PROJECT_VERSION "\n");  // CMake's project(VERSION)
     CHECK(std::string(ALIGNGPT_VERSION) == ALIGNGPT_PROJECT_VERSION);
-    CHECK(std::string(ALIGNGPT_VERSION) == std::to_string(ALIGNGPT_VERSION_MAJOR) + "." +
-                                               std::to_string(ALIGNGPT_VERSION_MINOR) + "." +
-                                               std::to_string(ALIGNGPT_VERSION_PATCH));
+    CHECK(std::string(ALIGNGPT_VERSION) == std::to_string(ALIGNGPT_VERSION_MAJOR) + "." + std::to_string(ALIGNGPT_VERSION_MINOR) +
+                                               "." + std::to_string(ALIGNGPT_VERSION_PATCH));
 }
 
 // Issue 12 through the CLI, as a user who downloaded a hostile model directory would hit it: a
@@ -282,13 +293,16 @@ TEST_CASE("aligngpt trace: hostile config files exit 1 naming the file and the f
         const std::string d = base + "/" + name;
         fs::remove_all(d);
         fs::create_directories(d);
-        for (const auto& e : fs::directory_iterator(dirs + "/aligngpt_st")) fs::copy_file(e.path(), d + "/" + e.path().filename().string());
+        for (const auto& e : fs::directory_iterator(dirs + "/aligngpt_st"))
+            fs::copy_file(e.path(), d + "/" + e.path().filename().string());
         std::ofstream(d + "/config.json", std::ios::trunc) << config;
         return d;
     };
-    const std::string args = " --vision-tower clip_vision --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never");
+    const std::string args =
+        " --vision-tower clip_vision --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never");
     const int n = 100000;
-    std::string deep = model_dir("deep", "{\"vocab_size\": 64, \"hidden_size\": " + std::string(n, '[') + std::string(n, ']') + "}");
+    std::string deep =
+        model_dir("deep", "{\"vocab_size\": 64, \"hidden_size\": " + std::string(n, '[') + std::string(n, ']') + "}");
     auto r = run_tool("trace -q --model " + deep + args);
     INFO(r.output.substr(0, 2000));
     CHECK(r.code == 1);
@@ -303,17 +317,20 @@ TEST_CASE("aligngpt trace: hostile config files exit 1 naming the file and the f
     INFO(r.output);
     CHECK(r.code == 1);
     CHECK(r.output.find(wrapped + "/config.json: field 'mm_vision_select_layer' must be an integer in [-1024, 1024], got "
-                        "18446744073709551614") != std::string::npos);
+                                  "18446744073709551614") != std::string::npos);
 
     const std::string tower = base + "/tower";
     fs::remove_all(tower);
     fs::create_directories(tower);
-    for (const auto& e : fs::directory_iterator(dirs + "/clip_vision")) fs::copy_file(e.path(), tower + "/" + e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(dirs + "/clip_vision"))
+        fs::copy_file(e.path(), tower + "/" + e.path().filename().string());
     std::ofstream(tower + "/preprocessor_config.json", std::ios::trunc) << R"({"crop_size": 20000})";
-    r = run_tool("trace -q --model aligngpt_st --vision-tower " + tower + " --image image.png --input-ids 1,-200 --out " + out_file("never"));
+    r = run_tool("trace -q --model aligngpt_st --vision-tower " + tower + " --image image.png --input-ids 1,-200 --out " +
+                 out_file("never"));
     INFO(r.output);
     CHECK(r.code == 1);
-    CHECK(r.output.find(tower + "/preprocessor_config.json: field 'crop_size' must give at most 16777216 pixels") != std::string::npos);
+    CHECK(r.output.find(tower + "/preprocessor_config.json: field 'crop_size' must give at most 16777216 pixels") !=
+          std::string::npos);
     CHECK(!fs::exists(out_file("never")));
 }
 

@@ -152,7 +152,8 @@ TEST_CASE("train: the same loss and parameter bits on 1 and 2 threads, in both s
         }
         set_threads(before);
         REQUIRE(runs[0].res.steps.size() == 2);
-        for (size_t s = 0; s < 2; s++) CHECK(std::memcmp(&runs[0].res.steps[s].loss, &runs[1].res.steps[s].loss, sizeof(double)) == 0);
+        for (size_t s = 0; s < 2; s++)
+            CHECK(std::memcmp(&runs[0].res.steps[s].loss, &runs[1].res.steps[s].loss, sizeof(double)) == 0);
         for (const auto& key_p : runs[0].params) {
             const auto& key = key_p.first;
             const auto& p = key_p.second;
@@ -198,8 +199,13 @@ TEST_CASE("train: k steps, stop, resume, K-k steps equal K straight steps bit fo
             const std::string out = scratch(name + "_resume");
             train::options o = golden_options(name, out);
             // k = 2 by a real SIGTERM (the handler lets the step finish, saves, returns), else the hook
-            if (k == 2) o.on_step = [](std::int64_t step) { if (step == 2) std::raise(SIGTERM); return true; };
-            else o.on_step = [k](std::int64_t step) { return step != k; };
+            if (k == 2)
+                o.on_step = [](std::int64_t step) {
+                    if (step == 2) std::raise(SIGTERM);
+                    return true;
+                };
+            else
+                o.on_step = [k](std::int64_t step) { return step != k; };
             train::trainer first(o);
             const auto r1 = first.run();
             CHECK(r1.interrupted);
@@ -219,12 +225,14 @@ TEST_CASE("train: k steps, stop, resume, K-k steps equal K straight steps bit fo
             }
             // the moments too: the final checkpoints of both runs hold the same optimizer bytes
             const auto a = train::checkpoint::open(out + "/checkpoint-4").bytes("optimizer.safetensors");
-            const auto b = train::checkpoint::open(scratch_keep(name + "_straight") + "/checkpoint-4").bytes("optimizer.safetensors");
+            const auto b =
+                train::checkpoint::open(scratch_keep(name + "_straight") + "/checkpoint-4").bytes("optimizer.safetensors");
             CHECK(a == b);
             // metrics.jsonl holds steps 1..4 once each
             std::ifstream m(out + "/metrics.jsonl");
             std::vector<std::int64_t> steps;
-            for (std::string line; std::getline(m, line);) steps.push_back(nlohmann::json::parse(line).at("step").get<std::int64_t>());
+            for (std::string line; std::getline(m, line);)
+                steps.push_back(nlohmann::json::parse(line).at("step").get<std::int64_t>());
             CHECK(steps == std::vector<std::int64_t>{1, 2, 3, 4});
         }
         // the curves: metrics.tsv (one row per step) and the gnuplot script; the PNG where gnuplot is
@@ -270,7 +278,9 @@ TEST_CASE("train: a non-finite gradient skips the step without touching any stat
 
     train::options bad = golden_options("stage1", scratch("nan_abort"));
     bad.max_consecutive_nonfinite = 2;
-    bad.on_gradients = [](std::int64_t, std::vector<tensor<float>>&, double& loss) { loss = std::numeric_limits<double>::infinity(); };
+    bad.on_gradients = [](std::int64_t, std::vector<tensor<float>>&, double& loss) {
+        loss = std::numeric_limits<double>::infinity();
+    };
     train::trainer t2(bad);
     CHECK_THROWS_WITH_AS(t2.run(), doctest::Contains("2 consecutive steps with a non-finite loss"), error);
 }
@@ -374,8 +384,10 @@ TEST_CASE("train: the reference loads our exports: the stage-1 file's values and
     lo.vision_tower = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs/clip_vision";
     auto m = pretrained::load_aligngpt<float>(gdir + "/export_stage2", lo);
     models::sample s{ref.get<std::int64_t>("input_ids"), {}, -1};
-    const auto logits = m.model->forward_pixels(nullptr, {s}, *m.vision, autograd::variable<float>::leaf(ref.tensor("pixel_values")),
-                                                models::stage::inference).logits;
+    const auto logits = m.model
+                            ->forward_pixels(nullptr, {s}, *m.vision, autograd::variable<float>::leaf(ref.tensor("pixel_values")),
+                                             models::stage::inference)
+                            .logits;
     // f32 on both sides through the same tiny weights; summation order differs: 1e-5 relative
     CHECK(golden::close_ratio(values(logits.value()), ref.get<float>("logits"), 1e-5, 1e-5) <= 1.0);
 }
@@ -438,7 +450,8 @@ TEST_CASE("train: stage 2 with an ablation of the alignment module (global level
     self = &t;
     const auto res = t.run();
     REQUIRE(gate0.size() == 4);
-    t.model().gated_weight.visit([&](autograd::variable<float>& p) { CHECK_MESSAGE(same_bits(values(p.value()), gate0.at(p.name())), p.name()); });
+    t.model().gated_weight.visit(
+        [&](autograd::variable<float>& p) { CHECK_MESSAGE(same_bits(values(p.value()), gate0.at(p.name())), p.name()); });
     const auto ref = golden::load("train/stage2");
     // E[7] alone, not the gate's mix: a different loss (by 6e-5 relative here; parity holds to 2e-6)
     CHECK(res.steps[0].loss != doctest::Approx(ref.get<double>("loss")[0]).epsilon(1e-5));
@@ -473,9 +486,12 @@ TEST_CASE("train: aligngpt train and aligngpt plot from the command line (flags 
     const std::string tool = "'" + std::string(ALIGNGPT_TOOL_PATH) + "'";
     const std::string args = " --stage pretrain -m '" + gdir + "/vicuna' --vision_tower '" + std::string(ALIGNGPT_GOLDEN_DIR) +
                              "/model_dirs/clip_vision' --data_path '" + gdir + "/stage1.json' --image_folder '" +
-                             std::string(ALIGNGPT_GOLDEN_DIR) + "/images' --gradient_accumulation_steps 2 --max-steps 2 "
-                             "--warmup_ratio 0.3 --model_max_length 590 --max_grad_norm 0 --no-shuffle -t 2 -q -o '" + out + "'";
-    auto r = support::run_command(tool + " train" + args + " --per_device_train_batch_size 2 --learning_rate 1e-3 2>'" + err + "'");
+                             std::string(ALIGNGPT_GOLDEN_DIR) +
+                             "/images' --gradient_accumulation_steps 2 --max-steps 2 "
+                             "--warmup_ratio 0.3 --model_max_length 590 --max_grad_norm 0 --no-shuffle -t 2 -q -o '" +
+                             out + "'";
+    auto r =
+        support::run_command(tool + " train" + args + " --per_device_train_batch_size 2 --learning_rate 1e-3 2>'" + err + "'");
     CHECK(r.code == 0);
     std::ifstream m(out + "/metrics.jsonl");
     std::string first;

@@ -112,9 +112,7 @@ void check_content(const train::checkpoint& ck, std::int64_t step) {
 std::string error_of(const std::function<void()>& f) {
     try {
         f();
-    } catch (const aligngpt::error& e) {
-        return e.what();
-    }
+    } catch (const aligngpt::error& e) { return e.what(); }
     return "";
 }
 
@@ -210,7 +208,8 @@ TEST_CASE("checkpoint: F4 fsync(file) before its rename, manifest last, fsync(di
                 return i;
         return std::size_t(-1);
     };
-    for (const std::string f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
+    for (const std::string f :
+         {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
         CAPTURE(f);
         const std::size_t sync = find(train::fs_op::fsync_file, "/" + f + ".tmp");
         const std::size_t close = find(train::fs_op::close, "/" + f + ".tmp");
@@ -240,7 +239,8 @@ TEST_CASE("checkpoint: F4 fsync(file) before its rename, manifest last, fsync(di
         if (log[i].op != train::fs_op::mkdir) CHECK(log[i].path.find("/tmp-checkpoint-30-") != std::string::npos);
 }
 
-TEST_CASE("checkpoint: F1 killed at every step of a save (>= 200 points): resume picks the newest complete one, then saving works") {
+TEST_CASE(
+    "checkpoint: F1 killed at every step of a save (>= 200 points): resume picks the newest complete one, then saving works") {
     const std::string out = fresh_dir("kill");
     save(out, 5, 0, quick());
     save(out, 10, 0, quick());
@@ -279,9 +279,7 @@ TEST_CASE("checkpoint: F1 killed at every step of a save (>= 200 points): resume
             };
             try {
                 save(out, 20, 2, h);
-            } catch (...) {
-                ::_exit(2);
-            }
+            } catch (...) { ::_exit(2); }
             ::_exit(kill == steps.size() ? 0 : 3);  // the save finished without reaching the kill
         }
         int status = 0;
@@ -340,9 +338,7 @@ TEST_CASE("checkpoint: F1 killed at every step of replacing a damaged checkpoint
                 std::size_t n = 0;
                 try {
                     save(out, 20, 0, hooks(&n, kill));
-                } catch (...) {
-                    ::_exit(2);
-                }
+                } catch (...) { ::_exit(2); }
                 ::_exit(3);
             }
             int status = 0;
@@ -363,7 +359,8 @@ TEST_CASE("checkpoint: F3 every injected I/O error is reported with path and err
     const std::string out = fresh_dir("enospc");
     save(out, 10);
     // ENOSPC after N bytes of any one file, at byte counts in the header, the data and the manifest.
-    for (const std::string file : {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
+    for (const std::string file :
+         {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
         for (std::uint64_t limit : {0, 1, 8, 20, 100, 150}) {
             CAPTURE(file);
             CAPTURE(limit);
@@ -436,7 +433,8 @@ TEST_CASE("checkpoint: F3 a real EFBIG from RLIMIT_FSIZE fails the save cleanly 
         const rlimit lim{100, 100};
         if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(4);
         const std::string msg = error_of([&] { save(out, 20); });
-        const bool ok = msg.find("File too large") != std::string::npos && msg.find("/model.safetensors.tmp") != std::string::npos;
+        const bool ok =
+            msg.find("File too large") != std::string::npos && msg.find("/model.safetensors.tmp") != std::string::npos;
         ::_exit(ok ? 0 : 1);
     }
     int status = 0;
@@ -454,7 +452,8 @@ TEST_CASE("checkpoint: F5 every single-bit flip and every truncation of every fi
     save(out, 10);
     const std::string dir = save(out, 20);
     int flips = 0, missed = 0;
-    for (const std::string f : {"manifest.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin"}) {
+    for (const std::string f :
+         {"manifest.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin"}) {
         CAPTURE(f);
         const std::string path = dir + "/" + f;
         const std::string good = read_all(path);
@@ -585,7 +584,8 @@ TEST_CASE("checkpoint: F6 NaN/Inf are refused naming the tensor (unless allowed)
 
 TEST_CASE("checkpoint: writer misuse is refused naming the file; an abandoned writer leaves nothing") {
     const std::string out = fresh_dir("misuse");
-    for (const std::string& bad : std::vector<std::string>{"", ".", "..", "a/b", "manifest.json", "x.tmp", std::string("a\0b", 3)}) {
+    for (const std::string& bad :
+         std::vector<std::string>{"", ".", "..", "a/b", "manifest.json", "x.tmp", std::string("a\0b", 3)}) {
         train::checkpoint_writer w(out, 1);
         CHECK(error_of([&] { w.add_bytes(bad, "x"); }).find("invalid checkpoint file name") != std::string::npos);
     }
@@ -617,18 +617,26 @@ TEST_CASE("checkpoint: F9 refuse_mismatch lists every differing field, saved vs 
                                   {"data", {{"path_sha256", std::string(64, 'a')}}},
                                   {"tokenizer_sha256", std::string(64, 'b')}};
     const std::string where = "/out/checkpoint-20/trainer_state.json";
-    const std::vector<std::string> fields = {"stage", "model.hidden_size", "model.rms_norm_eps", "model.tie", "data.path_sha256",
-                                             "tokenizer_sha256", "model.absent_on_both"};
+    const std::vector<std::string> fields = {"stage",
+                                             "model.hidden_size",
+                                             "model.rms_norm_eps",
+                                             "model.tie",
+                                             "data.path_sha256",
+                                             "tokenizer_sha256",
+                                             "model.absent_on_both"};
     CHECK(error_of([&] { train::refuse_mismatch(saved, saved, fields, where); }).empty());
     const auto diff = [&](const std::string& path, const nlohmann::json& value) {
         nlohmann::json now = saved;
         std::string pointer = "/" + path;
         std::replace(pointer.begin(), pointer.end(), '.', '/');
-        if (value.is_null()) now.erase(path);  // top-level fields only
-        else now[nlohmann::json::json_pointer(pointer)] = value;
+        if (value.is_null())
+            now.erase(path);  // top-level fields only
+        else
+            now[nlohmann::json::json_pointer(pointer)] = value;
         return error_of([&] { train::refuse_mismatch(saved, now, fields, where); });
     };
-    CHECK(diff("stage", "pretrain").find(where + ": refusing to resume: 1 field of the saved configuration differ") != std::string::npos);
+    CHECK(diff("stage", "pretrain").find(where + ": refusing to resume: 1 field of the saved configuration differ") !=
+          std::string::npos);
     CHECK(diff("stage", "pretrain").find("stage: saved \"finetune\", now \"pretrain\"") != std::string::npos);
     CHECK(diff("model.hidden_size", 5120).find("model.hidden_size: saved 4096, now 5120") != std::string::npos);
     CHECK(diff("model.rms_norm_eps", 1e-6).find("model.rms_norm_eps: saved 1e-05, now 1e-06") != std::string::npos);
@@ -665,9 +673,9 @@ TEST_CASE("checkpoint: F4 under strace, the system calls themselves: fsync(file)
     char self[4096] = {};
     REQUIRE(::readlink("/proc/self/exe", self, sizeof self - 1) > 0);
     // LeakSanitizer cannot run under ptrace: an ASan build's child would fail at exit.
-    const std::string cmd = "ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" ALIGNGPT_CKPT_STRACE_OUT='" + out + "' /usr/bin/strace -f -qq -y -o '" + log +
-                            "' -e trace=fsync,fdatasync,rename,renameat,renameat2 '" + self +
-                            "' --no-skip '--test-case=checkpoint: strace helper*' >/dev/null 2>&1";
+    const std::string cmd = "ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" ALIGNGPT_CKPT_STRACE_OUT='" + out +
+                            "' /usr/bin/strace -f -qq -y -o '" + log + "' -e trace=fsync,fdatasync,rename,renameat,renameat2 '" +
+                            self + "' --no-skip '--test-case=checkpoint: strace helper*' >/dev/null 2>&1";
     REQUIRE(std::system(cmd.c_str()) == 0);
     // Lines: `PID fsync(3</path>) = 0`, `PID rename("/from", "/to") = 0` (or renameat*).
     std::vector<std::pair<std::string, std::string>> calls;  // {"fsync", path} or {"rename", from + " -> " + to}
@@ -692,7 +700,8 @@ TEST_CASE("checkpoint: F4 under strace, the system calls themselves: fsync(file)
     INFO(read_all(log));
     const std::size_t manifest = at("rename", "/manifest.json.tmp -> ");
     REQUIRE(manifest != std::size_t(-1));
-    for (const std::string f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
+    for (const std::string f :
+         {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "stage1.bin", "manifest.json"}) {
         CAPTURE(f);
         const std::size_t sync = at("fsync", "/" + f + ".tmp"), ren = at("rename", "/" + f + ".tmp -> ");
         REQUIRE(sync != std::size_t(-1));

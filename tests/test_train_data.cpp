@@ -34,7 +34,9 @@ const tokenizer::llama_tokenizer& tok() {
     static const auto t = tokenizer::llama_tokenizer::from_directory(kGolden + "/tokenizer");
     return t;
 }
-io::clip_image_processor_config image_cfg() { return io::clip_image_processor_config::from_json_file(kDir + "/preprocessor_config.json"); }
+io::clip_image_processor_config image_cfg() {
+    return io::clip_image_processor_config::from_json_file(kDir + "/preprocessor_config.json");
+}
 
 train::dataset stage1() { return {kDir + "/stage1.json", kImages, tok(), "plain", io::aspect_mode::square, image_cfg(), 2048}; }
 train::dataset stage2(std::int64_t max_len) {
@@ -115,7 +117,8 @@ TEST_CASE("train data: stage 2 (vicuna_v1, padded images) equals the reference d
     check_set("stage2_short", short_ds, 64);
     // Record 2, "3 boats": the lone "▁" before the digit is a target, as in the reference.
     const auto p = ds.prepare(2);
-    const auto first = std::find_if(p.enc.labels.begin(), p.enc.labels.end(), [](std::int64_t l) { return l != models::ignore_index; });
+    const auto first =
+        std::find_if(p.enc.labels.begin(), p.enc.labels.end(), [](std::int64_t l) { return l != models::ignore_index; });
     REQUIRE(first != p.enc.labels.end());
     CHECK(tok().decode(std::vector<std::int64_t>{*first}) == "");  // "▁" alone decodes to nothing (the leading space is dropped)
     CHECK(p.enc.labels.back() == tok().eos_id());
@@ -168,7 +171,9 @@ TEST_CASE("train data: the index finds each record's bytes without parsing the f
     }
     CHECK(ds.read(9).similarity == 2);  // unknown fields ("source") are ignored
     // Strings holding brackets, quotes and escapes do not confuse the scanner.
-    const std::string p = scratch("tricky.json", R"( [ {"id": "a]}\"[{", "conversations": [{"from": "human", "value": "x \\\" ] } y"}, {"from": "gpt", "value": "z"}]},
+    const std::string p = scratch(
+        "tricky.json",
+        R"( [ {"id": "a]}\"[{", "conversations": [{"from": "human", "value": "x \\\" ] } y"}, {"from": "gpt", "value": "z"}]},
       {"conversations": [{"from": "human", "value": "\u005d\n"}, {"from": "gpt", "value": "ok"}], "image": "a.png"} ]
     )");
     const auto t = train::record_index::scan(p);
@@ -208,7 +213,8 @@ TEST_CASE("train data: modality-grouped order equals the reference's grouping gi
         CAPTURE(c);
         const auto lengths = ints(c + ".lengths"), bw = ints(c + ".batch_world");
         const auto to_idx = [](const std::vector<std::int64_t>& v) { return std::vector<std::size_t>(v.begin(), v.end()); };
-        const auto img = to_idx(ints(c + ".perm_image")), txt = to_idx(ints(c + ".perm_text")), mb = to_idx(ints(c + ".perm_batches"));
+        const auto img = to_idx(ints(c + ".perm_image")), txt = to_idx(ints(c + ".perm_text")),
+                   mb = to_idx(ints(c + ".perm_batches"));
         const auto got = train::modality_grouped_order(lengths, std::size_t(bw[0]), std::size_t(bw[1]),
                                                        [&](std::size_t, train::order_draw what) {
                                                            switch (what) {
@@ -252,16 +258,19 @@ TEST_CASE("train data: modality-grouped order with our permutations keeps the re
     const auto o1 = train::modality_grouped_order(lengths, B, 1, 7, 0);
     for (std::size_t s = 0; s + B <= o1.size() - 8; s += B)
         for (std::size_t k = s + 1; k < s + B; k++) CHECK(std::abs(lengths[o1[k - 1]]) >= std::abs(lengths[o1[k]]));
-    CHECK_THROWS_WITH_AS(train::modality_grouped_order({3, 0, -2}, 2, 1, 1, 0), doctest::Contains("record 1 has length 0"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(train::modality_grouped_order({3, 0, -2}, 2, 1, 1, 0), doctest::Contains("record 1 has length 0"),
+                         aligngpt::error);
 }
 
 // --- bad input: each names the file, the record, its byte offset and the field ----------------
 
 namespace {
 
-const std::string kOk = R"({"id": "a", "image": "square_336.png", "similarity": 1, "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]})";
+const std::string kOk =
+    R"({"id": "a", "image": "square_336.png", "similarity": 1, "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]})";
 
-void expect_scan_error(const std::string& name, const std::string& text, const std::string& msg, const train::data_limits& lim = {}) {
+void expect_scan_error(const std::string& name, const std::string& text, const std::string& msg,
+                       const train::data_limits& lim = {}) {
     const std::string p = scratch(name, text);
     CAPTURE(name);
     CHECK_THROWS_WITH_AS(train::record_index::scan(p, lim), doctest::Contains(msg.c_str()), aligngpt::error);
@@ -281,11 +290,13 @@ void expect_get_error(const std::string& name, const std::string& text, const st
 }  // namespace
 
 TEST_CASE("train data: bad files are refused with the record, its byte and the field") {
-    expect_scan_error("trunc.json", "[" + kOk + ",\n" + kOk.substr(0, 40), "record 1 (byte " + std::to_string(kOk.size() + 3) + "): not closed");
+    expect_scan_error("trunc.json", "[" + kOk + ",\n" + kOk.substr(0, 40),
+                      "record 1 (byte " + std::to_string(kOk.size() + 3) + "): not closed");
     expect_scan_error("trunc2.json", "[" + kOk, "the array is not closed");
     expect_scan_error("nothing.json", "", "empty file");
     expect_scan_error("notarray.json", "{\"a\": 1}", "must be a JSON array");
-    expect_scan_error("notobj.json", "[" + kOk + ", 5]", "record 1 (byte " + std::to_string(kOk.size() + 3) + "): must be a JSON object");
+    expect_scan_error("notobj.json", "[" + kOk + ", 5]",
+                      "record 1 (byte " + std::to_string(kOk.size() + 3) + "): must be a JSON object");
     expect_scan_error("garbage.json", "[" + kOk + "] x", "unexpected \"x\" after the end");
     expect_scan_error("missingcomma.json", "[" + kOk + " " + kOk + "]", "expected ',' or ']' after record 0");
     expect_scan_error("badjson.json", "[{\"a\": tru}]", "record 0 (byte 1): invalid JSON");
@@ -299,31 +310,45 @@ TEST_CASE("train data: bad files are refused with the record, its byte and the f
                       "record 1 (byte " + std::to_string(kOk.size() + 2) + "): longer than the limit of 1048576 bytes", small);
 
     expect_get_error("noconv.json", "[" + kOk + ", {\"image\": \"x.png\", \"similarity\": 0}]", "plain",
-                     "record 1 (byte " + std::to_string(kOk.size() + 3) + "): \"conversations\": expected an array of turns, but it is missing");
-    expect_get_error("from.json", R"([{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}, {"from": "bot", "value": "B"}]}])",
-                     "vicuna_v1", R"(record 0 (byte 1): "conversations"[2]."from": expected "human" or "gpt", got "bot")");
+                     "record 1 (byte " + std::to_string(kOk.size() + 3) +
+                         "): \"conversations\": expected an array of turns, but it is missing");
+    expect_get_error(
+        "from.json",
+        R"([{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}, {"from": "bot", "value": "B"}]}])",
+        "vicuna_v1", R"(record 0 (byte 1): "conversations"[2]."from": expected "human" or "gpt", got "bot")");
     expect_get_error("value.json", R"([{"conversations": [{"from": "human", "value": 3}]}])", "vicuna_v1",
                      R"("conversations"[0]."value": expected a string, got 3)");
-    expect_get_error("alternate.json", R"([{"conversations": [{"from": "human", "value": "Q"}, {"from": "human", "value": "A"}]}])",
-                     "vicuna_v1", R"("conversations"[1]."from": expected "gpt" (turns alternate, starting with human), got "human")");
-    expect_get_error("level_str.json", R"([{"image": "square_336.png", "similarity": "3", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}]}])",
-                     "plain", "record 0 (byte 1): \"similarity\": stage 1 needs a level in [0, 8), got a value that is not an integer");
-    expect_get_error("level_range.json", "[" + kOk + R"(, {"image": "square_336.png", "similarity": 8, "conversations": []}])", "plain",
-                     "record 1 (byte " + std::to_string(kOk.size() + 3) + "): \"similarity\": stage 1 needs a level in [0, 8), got 8");
+    expect_get_error("alternate.json",
+                     R"([{"conversations": [{"from": "human", "value": "Q"}, {"from": "human", "value": "A"}]}])", "vicuna_v1",
+                     R"("conversations"[1]."from": expected "gpt" (turns alternate, starting with human), got "human")");
+    expect_get_error(
+        "level_str.json",
+        R"([{"image": "square_336.png", "similarity": "3", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}]}])",
+        "plain", "record 0 (byte 1): \"similarity\": stage 1 needs a level in [0, 8), got a value that is not an integer");
+    expect_get_error(
+        "level_range.json", "[" + kOk + R"(, {"image": "square_336.png", "similarity": 8, "conversations": []}])", "plain",
+        "record 1 (byte " + std::to_string(kOk.size() + 3) + "): \"similarity\": stage 1 needs a level in [0, 8), got 8");
     expect_get_error("level_missing.json", R"([{"image": "square_336.png", "conversations": []}])", "plain",
                      "\"similarity\": stage 1 needs a level in [0, 8), but it is missing");
-    expect_get_error("noimage1.json", R"([{"similarity": 2, "conversations": []}])", "plain", "\"image\": stage 1 (plain) needs an image");
-    expect_get_error("noimage.json", R"([{"image": "no/such.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}]}])",
-                     "vicuna_v1", "record 0 (byte 1): \"image\" \"no/such.png\": ");
+    expect_get_error("noimage1.json", R"([{"similarity": 2, "conversations": []}])", "plain",
+                     "\"image\": stage 1 (plain) needs an image");
+    expect_get_error(
+        "noimage.json",
+        R"([{"image": "no/such.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}]}])",
+        "vicuna_v1", "record 0 (byte 1): \"image\" \"no/such.png\": ");
     expect_get_error("imagenull.json", R"([{"image": null, "conversations": [{"from": "human", "value": "Q"}]}])", "vicuna_v1",
                      "\"image\": expected a relative path, got null");
-    expect_get_error("empty_conv.json", R"([{"conversations": []}])", "vicuna_v1", "\"conversations\": expected a non-empty array of turns, got []");
-    expect_get_error("plain3.json", R"([{"image": "square_336.png", "similarity": 1, "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}, {"from": "human", "value": "B"}]}])",
-                     "plain", "the plain template takes 2 turns, got 3");
+    expect_get_error("empty_conv.json", R"([{"conversations": []}])", "vicuna_v1",
+                     "\"conversations\": expected a non-empty array of turns, got []");
+    expect_get_error(
+        "plain3.json",
+        R"([{"image": "square_336.png", "similarity": 1, "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A"}, {"from": "human", "value": "B"}]}])",
+        "plain", "the plain template takes 2 turns, got 3");
     CHECK_THROWS_WITH_AS(train::dataset(scratch("ok.json", "[]"), kImages, tok(), "llava", io::aspect_mode::pad, image_cfg(), 64),
                          doctest::Contains("unknown template \"llava\""), aligngpt::error);
     // An empty array is a dataset of 0 records (the trainer refuses to train on it).
-    CHECK(train::dataset(scratch("ok.json", "[]"), kImages, tok(), "vicuna_v1", io::aspect_mode::pad, image_cfg(), 64).size() == 0);
+    CHECK(train::dataset(scratch("ok.json", "[]"), kImages, tok(), "vicuna_v1", io::aspect_mode::pad, image_cfg(), 64).size() ==
+          0);
 }
 
 }  // namespace test_train_data

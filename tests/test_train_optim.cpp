@@ -55,7 +55,8 @@ std::int64_t run_golden(const golden::fixture& fx, const std::string& tag, sched
     for (int k = 0; k < optim_steps; k++) {
         const double lr = lr_at(kind, 2e-3, k, optim_steps, warmup_steps(optim_steps, 0.34));
         CHECK_MESSAGE(lr == lrs[std::size_t(k)], tag << " step " << k);
-        for (std::size_t i = 0; i < vars.size(); i++) vars[i].grad() = fx.tensor("grad" + std::to_string(k) + "." + optim_params[i].first);
+        for (std::size_t i = 0; i < vars.size(); i++)
+            vars[i].grad() = fx.tensor("grad" + std::to_string(k) + "." + optim_params[i].first);
         opt.step(lr);
         const auto state = opt.export_state();
         for (std::size_t i = 0; i < vars.size(); i++) {
@@ -140,9 +141,7 @@ TEST_CASE("adamw: decay groups by name, skipped parameters, state export/import"
         std::string msg;
         try {
             opt2.import_state(s, "ckpt/optimizer.safetensors");
-        } catch (const aligngpt::error& e) {
-            msg = e.what();
-        }
+        } catch (const aligngpt::error& e) { msg = e.what(); }
         CHECK_MESSAGE(msg.find("ckpt/optimizer.safetensors") != std::string::npos, msg);
         CHECK_MESSAGE(msg.find(part) != std::string::npos, msg);
     };
@@ -190,9 +189,7 @@ TEST_CASE("schedules equal transformers 4.31 get_scheduler through LambdaLR, bit
     std::string msg;
     try {
         parse_schedule("cosine_with_restarts", "--lr_scheduler_type");
-    } catch (const aligngpt::error& e) {
-        msg = e.what();
-    }
+    } catch (const aligngpt::error& e) { msg = e.what(); }
     CHECK(msg.find("--lr_scheduler_type") != std::string::npos);
     CHECK(msg.find("cosine_with_restarts") != std::string::npos);
 }
@@ -223,7 +220,8 @@ TEST_CASE("clip_grad_norm: total as torch.nn.utils.clip_grad_norm_, gradients sc
         const double ref = fx.get(tag + ".total")[0];
         const double total = clip_grad_norm(g, max_norm);
         CHECK(std::abs(total - ref) <= 1e-6 * ref);
-        for (std::size_t i = 0; i < g.size(); i++) CHECK(max_ulps(g[i].to_vector(), fx.get(tag + ".out." + optim_params[i].first)) <= 1);
+        for (std::size_t i = 0; i < g.size(); i++)
+            CHECK(max_ulps(g[i].to_vector(), fx.get(tag + ".out." + optim_params[i].first)) <= 1);
     }
     // Thread count does not change the total (blocks of 4096: use more than one block).
     std::vector<tensor<float>> big{golden::hashfill("clip.big", {3, 5000}, 1.0f), golden::hashfill("clip.big2", {77}, 3.0f)};
@@ -271,11 +269,12 @@ TEST_CASE("grad_accumulator: the fixed tree in micro-batch order, bit for bit, w
         CHECK(out[0].to_vector() == ea);
         CHECK(out[1].to_vector() == eb);
         if (K == 1) CHECK(out[0].to_vector() == a[0]);  // identity
-        CHECK(acc.pushed() == 0);  // ready for the next step
+        CHECK(acc.pushed() == 0);                       // ready for the next step
     }
     // K=4 is ((g0+g1)+(g2+g3)), not the running sum ((g0+g1)+g2)+g3: the test data tells them apart.
     std::vector<std::vector<float>> g;
-    for (int i = 0; i < 4; i++) g.push_back(golden::hashfill("acc.a" + std::to_string(i), {7, 9}, float(std::pow(10.0, i))).to_vector());
+    for (int i = 0; i < 4; i++)
+        g.push_back(golden::hashfill("acc.a" + std::to_string(i), {7, 9}, float(std::pow(10.0, i))).to_vector());
     std::vector<float> seq = g[0];
     for (int i = 1; i < 4; i++)
         for (std::size_t j = 0; j < seq.size(); j++) seq[j] += g[std::size_t(i)][j];
@@ -286,9 +285,7 @@ TEST_CASE("grad_accumulator: the fixed tree in micro-batch order, bit for bit, w
     std::string msg;
     try {
         acc.push({tensor<float>({3, 2})});
-    } catch (const aligngpt::error& e) {
-        msg = e.what();
-    }
+    } catch (const aligngpt::error& e) { msg = e.what(); }
     CHECK(msg.find("micro-batch 1 gradient 0 has shape [3,2]") != std::string::npos);
     CHECK_THROWS_AS(grad_accumulator(0), aligngpt::error);
 }

@@ -83,7 +83,8 @@ TEST_CASE("png: png_bytes round-trips through stb_image, one and several deflate
 #else
     MESSAGE("stb_image not available: PNG round trip skipped");
 #endif
-    CHECK_THROWS_WITH_AS(io::png_bytes(4, 4, std::vector<std::uint8_t>(47)), doctest::Contains("47 bytes for 4x4"), aligngpt::error);
+    CHECK_THROWS_WITH_AS(io::png_bytes(4, 4, std::vector<std::uint8_t>(47)), doctest::Contains("47 bytes for 4x4"),
+                         aligngpt::error);
 }
 
 TEST_CASE("world: scenes keep one object per cell, inside its cell, in cell order") {
@@ -104,8 +105,8 @@ TEST_CASE("world: scenes keep one object per cell, inside its cell, in cell orde
             CHECK(object_radius(S, 0) < object_radius(S, 1));
         }
     CHECK_THROWS_WITH_AS(make_scene({.image_size = 16}, 1, 0), doctest::Contains("image_size"), aligngpt::error);
-    CHECK_THROWS_WITH_AS(make_scene({.image_size = 48, .min_objects = 1, .max_objects = 9}, 1, 0), doctest::Contains("max_objects"),
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(make_scene({.image_size = 48, .min_objects = 1, .max_objects = 9}, 1, 0),
+                         doctest::Contains("max_objects"), aligngpt::error);
 }
 
 TEST_CASE("world: rendered pixels show each object in its colour at its position") {
@@ -125,19 +126,20 @@ TEST_CASE("world: rendered pixels show each object in its colour at its position
                 int n = 0, x0 = S, x1 = -1, y0 = S, y1 = -1;
                 for (int y = cell_lo(S, cell / 3); y < cell_hi(S, cell / 3); y++)
                     for (int x = cell_lo(S, cell % 3); x < cell_hi(S, cell % 3); x++)
-                        if (is(x, y, colors[std::size_t(c)])) n++, x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+                        if (is(x, y, colors[std::size_t(c)]))
+                            n++, x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
                 if (!here || here->color != c) {
                     CHECK(n == 0);  // a colour shows only in the cell of an object of that colour
                     continue;
                 }
-                CHECK(n >= 9);      // a small object at 48 px covers 9 pixels or more
+                CHECK(n >= 9);  // a small object at 48 px covers 9 pixels or more
                 // the colour's bounding box is the object's, centred on it within a pixel
                 CHECK(x0 >= here->x - here->radius);
                 CHECK(x1 <= here->x + here->radius);
                 CHECK(y0 >= here->y - here->radius);
                 CHECK(y1 <= here->y + here->radius);
                 CHECK(std::abs((x0 + x1) - 2 * here->x) <= 1);
-                if (here->shape != 3) CHECK(std::abs((y0 + y1) - 2 * here->y) <= 1);  // a star's lower points are at 0.81 r
+                if (here->shape != 3) CHECK(std::abs((y0 + y1) - 2 * here->y) <= 1);        // a star's lower points are at 0.81 r
                 if (here->shape != 4) CHECK(is(here->x, here->y, colors[std::size_t(c)]));  // a ring is hollow
             }
         }
@@ -184,48 +186,48 @@ TEST_CASE("world: each caption kind is true to its name") {
             CHECK(p.unparsed == 0);
             const caption_score sc = score_caption(c.text, s);
             switch (kind) {
-            case caption_kind::exact:
-                CHECK(p == truth);
-                CHECK(sc.objects_right == int(n));
-                CHECK(sc.precision() == 1.0);
-                CHECK(sc.recall() == 1.0);
-                break;
-            case caption_kind::partial:
-                CHECK(p.count == -1);
-                CHECK_FALSE(p.bg.has_value());
-                CHECK(p.objects.size() >= 1);
-                CHECK(p.objects.size() < n);                     // strict subset ...
-                CHECK(sc.objects_right == int(p.objects.size()));  // ... of true objects, each once
-                break;
-            case caption_kind::coarse:
-                CHECK(p.count == int(n));
-                CHECK(p.bg == s.bg);
-                CHECK(p.objects.empty());
-                break;
-            case caption_kind::wrong: {
-                CHECK(p.count == int(n));
-                CHECK(p.bg == s.bg);
-                REQUIRE(p.objects.size() == n);
-                int changed = 0, attrs = 0;
-                for (std::size_t j = 0; j < n; j++) {
-                    const object &a = p.objects[j], &b = s.objects[j];
-                    const int diff = (a.shape != b.shape) + (a.color != b.color) + (a.size != b.size) + (a.cell != b.cell);
-                    changed += diff > 0, attrs += diff;
-                    if (diff) {
-                        bool matches_any = false;
-                        for (const object& o : s.objects) matches_any = matches_any || a.same_attributes(o);
-                        CHECK_FALSE(matches_any);  // the changed object is false of the whole scene
+                case caption_kind::exact:
+                    CHECK(p == truth);
+                    CHECK(sc.objects_right == int(n));
+                    CHECK(sc.precision() == 1.0);
+                    CHECK(sc.recall() == 1.0);
+                    break;
+                case caption_kind::partial:
+                    CHECK(p.count == -1);
+                    CHECK_FALSE(p.bg.has_value());
+                    CHECK(p.objects.size() >= 1);
+                    CHECK(p.objects.size() < n);                       // strict subset ...
+                    CHECK(sc.objects_right == int(p.objects.size()));  // ... of true objects, each once
+                    break;
+                case caption_kind::coarse:
+                    CHECK(p.count == int(n));
+                    CHECK(p.bg == s.bg);
+                    CHECK(p.objects.empty());
+                    break;
+                case caption_kind::wrong: {
+                    CHECK(p.count == int(n));
+                    CHECK(p.bg == s.bg);
+                    REQUIRE(p.objects.size() == n);
+                    int changed = 0, attrs = 0;
+                    for (std::size_t j = 0; j < n; j++) {
+                        const object &a = p.objects[j], &b = s.objects[j];
+                        const int diff = (a.shape != b.shape) + (a.color != b.color) + (a.size != b.size) + (a.cell != b.cell);
+                        changed += diff > 0, attrs += diff;
+                        if (diff) {
+                            bool matches_any = false;
+                            for (const object& o : s.objects) matches_any = matches_any || a.same_attributes(o);
+                            CHECK_FALSE(matches_any);  // the changed object is false of the whole scene
+                        }
                     }
+                    CHECK(changed == 1);
+                    CHECK(attrs == 1);
+                    CHECK(sc.objects_right == int(n) - 1);
+                    break;
                 }
-                CHECK(changed == 1);
-                CHECK(attrs == 1);
-                CHECK(sc.objects_right == int(n) - 1);
-                break;
-            }
-            case caption_kind::unrelated:
-                CHECK(p == describe_exact(other));
-                CHECK_FALSE(p == truth);
-                break;
+                case caption_kind::unrelated:
+                    CHECK(p == describe_exact(other));
+                    CHECK_FALSE(p == truth);
+                    break;
             }
         }
     }
@@ -285,14 +287,16 @@ TEST_CASE("world: every answer agrees with the scene") {
             if (q.category != "all") {
                 const std::string w = q.question.substr(9, q.question.find(' ', 9) - 9);  // after "How many "
                 want = 0;
-                for (const object& b : s.objects) want += q.category == "color" ? b.color == color_index(w) : b.shape == shape_index(w);
+                for (const object& b : s.objects)
+                    want += q.category == "color" ? b.color == color_index(w) : b.shape == shape_index(w);
             }
             CHECK(q.answer == number_words[std::size_t(want)]);
             for (const bool adversarial : {false, true})
                 for (const bool yes : {true, false}) {
                     const qa e = exists_question(s, d, yes, adversarial);
                     CAPTURE(e.question);
-                    const std::size_t at = e.question.rfind("Is there an ", 0) == 0 ? 12 : 11;  // "Is there a(n) " X " in the image?"
+                    const std::size_t at =
+                        e.question.rfind("Is there an ", 0) == 0 ? 12 : 11;  // "Is there a(n) " X " in the image?"
                     const std::string pair = e.question.substr(at, e.question.size() - at - 14);
                     const int c = color_index(pair.substr(0, pair.find(' '))), k = shape_index(pair.substr(pair.find(' ') + 1));
                     REQUIRE(c >= 0);
@@ -314,7 +318,8 @@ TEST_CASE("world: every answer agrees with the scene") {
         cats.insert(t.category);
         if (t.category == "sum") {
             const auto w = std::string(t.question).substr(8);  // "What is A plus B?"
-            const int a = int(std::find(number_words.begin(), number_words.end(), w.substr(0, w.find(' '))) - number_words.begin());
+            const int a =
+                int(std::find(number_words.begin(), number_words.end(), w.substr(0, w.find(' '))) - number_words.begin());
             const std::string bw = w.substr(w.find("plus ") + 5, w.size() - w.find("plus ") - 6);
             const int b = int(std::find(number_words.begin(), number_words.end(), bw) - number_words.begin());
             CHECK(t.answer == number_words[std::size_t(a + b)]);
@@ -364,7 +369,8 @@ TEST_CASE("world: generate is the same bytes on 1 and 2 threads, and changes wit
     CHECK(differ >= int(files.size()) - 2);  // the same scene by chance is rare
     CHECK(s1.images == 72);
     // the bytes themselves: a change here means another compiler, library or edit changed the world
-    CHECK_MESSAGE(h == 0x7d8bba2e3db98641ull, "world bytes hash is now ", h, "; if the change is meant, update it here and say why");
+    CHECK_MESSAGE(h == 0x7d8bba2e3db98641ull, "world bytes hash is now ", h,
+                  "; if the change is meant, update it here and say why");
 }
 
 TEST_CASE("world: generated files load back and agree with world.json") {
@@ -473,8 +479,8 @@ TEST_CASE("world: generated files load back and agree with world.json") {
     const std::string t = bad.dump();
     f.write(t.data(), t.size());
     f.commit();
-    CHECK_THROWS_WITH_AS(read_scenes(dir + "/bad.json"), doctest::Contains("scenes[3].objects[0]: field 'color' must be one of red"),
-                         aligngpt::error);
+    CHECK_THROWS_WITH_AS(read_scenes(dir + "/bad.json"),
+                         doctest::Contains("scenes[3].objects[0]: field 'color' must be one of red"), aligngpt::error);
 }
 
 }  // namespace test_world

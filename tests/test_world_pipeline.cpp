@@ -70,8 +70,8 @@ struct tool_result {
 tool_result tool(const std::string& args) {
     static int calls = 0;
     const std::string err_file = tmp("stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt");
-    const auto r = support::run_command("cd '" + std::string(ALIGNGPT_TEST_TMP) + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args +
-                                        " 2>'" + err_file + "'");
+    const auto r = support::run_command("cd '" + std::string(ALIGNGPT_TEST_TMP) + "' && '" + std::string(ALIGNGPT_TOOL_PATH) +
+                                        "' " + args + " 2>'" + err_file + "'");
     std::string err = fs::exists(err_file) ? bytes(err_file) : "";
     fs::remove(err_file);
     return {r.code, r.output, err};
@@ -126,12 +126,10 @@ TEST_CASE("world pipeline: bad command-line arguments exit 2 naming the option")
         const char* args;
         const char* says;
     };
-    for (const bad_case& c : {bad_case{"--profile huge", "--profile must be quick, full or test"},
-                              bad_case{"--seeds 0", "--seeds"},
-                              bad_case{"--variants nope", "unknown variant \"nope\""},
-                              bad_case{"--variants aligngpt,aligngpt", "listed twice"},
-                              bad_case{"--threads 0", "--threads"},
-                              bad_case{"--frobnicate", "unknown option"}}) {
+    for (const bad_case& c :
+         {bad_case{"--profile huge", "--profile must be quick, full or test"}, bad_case{"--seeds 0", "--seeds"},
+          bad_case{"--variants nope", "unknown variant \"nope\""}, bad_case{"--variants aligngpt,aligngpt", "listed twice"},
+          bad_case{"--threads 0", "--threads"}, bad_case{"--frobnicate", "unknown option"}}) {
         CAPTURE(c.args);
         const auto r = tool("world " + std::string(c.args) + " -o '" + tmp("never") + "'");
         CHECK(r.code == 2);
@@ -163,8 +161,9 @@ TEST_CASE("world pipeline: each score is 1 on the ground truth's answers and 0 o
         {"count", {"count_accuracy"}},
         {"text", {"text_accuracy"}},
         {"exists", {"pope_accuracy", "pope_precision", "pope_recall", "pope_f1", "pope_random_f1", "pope_adversarial_f1"}},
-        {"describe", {"describe_object_precision", "describe_object_recall", "describe_count_accuracy",
-                      "describe_background_accuracy", "describe_exact"}}};
+        {"describe",
+         {"describe_object_precision", "describe_object_recall", "describe_count_accuracy", "describe_background_accuracy",
+          "describe_exact"}}};
     for (const auto& kind_keys : kinds) {  // no structured bindings: clang 14 cannot CAPTURE them
         const std::string& kind = kind_keys.first;
         const std::vector<std::string>& keys = kind_keys.second;

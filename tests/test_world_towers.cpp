@@ -153,7 +153,8 @@ TEST_CASE("world towers: a few CLIP steps lower the contrastive loss; the direct
     CHECK(std::isfinite(r.steps.front().loss));
     CHECK(r.steps.back().loss < r.steps.front().loss - 0.3);
     CHECK(r.n_eval == 4);
-    for (const char* f : {"config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "merges.txt", "metrics.jsonl"})
+    for (const char* f :
+         {"config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "merges.txt", "metrics.jsonl"})
         CHECK_MESSAGE(fs::exists(dir + "/" + f), f);
     const auto cfg = models::clip_config::from_file(dir + "/config.json");
     CHECK(cfg.vision.num_patches() == 64);  // quick(): 48 px in 6-px patches
@@ -183,12 +184,14 @@ TEST_CASE("world towers: a few CLIP steps lower the contrastive loss; the direct
     for (int i = 0; i < 8; i++)
         idx.push_back(i), ids.push_back(scorer.tok.encode(world::caption_text(world::describe_exact(scenes[std::size_t(i)]))));
     const auto [cid, mask] = world::tower_detail::caption_batch(ids, scorer.tok.eos_id);
-    const auto cos = scorer.model
-                         .cosine(nullptr, scorer.model.image_embeds(nullptr, autograd::variable<float>::leaf(
-                                                                                 world::tower_detail::load_pixels(tiny_world(), idx, scorer.pre))),
-                                 scorer.model.text_embeds(nullptr, cid, mask))
-                         .value()
-                         .to_vector();
+    const auto cos =
+        scorer.model
+            .cosine(nullptr,
+                    scorer.model.image_embeds(nullptr, autograd::variable<float>::leaf(
+                                                           world::tower_detail::load_pixels(tiny_world(), idx, scorer.pre))),
+                    scorer.model.text_embeds(nullptr, cid, mask))
+            .value()
+            .to_vector();
     double pos = 0, neg = 0;
     for (int a = 0; a < 8; a++)
         for (int b = 0; b < 8; b++) (a == b ? pos : neg) += cos[std::size_t(a * 8 + b)];

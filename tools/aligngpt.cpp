@@ -204,8 +204,8 @@ struct usage_error : std::runtime_error {
 
 struct trace_args {
     std::string model, vision_tower, image, pixels, out, mm_projector, base_llm;
-    std::optional<std::string> prompt;                    // rendered and tokenized as `run` does
-    std::string conv_mode = "vicuna_v1", tokenizer;       // with --prompt
+    std::optional<std::string> prompt;               // rendered and tokenized as `run` does
+    std::string conv_mode = "vicuna_v1", tokenizer;  // with --prompt
     std::optional<std::vector<std::int64_t>> ids;
     int align_level = -1;  // -1 = auto
     io::weights_dtype dtype = io::weights_dtype::f32;
@@ -217,7 +217,7 @@ struct trace_args {
 std::vector<std::int64_t> parse_ids(const std::string& s) {
     if (s.empty()) bad("--input-ids is empty (expected e.g. 1,2,-200,3)");
     std::vector<std::string> items;
-    for (std::size_t i = 0;; ) {
+    for (std::size_t i = 0;;) {
         const std::size_t j = std::min(s.find(',', i), s.size());
         items.push_back(s.substr(i, j - i));
         if (j == s.size()) break;
@@ -242,8 +242,8 @@ void check_ids_in_vocab(const std::vector<std::int64_t>& ids, index_t V, const s
     for (std::size_t k = 0; k < ids.size(); k++) {
         const std::int64_t id = ids[k];
         if (id != models::image_token_index && (id < 0 || id >= V))
-            bad("--input-ids: item " + std::to_string(k + 1) + " of " + std::to_string(ids.size()) + ", id " + std::to_string(id) +
-                ", is outside the vocabulary [0, " + std::to_string(V) + ") of " + source +
+            bad("--input-ids: item " + std::to_string(k + 1) + " of " + std::to_string(ids.size()) + ", id " +
+                std::to_string(id) + ", is outside the vocabulary [0, " + std::to_string(V) + ") of " + source +
                 " (and is not the image placeholder " + std::to_string(models::image_token_index) + ")");
     }
 }
@@ -254,9 +254,12 @@ using option_map = std::map<std::string, std::string>;
 
 option_map parse_options(const std::vector<std::string>& argv, const std::map<std::string, bool>& known,
                          const std::map<std::string, std::string>& shorts) {
-    static const std::map<std::string, std::string> aliases = {
-        {"model-path", "model"},  {"weights-dtype", "dtype"},        {"image-file", "image"},
-        {"temperature", "temp"},  {"repetition-penalty", "repeat-penalty"}, {"n-predict", "max-new-tokens"}};
+    static const std::map<std::string, std::string> aliases = {{"model-path", "model"},
+                                                               {"weights-dtype", "dtype"},
+                                                               {"image-file", "image"},
+                                                               {"temperature", "temp"},
+                                                               {"repetition-penalty", "repeat-penalty"},
+                                                               {"n-predict", "max-new-tokens"}};
     option_map seen;
     for (std::size_t i = 0; i < argv.size(); i++) {
         std::string arg = argv[i], name, value;
@@ -265,7 +268,8 @@ option_map parse_options(const std::vector<std::string>& argv, const std::map<st
             name = s->second;
         } else if (arg.rfind("--", 0) == 0 && arg.size() > 2) {
             name = arg.substr(2);
-            if (auto eq = name.find('='); eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq), has_value = true;
+            if (auto eq = name.find('='); eq != std::string::npos)
+                value = name.substr(eq + 1), name = name.substr(0, eq), has_value = true;
             for (char& c : name)
                 if (c == '_') c = '-';
             if (auto a = aliases.find(name); a != aliases.end()) name = a->second;
@@ -296,9 +300,7 @@ int parse_align_level(const std::string& l) {
 std::string checked_conv_mode(const std::string& name) {
     try {
         (void)conversation::make(name);
-    } catch (const error& e) {
-        bad(std::string("--conv-mode: ") + e.what());
-    }
+    } catch (const error& e) { bad(std::string("--conv-mode: ") + e.what()); }
     return name;
 }
 
@@ -320,9 +322,9 @@ trace_args parse_trace(const std::vector<std::string>& argv) {
     trace_args a;
     // canonical name -> takes a value
     static const std::map<std::string, bool> known = {
-        {"model", true},        {"vision-tower", true}, {"image", true},    {"pixels", true},   {"prompt", true},
-        {"input-ids", true},    {"align-level", true},  {"dtype", true},    {"out", true},      {"mm-projector", true},
-        {"base-llm", true},     {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}};
+        {"model", true},     {"vision-tower", true}, {"image", true},     {"pixels", true},   {"prompt", true},
+        {"input-ids", true}, {"align-level", true},  {"dtype", true},     {"out", true},      {"mm-projector", true},
+        {"base-llm", true},  {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-o", "out"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto get = [&](const char* n) { return seen.count(n) ? seen[n] : std::string(); };
@@ -363,9 +365,7 @@ std::optional<index_t> config_vocab_size(const std::string& model_dir) {
     nlohmann::json j;
     try {
         j = io::read_json_file(path, {.max_bytes = 1 << 20});  // depth-limited, as the loader reads it
-    } catch (const error&) {
-        return std::nullopt;
-    }
+    } catch (const error&) { return std::nullopt; }
     if (!j.is_object() || !j.contains("vocab_size")) return std::nullopt;
     const auto v = io::detail::json_int64(j["vocab_size"]);
     return v && *v > 0 ? std::optional<index_t>(*v) : std::nullopt;
@@ -445,9 +445,11 @@ int run_trace(const trace_args& a) {
     if (!a.quiet) log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << ")\n";
     // One prefill through the model's own code: the tower, the projector, the gate and the LLM put
     // their intermediates into the sink, in the order they are computed.
-    const models::alignment al = a.align_level < 0 ? models::alignment{}
-                                                   : models::alignment{models::align_mode::fixed_level, a.align_level};
-    if (!a.quiet) log << "[trace] prefill: " << ids.size() << " ids, align level " << (a.align_level < 0 ? std::string("auto (gate)") : std::to_string(a.align_level)) << "\n";
+    const models::alignment al =
+        a.align_level < 0 ? models::alignment{} : models::alignment{models::align_mode::fixed_level, a.align_level};
+    if (!a.quiet)
+        log << "[trace] prefill: " << ids.size() << " ids, align level "
+            << (a.align_level < 0 ? std::string("auto (gate)") : std::to_string(a.align_level)) << "\n";
     trace_sink<float> sink;
     sink.put("pixel_values", pixels);
     const auto out = model.forward_pixels(nullptr, {models::sample{ids}}, *m.vision, autograd::variable<float>::leaf(pixels),
@@ -472,8 +474,8 @@ int run_trace(const trace_args& a) {
 
 struct run_args {
     std::string model, vision_tower, image, tokenizer, conv_mode = "vicuna_v1", aspect;
-    std::optional<std::string> prompt;  // none: interactive chat
-    index_t max_new_tokens = 512;       // the reference cli.py's default
+    std::optional<std::string> prompt;                // none: interactive chat
+    index_t max_new_tokens = 512;                     // the reference cli.py's default
     generate::sampling sampling{.temperature = 0.2};  // cli.py's temperature; top_k 50 as transformers
     int threads = 0;                                  // 0: OpenMP's default
     int align_level = -1;
@@ -492,14 +494,28 @@ V parse_number(const std::string& opt, const std::string& text, V lo, V hi, cons
 }
 
 /// run's options; `answer` adds its own (extra) and reads every option given from *seen.
-run_args parse_run(const std::vector<std::string>& argv, const std::map<std::string, bool>& extra = {}, option_map* seen = nullptr) {
-    std::map<std::string, bool> known = {
-        {"model", true},      {"vision-tower", true}, {"image", true},     {"prompt", true},         {"max-new-tokens", true},
-        {"temp", true},       {"top-p", true},        {"top-k", true},     {"repeat-penalty", true}, {"seed", true},
-        {"threads", true},    {"conv-mode", true},    {"image-aspect-ratio", true}, {"align-level", true},
-        {"tokenizer", true},  {"dtype", true},        {"verbose", false}};
-    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-n", "max-new-tokens"},
-                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"}, {"-q", "quiet"}};
+run_args parse_run(const std::vector<std::string>& argv, const std::map<std::string, bool>& extra = {},
+                   option_map* seen = nullptr) {
+    std::map<std::string, bool> known = {{"model", true},
+                                         {"vision-tower", true},
+                                         {"image", true},
+                                         {"prompt", true},
+                                         {"max-new-tokens", true},
+                                         {"temp", true},
+                                         {"top-p", true},
+                                         {"top-k", true},
+                                         {"repeat-penalty", true},
+                                         {"seed", true},
+                                         {"threads", true},
+                                         {"conv-mode", true},
+                                         {"image-aspect-ratio", true},
+                                         {"align-level", true},
+                                         {"tokenizer", true},
+                                         {"dtype", true},
+                                         {"verbose", false}};
+    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"},  {"-n", "max-new-tokens"},
+                                                              {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"},
+                                                              {"-q", "quiet"}};
     known.insert(extra.begin(), extra.end());
     option_map o = parse_options(argv, known, shorts);
     if (seen) *seen = o;
@@ -515,15 +531,18 @@ run_args parse_run(const std::vector<std::string>& argv, const std::map<std::str
     auto& sp = a.sampling;
     if (has("temp")) sp.temperature = parse_number<double>("temp", o["temp"], 0, 1e6, "a number >= 0 (0 is greedy)");
     if (has("top-p")) sp.top_p = parse_number<double>("top-p", o["top-p"], 0, 1, "a number in [0, 1]");
-    if (has("top-k")) sp.top_k = parse_number<index_t>("top-k", o["top-k"], 0, index_t(1) << 30, "an integer >= 0 (0 turns it off)");
+    if (has("top-k"))
+        sp.top_k = parse_number<index_t>("top-k", o["top-k"], 0, index_t(1) << 30, "an integer >= 0 (0 turns it off)");
     if (has("repeat-penalty"))
-        sp.repetition_penalty = parse_number<double>("repeat-penalty", o["repeat-penalty"], 1e-6, 1e6, "a number > 0 (1 turns it off)");
+        sp.repetition_penalty =
+            parse_number<double>("repeat-penalty", o["repeat-penalty"], 1e-6, 1e6, "a number > 0 (1 turns it off)");
     if (has("seed")) sp.seed = parse_number<std::uint64_t>("seed", o["seed"], 0, ~std::uint64_t(0), "an integer >= 0");
     if (has("threads")) a.threads = parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]");
     if (has("conv-mode")) a.conv_mode = checked_conv_mode(o["conv-mode"]);
     if (has("image-aspect-ratio")) {
         a.aspect = o["image-aspect-ratio"];
-        if (a.aspect != "pad" && a.aspect != "square") bad("--image-aspect-ratio must be pad or square, got \"" + a.aspect + "\"");
+        if (a.aspect != "pad" && a.aspect != "square")
+            bad("--image-aspect-ratio must be pad or square, got \"" + a.aspect + "\"");
     }
     if (has("align-level")) a.align_level = parse_align_level(o["align-level"]);
     if (has("dtype")) {
@@ -584,8 +603,8 @@ private:
 tokenizer::llama_tokenizer load_tokenizer(const std::string& dir, const std::string& model) {
     auto tok = tokenizer::llama_tokenizer::from_directory(dir);
     if (const auto V = config_vocab_size(model); V && tok.vocab_size() > *V)
-        fail(dir, "/tokenizer.model: ", tok.vocab_size(), " pieces, more than the model's vocab_size ", *V, " (",
-             model, "/config.json): not this model's tokenizer");
+        fail(dir, "/tokenizer.model: ", tok.vocab_size(), " pieces, more than the model's vocab_size ", *V, " (", model,
+             "/config.json): not this model's tokenizer");
     return tok;
 }
 
@@ -609,8 +628,8 @@ int run_chat(const run_args& a) {
     const auto feats = m.vision->features(nullptr, autograd::variable<float>::leaf(pixels));
     const double image_ms = ms_since(t_image);
 
-    const models::alignment al = a.align_level < 0 ? models::alignment{}
-                                                   : models::alignment{models::align_mode::fixed_level, a.align_level};
+    const models::alignment al =
+        a.align_level < 0 ? models::alignment{} : models::alignment{models::align_mode::fixed_level, a.align_level};
     auto conv = conversation::make(a.conv_mode);
     const std::string stop = conv.stop_string();
     const index_t limit = m.config.model.tokenizer_model_max_length;
@@ -642,8 +661,7 @@ int run_chat(const run_args& a) {
 
         const auto t_prefill = std::chrono::steady_clock::now();
         models::kv_cache<float> cache;
-        const auto pre = model.forward(nullptr, {models::sample{ids}}, feats, models::stage::inference, al,
-                                       nullptr, &cache);
+        const auto pre = model.forward(nullptr, {models::sample{ids}}, feats, models::stage::inference, al, nullptr, &cache);
         prefill_ms += ms_since(t_prefill);
         prefill_tokens += pre.logits.size(1);
         if (a.verbose && pre.gate.weights.defined()) {
@@ -679,9 +697,10 @@ int run_chat(const run_args& a) {
     std::snprintf(line, sizeof line,
                   "[run] load %.0f ms | image encode %.0f ms | prefill %lld positions in %.0f ms (%.1f tok/s) | "
                   "decode %lld tokens in %.0f ms (%.2f tok/s) | seed %llu | threads %d | peak memory %.1f MiB\n",
-                  load_ms, image_ms, (long long)prefill_tokens, prefill_ms, prefill_ms > 0 ? double(prefill_tokens) * 1000.0 / prefill_ms : 0.0,
-                  (long long)decoded, decode_ms, decode_ms > 0 ? double(decoded) * 1000.0 / decode_ms : 0.0,
-                  (unsigned long long)a.sampling.seed, max_threads(), double(ru.ru_maxrss) / 1024.0);
+                  load_ms, image_ms, (long long)prefill_tokens, prefill_ms,
+                  prefill_ms > 0 ? double(prefill_tokens) * 1000.0 / prefill_ms : 0.0, (long long)decoded, decode_ms,
+                  decode_ms > 0 ? double(decoded) * 1000.0 / decode_ms : 0.0, (unsigned long long)a.sampling.seed, max_threads(),
+                  double(ru.ru_maxrss) / 1024.0);
     log << line;
     return 0;
 }
@@ -690,7 +709,8 @@ void check_run_paths(const run_args& a) {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (!fs::is_directory(a.model, ec)) bad("--model \"" + a.model + "\": not a directory");
-    if (!a.vision_tower.empty() && !fs::is_directory(a.vision_tower, ec)) bad("--vision-tower \"" + a.vision_tower + "\": not a directory");
+    if (!a.vision_tower.empty() && !fs::is_directory(a.vision_tower, ec))
+        bad("--vision-tower \"" + a.vision_tower + "\": not a directory");
     if (!fs::is_directory(a.tokenizer, ec)) bad("--tokenizer \"" + a.tokenizer + "\": not a directory");
     if (a.image.empty()) return;  // answer: the images are the question file's
     if (!fs::exists(a.image, ec)) bad("--image \"" + a.image + "\": no such file");
@@ -710,8 +730,14 @@ struct answer_args {
 answer_args parse_answer(const std::vector<std::string>& argv) {
     option_map o;
     answer_args a;
-    a.run = parse_run(argv, {{"question-file", true}, {"image-folder", true}, {"answers-file", true}, {"batch-size", true},
-                             {"resume", false}, {"quiet", false}}, &o);
+    a.run = parse_run(argv,
+                      {{"question-file", true},
+                       {"image-folder", true},
+                       {"answers-file", true},
+                       {"batch-size", true},
+                       {"resume", false},
+                       {"quiet", false}},
+                      &o);
     for (const char* run_only : {"image", "prompt", "verbose"})
         if (o.count(run_only)) bad(std::string("--") + run_only + " is run's; answer reads the questions from --question-file");
     if (!o.count("max-new-tokens")) a.run.max_new_tokens = 128;  // model_vqa_loader.py's defaults
@@ -725,7 +751,8 @@ answer_args parse_answer(const std::vector<std::string>& argv) {
     std::error_code ec;
     if (!fs::is_regular_file(a.questions, ec)) bad("--question-file \"" + a.questions + "\": no such file");
     if (!fs::is_directory(a.images, ec)) bad("--image-folder \"" + a.images + "\": not a directory");
-    if (fs::equivalent(a.answers, a.questions, ec) || a.answers == a.questions) bad("--answers-file must not be the --question-file");
+    if (fs::equivalent(a.answers, a.questions, ec) || a.answers == a.questions)
+        bad("--answers-file must not be the --question-file");
     if (fs::is_directory(a.answers, ec)) bad("--answers-file \"" + a.answers + "\" is a directory");
     return a;
 }
@@ -749,7 +776,6 @@ int run_answer(const answer_args& a) {
     return 0;
 }
 #endif  // ALIGNGPT_TOOL_HAVE_TOKENIZER
-
 
 struct score_args {
     std::string task, answers, annotations;
@@ -797,9 +823,9 @@ int run_score(const score_args& a) {
         }
         const auto line = [](const std::string& name, const eval::pope_result& r) {
             std::cout << "pope " << name << ": n=" << r.n() << " TP=" << r.tp << " FP=" << r.fp << " TN=" << r.tn
-                      << " FN=" << r.fn << " accuracy=" << fmt("%.4f", r.accuracy()) << " precision=" << fmt("%.4f", r.precision())
-                      << " recall=" << fmt("%.4f", r.recall()) << " f1=" << fmt("%.4f", r.f1())
-                      << " yes_ratio=" << fmt("%.4f", r.yes_ratio()) << "\n";
+                      << " FN=" << r.fn << " accuracy=" << fmt("%.4f", r.accuracy())
+                      << " precision=" << fmt("%.4f", r.precision()) << " recall=" << fmt("%.4f", r.recall())
+                      << " f1=" << fmt("%.4f", r.f1()) << " yes_ratio=" << fmt("%.4f", r.yes_ratio()) << "\n";
         };
         for (const auto& [name, r] : per) line(name, r);
         line("all", all);
@@ -871,8 +897,15 @@ struct levels_args {
 };
 
 levels_args parse_levels(const std::vector<std::string>& argv) {
-    option_map o = parse_options(argv, {{"clip", true}, {"data-path", true}, {"image-folder", true}, {"levels", true}, {"out", true},
-                                        {"plot", true}, {"threads", true}, {"batch-size", true}},
+    option_map o = parse_options(argv,
+                                 {{"clip", true},
+                                  {"data-path", true},
+                                  {"image-folder", true},
+                                  {"levels", true},
+                                  {"out", true},
+                                  {"plot", true},
+                                  {"threads", true},
+                                  {"batch-size", true}},
                                  {{"-o", "out"}, {"-t", "threads"}});
     const auto need = [&](const char* name) {
         if (!o.count(name) || o[name].empty()) bad(std::string("levels needs --") + name);
@@ -884,7 +917,8 @@ levels_args parse_levels(const std::vector<std::string>& argv) {
         const std::string& t = o[name];
         const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
         if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v < lo || v > hi)
-            bad("--" + std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got \"" + t + "\"");
+            bad("--" + std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                "], got \"" + t + "\"");
         return v;
     };
     levels_args a{need("clip"), need("data-path"), need("image-folder"), need("out"), o.count("plot") ? o["plot"] : ""};
@@ -893,14 +927,15 @@ levels_args parse_levels(const std::vector<std::string>& argv) {
     a.threads = count("threads", 1, 4096, 0);
     a.batch = count("batch-size", 1, 4096, 8);
     std::error_code ec;
-    if (std::filesystem::equivalent(a.out, a.data, ec) || a.out == a.data) bad("--out must not be the input --data-path (inputs are never modified)");
+    if (std::filesystem::equivalent(a.out, a.data, ec) || a.out == a.data)
+        bad("--out must not be the input --data-path (inputs are never modified)");
     return a;
 }
 
 int run_levels(const levels_args& a) {
     if (a.threads > 0) set_threads(a.threads);
     auto data = train::read_dataset(a.data);
-    const auto pairs = train::dataset_pairs(data, a.data);   // every record checked before CLIP loads
+    const auto pairs = train::dataset_pairs(data, a.data);  // every record checked before CLIP loads
     const auto clip = train::clip_scorer<float>::load(a.clip);
     std::cerr << "aligngpt levels: " << pairs.size() << " pairs, " << a.levels << " levels, batch " << a.batch << ", threads "
               << max_threads() << "\n";
@@ -915,55 +950,94 @@ int run_levels(const levels_args& a) {
 
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
 train::options parse_train(const std::vector<std::string>& argv) {
-    static const std::map<std::string, bool> known = {
-        {"stage", true}, {"model", true}, {"vision-tower", true}, {"data-path", true}, {"image-folder", true},
-        {"output-dir", true}, {"pretrain-mm-mlp-align", true}, {"learning-rate", true}, {"weight-decay", true},
-        {"per-device-train-batch-size", true}, {"gradient-accumulation-steps", true}, {"warmup-ratio", true},
-        {"lr-scheduler-type", true}, {"model-max-length", true}, {"max-steps", true}, {"num-train-epochs", true},
-        {"save-steps", true}, {"save-total-limit", true}, {"logging-steps", true}, {"max-grad-norm", true},
-        {"seed", true}, {"resume", false}, {"threads", true}, {"no-shuffle", false}, {"group-by-modality-length", false},
-        {"gradient-checkpointing", false}, {"memory-budget", true}, {"quiet", false}, {"version", true},
-        {"image-aspect-ratio", true}, {"frozen-dtype", true}, {"align-mode", true}};
-    static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}};
+    static const std::map<std::string, bool> known = {{"stage", true},
+                                                      {"model", true},
+                                                      {"vision-tower", true},
+                                                      {"data-path", true},
+                                                      {"image-folder", true},
+                                                      {"output-dir", true},
+                                                      {"pretrain-mm-mlp-align", true},
+                                                      {"learning-rate", true},
+                                                      {"weight-decay", true},
+                                                      {"per-device-train-batch-size", true},
+                                                      {"gradient-accumulation-steps", true},
+                                                      {"warmup-ratio", true},
+                                                      {"lr-scheduler-type", true},
+                                                      {"model-max-length", true},
+                                                      {"max-steps", true},
+                                                      {"num-train-epochs", true},
+                                                      {"save-steps", true},
+                                                      {"save-total-limit", true},
+                                                      {"logging-steps", true},
+                                                      {"max-grad-norm", true},
+                                                      {"seed", true},
+                                                      {"resume", false},
+                                                      {"threads", true},
+                                                      {"no-shuffle", false},
+                                                      {"group-by-modality-length", false},
+                                                      {"gradient-checkpointing", false},
+                                                      {"memory-budget", true},
+                                                      {"quiet", false},
+                                                      {"version", true},
+                                                      {"image-aspect-ratio", true},
+                                                      {"frozen-dtype", true},
+                                                      {"align-mode", true}};
+    static const std::map<std::string, std::string> shorts = {
+        {"-m", "model"}, {"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto has = [&](const char* n) { return seen.count(n) > 0; };
     const auto get = [&](const char* n) { return has(n) ? seen[n] : std::string(); };
     train::options o;
     if (!has("stage")) bad("--stage pretrain|finetune is required");
-    if (get("stage") == "pretrain") o.stage = models::stage::pretrain;
-    else if (get("stage") == "finetune") o.stage = models::stage::finetune;
-    else bad("--stage must be pretrain or finetune, got \"" + get("stage") + "\"");
+    if (get("stage") == "pretrain")
+        o.stage = models::stage::pretrain;
+    else if (get("stage") == "finetune")
+        o.stage = models::stage::finetune;
+    else
+        bad("--stage must be pretrain or finetune, got \"" + get("stage") + "\"");
     for (const char* req : {"model", "data-path", "output-dir"})
         if (!has(req)) bad(std::string("--") + req + " is required");
     o.model_dir = get("model"), o.vision_tower = get("vision-tower"), o.data_path = get("data-path");
     o.image_folder = get("image-folder"), o.output_dir = get("output-dir");
     o.pretrain_mm_mlp_align = get("pretrain-mm-mlp-align");
-    if (has("learning-rate")) o.learning_rate = parse_number<double>("learning-rate", get("learning-rate"), 0, 10, "a rate in [0, 10]");
+    if (has("learning-rate"))
+        o.learning_rate = parse_number<double>("learning-rate", get("learning-rate"), 0, 10, "a rate in [0, 10]");
     if (has("weight-decay")) o.weight_decay = parse_number<double>("weight-decay", get("weight-decay"), 0, 10, "in [0, 10]");
     if (has("per-device-train-batch-size"))
-        o.per_device_train_batch_size = parse_number<index_t>("per-device-train-batch-size", get("per-device-train-batch-size"), 1, 4096, "an integer in [1, 4096]");
+        o.per_device_train_batch_size = parse_number<index_t>("per-device-train-batch-size", get("per-device-train-batch-size"),
+                                                              1, 4096, "an integer in [1, 4096]");
     if (has("gradient-accumulation-steps"))
-        o.gradient_accumulation_steps = parse_number<index_t>("gradient-accumulation-steps", get("gradient-accumulation-steps"), 1, 65536, "an integer in [1, 65536]");
+        o.gradient_accumulation_steps = parse_number<index_t>("gradient-accumulation-steps", get("gradient-accumulation-steps"),
+                                                              1, 65536, "an integer in [1, 65536]");
     if (has("warmup-ratio")) o.warmup_ratio = parse_number<double>("warmup-ratio", get("warmup-ratio"), 0, 1, "in [0, 1]");
     if (has("lr-scheduler-type")) {
         o.lr_scheduler_type = get("lr-scheduler-type");
         try {
             (void)train::parse_schedule(o.lr_scheduler_type);
-        } catch (const error& e) {
-            bad(std::string("--lr-scheduler-type: ") + e.what());
-        }
+        } catch (const error& e) { bad(std::string("--lr-scheduler-type: ") + e.what()); }
     }
-    if (has("model-max-length")) o.model_max_length = parse_number<index_t>("model-max-length", get("model-max-length"), 2, 1 << 20, "an integer in [2, 1048576]");
-    if (has("max-steps")) o.max_steps = parse_number<std::int64_t>("max-steps", get("max-steps"), -1, std::int64_t(1) << 40, "an integer >= -1");
-    if (has("num-train-epochs")) o.num_train_epochs = parse_number<double>("num-train-epochs", get("num-train-epochs"), 0, 1e6, "in (0, 1e6]");
-    if (has("save-steps")) o.save_steps = parse_number<std::int64_t>("save-steps", get("save-steps"), 0, std::int64_t(1) << 40, "an integer >= 0");
-    if (has("save-total-limit")) o.save_total_limit = parse_number<index_t>("save-total-limit", get("save-total-limit"), 0, 1 << 20, "an integer >= 0");
-    if (has("logging-steps")) o.logging_steps = parse_number<std::int64_t>("logging-steps", get("logging-steps"), 1, std::int64_t(1) << 40, "an integer >= 1");
-    if (has("max-grad-norm")) o.max_grad_norm = parse_number<double>("max-grad-norm", get("max-grad-norm"), 0, 1e12, "a norm >= 0");
+    if (has("model-max-length"))
+        o.model_max_length =
+            parse_number<index_t>("model-max-length", get("model-max-length"), 2, 1 << 20, "an integer in [2, 1048576]");
+    if (has("max-steps"))
+        o.max_steps = parse_number<std::int64_t>("max-steps", get("max-steps"), -1, std::int64_t(1) << 40, "an integer >= -1");
+    if (has("num-train-epochs"))
+        o.num_train_epochs = parse_number<double>("num-train-epochs", get("num-train-epochs"), 0, 1e6, "in (0, 1e6]");
+    if (has("save-steps"))
+        o.save_steps = parse_number<std::int64_t>("save-steps", get("save-steps"), 0, std::int64_t(1) << 40, "an integer >= 0");
+    if (has("save-total-limit"))
+        o.save_total_limit = parse_number<index_t>("save-total-limit", get("save-total-limit"), 0, 1 << 20, "an integer >= 0");
+    if (has("logging-steps"))
+        o.logging_steps =
+            parse_number<std::int64_t>("logging-steps", get("logging-steps"), 1, std::int64_t(1) << 40, "an integer >= 1");
+    if (has("max-grad-norm"))
+        o.max_grad_norm = parse_number<double>("max-grad-norm", get("max-grad-norm"), 0, 1e12, "a norm >= 0");
     if (has("seed")) o.seed = parse_number<std::uint64_t>("seed", get("seed"), 0, ~std::uint64_t(0), "a non-negative integer");
     if (has("memory-budget"))
-        o.memory_budget = std::uint64_t(parse_number<double>("memory-budget", get("memory-budget"), 0, 1 << 20, "GiB in [0, 1048576]") * double(1ull << 30));
-    if (has("version")) o.conv_version = checked_conv_mode(get("version") == "v1" ? "vicuna_v1" : get("version"));  // the scripts' --version v1
+        o.memory_budget = std::uint64_t(
+            parse_number<double>("memory-budget", get("memory-budget"), 0, 1 << 20, "GiB in [0, 1048576]") * double(1ull << 30));
+    if (has("version"))
+        o.conv_version = checked_conv_mode(get("version") == "v1" ? "vicuna_v1" : get("version"));  // the scripts' --version v1
     if (has("image-aspect-ratio")) {
         o.image_aspect_ratio = get("image-aspect-ratio");
         if (o.image_aspect_ratio != "pad" && o.image_aspect_ratio != "square") bad("--image-aspect-ratio must be pad or square");
@@ -974,15 +1048,18 @@ train::options parse_train(const std::vector<std::string>& argv) {
         o.frozen_dtype = *d;
     }
     if (has("align-mode")) {  // stage 2's indicator: the paper's gate, or an ablation
-        static const std::map<std::string, models::align_mode> modes = {
-            {"gated", models::align_mode::gated}, {"global_only", models::align_mode::global_only},
-            {"local_only", models::align_mode::local_only}, {"mean", models::align_mode::mean},
-            {"none", models::align_mode::none}};
+        static const std::map<std::string, models::align_mode> modes = {{"gated", models::align_mode::gated},
+                                                                        {"global_only", models::align_mode::global_only},
+                                                                        {"local_only", models::align_mode::local_only},
+                                                                        {"mean", models::align_mode::mean},
+                                                                        {"none", models::align_mode::none}};
         const std::string m = get("align-mode");
-        if (auto it = modes.find(m); it != modes.end()) o.align.mode = it->second;
+        if (auto it = modes.find(m); it != modes.end())
+            o.align.mode = it->second;
         else if (m.size() == 7 && m.rfind("fixed:", 0) == 0 && m[6] >= '0' && m[6] <= '7')
             o.align = {models::align_mode::fixed_level, m[6] - '0'};
-        else bad("--align-mode must be gated, global_only, local_only, mean, fixed:L (L in 0..7) or none, got \"" + m + "\"");
+        else
+            bad("--align-mode must be gated, global_only, local_only, mean, fixed:L (L in 0..7) or none, got \"" + m + "\"");
     }
     o.resume = has("resume"), o.shuffle = !has("no-shuffle"), o.group_by_modality_length = has("group-by-modality-length");
     o.gradient_checkpointing = has("gradient-checkpointing"), o.quiet = has("quiet");
@@ -990,9 +1067,11 @@ train::options parse_train(const std::vector<std::string>& argv) {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (!fs::is_directory(o.model_dir, ec)) bad("--model \"" + o.model_dir + "\": not a directory");
-    if (!o.vision_tower.empty() && !fs::is_directory(o.vision_tower, ec)) bad("--vision-tower \"" + o.vision_tower + "\": not a directory");
+    if (!o.vision_tower.empty() && !fs::is_directory(o.vision_tower, ec))
+        bad("--vision-tower \"" + o.vision_tower + "\": not a directory");
     if (!fs::is_regular_file(o.data_path, ec)) bad("--data-path \"" + o.data_path + "\": no such file");
-    if (!o.image_folder.empty() && !fs::is_directory(o.image_folder, ec)) bad("--image-folder \"" + o.image_folder + "\": not a directory");
+    if (!o.image_folder.empty() && !fs::is_directory(o.image_folder, ec))
+        bad("--image-folder \"" + o.image_folder + "\": not a directory");
     if (!o.pretrain_mm_mlp_align.empty() && !fs::is_regular_file(o.pretrain_mm_mlp_align, ec))
         bad("--pretrain-mm-mlp-align \"" + o.pretrain_mm_mlp_align + "\": no such file");
     return o;
@@ -1001,13 +1080,21 @@ train::options parse_train(const std::vector<std::string>& argv) {
 // --- aligngpt world: the tiny world end to end (world/pipeline.h) ---------------------------------
 
 world::pipeline_options parse_world(const std::vector<std::string>& argv) {
-    option_map o = parse_options(argv, {{"profile", true}, {"output-dir", true}, {"seed", true}, {"threads", true},
-                                        {"variants", true}, {"seeds", true}, {"quiet", false}},
+    option_map o = parse_options(argv,
+                                 {{"profile", true},
+                                  {"output-dir", true},
+                                  {"seed", true},
+                                  {"threads", true},
+                                  {"variants", true},
+                                  {"seeds", true},
+                                  {"quiet", false}},
                                  {{"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}});
     const std::string profile = o.count("profile") ? o["profile"] : "quick";
     if (profile != "quick" && profile != "full" && profile != "test")
         bad("--profile must be quick, full or test, got \"" + profile + "\"");
-    const std::uint64_t seed = o.count("seed") ? parse_number<std::uint64_t>("seed", o["seed"], 0, std::uint64_t(1) << 40, "an integer in [0, 2^40]") : 1;
+    const std::uint64_t seed =
+        o.count("seed") ? parse_number<std::uint64_t>("seed", o["seed"], 0, std::uint64_t(1) << 40, "an integer in [0, 2^40]")
+                        : 1;
     world::pipeline_options p = world::pipeline_options::profile_named(profile, seed);
     if (o.count("output-dir")) {
         if (o["output-dir"].empty()) bad("--output-dir is empty");
@@ -1018,15 +1105,14 @@ world::pipeline_options parse_world(const std::vector<std::string>& argv) {
         try {
             p.variants = world::parse_variants(o["variants"]);
             world::check(p);
-        } catch (const error& e) {
-            bad(std::string("--variants: ") + e.what());
-        }
+        } catch (const error& e) { bad(std::string("--variants: ") + e.what()); }
     }
     if (o.count("threads")) set_threads(parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]"));
     if (o.count("quiet")) p.log = nullptr;
     namespace fs = std::filesystem;
     std::error_code ec;
-    if (fs::exists(p.out_dir, ec) && !fs::is_directory(p.out_dir, ec)) bad("--output-dir \"" + p.out_dir + "\" is not a directory");
+    if (fs::exists(p.out_dir, ec) && !fs::is_directory(p.out_dir, ec))
+        bad("--output-dir \"" + p.out_dir + "\" is not a directory");
     return p;
 }
 
@@ -1041,8 +1127,9 @@ int run_world(const world::pipeline_options& o) {
 
 int run_train(const train::options& o) {
     const auto r = train::trainer(o).run();
-    if (r.interrupted) std::cerr << "aligngpt train: stopped at step " << r.steps_done << " of " << r.total_steps
-                                 << "; rerun with --resume to continue\n";
+    if (r.interrupted)
+        std::cerr << "aligngpt train: stopped at step " << r.steps_done << " of " << r.total_steps
+                  << "; rerun with --resume to continue\n";
     return 0;
 }
 #endif
@@ -1062,9 +1149,9 @@ int main(int argc, char** argv) {
             return 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
-        if ((cmd == "trace" || cmd == "run" || cmd == "answer" || cmd == "score" || cmd == "levels" || cmd == "train" || cmd == "world") && std::any_of(rest.begin(), rest.end(), [](const std::string& r) {
-                return r == "-h" || r == "--help";
-            })) {
+        if ((cmd == "trace" || cmd == "run" || cmd == "answer" || cmd == "score" || cmd == "levels" || cmd == "train" ||
+             cmd == "world") &&
+            std::any_of(rest.begin(), rest.end(), [](const std::string& r) { return r == "-h" || r == "--help"; })) {
             std::cout << usage_text;
             return 0;
         }
@@ -1080,8 +1167,9 @@ int main(int argc, char** argv) {
                 a.ids = tokenizer::tokenizer_image_token(tok, conv.prompt());
                 check_one_image(*a.ids, "--prompt (rendered with " + a.conv_mode + ")");
 #else
-                throw error("--prompt needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece; "
-                            "pass --input-ids");
+                throw error(
+                    "--prompt needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece; "
+                    "pass --input-ids");
 #endif
             }
             check_before_load(a);
@@ -1093,8 +1181,11 @@ int main(int argc, char** argv) {
             if (rest.size() != 1 || rest[0].rfind("-", 0) == 0) bad("plot takes one training output directory");
             const auto r = train::plot_metrics(rest[0]);
             std::cout << r.steps << " steps: " << r.tsv << ", " << r.script << "\n";
-            if (r.png.empty()) std::cout << "gnuplot is not installed (apt-get install gnuplot-nox): run gnuplot " << r.script << " where it is\n";
-            else std::cout << "wrote " << r.png << "\n";
+            if (r.png.empty())
+                std::cout << "gnuplot is not installed (apt-get install gnuplot-nox): run gnuplot " << r.script
+                          << " where it is\n";
+            else
+                std::cout << "wrote " << r.png << "\n";
             return 0;
         }
         if (cmd == "train") {
@@ -1126,8 +1217,9 @@ int main(int argc, char** argv) {
             check_run_paths(a);
             return run_chat(a);
 #else
-            throw error("run needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece "
-                        "(install libsentencepiece-dev and reconfigure)");
+            throw error(
+                "run needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece "
+                "(install libsentencepiece-dev and reconfigure)");
 #endif
         }
         bad("unknown command \"" + cmd + "\"");

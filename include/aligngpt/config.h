@@ -60,8 +60,8 @@ template <class... A>
 }
 
 /// Checks an argument condition; never compiled out (bad input must not become UB in release builds).
-#define ALIGNGPT_CHECK(cond, ...)                 \
-    do {                                          \
+#define ALIGNGPT_CHECK(cond, ...)                   \
+    do {                                            \
         if (!(cond)) ::aligngpt::fail(__VA_ARGS__); \
     } while (0)
 

@@ -71,8 +71,10 @@ struct conversation {
                     if (!has(m)) continue;
                     std::string text = *m.text;
                     if (i == 0) text = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + text;
-                    if (i % 2 == 0) ret += sep + "[INST] " + text + " [/INST]";
-                    else ret += " " + text + " " + separator(1);
+                    if (i % 2 == 0)
+                        ret += sep + "[INST] " + text + " [/INST]";
+                    else
+                        ret += " " + text + " " + separator(1);
                 }
                 ret = lstrip_chars(ret, sep);
                 break;
@@ -113,14 +115,22 @@ inline conversation make(std::string_view name = "vicuna_v1") {
         c = {"vicuna_v1",
              "A chat between a curious user and an artificial intelligence assistant. "
              "The assistant gives helpful, detailed, and polite answers to the user's questions.",
-             {"USER", "ASSISTANT"}, separator_style::two, " ", "</s>", {}};
+             {"USER", "ASSISTANT"},
+             separator_style::two,
+             " ",
+             "</s>",
+             {}};
     } else if (name == "plain") {
         c = {"plain", "", {"", ""}, separator_style::plain, "\n", std::nullopt, {}};
     } else if (name == "llava_v0") {
         c = {"llava_v0",
              "A chat between a curious human and an artificial intelligence assistant. "
              "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-             {"Human", "Assistant"}, separator_style::single, "###", std::nullopt, {}};
+             {"Human", "Assistant"},
+             separator_style::single,
+             "###",
+             std::nullopt,
+             {}};
     } else if (name == "llama_2") {
         c = {"llama_2",
              "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while "
@@ -129,7 +139,11 @@ inline conversation make(std::string_view name = "vicuna_v1") {
              "in nature.\n\nIf a question does not make any sense, or is not factually coherent, explain why "
              "instead of answering something not correct. If you don't know the answer to a question, please "
              "don't share false information.",
-             {"USER", "ASSISTANT"}, separator_style::llama_2, "<s>", "</s>", {}};
+             {"USER", "ASSISTANT"},
+             separator_style::llama_2,
+             "<s>",
+             "</s>",
+             {}};
     } else {
         std::string known;
         for (std::string_view n : template_names()) known += (known.empty() ? "" : ", ") + std::string(n);

@@ -13,11 +13,15 @@ using bf16 = Eigen::bfloat16;
 
 /// Exact widening of a storage value to float (identity for float).
 template <class S>
-inline float widen(S v) { return static_cast<float>(v); }
+inline float widen(S v) {
+    return static_cast<float>(v);
+}
 
 /// Correctly rounded (nearest-even) narrowing of float to a storage type.
 template <class S>
-inline S narrow(float v) { return S(v); }
+inline S narrow(float v) {
+    return S(v);
+}
 
 /// Raw bit pattern of a 16-bit value (for hashing and file I/O).
 template <class S>

@@ -51,10 +51,10 @@ inline constexpr const char* gate_input_weight = "gated_weight_layer.mlp.0.weigh
 
 /// io::load_options (progress, dtype, packing) plus where the parts of an AlignGPT model live.
 struct load_options : io::load_options {
-    std::string vision_tower{};      ///< overrides config mm_vision_tower
-    std::string mm_projector{};      ///< explicit stage-1 file (mm_projector_align.bin)
-    std::string base_llm{};          ///< LLM weights for a pretrain output directory
-    bool load_vision = true;         ///< false: no vision tower (precomputed features)
+    std::string vision_tower{};  ///< overrides config mm_vision_tower
+    std::string mm_projector{};  ///< explicit stage-1 file (mm_projector_align.bin)
+    std::string base_llm{};      ///< LLM weights for a pretrain output directory
+    bool load_vision = true;     ///< false: no vision tower (precomputed features)
 };
 
 /// The stage-1 file's keys mapped as the reference's loader maps them:
@@ -74,20 +74,21 @@ inline io::tensor_source stage1_source(const std::string& file) {
 /// config.json of an AlignGPT model directory: the LLaMA fields + the mm_* fields.
 struct aligngpt_dir_config {
     models::aligngpt_config model;
-    std::string path;                        ///< the config.json read
-    std::string mm_vision_tower;             ///< hub id or directory ("" if absent)
+    std::string path;             ///< the config.json read
+    std::string mm_vision_tower;  ///< hub id or directory ("" if absent)
     index_t mm_vision_select_layer = -2;
     std::string mm_vision_select_feature = "patch";
     std::string image_aspect_ratio = "square";  ///< "pad" or anything else (= square)
 
     static aligngpt_dir_config from_json(const nlohmann::json& j, const std::string& path) {
         const io::json_reader r(j, path);  // null reads as absent
-        const std::string type = r.nulls(io::json_nulls::refused)
-                                     .one_of("model_type", "aligngpt", {"aligngpt", "llava", "llava_llama"}, "an AlignGPT or LLaVA config");
+        const std::string type =
+            r.nulls(io::json_nulls::refused)
+                .one_of("model_type", "aligngpt", {"aligngpt", "llava", "llava_llama"}, "an AlignGPT or LLaVA config");
         aligngpt_dir_config c;
         c.path = path;
         c.model = models::aligngpt_config::from_json(j, path);  // LLaMA fields + mm_hidden_size etc., validated
-        c.model.alignment_module = type == "aligngpt";           // LLaVA-1.5: no level embeddings, no gate
+        c.model.alignment_module = type == "aligngpt";          // LLaVA-1.5: no level embeddings, no gate
         c.mm_vision_tower = r.string("mm_vision_tower", "");
         c.mm_vision_select_feature = r.one_of("mm_vision_select_feature", "patch", {"patch"},
                                               "one token per patch, the gate's width; \"cls_patch\" is not supported");
@@ -104,20 +105,21 @@ struct aligngpt_dir_config {
 
 template <class T = float, class Backend = backend::cpu>
 struct loaded_aligngpt {
-    aligngpt_dir_config config;      ///< config.model.n_image_tokens: the tower's patch count
+    aligngpt_dir_config config;  ///< config.model.n_image_tokens: the tower's patch count
     std::optional<models::aligngpt_model<T, Backend>> model;
     std::optional<models::clip_vision_model<T, Backend>> vision;
     models::clip_vision_config vision_config;
-    std::string vision_dir;          ///< where the vision tower was read from
-    std::string stage1_file;         ///< the stage-1 file read, if any
-    io::packed_store packed;         ///< weights_dtype bf16/f16: the packed LLM linears
+    std::string vision_dir;   ///< where the vision tower was read from
+    std::string stage1_file;  ///< the stage-1 file read, if any
+    io::packed_store packed;  ///< weights_dtype bf16/f16: the packed LLM linears
     io::load_stats stats;
 };
 
 namespace detail {
 inline bool has_llm_weights(const std::string& dir) {
     namespace fs = std::filesystem;
-    for (const char* f : {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"})
+    for (const char* f :
+         {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"})
         if (fs::exists(dir + "/" + f)) return true;
     return false;
 }
@@ -147,20 +149,25 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
     std::string stage1 = opt.mm_projector;
     if (stage1.empty() && !llm_here) stage1 = detail::stage1_in(dir);
     ALIGNGPT_CHECK(llm_here || !opt.base_llm.empty(), dir, ": no LLM weights (pytorch_model*.bin / model*.safetensors)",
-                   stage1.empty() ? std::string() : "; it is a stage-1 (pretrain) output: pass the base LLM directory (base_llm, --base-llm)");
+                   stage1.empty() ? std::string()
+                                  : "; it is a stage-1 (pretrain) output: pass the base LLM directory (base_llm, --base-llm)");
     if (!stage1.empty()) ALIGNGPT_CHECK(fs::is_regular_file(stage1, ec), stage1, ": stage-1 file does not exist");
     out.stage1_file = stage1;
 
     std::string vdir;
-    std::string expected = "the model expects " + std::to_string(cfg.model.n_image_tokens) + " (the default; no vision tower is loaded)";
+    std::string expected =
+        "the model expects " + std::to_string(cfg.model.n_image_tokens) + " (the default; no vision tower is loaded)";
     if (opt.load_vision) {
         vdir = opt.vision_tower.empty() ? cfg.mm_vision_tower : opt.vision_tower;
         if (vdir.empty())
-            field.fail("mm_vision_tower", "must name the vision tower, but it is missing; pass the vision tower directory (--vision-tower DIR)");
-        if (!fs::is_directory(vdir, ec) && opt.vision_tower.empty() && fs::is_directory(dir + "/" + vdir, ec)) vdir = dir + "/" + vdir;
+            field.fail("mm_vision_tower",
+                       "must name the vision tower, but it is missing; pass the vision tower directory (--vision-tower DIR)");
+        if (!fs::is_directory(vdir, ec) && opt.vision_tower.empty() && fs::is_directory(dir + "/" + vdir, ec))
+            vdir = dir + "/" + vdir;
         if (!fs::is_directory(vdir, ec)) {
-            const std::string hint = " (Hugging Face hub downloads are not supported): download the CLIP model "
-                                     "(e.g. openai/clip-vit-large-patch14-336) and pass --vision-tower DIR";
+            const std::string hint =
+                " (Hugging Face hub downloads are not supported): download the CLIP model "
+                "(e.g. openai/clip-vit-large-patch14-336) and pass --vision-tower DIR";
             if (opt.vision_tower.empty()) field.fail("mm_vision_tower", "must be a local directory, got \"", vdir, "\"", hint);
             fail("vision tower \"", vdir, "\" is not a local directory", hint);
         }
@@ -175,8 +182,8 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
             field.fail("mm_vision_select_layer", "must be in [", -n_hs, ", ", n_hs - 1, "] for the ", vc.num_hidden_layers,
                        "-layer vision tower ", vdir, ", got ", cfg.mm_vision_select_layer);
         cfg.model.n_image_tokens = vc.num_patches();
-        expected = "the vision tower gives " + std::to_string(vc.num_patches()) + " patches per image (" + vpath + ": (image_size " +
-                   std::to_string(vc.image_size) + " / patch_size " + std::to_string(vc.patch_size) + ")^2)";
+        expected = "the vision tower gives " + std::to_string(vc.num_patches()) + " patches per image (" + vpath +
+                   ": (image_size " + std::to_string(vc.image_size) + " / patch_size " + std::to_string(vc.patch_size) + ")^2)";
         out.vision_dir = vdir;
     }
 

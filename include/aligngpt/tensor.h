@@ -62,8 +62,10 @@ public:
     tensor() = default;
     /// A zero-filled contiguous tensor of the given shape, allocated by `be`.
     tensor(shape_t shape, const Backend& be)
-        : storage_(std::make_shared<buffer_type>(be.template allocate<T>(numel_of(shape)))), be_(&be),
-          shape_(std::move(shape)), strides_(row_major_strides(shape_)) {}
+        : storage_(std::make_shared<buffer_type>(be.template allocate<T>(numel_of(shape)))),
+          be_(&be),
+          shape_(std::move(shape)),
+          strides_(row_major_strides(shape_)) {}
     /// The same on the backend's shared instance (backend::cpu; a backend with state has none).
     explicit tensor(shape_t shape) : tensor(std::move(shape), Backend::instance()) {}
     tensor(std::initializer_list<index_t> shape) : tensor(shape_t(shape)) {}
@@ -71,8 +73,8 @@ public:
     /// A contiguous tensor holding a copy of host `values` (size must equal the shape's element count).
     static tensor from(const std::vector<T>& values, shape_t shape, const Backend& be = Backend::instance()) {
         tensor t(std::move(shape), be);
-        ALIGNGPT_CHECK(index_t(values.size()) == t.numel(), "tensor::from: ", values.size(),
-                       " values for shape ", detail::shape_str(t.shape()));
+        ALIGNGPT_CHECK(index_t(values.size()) == t.numel(), "tensor::from: ", values.size(), " values for shape ",
+                       detail::shape_str(t.shape()));
         be.from_host(t.data(), values.data(), t.numel());
         return t;
     }
@@ -103,16 +105,8 @@ public:
     bool is_contiguous() const { return strides_ == row_major_strides(shape_); }
     bool shares_storage_with(const tensor& o) const { return storage_ == o.storage_; }
 
-    T& at(std::initializer_list<index_t> idx)
-        requires Backend::host_accessible
-    {
-        return data()[linear_index(idx)];
-    }
-    const T& at(std::initializer_list<index_t> idx) const
-        requires Backend::host_accessible
-    {
-        return data()[linear_index(idx)];
-    }
+    T& at(std::initializer_list<index_t> idx) requires Backend::host_accessible { return data()[linear_index(idx)]; }
+    const T& at(std::initializer_list<index_t> idx) const requires Backend::host_accessible { return data()[linear_index(idx)]; }
 
     /// View with a new shape; the tensor must be contiguous. One dimension may be -1.
     tensor reshape(shape_t s) const {
@@ -128,8 +122,7 @@ public:
             }
         }
         if (infer >= 0) s[size_t(infer)] = known ? numel() / known : 0;
-        ALIGNGPT_CHECK(numel_of(s) == numel(), "reshape: cannot view ", detail::shape_str(shape_),
-                       " as ", detail::shape_str(s));
+        ALIGNGPT_CHECK(numel_of(s) == numel(), "reshape: cannot view ", detail::shape_str(shape_), " as ", detail::shape_str(s));
         tensor v = *this;
         v.shape_ = s;
         v.strides_ = row_major_strides(s);
@@ -139,10 +132,9 @@ public:
     /// View of [begin, end) along dimension d.
     tensor slice(int d, index_t begin, index_t end) const {
         d = d < 0 ? d + dim() : d;
-        ALIGNGPT_CHECK(d >= 0 && d < dim(), "slice: dimension ", d, " out of range for shape ",
-                       detail::shape_str(shape_));
-        ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= shape_[size_t(d)], "slice: range [", begin, ",",
-                       end, ") out of bounds for dimension ", d, " of shape ", detail::shape_str(shape_));
+        ALIGNGPT_CHECK(d >= 0 && d < dim(), "slice: dimension ", d, " out of range for shape ", detail::shape_str(shape_));
+        ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= shape_[size_t(d)], "slice: range [", begin, ",", end,
+                       ") out of bounds for dimension ", d, " of shape ", detail::shape_str(shape_));
         tensor v = *this;
         v.offset_ += begin * strides_[size_t(d)];
         v.shape_[size_t(d)] = end - begin;
@@ -153,8 +145,8 @@ public:
     tensor transpose(int a, int b) const {
         a = a < 0 ? a + dim() : a;
         b = b < 0 ? b + dim() : b;
-        ALIGNGPT_CHECK(a >= 0 && a < dim() && b >= 0 && b < dim(), "transpose: dims (", a, ",", b,
-                       ") out of range for shape ", detail::shape_str(shape_));
+        ALIGNGPT_CHECK(a >= 0 && a < dim() && b >= 0 && b < dim(), "transpose: dims (", a, ",", b, ") out of range for shape ",
+                       detail::shape_str(shape_));
         tensor v = *this;
         std::swap(v.shape_[size_t(a)], v.shape_[size_t(b)]);
         std::swap(v.strides_[size_t(a)], v.strides_[size_t(b)]);
@@ -170,8 +162,10 @@ public:
     /// A contiguous deep copy.
     tensor clone() const {
         tensor out(shape_, backend());
-        if (is_contiguous()) backend().copy(out.data(), data(), numel());
-        else backend().copy_strided(out.data(), data(), shape_, strides_);
+        if (is_contiguous())
+            backend().copy(out.data(), data(), numel());
+        else
+            backend().copy_strided(out.data(), data(), shape_, strides_);
         return out;
     }
 
@@ -182,13 +176,12 @@ public:
 
 private:
     index_t linear_index(std::initializer_list<index_t> idx) const {
-        ALIGNGPT_CHECK(int(idx.size()) == dim(), "tensor::at: ", idx.size(), " indices for a ", dim(),
-                       "-d tensor");
+        ALIGNGPT_CHECK(int(idx.size()) == dim(), "tensor::at: ", idx.size(), " indices for a ", dim(), "-d tensor");
         index_t off = 0;
         int k = 0;
         for (index_t i : idx) {
-            ALIGNGPT_CHECK(i >= 0 && i < shape_[size_t(k)], "tensor::at: index ", i, " out of range for dim ",
-                           k, " of shape ", detail::shape_str(shape_));
+            ALIGNGPT_CHECK(i >= 0 && i < shape_[size_t(k)], "tensor::at: index ", i, " out of range for dim ", k, " of shape ",
+                           detail::shape_str(shape_));
             off += i * strides_[size_t(k++)];
         }
         return off;

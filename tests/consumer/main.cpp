@@ -2,7 +2,7 @@
 // (subdirectory/) and pkg-config (Makefile) by tests/consumer/run_install_test.cmake.
 #include <aligngpt/config.h>
 
-#include <Eigen/Core>        // include paths of aligngpt's dependencies must come with it
+#include <Eigen/Core>  // include paths of aligngpt's dependencies must come with it
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -23,8 +23,7 @@ static_assert(std::string_view(ALIGNGPT_VERSION) == CONSUMER_EXPECT_VERSION,
 
 int main() {
     const Eigen::Matrix2f m = Eigen::Matrix2f::Identity();
-    const nlohmann::json j = {{"version", ALIGNGPT_VERSION},
-                              {"threads", aligngpt::max_threads()}};
+    const nlohmann::json j = {{"version", ALIGNGPT_VERSION}, {"threads", aligngpt::max_threads()}};
     std::printf("aligngpt consumer ok: %s\n", j.dump().c_str());
     return m.trace() == 2.0f ? 0 : 1;
 }

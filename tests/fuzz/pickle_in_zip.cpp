@@ -31,7 +31,7 @@ std::string stored_zip(const std::vector<std::pair<std::string, std::string>>& f
         put_le(cd, 0x02014b50, 4);  // central header: versions, flags, method, time, date
         put_le(cd, 20, 2), put_le(cd, 20, 2), put_le(cd, 0, 2), put_le(cd, 0, 2), put_le(cd, 0, 4);
         put_le(cd, crc, 4), put_le(cd, data.size(), 4), put_le(cd, data.size(), 4);
-        put_le(cd, name.size(), 2), put_le(cd, 0, 2), put_le(cd, 0, 2);  // extra, comment
+        put_le(cd, name.size(), 2), put_le(cd, 0, 2), put_le(cd, 0, 2);              // extra, comment
         put_le(cd, 0, 2), put_le(cd, 0, 2), put_le(cd, 0, 4), put_le(cd, local, 4);  // disk, attributes, offset
         cd += name;
     }

@@ -33,9 +33,13 @@ inline std::string path(const std::string& name) { return std::string(ALIGNGPT_G
 struct fixture {
     aligngpt::io::safetensors_file file;
     template <class T = float>
-    std::vector<T> get(const std::string& key) const { return file.read_as<T>(key); }
+    std::vector<T> get(const std::string& key) const {
+        return file.read_as<T>(key);
+    }
     template <class T = float>
-    aligngpt::tensor<T> tensor(const std::string& key) const { return file.tensor_as<T>(key); }
+    aligngpt::tensor<T> tensor(const std::string& key) const {
+        return file.tensor_as<T>(key);
+    }
     index_t dim(const std::string& key, int d) const { return file.at(key).shape.at(size_t(d)); }
     const std::vector<index_t>& shape(const std::string& key) const { return file.at(key).shape; }
     bool has(const std::string& key) const { return file.find(key) != nullptr; }
@@ -70,7 +74,9 @@ double close_ratio(const A& a, const B& b, double rtol, double atol) {
 }
 
 template <class T>
-std::vector<T> to_vec(const T* p, index_t n) { return std::vector<T>(p, p + n); }
+std::vector<T> to_vec(const T* p, index_t n) {
+    return std::vector<T>(p, p + n);
+}
 
 /// FNV-1a 64 over the bytes of a buffer (our bit-identity digest).
 inline std::uint64_t fnv1a(const void* p, std::size_t n) {
@@ -80,7 +86,9 @@ inline std::uint64_t fnv1a(const void* p, std::size_t n) {
     return h;
 }
 template <class T>
-std::uint64_t fnv1a(const std::vector<T>& v) { return fnv1a(v.data(), v.size() * sizeof(T)); }
+std::uint64_t fnv1a(const std::vector<T>& v) {
+    return fnv1a(v.data(), v.size() * sizeof(T));
+}
 
 class bits_lock_file {
 public:

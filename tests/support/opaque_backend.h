@@ -69,15 +69,21 @@ public:
 
     // The memory primitives run "on the device": no host transfer.
     template <class T>
-    void fill(T* p, index_t n, T v) const { cpu().fill(real(p), n, v); }
+    void fill(T* p, index_t n, T v) const {
+        cpu().fill(real(p), n, v);
+    }
     template <class T>
-    void copy(T* dst, const T* src, index_t n) const { cpu().copy(real(dst), real(src), n); }
+    void copy(T* dst, const T* src, index_t n) const {
+        cpu().copy(real(dst), real(src), n);
+    }
     template <class T>
     void copy_strided(T* dst, const T* src, const std::vector<index_t>& shape, const std::vector<index_t>& strides) const {
         cpu().copy_strided(real(dst), real(src), shape, strides);
     }
     template <class T>
-    void accumulate(T* dst, const T* src, index_t n) const { cpu().accumulate(real(dst), real(src), n); }
+    void accumulate(T* dst, const T* src, index_t n) const {
+        cpu().accumulate(real(dst), real(src), n);
+    }
 
     template <class T>
     void to_host(T* host, const T* src, index_t n) const {
@@ -125,11 +131,11 @@ private:
 
 // Every kernel of ops/ for this backend: found by argument-dependent lookup on `opaque`, it runs
 // the CPU kernel on the translated pointers. An op without a line here fails to compile.
-#define ALIGNGPT_OPAQUE_KERNEL(op)                                                       \
-    template <class... A>                                                                \
-    decltype(auto) op(const opaque& be, A&&... a) {                                      \
-        be.launches++;                                                                   \
-        return ::aligngpt::ops::op(opaque::cpu(), be.real(std::forward<A>(a))...);       \
+#define ALIGNGPT_OPAQUE_KERNEL(op)                                                 \
+    template <class... A>                                                          \
+    decltype(auto) op(const opaque& be, A&&... a) {                                \
+        be.launches++;                                                             \
+        return ::aligngpt::ops::op(opaque::cpu(), be.real(std::forward<A>(a))...); \
     }
 ALIGNGPT_OPAQUE_KERNEL(linear_forward)
 ALIGNGPT_OPAQUE_KERNEL(linear_backward)

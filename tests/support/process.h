@@ -33,9 +33,7 @@ inline command_result run_command(const std::string& cmd) {
 inline std::string message_of(const std::function<void()>& f) {
     try {
         f();
-    } catch (const aligngpt::error& e) {
-        return e.what();
-    }
+    } catch (const aligngpt::error& e) { return e.what(); }
     return "no error";
 }
 

@@ -27,8 +27,7 @@ T weighted_output(const op_under_test<T, Backend>& f, const std::vector<variable
     static_assert(Backend::host_accessible, "grad_check reads and perturbs tensor memory on the host");
     const variable<T, Backend> y = f(nullptr, xs);
     T acc = 0;
-    for (index_t i = 0; i < y.value().numel(); i++)
-        acc += y.value().data()[i] * T(rng::uniform(99, 7, std::uint64_t(i), 1.f));
+    for (index_t i = 0; i < y.value().numel(); i++) acc += y.value().data()[i] * T(rng::uniform(99, 7, std::uint64_t(i), 1.f));
     return acc;
 }
 
@@ -45,8 +44,7 @@ T grad_check(const op_under_test<T, Backend>& f, const std::vector<variable<T, B
     T worst = 0;
     for (const auto& x : xs) {
         if (!x.requires_grad()) continue;
-        ALIGNGPT_CHECK(x.grad().defined() || x.value().numel() == 0, "grad_check: no gradient reached input ",
-                       x.name());
+        ALIGNGPT_CHECK(x.grad().defined() || x.value().numel() == 0, "grad_check: no gradient reached input ", x.name());
         tensor<T, Backend> v = x.value();  // shares storage: perturb in place, restore after
         for (index_t j = 0; j < v.numel(); j++) {
             const T orig = v.data()[j];

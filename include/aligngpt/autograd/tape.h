@@ -29,13 +29,13 @@ namespace aligngpt::autograd {
 template <class T, class Backend = backend::cpu>
 struct node {
     tensor<T, Backend> value;
-    tensor<T, Backend> grad;       // same shape as value; undefined until something flows in
+    tensor<T, Backend> grad;  // same shape as value; undefined until something flows in
     bool requires_grad = false;
-    std::string op = "leaf";       // for tape::print
-    std::string name;              // parameter name (HF key) for leaves, if any
+    std::string op = "leaf";  // for tape::print
+    std::string name;         // parameter name (HF key) for leaves, if any
     std::vector<std::shared_ptr<node>> inputs;
-    std::function<void(node&)> backward;   // reads this->grad, accumulates into inputs
-    index_t id = -1;               // position on the tape (-1: not recorded)
+    std::function<void(node&)> backward;  // reads this->grad, accumulates into inputs
+    index_t id = -1;                      // position on the tape (-1: not recorded)
 
     /// The gradient buffer, zero-filled on first use.
     tensor<T, Backend>& grad_buffer() {
@@ -143,8 +143,10 @@ public:
             for (size_t k = 0; k < n->inputs.size(); k++) {
                 const auto& in = n->inputs[k];
                 os << (k ? ", " : "");
-                if (in->id >= 0) os << "#" << in->id;
-                else os << (in->name.empty() ? "leaf" : in->name);
+                if (in->id >= 0)
+                    os << "#" << in->id;
+                else
+                    os << (in->name.empty() ? "leaf" : in->name);
             }
             os << ") " << detail::shape_str(n->value.shape()) << "\n";
         }
@@ -190,17 +192,16 @@ variable<T, Backend> checkpoint(tape<T, Backend>* tp, F fn, const variable<T, Ba
     const Backend& be = y.backend();
     auto x_in = x.defined() ? x : var::leaf(tensor<T, Backend>({1}, be));
     auto anchor = var::leaf(tensor<T, Backend>({1}, be), true);  // keeps the node on the tape
-    return tape<T, Backend>::record(
-        tp, "checkpoint", y.value(), {x_in, anchor}, [fn, x_in](node<T, Backend>& out) {
-            tape<T, Backend> local;
-            var x2 = var::leaf(x_in.value(), x_in.requires_grad());
-            var y2 = fn(&local, x2);
-            local.backward(y2, out.grad);
-            if (x_in.requires_grad() && x2.grad().defined()) {
-                auto& g = x_in.get()->grad_buffer();
-                g.backend().accumulate(g.data(), x2.grad().data(), g.numel());
-            }
-        });
+    return tape<T, Backend>::record(tp, "checkpoint", y.value(), {x_in, anchor}, [fn, x_in](node<T, Backend>& out) {
+        tape<T, Backend> local;
+        var x2 = var::leaf(x_in.value(), x_in.requires_grad());
+        var y2 = fn(&local, x2);
+        local.backward(y2, out.grad);
+        if (x_in.requires_grad() && x2.grad().defined()) {
+            auto& g = x_in.get()->grad_buffer();
+            g.backend().accumulate(g.data(), x2.grad().data(), g.numel());
+        }
+    });
 }
 
 }  // namespace aligngpt::autograd

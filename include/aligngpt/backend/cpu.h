@@ -140,8 +140,7 @@ public:
     }
     aligned_host_buffer(const aligned_host_buffer&) = delete;
     aligned_host_buffer& operator=(const aligned_host_buffer&) = delete;
-    aligned_host_buffer(aligned_host_buffer&& o) noexcept
-        : p_(o.p_), n_(o.n_), bytes_(o.bytes_), mapped_(o.mapped_) {
+    aligned_host_buffer(aligned_host_buffer&& o) noexcept : p_(o.p_), n_(o.n_), bytes_(o.bytes_), mapped_(o.mapped_) {
         o.p_ = nullptr, o.n_ = 0, o.bytes_ = 0, o.mapped_ = false;
     }
     aligned_host_buffer& operator=(aligned_host_buffer&& o) noexcept {
@@ -160,8 +159,10 @@ public:
 private:
     void release() {
         if (!p_) return;
-        if (mapped_) mapped_block_cache::instance().give(static_cast<void*>(p_), bytes_);
-        else std::free(p_);
+        if (mapped_)
+            mapped_block_cache::instance().give(static_cast<void*>(p_), bytes_);
+        else
+            std::free(p_);
         p_ = nullptr;
     }
     T* p_ = nullptr;
@@ -185,12 +186,18 @@ struct cpu : ops::cpu_kernels {
     }
 
     template <class T>
-    buffer<T> allocate(index_t n) const { return buffer<T>(n); }
+    buffer<T> allocate(index_t n) const {
+        return buffer<T>(n);
+    }
 
     template <class T>
-    void fill(T* p, index_t n, T v) const { std::fill(p, p + n, v); }
+    void fill(T* p, index_t n, T v) const {
+        std::fill(p, p + n, v);
+    }
     template <class T>
-    void copy(T* dst, const T* src, index_t n) const { std::copy(src, src + n, dst); }
+    void copy(T* dst, const T* src, index_t n) const {
+        std::copy(src, src + n, dst);
+    }
     /// dst (contiguous) = the elements of src at `strides`, in row-major order of `shape`.
     template <class T>
     void copy_strided(T* dst, const T* src, const std::vector<index_t>& shape, const std::vector<index_t>& strides) const {
@@ -215,9 +222,13 @@ struct cpu : ops::cpu_kernels {
         for (index_t i = 0; i < n; i++) dst[i] += src[i];
     }
     template <class T>
-    void to_host(T* host, const T* src, index_t n) const { copy(host, src, n); }
+    void to_host(T* host, const T* src, index_t n) const {
+        copy(host, src, n);
+    }
     template <class T>
-    void from_host(T* dst, const T* host, index_t n) const { copy(dst, host, n); }
+    void from_host(T* dst, const T* host, index_t n) const {
+        copy(dst, host, n);
+    }
     void synchronize() const {}
 };
 

@@ -54,10 +54,10 @@ namespace aligngpt::eval {
 
 /// One question of a question file.
 struct question {
-    nlohmann::json id;       ///< question_id as given (written back unchanged)
-    std::string key;         ///< question_id as a string key (eval::question_id: 5 and "5" are one id)
+    nlohmann::json id;  ///< question_id as given (written back unchanged)
+    std::string key;    ///< question_id as a string key (eval::question_id: 5 and "5" are one id)
     std::string image, text;
-    std::string where;       ///< "FILE:LINE"
+    std::string where;  ///< "FILE:LINE"
 };
 
 inline constexpr std::size_t max_question_line_bytes = std::size_t(16) << 20;
@@ -71,7 +71,10 @@ template <class F>
 void for_each_line(const std::string& path, std::size_t max_line, F&& f) {
     std::FILE* fp = std::fopen(path.c_str(), "rb");
     if (!fp) fail(path, ": cannot open: ", io::detail::errno_text(errno));
-    struct closer { std::FILE* f; ~closer() { std::fclose(f); } } guard{fp};
+    struct closer {
+        std::FILE* f;
+        ~closer() { std::fclose(f); }
+    } guard{fp};
     std::vector<char> buf(std::size_t(1) << 16);
     std::string line;
     std::size_t number = 1;
@@ -158,11 +161,10 @@ inline std::string answer_id(std::uint64_t seed, const std::string& key, std::si
 }
 
 /// One answers line as model_vqa_loader.py's json.dumps writes it, with the '\n'.
-inline std::string answer_line(const question& q, std::string_view text, std::string_view answer_id,
-                               std::string_view model_id) {
+inline std::string answer_line(const question& q, std::string_view text, std::string_view answer_id, std::string_view model_id) {
     using detail::py_json;
-    return "{\"question_id\": " + py_json(q.id) + ", \"prompt\": " + py_json(q.text) + ", \"text\": " +
-           py_json(std::string(text)) + ", \"answer_id\": " + py_json(std::string(answer_id)) +
+    return "{\"question_id\": " + py_json(q.id) + ", \"prompt\": " + py_json(q.text) +
+           ", \"text\": " + py_json(std::string(text)) + ", \"answer_id\": " + py_json(std::string(answer_id)) +
            ", \"model_id\": " + py_json(std::string(model_id)) + ", \"metadata\": {}}\n";
 }
 
@@ -177,10 +179,10 @@ inline std::string final_answer(const tokenizer::llama_tokenizer& tok, std::span
 
 /// What an existing answers file holds for `questions`.
 struct resume_state {
-    std::vector<char> done;       ///< per question: answered by a kept line
-    std::size_t kept = 0;         ///< complete lines kept
-    std::uint64_t bytes = 0;      ///< length of the kept prefix
-    bool torn = false;            ///< a last line without '\n' was found (it is cut off)
+    std::vector<char> done;   ///< per question: answered by a kept line
+    std::size_t kept = 0;     ///< complete lines kept
+    std::uint64_t bytes = 0;  ///< length of the kept prefix
+    bool torn = false;        ///< a last line without '\n' was found (it is cut off)
 };
 
 /// Scans `path` (absent: nothing answered). Each complete non-blank line must parse as an answer
@@ -191,7 +193,7 @@ inline resume_state scan_answers(const std::string& path, const std::vector<ques
     st.done.assign(questions.size(), 0);
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) return st;
-    std::map<std::string, std::vector<std::size_t>> by_key;  // question indices, in file order
+    std::map<std::string, std::vector<std::size_t>> by_key;                                  // question indices, in file order
     for (std::size_t k = questions.size(); k-- > 0;) by_key[questions[k].key].push_back(k);  // back() = first
     detail::for_each_line(path, max_question_line_bytes, [&](std::string_view l, std::size_t line, bool complete) {
         if (!complete) {
@@ -211,9 +213,10 @@ inline resume_state scan_answers(const std::string& path, const std::vector<ques
         const std::string key = question_id(v, where);
         (void)io::json_reader(v, where, io::json_nulls::refused).string("text", std::nullopt);
         auto it = by_key.find(key);
-        ALIGNGPT_CHECK(it != by_key.end() && !it->second.empty(), where, ": question_id ", io::detail::quote_name(key),
-                       it == by_key.end() ? " is not in the question file" : " is answered more often than the question file asks it",
-                       " (another run's answers file? refusing to resume)");
+        ALIGNGPT_CHECK(
+            it != by_key.end() && !it->second.empty(), where, ": question_id ", io::detail::quote_name(key),
+            it == by_key.end() ? " is not in the question file" : " is answered more often than the question file asks it",
+            " (another run's answers file? refusing to resume)");
         st.done[it->second.back()] = 1;
         it->second.pop_back();
         st.kept++;
@@ -229,7 +232,8 @@ public:
     answers_writer(const std::string& path, std::uint64_t keep_bytes) : path_(path) {
         fp_ = std::fopen(path.c_str(), keep_bytes ? "r+b" : "wb");
         if (!fp_) fail(path, ": cannot open for writing: ", io::detail::errno_text(errno));
-        if (keep_bytes && ::ftruncate(::fileno(fp_), off_t(keep_bytes)) != 0) fail(path, ": cannot cut off the torn last line: ", io::detail::errno_text(errno));
+        if (keep_bytes && ::ftruncate(::fileno(fp_), off_t(keep_bytes)) != 0)
+            fail(path, ": cannot cut off the torn last line: ", io::detail::errno_text(errno));
         if (std::fseek(fp_, 0, SEEK_END) != 0) fail(path, ": seek failed: ", io::detail::errno_text(errno));
     }
     answers_writer(const answers_writer&) = delete;
@@ -319,12 +323,12 @@ std::vector<std::vector<std::int64_t>> generate_batch(const models::aligngpt_mod
 /// Settings of answer_questions (the CLI's flags).
 struct answer_options {
     std::string image_folder, conv_mode = "vicuna_v1", model_id;
-    index_t max_new_tokens = 128;                        ///< model_vqa_loader.py's default
-    generate::sampling sampling{.temperature = 0};       ///< the evaluation scripts pass --temperature 0
+    index_t max_new_tokens = 128;                   ///< model_vqa_loader.py's default
+    generate::sampling sampling{.temperature = 0};  ///< the evaluation scripts pass --temperature 0
     models::alignment align{};
     index_t batch_size = 1;
     bool resume = false;
-    std::ostream* progress = nullptr;                    ///< done/total, answers/s, ETA per batch
+    std::ostream* progress = nullptr;  ///< done/total, answers/s, ETA per batch
 };
 
 struct answer_summary {
@@ -346,7 +350,8 @@ answer_summary answer_questions(const models::aligngpt_model<T, Backend>& m, con
     for (const question& q : qs) {
         std::error_code ec;
         const std::string p = image_path(q);
-        ALIGNGPT_CHECK(fs::is_regular_file(p, ec), q.where, ": image \"", q.image, "\": no such file ", io::detail::quote_name(p));
+        ALIGNGPT_CHECK(fs::is_regular_file(p, ec), q.where, ": image \"", q.image, "\": no such file ",
+                       io::detail::quote_name(p));
     }
     answer_summary sum;
     sum.questions = qs.size();
@@ -368,10 +373,12 @@ answer_summary answer_questions(const models::aligngpt_model<T, Backend>& m, con
         conv.append(conv.roles[1], std::nullopt);
         std::vector<std::int64_t> ids = tokenizer::tokenizer_image_token(tok, conv.prompt());
         const auto n_ph = std::count(ids.begin(), ids.end(), models::image_token_index);
-        ALIGNGPT_CHECK(n_ph == 1, q.where, ": text: the prompt holds ", n_ph, " image placeholders; the model takes one (is \"<image>\" in the text?)");
+        ALIGNGPT_CHECK(n_ph == 1, q.where, ": text: the prompt holds ", n_ph,
+                       " image placeholders; the model takes one (is \"<image>\" in the text?)");
         const index_t spliced = index_t(ids.size()) - 1 + m.config.n_image_tokens + 1;
         ALIGNGPT_CHECK(limit <= 0 || spliced <= limit, q.where, ": text: the prompt is ", spliced,
-                       " positions with the image, more than the model's context of ", limit, " (config tokenizer_model_max_length)");
+                       " positions with the image, more than the model's context of ", limit,
+                       " (config tokenizer_model_max_length)");
         return ids;
     };
     for (std::size_t k : todo) (void)prompt_of(qs[k]);  // every prompt checked before the first answer (tokenized again below)
@@ -395,11 +402,13 @@ answer_summary answer_questions(const models::aligngpt_model<T, Backend>& m, con
         const auto feats = tower.features(nullptr, ag::concat<T, Backend>(nullptr, px, 0));
         std::vector<generate::keywords_stop<tokenizer::llama_tokenizer>> stops;
         for (const auto& p : ids) stops.emplace_back(tok, std::vector<std::string>{stop}, p);
-        const auto gen = generate_batch(m, ids, feats, generate::options{o.max_new_tokens, {}}, o.sampling,
-                                        [&](index_t b, std::span<const std::int64_t> g) { return stops[std::size_t(b)](g); }, o.align);
+        const auto gen = generate_batch(
+            m, ids, feats, generate::options{o.max_new_tokens, {}}, o.sampling,
+            [&](index_t b, std::span<const std::int64_t> g) { return stops[std::size_t(b)](g); }, o.align);
         for (std::size_t i = 0; i < n; i++) {
             const std::size_t k = todo[first + i];
-            w.write(answer_line(qs[k], final_answer(tok, gen[i], stop), answer_id(o.sampling.seed, qs[k].key, occ[k]), o.model_id));
+            w.write(
+                answer_line(qs[k], final_answer(tok, gen[i], stop), answer_id(o.sampling.seed, qs[k].key, occ[k]), o.model_id));
         }
         w.sync();
         sum.answered += n;

@@ -128,8 +128,8 @@ inline std::string vqa_normalize(std::string_view answer) {
     s = py_strip(s);
     s = py_strip(replace_all(replace_all(s, "\n", " "), "\t", " "));
     // process_punctuation: the conditions read the input, the replacements build the output
-    static const char* const punct[] = {";", "/", "[", "]", "\"", "{", "}", "(", ")", "=", "+",
-                                        "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"};
+    static const char* const punct[] = {";",  "/", "[", "]", "\"", "{", "}", "(", ")", "=", "+",
+                                        "\\", "_", "-", ">", "<",  "@", "`", ",", "?", "!"};
     bool comma_between_digits = false;  // COMMA_STRIP: (?<=\d)(\,)+(?=\d)
     for (std::size_t i = 1; i < s.size() && !comma_between_digits; i++) {
         if (s[i] != ',' || !is_digit(s[i - 1])) continue;
@@ -158,40 +158,128 @@ inline std::string vqa_normalize(std::string_view answer) {
     }
     // process_digit_article
     static const std::map<std::string, std::string, std::less<>> numbers = {
-        {"none", "0"}, {"zero", "0"}, {"one", "1"}, {"two", "2"}, {"three", "3"}, {"four", "4"},
-        {"five", "5"}, {"six", "6"}, {"seven", "7"}, {"eight", "8"}, {"nine", "9"}, {"ten", "10"}};
-    static const std::map<std::string, std::string, std::less<>> contractions = {
-        {"aint", "ain't"}, {"arent", "aren't"}, {"cant", "can't"}, {"couldve", "could've"}, {"couldnt", "couldn't"},
-        {"couldn'tve", "couldn't've"}, {"couldnt've", "couldn't've"}, {"didnt", "didn't"}, {"doesnt", "doesn't"},
-        {"dont", "don't"}, {"hadnt", "hadn't"}, {"hadnt've", "hadn't've"}, {"hadn'tve", "hadn't've"},
-        {"hasnt", "hasn't"}, {"havent", "haven't"}, {"hed", "he'd"}, {"hed've", "he'd've"}, {"he'dve", "he'd've"},
-        {"hes", "he's"}, {"howd", "how'd"}, {"howll", "how'll"}, {"hows", "how's"}, {"Id've", "I'd've"},
-        {"I'dve", "I'd've"}, {"Im", "I'm"}, {"Ive", "I've"}, {"isnt", "isn't"}, {"itd", "it'd"},
-        {"itd've", "it'd've"}, {"it'dve", "it'd've"}, {"itll", "it'll"}, {"let's", "let's"}, {"maam", "ma'am"},
-        {"mightnt", "mightn't"}, {"mightnt've", "mightn't've"}, {"mightn'tve", "mightn't've"},
-        {"mightve", "might've"}, {"mustnt", "mustn't"}, {"mustve", "must've"}, {"neednt", "needn't"},
-        {"notve", "not've"}, {"oclock", "o'clock"}, {"oughtnt", "oughtn't"}, {"ow's'at", "'ow's'at"},
-        {"'ows'at", "'ow's'at"}, {"'ow'sat", "'ow's'at"}, {"shant", "shan't"}, {"shed've", "she'd've"},
-        {"she'dve", "she'd've"}, {"she's", "she's"}, {"shouldve", "should've"}, {"shouldnt", "shouldn't"},
-        {"shouldnt've", "shouldn't've"}, {"shouldn'tve", "shouldn't've"}, {"somebody'd", "somebodyd"},
-        {"somebodyd've", "somebody'd've"}, {"somebody'dve", "somebody'd've"}, {"somebodyll", "somebody'll"},
-        {"somebodys", "somebody's"}, {"someoned", "someone'd"}, {"someoned've", "someone'd've"},
-        {"someone'dve", "someone'd've"}, {"someonell", "someone'll"}, {"someones", "someone's"},
-        {"somethingd", "something'd"}, {"somethingd've", "something'd've"}, {"something'dve", "something'd've"},
-        {"somethingll", "something'll"}, {"thats", "that's"}, {"thered", "there'd"}, {"thered've", "there'd've"},
-        {"there'dve", "there'd've"}, {"therere", "there're"}, {"theres", "there's"}, {"theyd", "they'd"},
-        {"theyd've", "they'd've"}, {"they'dve", "they'd've"}, {"theyll", "they'll"}, {"theyre", "they're"},
-        {"theyve", "they've"}, {"twas", "'twas"}, {"wasnt", "wasn't"}, {"wed've", "we'd've"},
-        {"we'dve", "we'd've"}, {"weve", "we've"}, {"werent", "weren't"}, {"whatll", "what'll"},
-        {"whatre", "what're"}, {"whats", "what's"}, {"whatve", "what've"}, {"whens", "when's"},
-        {"whered", "where'd"}, {"wheres", "where's"}, {"whereve", "where've"}, {"whod", "who'd"},
-        {"whod've", "who'd've"}, {"who'dve", "who'd've"}, {"wholl", "who'll"}, {"whos", "who's"},
-        {"whove", "who've"}, {"whyll", "why'll"}, {"whyre", "why're"}, {"whys", "why's"}, {"wont", "won't"},
-        {"wouldve", "would've"}, {"wouldnt", "wouldn't"}, {"wouldnt've", "wouldn't've"},
-        {"wouldn'tve", "wouldn't've"}, {"yall", "y'all"}, {"yall'll", "y'all'll"}, {"y'allll", "y'all'll"},
-        {"yall'd've", "y'all'd've"}, {"y'alld've", "y'all'd've"}, {"y'all'dve", "y'all'd've"},
-        {"youd", "you'd"}, {"youd've", "you'd've"}, {"you'dve", "you'd've"}, {"youll", "you'll"},
-        {"youre", "you're"}, {"youve", "you've"}};
+        {"none", "0"}, {"zero", "0"}, {"one", "1"},   {"two", "2"},   {"three", "3"}, {"four", "4"},
+        {"five", "5"}, {"six", "6"},  {"seven", "7"}, {"eight", "8"}, {"nine", "9"},  {"ten", "10"}};
+    static const std::map<std::string, std::string, std::less<>> contractions = {{"aint", "ain't"},
+                                                                                 {"arent", "aren't"},
+                                                                                 {"cant", "can't"},
+                                                                                 {"couldve", "could've"},
+                                                                                 {"couldnt", "couldn't"},
+                                                                                 {"couldn'tve", "couldn't've"},
+                                                                                 {"couldnt've", "couldn't've"},
+                                                                                 {"didnt", "didn't"},
+                                                                                 {"doesnt", "doesn't"},
+                                                                                 {"dont", "don't"},
+                                                                                 {"hadnt", "hadn't"},
+                                                                                 {"hadnt've", "hadn't've"},
+                                                                                 {"hadn'tve", "hadn't've"},
+                                                                                 {"hasnt", "hasn't"},
+                                                                                 {"havent", "haven't"},
+                                                                                 {"hed", "he'd"},
+                                                                                 {"hed've", "he'd've"},
+                                                                                 {"he'dve", "he'd've"},
+                                                                                 {"hes", "he's"},
+                                                                                 {"howd", "how'd"},
+                                                                                 {"howll", "how'll"},
+                                                                                 {"hows", "how's"},
+                                                                                 {"Id've", "I'd've"},
+                                                                                 {"I'dve", "I'd've"},
+                                                                                 {"Im", "I'm"},
+                                                                                 {"Ive", "I've"},
+                                                                                 {"isnt", "isn't"},
+                                                                                 {"itd", "it'd"},
+                                                                                 {"itd've", "it'd've"},
+                                                                                 {"it'dve", "it'd've"},
+                                                                                 {"itll", "it'll"},
+                                                                                 {"let's", "let's"},
+                                                                                 {"maam", "ma'am"},
+                                                                                 {"mightnt", "mightn't"},
+                                                                                 {"mightnt've", "mightn't've"},
+                                                                                 {"mightn'tve", "mightn't've"},
+                                                                                 {"mightve", "might've"},
+                                                                                 {"mustnt", "mustn't"},
+                                                                                 {"mustve", "must've"},
+                                                                                 {"neednt", "needn't"},
+                                                                                 {"notve", "not've"},
+                                                                                 {"oclock", "o'clock"},
+                                                                                 {"oughtnt", "oughtn't"},
+                                                                                 {"ow's'at", "'ow's'at"},
+                                                                                 {"'ows'at", "'ow's'at"},
+                                                                                 {"'ow'sat", "'ow's'at"},
+                                                                                 {"shant", "shan't"},
+                                                                                 {"shed've", "she'd've"},
+                                                                                 {"she'dve", "she'd've"},
+                                                                                 {"she's", "she's"},
+                                                                                 {"shouldve", "should've"},
+                                                                                 {"shouldnt", "shouldn't"},
+                                                                                 {"shouldnt've", "shouldn't've"},
+                                                                                 {"shouldn'tve", "shouldn't've"},
+                                                                                 {"somebody'd", "somebodyd"},
+                                                                                 {"somebodyd've", "somebody'd've"},
+                                                                                 {"somebody'dve", "somebody'd've"},
+                                                                                 {"somebodyll", "somebody'll"},
+                                                                                 {"somebodys", "somebody's"},
+                                                                                 {"someoned", "someone'd"},
+                                                                                 {"someoned've", "someone'd've"},
+                                                                                 {"someone'dve", "someone'd've"},
+                                                                                 {"someonell", "someone'll"},
+                                                                                 {"someones", "someone's"},
+                                                                                 {"somethingd", "something'd"},
+                                                                                 {"somethingd've", "something'd've"},
+                                                                                 {"something'dve", "something'd've"},
+                                                                                 {"somethingll", "something'll"},
+                                                                                 {"thats", "that's"},
+                                                                                 {"thered", "there'd"},
+                                                                                 {"thered've", "there'd've"},
+                                                                                 {"there'dve", "there'd've"},
+                                                                                 {"therere", "there're"},
+                                                                                 {"theres", "there's"},
+                                                                                 {"theyd", "they'd"},
+                                                                                 {"theyd've", "they'd've"},
+                                                                                 {"they'dve", "they'd've"},
+                                                                                 {"theyll", "they'll"},
+                                                                                 {"theyre", "they're"},
+                                                                                 {"theyve", "they've"},
+                                                                                 {"twas", "'twas"},
+                                                                                 {"wasnt", "wasn't"},
+                                                                                 {"wed've", "we'd've"},
+                                                                                 {"we'dve", "we'd've"},
+                                                                                 {"weve", "we've"},
+                                                                                 {"werent", "weren't"},
+                                                                                 {"whatll", "what'll"},
+                                                                                 {"whatre", "what're"},
+                                                                                 {"whats", "what's"},
+                                                                                 {"whatve", "what've"},
+                                                                                 {"whens", "when's"},
+                                                                                 {"whered", "where'd"},
+                                                                                 {"wheres", "where's"},
+                                                                                 {"whereve", "where've"},
+                                                                                 {"whod", "who'd"},
+                                                                                 {"whod've", "who'd've"},
+                                                                                 {"who'dve", "who'd've"},
+                                                                                 {"wholl", "who'll"},
+                                                                                 {"whos", "who's"},
+                                                                                 {"whove", "who've"},
+                                                                                 {"whyll", "why'll"},
+                                                                                 {"whyre", "why're"},
+                                                                                 {"whys", "why's"},
+                                                                                 {"wont", "won't"},
+                                                                                 {"wouldve", "would've"},
+                                                                                 {"wouldnt", "wouldn't"},
+                                                                                 {"wouldnt've", "wouldn't've"},
+                                                                                 {"wouldn'tve", "wouldn't've"},
+                                                                                 {"yall", "y'all"},
+                                                                                 {"yall'll", "y'all'll"},
+                                                                                 {"y'allll", "y'all'll"},
+                                                                                 {"yall'd've", "y'all'd've"},
+                                                                                 {"y'alld've", "y'all'd've"},
+                                                                                 {"y'all'dve", "y'all'd've"},
+                                                                                 {"youd", "you'd"},
+                                                                                 {"youd've", "you'd've"},
+                                                                                 {"you'dve", "you'd've"},
+                                                                                 {"youll", "you'll"},
+                                                                                 {"youre", "you're"},
+                                                                                 {"youve", "you've"}};
     std::vector<std::string> words;
     for (std::string w : py_split(ascii_lower(out))) {
         if (auto n = numbers.find(w); n != numbers.end()) w = n->second;
@@ -256,14 +344,16 @@ struct pope_result {
 /// One POPE question: the label ("yes" true) and the model's answer text.
 inline void pope_add(pope_result& r, bool label_yes, std::string_view answer) {
     const bool pred_yes = !pope_says_no(answer);
-    if (pred_yes) (label_yes ? r.tp : r.fp)++;
-    else (label_yes ? r.fn : r.tn)++;
+    if (pred_yes)
+        (label_yes ? r.tp : r.fp)++;
+    else
+        (label_yes ? r.fn : r.tn)++;
 }
 
 /// The MME subtasks (calculation.py eval_type_dict), in its order.
 inline const std::vector<std::string>& mme_perception() {
-    static const std::vector<std::string> v = {"existence", "count",    "position", "color",    "posters",
-                                               "celebrity", "scene",    "landmark", "artwork",  "OCR"};
+    static const std::vector<std::string> v = {"existence", "count", "position", "color",   "posters",
+                                               "celebrity", "scene", "landmark", "artwork", "OCR"};
     return v;
 }
 inline const std::vector<std::string>& mme_cognition() {
@@ -398,8 +488,8 @@ inline std::vector<answer> read_answers(const std::string& path, bool allow_repe
         answer a{question_id(rec.value, rec.where), r.string("text", std::nullopt), rec.where};
         if (!allow_repeats) {
             auto [it, fresh] = seen.emplace(a.question_id, rec.where);
-            ALIGNGPT_CHECK(fresh, rec.where, ": question_id ", io::detail::quote_name(a.question_id), " answered twice (first at ",
-                           it->second, ")");
+            ALIGNGPT_CHECK(fresh, rec.where, ": question_id ", io::detail::quote_name(a.question_id),
+                           " answered twice (first at ", it->second, ")");
         }
         out.push_back(std::move(a));
     }
@@ -423,8 +513,8 @@ std::vector<std::size_t> match_answers(const std::vector<answer>& answers, const
         ALIGNGPT_CHECK(it != by_id.end(), a.where, ": question_id ", io::detail::quote_name(a.question_id), " is not in ",
                        annotations_file);
         std::size_t& u = used[a.question_id];
-        ALIGNGPT_CHECK(u < it->second.size(), a.where, ": question_id ", io::detail::quote_name(a.question_id), " answered ", u + 1,
-                       " times, but ", annotations_file, " has it ", it->second.size(), " times");
+        ALIGNGPT_CHECK(u < it->second.size(), a.where, ": question_id ", io::detail::quote_name(a.question_id), " answered ",
+                       u + 1, " times, but ", annotations_file, " has it ", it->second.size(), " times");
         out.push_back(it->second[u++]);
     }
     unanswered = annotations.size() - answers.size();
@@ -500,7 +590,8 @@ inline std::vector<mme_annotation> read_mme_annotations(const std::string& path)
         a.question_id = question_id(rec.value, rec.where);
         a.label_yes = read_yes_no(r, r.has("label") || !r.has("answer") ? "label" : "answer");
         const auto slash = a.question_id.find('/');
-        a.subtask = r.string("category", slash == std::string::npos ? std::optional<std::string>() : a.question_id.substr(0, slash));
+        a.subtask =
+            r.string("category", slash == std::string::npos ? std::optional<std::string>() : a.question_id.substr(0, slash));
         a.image = r.string("image", a.question_id);
         const auto& p = mme_perception();
         const auto& c = mme_cognition();
@@ -526,9 +617,12 @@ inline vqa_annotation vqa_entry(const nlohmann::json& j, const std::string& wher
     const nlohmann::json* v = r.get("answers");
     if (!v || !v->is_array() || v->empty()) r.must_be("answers", "a non-empty array of answers");
     for (const auto& h : *v) {
-        if (h.is_string()) a.answers.push_back(h.get<std::string>());
-        else if (h.is_object() && h.contains("answer") && h["answer"].is_string()) a.answers.push_back(h["answer"].get<std::string>());
-        else r.must_be("answers", "an array of strings or of {\"answer\": string} objects");
+        if (h.is_string())
+            a.answers.push_back(h.get<std::string>());
+        else if (h.is_object() && h.contains("answer") && h["answer"].is_string())
+            a.answers.push_back(h["answer"].get<std::string>());
+        else
+            r.must_be("answers", "an array of strings or of {\"answer\": string} objects");
     }
     return a;
 }
@@ -544,7 +638,10 @@ inline std::vector<vqa_annotation> read_vqa_annotations(const std::string& path)
         io::json_parse_options opt;
         opt.max_bytes = max_eval_file_bytes;
         const nlohmann::json j = io::parse_json(text, path, opt);
-        const char* key = j.is_object() ? (j.contains("annotations") ? "annotations" : j.contains("data") ? "data" : nullptr) : nullptr;
+        const char* key = j.is_object() ? (j.contains("annotations") ? "annotations"
+                                           : j.contains("data")      ? "data"
+                                                                     : nullptr)
+                                        : nullptr;
         if (key) {
             const nlohmann::json& list = j[key];
             ALIGNGPT_CHECK(list.is_array(), path, ": field '", key, "' must be an array");

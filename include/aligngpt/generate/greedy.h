@@ -23,8 +23,8 @@ struct options {
 /// The logits of the last position of batch row 0 of logits [B, T, V], copied to the host.
 template <class T, class Backend>
 std::vector<T> last_row(const autograd::variable<T, Backend>& logits) {
-    ALIGNGPT_CHECK(logits.value().dim() == 3 && logits.size(2) > 0, "generate: logits ",
-                   detail::shape_str(logits.shape()), " are not [B, T, V]");
+    ALIGNGPT_CHECK(logits.value().dim() == 3 && logits.size(2) > 0, "generate: logits ", detail::shape_str(logits.shape()),
+                   " are not [B, T, V]");
     const index_t V = logits.size(2), Tn = logits.size(1);
     std::vector<T> row(static_cast<size_t>(V));
     logits.backend().to_host(row.data(), logits.value().data() + (Tn - 1) * V, V);

@@ -69,18 +69,22 @@ inline std::optional<weights_dtype> parse_weights_dtype(std::string_view s) {
 inline bool glob_match(std::string_view pat, std::string_view s) {
     std::size_t p = 0, i = 0, star = std::string_view::npos, mark = 0;
     while (i < s.size()) {
-        if (p < pat.size() && pat[p] == '*') star = p++, mark = i;
-        else if (p < pat.size() && pat[p] == s[i]) p++, i++;
-        else if (star != std::string_view::npos) p = star + 1, i = ++mark;
-        else return false;
+        if (p < pat.size() && pat[p] == '*')
+            star = p++, mark = i;
+        else if (p < pat.size() && pat[p] == s[i])
+            p++, i++;
+        else if (star != std::string_view::npos)
+            p = star + 1, i = ++mark;
+        else
+            return false;
     }
     while (p < pat.size() && pat[p] == '*') p++;
     return p == pat.size();
 }
 
 struct load_options {
-    bool quiet = false;              ///< no progress lines
-    std::ostream* log = nullptr;     ///< progress goes here (nullptr: std::cerr)
+    bool quiet = false;           ///< no progress lines
+    std::ostream* log = nullptr;  ///< progress goes here (nullptr: std::cerr)
     /// Module-name prefix -> source-key prefix, first match wins.
     std::vector<std::pair<std::string, std::string>> rename{};
     /// Source keys matching any of these globs are skipped (neither loaded nor "unexpected") unless
@@ -251,8 +255,8 @@ struct packed_store {
 };
 
 struct load_stats {
-    std::size_t tensors = 0, packed = 0;   ///< tensors read, of which packed 16-bit
-    std::uint64_t bytes = 0;               ///< bytes read from the files
+    std::size_t tensors = 0, packed = 0;  ///< tensors read, of which packed 16-bit
+    std::uint64_t bytes = 0;              ///< bytes read from the files
     double seconds = 0;
     double mb_per_s() const { return seconds > 0 ? double(bytes) / 1e6 / seconds : 0; }
 };
@@ -272,24 +276,28 @@ inline std::string shape_text(const std::vector<index_t>& s) { return aligngpt::
 class progress {
 public:
     progress(const load_options& o, std::string what, std::size_t total_tensors, std::uint64_t total_bytes)
-        : out_(o.quiet ? nullptr : (o.log ? o.log : &std::cerr)), what_(std::move(what)), nt_(total_tensors),
-          nb_(total_bytes), t0_(clock::now()), last_(t0_) {}
+        : out_(o.quiet ? nullptr : (o.log ? o.log : &std::cerr)),
+          what_(std::move(what)),
+          nt_(total_tensors),
+          nb_(total_bytes),
+          t0_(clock::now()),
+          last_(t0_) {}
     void step(std::uint64_t bytes) {
         done_t_++, done_b_ += bytes;
         if (!out_) return;
         const auto now = clock::now();
         if (std::chrono::duration<double>(now - last_).count() < 0.5) return;
         last_ = now;
-        *out_ << "[load] " << what_ << ": " << done_t_ << "/" << nt_ << " tensors, " << mb(done_b_) << "/" << mb(nb_)
-              << " MB, " << int(rate()) << " MB/s\n"
+        *out_ << "[load] " << what_ << ": " << done_t_ << "/" << nt_ << " tensors, " << mb(done_b_) << "/" << mb(nb_) << " MB, "
+              << int(rate()) << " MB/s\n"
               << std::flush;
     }
     double seconds() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
     double rate() const { return seconds() > 0 ? double(done_b_) / 1e6 / seconds() : 0; }
     void done(const std::string& extra = {}) {
         if (!out_) return;
-        *out_ << "[load] " << what_ << ": " << done_t_ << " tensors, " << mb(done_b_) << " MB in " << fixed2(seconds())
-              << " s (" << int(rate()) << " MB/s)" << extra << "\n"
+        *out_ << "[load] " << what_ << ": " << done_t_ << " tensors, " << mb(done_b_) << " MB in " << fixed2(seconds()) << " s ("
+              << int(rate()) << " MB/s)" << extra << "\n"
               << std::flush;
     }
 
@@ -357,9 +365,8 @@ public:
                     break;
                 }
             const tensor_source::entry* e = src.find(key);
-            const bool in_scope = opt.scope.empty() || std::any_of(opt.scope.begin(), opt.scope.end(), [&](const std::string& s) {
-                                      return key.starts_with(s);
-                                  });
+            const bool in_scope = opt.scope.empty() || std::any_of(opt.scope.begin(), opt.scope.end(),
+                                                                   [&](const std::string& s) { return key.starts_with(s); });
             if (!e || !in_scope) {
                 const bool may = std::any_of(opt.allow_missing.begin(), opt.allow_missing.end(),
                                              [&](const std::string& g) { return glob_match(g, name); });
@@ -382,11 +389,13 @@ public:
                 continue;
             }
             bool pack = false;
-            if (opt.dtype != weights_dtype::f32 && p.var.value().dim() == 2 && (opt.pack_if ? opt.pack_if(name) : p.linear != nullptr)) {
+            if (opt.dtype != weights_dtype::f32 && p.var.value().dim() == 2 &&
+                (opt.pack_if ? opt.pack_if(name) : p.linear != nullptr)) {
                 const dtype want = opt.dtype == weights_dtype::bf16 ? dtype::BF16 : dtype::F16;
                 pack = t.type == want;
-                if (!pack) notes_.push_back(name + ": file holds " + dtype_name(t.type) + ", kept in f32 (weights_dtype " +
-                                            weights_dtype_name(opt.dtype) + " packs only " + dtype_name(want) + " exactly)");
+                if (!pack)
+                    notes_.push_back(name + ": file holds " + dtype_name(t.type) + ", kept in f32 (weights_dtype " +
+                                     weights_dtype_name(opt.dtype) + " packs only " + dtype_name(want) + " exactly)");
             }
             jobs.push_back({p, key, e, pack});
             total += t.nbytes();
@@ -420,17 +429,16 @@ public:
                     n_packed++;
                 } else {
                     values_.push_back({j.slot.var, staged(t.shape, j.slot.var.backend(), [&](T* dst) {
-                        if constexpr (std::is_same_v<T, float>) j.e->file->read(t, dst);
-                        else {
-                            std::vector<float> tmp(std::size_t(t.numel()));
-                            j.e->file->read(t, tmp.data());
-                            std::copy(tmp.begin(), tmp.end(), dst);
-                        }
-                    })});
+                                           if constexpr (std::is_same_v<T, float>)
+                                               j.e->file->read(t, dst);
+                                           else {
+                                               std::vector<float> tmp(std::size_t(t.numel()));
+                                               j.e->file->read(t, tmp.data());
+                                               std::copy(tmp.begin(), tmp.end(), dst);
+                                           }
+                                       })});
                 }
-            } catch (const std::exception& ex) {
-                read_errors_.push_back(ex.what());
-            }
+            } catch (const std::exception& ex) { read_errors_.push_back(ex.what()); }
             j.e->file->release(t);
             stats_.bytes += t.nbytes();
             stats_.tensors++;
@@ -494,7 +502,8 @@ private:
         return v;
     }
     template <class S>
-    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
+    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f,
+                      const load_options& opt) {
         const index_t N = t.shape[0], K = t.shape[1];
         const std::byte* p = f.data(t);
         std::shared_ptr<const ops::packed_weight<S>> pw;
@@ -507,25 +516,32 @@ private:
             pw = std::make_shared<const ops::packed_weight<S>>(ops::packed_weight<S>::pack(tmp.data(), N, K));
         }
         const std::string& name = slot.var.name();
-        if constexpr (std::is_same_v<S, bf16>) packed_.bf16_weights[name] = pw;
-        else packed_.f16_weights[name] = pw;
+        if constexpr (std::is_same_v<S, bf16>)
+            packed_.bf16_weights[name] = pw;
+        else
+            packed_.f16_weights[name] = pw;
         if (slot.linear) {
-            if constexpr (std::is_same_v<S, bf16>) packed_bf16_.push_back({slot.linear, pw});
-            else packed_f16_.push_back({slot.linear, pw});
+            if constexpr (std::is_same_v<S, bf16>)
+                packed_bf16_.push_back({slot.linear, pw});
+            else
+                packed_f16_.push_back({slot.linear, pw});
         } else if (!opt.packed_store_only) {
             // a bare matrix has no packed slot: give it the exact f32 widening as well
             values_.push_back({slot.var, staged(t.shape, slot.var.backend(), [&](T* dst) {
-                std::vector<float> row(static_cast<std::size_t>(K));
-                for (index_t j = 0; j < N; j++) {
-                    pw->unpack_row(j, row.data());
-                    std::copy(row.begin(), row.end(), dst + j * K);
-                }
-            })});
+                                   std::vector<float> row(static_cast<std::size_t>(K));
+                                   for (index_t j = 0; j < N; j++) {
+                                       pw->unpack_row(j, row.data());
+                                       std::copy(row.begin(), row.end(), dst + j * K);
+                                   }
+                               })});
         }
     }
-    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f, const load_options& opt) {
-        if (opt.dtype == weights_dtype::bf16) stage_packed<bf16>(slot, t, f, opt);
-        else stage_packed<f16>(slot, t, f, opt);
+    void stage_packed(const detail::param_slot<T, Backend>& slot, const tensor_info& t, const raw_weights& f,
+                      const load_options& opt) {
+        if (opt.dtype == weights_dtype::bf16)
+            stage_packed<bf16>(slot, t, f, opt);
+        else
+            stage_packed<f16>(slot, t, f, opt);
     }
     std::vector<std::pair<autograd::variable<T, Backend>, tensor<T, Backend>>> values_;
     std::vector<std::pair<nn::linear<T, Backend>*, std::shared_ptr<const ops::packed_weight<bf16>>>> packed_bf16_;

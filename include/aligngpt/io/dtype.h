@@ -36,24 +36,58 @@ static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559, "alig
 namespace aligngpt::io {
 
 enum class dtype {
-    BOOL, F4, F6_E2M3, F6_E3M2, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ,
-    I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64
+    BOOL,
+    F4,
+    F6_E2M3,
+    F6_E3M2,
+    U8,
+    I8,
+    F8_E5M2,
+    F8_E4M3,
+    F8_E8M0,
+    F8_E4M3FNUZ,
+    F8_E5M2FNUZ,
+    I16,
+    U16,
+    F16,
+    BF16,
+    I32,
+    U32,
+    F32,
+    C64,
+    F64,
+    I64,
+    U64
 };
 
 namespace detail {
-struct dtype_row { dtype type; const char* name; unsigned bits; };
+struct dtype_row {
+    dtype type;
+    const char* name;
+    unsigned bits;
+};
 inline constexpr dtype_row dtype_table[] = {
-    {dtype::BOOL, "BOOL", 8},        {dtype::F4, "F4", 4},
-    {dtype::F6_E2M3, "F6_E2M3", 6},  {dtype::F6_E3M2, "F6_E3M2", 6},
-    {dtype::U8, "U8", 8},            {dtype::I8, "I8", 8},
-    {dtype::F8_E5M2, "F8_E5M2", 8},  {dtype::F8_E4M3, "F8_E4M3", 8},
-    {dtype::F8_E8M0, "F8_E8M0", 8},  {dtype::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8},
+    {dtype::BOOL, "BOOL", 8},
+    {dtype::F4, "F4", 4},
+    {dtype::F6_E2M3, "F6_E2M3", 6},
+    {dtype::F6_E3M2, "F6_E3M2", 6},
+    {dtype::U8, "U8", 8},
+    {dtype::I8, "I8", 8},
+    {dtype::F8_E5M2, "F8_E5M2", 8},
+    {dtype::F8_E4M3, "F8_E4M3", 8},
+    {dtype::F8_E8M0, "F8_E8M0", 8},
+    {dtype::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8},
     {dtype::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8},
-    {dtype::I16, "I16", 16},         {dtype::U16, "U16", 16},
-    {dtype::F16, "F16", 16},         {dtype::BF16, "BF16", 16},
-    {dtype::I32, "I32", 32},         {dtype::U32, "U32", 32},
-    {dtype::F32, "F32", 32},         {dtype::C64, "C64", 64},
-    {dtype::F64, "F64", 64},         {dtype::I64, "I64", 64},
+    {dtype::I16, "I16", 16},
+    {dtype::U16, "U16", 16},
+    {dtype::F16, "F16", 16},
+    {dtype::BF16, "BF16", 16},
+    {dtype::I32, "I32", 32},
+    {dtype::U32, "U32", 32},
+    {dtype::F32, "F32", 32},
+    {dtype::C64, "C64", 64},
+    {dtype::F64, "F64", 64},
+    {dtype::I64, "I64", 64},
     {dtype::U64, "U64", 64},
 };
 }  // namespace detail
@@ -84,14 +118,22 @@ inline std::string dtype_list() {
 /// The dtype a C++ element type is written as (float->F32, double->F64, int64_t->I64, ...).
 template <class T>
 constexpr dtype dtype_of() {
-    if constexpr (std::is_same_v<T, float>) return dtype::F32;
-    else if constexpr (std::is_same_v<T, double>) return dtype::F64;
-    else if constexpr (std::is_same_v<T, std::int64_t>) return dtype::I64;
-    else if constexpr (std::is_same_v<T, std::int32_t>) return dtype::I32;
-    else if constexpr (std::is_same_v<T, std::uint8_t>) return dtype::U8;
-    else if constexpr (std::is_same_v<T, bf16>) return dtype::BF16;
-    else if constexpr (std::is_same_v<T, f16>) return dtype::F16;
-    else static_assert(sizeof(T) == 0, "no safetensors dtype for this element type");
+    if constexpr (std::is_same_v<T, float>)
+        return dtype::F32;
+    else if constexpr (std::is_same_v<T, double>)
+        return dtype::F64;
+    else if constexpr (std::is_same_v<T, std::int64_t>)
+        return dtype::I64;
+    else if constexpr (std::is_same_v<T, std::int32_t>)
+        return dtype::I32;
+    else if constexpr (std::is_same_v<T, std::uint8_t>)
+        return dtype::U8;
+    else if constexpr (std::is_same_v<T, bf16>)
+        return dtype::BF16;
+    else if constexpr (std::is_same_v<T, f16>)
+        return dtype::F16;
+    else
+        static_assert(sizeof(T) == 0, "no safetensors dtype for this element type");
 }
 
 namespace detail {
@@ -104,29 +146,39 @@ inline S load(const std::byte* p) {
 /// Whether integer v fits integer T (always true for other pairs, which are never range-checked).
 template <class T, class V>
 bool fits(V v) {
-    if constexpr (std::is_integral_v<T> && std::is_integral_v<V>) return std::in_range<T>(v);
-    else return (void)v, true;
+    if constexpr (std::is_integral_v<T> && std::is_integral_v<V>)
+        return std::in_range<T>(v);
+    else
+        return (void)v, true;
 }
 template <class T>
 constexpr bool is_half_v = std::is_same_v<T, bf16> || std::is_same_v<T, f16>;
 inline bool is_integer(dtype t) {
     switch (t) {
-        case dtype::BOOL: case dtype::U8: case dtype::I8: case dtype::I16: case dtype::U16:
-        case dtype::I32: case dtype::U32: case dtype::I64: case dtype::U64: return true;
+        case dtype::BOOL:
+        case dtype::U8:
+        case dtype::I8:
+        case dtype::I16:
+        case dtype::U16:
+        case dtype::I32:
+        case dtype::U32:
+        case dtype::I64:
+        case dtype::U64: return true;
         default: return false;
     }
 }
-inline bool is_plain_float(dtype t) {
-    return t == dtype::F16 || t == dtype::BF16 || t == dtype::F32 || t == dtype::F64;
-}
+inline bool is_plain_float(dtype t) { return t == dtype::F16 || t == dtype::BF16 || t == dtype::F32 || t == dtype::F64; }
 }  // namespace detail
 
 /// Whether convert_elements<T> accepts dtype `src` (the policy in the file comment).
 template <class T>
 bool convertible(dtype src) {
-    if constexpr (detail::is_half_v<T>) return src == dtype_of<T>();
-    else if constexpr (std::is_floating_point_v<T>) return detail::is_integer(src) || detail::is_plain_float(src);
-    else return detail::is_integer(src);
+    if constexpr (detail::is_half_v<T>)
+        return src == dtype_of<T>();
+    else if constexpr (std::is_floating_point_v<T>)
+        return detail::is_integer(src) || detail::is_plain_float(src);
+    else
+        return detail::is_integer(src);
 }
 
 /// Converts n elements of dtype `src` starting at p (any alignment) into out[0..n).
@@ -134,8 +186,8 @@ bool convertible(dtype src) {
 /// integer value that does not fit T.
 template <class T>
 void convert_elements(dtype src, const std::byte* p, std::size_t n, T* out, const std::string& what) {
-    ALIGNGPT_CHECK(convertible<T>(src), what, ": dtype ", dtype_name(src), " cannot be read as ",
-                   dtype_name(dtype_of<T>()), " (allowed: float/double from integer and F16/BF16/F32/F64,"
+    ALIGNGPT_CHECK(convertible<T>(src), what, ": dtype ", dtype_name(src), " cannot be read as ", dtype_name(dtype_of<T>()),
+                   " (allowed: float/double from integer and F16/BF16/F32/F64,"
                    " integers from integer dtypes, f16/bf16 from the same dtype)");
     if constexpr (detail::is_half_v<T>) {
         if (n) std::memcpy(static_cast<void*>(out), p, n * sizeof(T));

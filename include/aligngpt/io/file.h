@@ -41,8 +41,10 @@ inline std::string quote_name(std::string_view s, std::size_t max = 160) {
     std::string out = "\"";
     for (std::size_t i = 0; i < s.size() && i < max; i++) {
         const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') out += char(c);
-        else out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            out += char(c);
+        else
+            out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
     }
     if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
     return out + "\"";
@@ -56,13 +58,24 @@ inline std::size_t utf8_error_at(std::string_view s) {
     std::size_t i = 0;
     while (i < n) {
         const unsigned c = p[i];
-        if (c < 0x80) { i++; continue; }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
         std::size_t len;
         unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-        if (c >= 0xC2 && c <= 0xDF) len = 2;
-        else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else return i;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else
+            return i;
         if (n - i < len || p[i + 1] < lo || p[i + 1] > hi) return i;
         for (std::size_t k = 2; k < len; k++)
             if ((p[i + k] & 0xC0) != 0x80) return i;
@@ -73,7 +86,9 @@ inline std::size_t utf8_error_at(std::string_view s) {
 
 struct fd_closer {
     int fd = -1;
-    ~fd_closer() { if (fd >= 0) ::close(fd); }
+    ~fd_closer() {
+        if (fd >= 0) ::close(fd);
+    }
 };
 
 /// Opens `path` read-only, checks it is a regular file, returns its size.
@@ -134,8 +149,8 @@ inline std::string read_text_file(const std::string& path, std::uint64_t max_byt
     while (got < out.size()) {
         const ssize_t r = ::read(f.fd, out.data() + got, out.size() - got);
         if (r < 0 && errno == EINTR) continue;
-        ALIGNGPT_CHECK(r > 0, path, ": read failed after ", got, " of ", size, " bytes: ",
-                       r == 0 ? std::string("unexpected end of file") : detail::errno_text(errno));
+        ALIGNGPT_CHECK(r > 0, path, ": read failed after ", got, " of ", size,
+                       " bytes: ", r == 0 ? std::string("unexpected end of file") : detail::errno_text(errno));
         got += std::size_t(r);
     }
     return out;
@@ -176,15 +191,15 @@ public:
         const int rc = ::close(fd_);
         fd_ = -1;
         ALIGNGPT_CHECK(rc == 0, path_, ": close of ", tmp_, " failed: ", detail::errno_text(errno));
-        ALIGNGPT_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": rename from ", tmp_, " failed: ",
-                       detail::errno_text(errno));
+        ALIGNGPT_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": rename from ", tmp_,
+                       " failed: ", detail::errno_text(errno));
         committed_ = true;
         const auto slash = path_.find_last_of('/');
         const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
         detail::fd_closer d;
         d.fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        ALIGNGPT_CHECK(d.fd >= 0 && ::fsync(d.fd) == 0, path_, ": fsync of directory ", dir, " failed: ",
-                       detail::errno_text(errno));
+        ALIGNGPT_CHECK(d.fd >= 0 && ::fsync(d.fd) == 0, path_, ": fsync of directory ", dir,
+                       " failed: ", detail::errno_text(errno));
     }
 
 private:

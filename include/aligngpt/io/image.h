@@ -134,14 +134,13 @@ inline void check_png_chunks(const std::uint8_t* p, std::size_t n, const std::st
                        " inside a chunk header, before the IEND chunk");
         const std::uint32_t len = be32(p + off);
         const std::string type(reinterpret_cast<const char*>(p + off + 4), 4);
-        ALIGNGPT_CHECK(len <= 0x7fffffffu, name, ": PNG chunk ", quote_name(type), " at byte ", off, " has length ",
-                       len, " > 2^31-1");
+        ALIGNGPT_CHECK(len <= 0x7fffffffu, name, ": PNG chunk ", quote_name(type), " at byte ", off, " has length ", len,
+                       " > 2^31-1");
         ALIGNGPT_CHECK(!first || type == "IHDR" || type == "CgBI", name, ": PNG does not start with an IHDR chunk (found ",
                        quote_name(type), ")");
         first = false;
-        ALIGNGPT_CHECK(std::uint64_t(len) + 12 <= n - off, name, ": truncated PNG: chunk ", quote_name(type), " at byte ",
-                       off, " claims ", len, " data bytes but the file has ", n - off - 8 < 4 ? 0 : n - off - 12,
-                       " left");
+        ALIGNGPT_CHECK(std::uint64_t(len) + 12 <= n - off, name, ": truncated PNG: chunk ", quote_name(type), " at byte ", off,
+                       " claims ", len, " data bytes but the file has ", n - off - 8 < 4 ? 0 : n - off - 12, " left");
         if (type == "IEND") return;
         off += std::size_t(len) + 12;
     }
@@ -177,8 +176,7 @@ inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std:
         }
         if (n - off < 4) truncated(off, "inside a marker segment header");
         const std::size_t len = be16(off + 2);
-        ALIGNGPT_CHECK(len >= 2, name, ": corrupt JPEG: segment 0xff", hex_prefix(&m, 1), " at byte ", off,
-                       " has length ", len);
+        ALIGNGPT_CHECK(len >= 2, name, ": corrupt JPEG: segment 0xff", hex_prefix(&m, 1), " at byte ", off, " has length ", len);
         if (n - off - 2 < len) truncated(off, "inside a marker segment");
         if (m == 0xc4) {  // DHT: one or more tables of 1 + 16 + sum(counts) bytes
             std::size_t q = off + 4;
@@ -226,8 +224,7 @@ inline std::string stb_reason() {
 }  // namespace detail
 
 /// Decodes a PNG or JPEG held in memory to 8-bit RGB. `name` (usually the path) starts every error.
-inline rgb_image decode_image(const void* data, std::size_t size, const std::string& name,
-                              const image_limits& limits = {}) {
+inline rgb_image decode_image(const void* data, std::size_t size, const std::string& name, const image_limits& limits = {}) {
     const auto* p = static_cast<const std::uint8_t*>(data);
     const image_format fmt = detail::sniff_format(p, size);
     ALIGNGPT_CHECK(fmt != image_format::empty, name, ": empty file (0 bytes); expected a PNG or JPEG image");
@@ -252,8 +249,7 @@ inline rgb_image decode_image(const void* data, std::size_t size, const std::str
         // IHDR (checked present and complete above): the budget applies before stb_image's own
         // header checks, so that the error says what was refused.
         if (std::memcmp(p + 12, "IHDR", 4) == 0) {
-            ALIGNGPT_CHECK(detail::be32(p + 8) == 13, name, ": PNG IHDR chunk has length ", detail::be32(p + 8),
-                           ", expected 13");
+            ALIGNGPT_CHECK(detail::be32(p + 8) == 13, name, ": PNG IHDR chunk has length ", detail::be32(p + 8), ", expected 13");
             check_budget(detail::be32(p + 16), detail::be32(p + 20));
         }
     } else {
@@ -274,8 +270,7 @@ inline rgb_image decode_image(const void* data, std::size_t size, const std::str
     const std::uint64_t cap = std::max<std::uint64_t>(need, 2 * std::uint64_t(size) + 8192);
     detail::stb_cap_guard cap_decode{std::size_t(cap)};
     int w2 = 0, h2 = 0, comp2 = 0;
-    std::unique_ptr<stbi_uc, void (*)(void*)> pix(stbi_load_from_memory(p, int(size), &w2, &h2, &comp2, 3),
-                                                  stbi_image_free);
+    std::unique_ptr<stbi_uc, void (*)(void*)> pix(stbi_load_from_memory(p, int(size), &w2, &h2, &comp2, 3), stbi_image_free);
     if (!pix) {
         if (detail::stb_alloc_refused)
             fail(name, ": decoding the ", w, "x", h, " ", detail::format_name(fmt), " needs a block of ",
@@ -289,8 +284,7 @@ inline rgb_image decode_image(const void* data, std::size_t size, const std::str
     return img;
 }
 
-inline rgb_image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name,
-                              const image_limits& limits = {}) {
+inline rgb_image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name, const image_limits& limits = {}) {
     return decode_image(bytes.data(), bytes.size(), name, limits);
 }
 
@@ -360,7 +354,8 @@ struct clip_image_processor_config {
         if (!r.boolean("do_convert_rgb", true)) r.must_be("do_convert_rgb", "true (images are always decoded to RGB)");
         if (const nlohmann::json* s = r.get("size")) {
             if (s->is_object()) {
-                if (!s->contains("shortest_edge") || s->size() != 1) r.must_be("size", "an integer or {\"shortest_edge\": n} for CLIP");
+                if (!s->contains("shortest_edge") || s->size() != 1)
+                    r.must_be("size", "an integer or {\"shortest_edge\": n} for CLIP");
                 c.shortest_edge = pos_int(r.object("size"), "shortest_edge");
             } else {
                 c.shortest_edge = pos_int(r, "size");
@@ -368,7 +363,8 @@ struct clip_image_processor_config {
         }
         if (const nlohmann::json* s = r.get("crop_size")) {
             if (s->is_object()) {
-                if (!s->contains("height") || !s->contains("width")) r.must_be("crop_size", "an integer or {\"height\", \"width\"}");
+                if (!s->contains("height") || !s->contains("width"))
+                    r.must_be("crop_size", "an integer or {\"height\", \"width\"}");
                 c.crop_height = pos_int(r.object("crop_size"), "height");
                 c.crop_width = pos_int(r.object("crop_size"), "width");
             } else {
@@ -455,16 +451,15 @@ rgb_image resize_and_crop(const Source& src, const clip_image_processor_config& 
     int out_h = src.height(), out_w = src.width();
     if (cfg.do_resize) std::tie(out_h, out_w) = resize_output_size(src.height(), src.width(), cfg.shortest_edge);
     if (!cfg.do_center_crop) {
-        ALIGNGPT_CHECK(std::uint64_t(out_h) * std::uint64_t(out_w) <= budget, "without centre crop the output would be ",
-                       out_w, "x", out_h, " pixels, more than max_pixels = ", budget);
+        ALIGNGPT_CHECK(std::uint64_t(out_h) * std::uint64_t(out_w) <= budget, "without centre crop the output would be ", out_w,
+                       "x", out_h, " pixels, more than max_pixels = ", budget);
         rgb_image out(out_w, out_h);
         resample_window(src, out_w, out_h, cfg.resample, pixel_window{0, 0, out_w, out_h}, out.pixels.data(), budget);
         return out;
     }
-    ALIGNGPT_CHECK(cfg.crop_width > 0 && cfg.crop_height > 0 &&
-                       std::uint64_t(cfg.crop_width) * std::uint64_t(cfg.crop_height) <= budget,
-                   "the ", cfg.crop_width, "x", cfg.crop_height, " crop must be positive and at most max_pixels = ", budget,
-                   " pixels");
+    ALIGNGPT_CHECK(
+        cfg.crop_width > 0 && cfg.crop_height > 0 && std::uint64_t(cfg.crop_width) * std::uint64_t(cfg.crop_height) <= budget,
+        "the ", cfg.crop_width, "x", cfg.crop_height, " crop must be positive and at most max_pixels = ", budget, " pixels");
     const int top = crop_start(out_h, cfg.crop_height), left = crop_start(out_w, cfg.crop_width);
     // Intersection of the crop with the resized image; the rest stays 0 (transformers pads with zeros).
     const int y0 = std::max(top, 0), x0 = std::max(left, 0);
@@ -511,17 +506,15 @@ inline rgb_image clip_resize_crop(const rgb_image& img, const clip_image_process
         if (cfg.aspect == aspect_mode::pad && img.width != img.height) {
             const int side = std::max(img.width, img.height);
             ALIGNGPT_CHECK(std::uint64_t(side) * std::uint64_t(side) <= cfg.max_padded_pixels, "padding ", img.width, "x",
-                           img.height, " to a ", side, "x", side, " square exceeds max_padded_pixels = ",
-                           cfg.max_padded_pixels, " (aspect ratio too extreme for pad mode)");
+                           img.height, " to a ", side, "x", side, " square exceeds max_padded_pixels = ", cfg.max_padded_pixels,
+                           " (aspect ratio too extreme for pad mode)");
             return detail::resize_and_crop(
                 detail::padded_rows{&img, side, (side - img.width) / 2, (side - img.height) / 2, cfg.pad_color()}, cfg);
         }
         return detail::resize_and_crop(detail::image_rows{&img}, cfg);
-    } catch (const error& e) {
-        fail(name, ": ", e.what());
-    } catch (const std::bad_alloc&) {
-        fail(name, ": out of memory while preprocessing the ", img.width, "x", img.height, " image to a ", cfg.crop_width,
-             "x", cfg.crop_height, " crop");
+    } catch (const error& e) { fail(name, ": ", e.what()); } catch (const std::bad_alloc&) {
+        fail(name, ": out of memory while preprocessing the ", img.width, "x", img.height, " image to a ", cfg.crop_width, "x",
+             cfg.crop_height, " crop");
     }
 }
 

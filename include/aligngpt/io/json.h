@@ -157,16 +157,12 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& file,
         bool ok = false;
         try {
             ok = nlohmann::json::sax_parse(text, &check);
-        } catch (const std::exception& e) {
-            fail(file, ": invalid JSON: ", e.what());
-        }
+        } catch (const std::exception& e) { fail(file, ": invalid JSON: ", e.what()); }
         ALIGNGPT_CHECK(ok && check.error.empty(), file, ": ", check.error.empty() ? std::string("invalid JSON") : check.error);
     }
     try {
         return nlohmann::json::parse(text);
-    } catch (const std::exception& e) {
-        fail(file, ": invalid JSON: ", e.what());
-    }
+    } catch (const std::exception& e) { fail(file, ": invalid JSON: ", e.what()); }
 }
 
 /// Reads and parses a JSON file (size checked first); errors name the path.
@@ -235,9 +231,12 @@ public:
         const auto what = [&] {
             std::ostringstream o;
             o.precision(15);  // 1000000, not 1e+06
-            if (hi == any && lo == -any) o << "a finite number";
-            else if (hi == any) o << "a finite number " << (lo_open ? "> " : ">= ") << lo;
-            else o << "a number in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
+            if (hi == any && lo == -any)
+                o << "a finite number";
+            else if (hi == any)
+                o << "a finite number " << (lo_open ? "> " : ">= ") << lo;
+            else
+                o << "a number in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
             return o.str();
         };
         if (!v) {

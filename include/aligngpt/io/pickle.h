@@ -70,29 +70,80 @@ struct object {
     dtype type = dtype::F32;                // for storage globals and storages
     std::int64_t i = 0;                     // int / bool value; storage numel; tensor record index
     double f = 0;
-    std::string s;                          // str; storage key
-    std::vector<std::uint32_t> items;       // tuple/list items; dict keys and values interleaved
+    std::string s;                     // str; storage key
+    std::vector<std::uint32_t> items;  // tuple/list items; dict keys and values interleaved
 };
 
 inline const char* op_name(unsigned char op) {
     switch (op) {
-        case 0x80: return "PROTO"; case 0x95: return "FRAME"; case '}': return "EMPTY_DICT"; case ']': return "EMPTY_LIST";
-        case ')': return "EMPTY_TUPLE"; case '(': return "MARK"; case 'X': return "BINUNICODE"; case 0x8c: return "SHORT_BINUNICODE";
-        case 'J': return "BININT"; case 'K': return "BININT1"; case 'M': return "BININT2"; case 0x8a: return "LONG1";
-        case 0x8b: return "LONG4"; case 'G': return "BINFLOAT"; case 0x88: return "NEWTRUE"; case 0x89: return "NEWFALSE";
-        case 'N': return "NONE"; case 't': return "TUPLE"; case 0x85: return "TUPLE1"; case 0x86: return "TUPLE2";
-        case 0x87: return "TUPLE3"; case 'q': return "BINPUT"; case 'r': return "LONG_BINPUT"; case 0x94: return "MEMOIZE";
-        case 'h': return "BINGET"; case 'j': return "LONG_BINGET"; case 's': return "SETITEM"; case 'u': return "SETITEMS";
-        case 'a': return "APPEND"; case 'e': return "APPENDS"; case 'c': return "GLOBAL"; case 0x93: return "STACK_GLOBAL";
-        case 'R': return "REDUCE"; case 'Q': return "BINPERSID"; case 'b': return "BUILD"; case '.': return "STOP";
-        case 'i': return "INST"; case 'o': return "OBJ"; case 0x81: return "NEWOBJ"; case 0x92: return "NEWOBJ_EX";
-        case 0x82: return "EXT1"; case 0x83: return "EXT2"; case 0x84: return "EXT4"; case 'P': return "PERSID";
-        case '2': return "DUP"; case '0': return "POP"; case '1': return "POP_MARK"; case 'V': return "UNICODE";
-        case 'S': return "STRING"; case 'T': return "BINSTRING"; case 'U': return "SHORT_BINSTRING"; case 'B': return "BINBYTES";
-        case 'C': return "SHORT_BINBYTES"; case 0x8e: return "BINBYTES8"; case 0x8d: return "BINUNICODE8"; case 'I': return "INT";
-        case 'L': return "LONG"; case 'F': return "FLOAT"; case 'l': return "LIST"; case 'd': return "DICT"; case 'g': return "GET";
-        case 'p': return "PUT"; case 0x8f: return "EMPTY_SET"; case 0x90: return "ADDITEMS"; case 0x91: return "FROZENSET";
-        case 0x96: return "BYTEARRAY8"; case 0x97: return "NEXT_BUFFER"; case 0x98: return "READONLY_BUFFER";
+        case 0x80: return "PROTO";
+        case 0x95: return "FRAME";
+        case '}': return "EMPTY_DICT";
+        case ']': return "EMPTY_LIST";
+        case ')': return "EMPTY_TUPLE";
+        case '(': return "MARK";
+        case 'X': return "BINUNICODE";
+        case 0x8c: return "SHORT_BINUNICODE";
+        case 'J': return "BININT";
+        case 'K': return "BININT1";
+        case 'M': return "BININT2";
+        case 0x8a: return "LONG1";
+        case 0x8b: return "LONG4";
+        case 'G': return "BINFLOAT";
+        case 0x88: return "NEWTRUE";
+        case 0x89: return "NEWFALSE";
+        case 'N': return "NONE";
+        case 't': return "TUPLE";
+        case 0x85: return "TUPLE1";
+        case 0x86: return "TUPLE2";
+        case 0x87: return "TUPLE3";
+        case 'q': return "BINPUT";
+        case 'r': return "LONG_BINPUT";
+        case 0x94: return "MEMOIZE";
+        case 'h': return "BINGET";
+        case 'j': return "LONG_BINGET";
+        case 's': return "SETITEM";
+        case 'u': return "SETITEMS";
+        case 'a': return "APPEND";
+        case 'e': return "APPENDS";
+        case 'c': return "GLOBAL";
+        case 0x93: return "STACK_GLOBAL";
+        case 'R': return "REDUCE";
+        case 'Q': return "BINPERSID";
+        case 'b': return "BUILD";
+        case '.': return "STOP";
+        case 'i': return "INST";
+        case 'o': return "OBJ";
+        case 0x81: return "NEWOBJ";
+        case 0x92: return "NEWOBJ_EX";
+        case 0x82: return "EXT1";
+        case 0x83: return "EXT2";
+        case 0x84: return "EXT4";
+        case 'P': return "PERSID";
+        case '2': return "DUP";
+        case '0': return "POP";
+        case '1': return "POP_MARK";
+        case 'V': return "UNICODE";
+        case 'S': return "STRING";
+        case 'T': return "BINSTRING";
+        case 'U': return "SHORT_BINSTRING";
+        case 'B': return "BINBYTES";
+        case 'C': return "SHORT_BINBYTES";
+        case 0x8e: return "BINBYTES8";
+        case 0x8d: return "BINUNICODE8";
+        case 'I': return "INT";
+        case 'L': return "LONG";
+        case 'F': return "FLOAT";
+        case 'l': return "LIST";
+        case 'd': return "DICT";
+        case 'g': return "GET";
+        case 'p': return "PUT";
+        case 0x8f: return "EMPTY_SET";
+        case 0x90: return "ADDITEMS";
+        case 0x91: return "FROZENSET";
+        case 0x96: return "BYTEARRAY8";
+        case 0x97: return "NEXT_BUFFER";
+        case 0x98: return "READONLY_BUFFER";
         default: return "unknown opcode";
     }
 }
@@ -104,10 +155,11 @@ inline bool resolve_global(std::string_view mod, std::string_view name, object& 
     if (mod == "torch._utils" && name == "_rebuild_tensor_v2") return o.g = global_id::rebuild_tensor_v2, true;
     if (mod == "torch._utils" && name == "_rebuild_parameter") return o.g = global_id::rebuild_parameter, true;
     if (mod == "torch" && name == "Size") return o.g = global_id::torch_size, true;
-    static const std::pair<const char*, dtype> storages[] = {
-        {"FloatStorage", dtype::F32}, {"HalfStorage", dtype::F16}, {"BFloat16Storage", dtype::BF16},
-        {"DoubleStorage", dtype::F64}, {"LongStorage", dtype::I64}, {"IntStorage", dtype::I32},
-        {"ShortStorage", dtype::I16}, {"CharStorage", dtype::I8}, {"ByteStorage", dtype::U8}, {"BoolStorage", dtype::BOOL}};
+    static const std::pair<const char*, dtype> storages[] = {{"FloatStorage", dtype::F32},     {"HalfStorage", dtype::F16},
+                                                             {"BFloat16Storage", dtype::BF16}, {"DoubleStorage", dtype::F64},
+                                                             {"LongStorage", dtype::I64},      {"IntStorage", dtype::I32},
+                                                             {"ShortStorage", dtype::I16},     {"CharStorage", dtype::I8},
+                                                             {"ByteStorage", dtype::U8},       {"BoolStorage", dtype::BOOL}};
     if (mod == "torch")
         for (const auto& [n, t] : storages)
             if (name == n) return o.g = global_id::storage, o.type = t, true;
@@ -169,7 +221,8 @@ private:
                  lim_.bytes_per_input_byte, " per input byte + ", lim_.min_bytes, "; a memoised value reused too often?)");
     }
     std::uint32_t make(detail::object o) {
-        if (objects_.size() >= lim_.max_objects) bad("more than " + std::to_string(lim_.max_objects) + " objects (limit max_objects)");
+        if (objects_.size() >= lim_.max_objects)
+            bad("more than " + std::to_string(lim_.max_objects) + " objects (limit max_objects)");
         objects_.push_back(std::move(o));
         return std::uint32_t(objects_.size() - 1);
     }
@@ -233,12 +286,14 @@ private:
     void global(const std::string& mod, const std::string& name) {
         detail::object o;
         if (!detail::resolve_global(mod, name, o))
-            bad("global " + io::detail::quote_name(mod + "." + name, 120) + " is not allowed (only collections.OrderedDict, "
+            bad("global " + io::detail::quote_name(mod + "." + name, 120) +
+                " is not allowed (only collections.OrderedDict, "
                 "torch._utils._rebuild_tensor_v2/_rebuild_parameter, torch.*Storage, torch.Size); refusing to load");
         push(make(std::move(o)));
     }
     void memo_put(std::uint64_t id) {
-        if (memo_.size() >= lim_.max_memo && !memo_.count(id)) bad("more than " + std::to_string(lim_.max_memo) + " memo entries");
+        if (memo_.size() >= lim_.max_memo && !memo_.count(id))
+            bad("more than " + std::to_string(lim_.max_memo) + " memo entries");
         memo_[id] = top();
     }
     void memo_get(std::uint64_t id) {
@@ -279,7 +334,9 @@ inline std::uint32_t machine::run() {
         at_ = pos_;
         op_ = static_cast<unsigned char>(in_[pos_++]);
         switch (op_) {
-            case 0x80: if (uint(1) > 5) bad("protocol above 5"); break;
+            case 0x80:
+                if (uint(1) > 5) bad("protocol above 5");
+                break;
             case 0x95:  // FRAME: the next n bytes are opcodes, read as usual; only the length is checked
                 if (uint(8) > in_.size() - pos_) bad("frame longer than the remaining bytes");
                 break;
@@ -316,7 +373,9 @@ inline std::uint32_t machine::run() {
             case 0x89: push(make(kind::boolean, 0)); break;
             case 'N': push(make(kind::none)); break;
             case 't': push(tuple(pop_mark())); break;
-            case 0x85: case 0x86: case 0x87: {
+            case 0x85:
+            case 0x86:
+            case 0x87: {
                 std::vector<std::uint32_t> items(std::size_t(op_ - 0x84));
                 for (std::size_t k = items.size(); k-- > 0;) items[k] = pop();
                 push(tuple(std::move(items)));
@@ -327,12 +386,17 @@ inline std::uint32_t machine::run() {
             case 0x94: memo_put(memo_.size()); break;
             case 'h': memo_get(uint(1)); break;
             case 'j': memo_get(uint(4)); break;
-            case 's': case 'u': {
+            case 's':
+            case 'u': {
                 std::vector<std::uint32_t> kv;
-                if (op_ == 's') { const auto v = pop(); kv = {pop(), v}; }
-                else kv = pop_mark();
+                if (op_ == 's') {
+                    const auto v = pop();
+                    kv = {pop(), v};
+                } else
+                    kv = pop_mark();
                 const std::uint32_t d = top();
-                if (objects_[d].k != kind::dict) bad(std::string("target is a ") + detail::kind_name(objects_[d].k) + ", not a dict");
+                if (objects_[d].k != kind::dict)
+                    bad(std::string("target is a ") + detail::kind_name(objects_[d].k) + ", not a dict");
                 if (kv.size() % 2) bad("odd number of items for key/value pairs");
                 charge(4 * kv.size());
                 auto& items = objects_[d].items;
@@ -341,17 +405,25 @@ inline std::uint32_t machine::run() {
                 items.insert(items.end(), kv.begin(), kv.end());
                 break;
             }
-            case 'a': case 'e': {
+            case 'a':
+            case 'e': {
                 std::vector<std::uint32_t> vs;
-                if (op_ == 'a') vs = {pop()};
-                else vs = pop_mark();
+                if (op_ == 'a')
+                    vs = {pop()};
+                else
+                    vs = pop_mark();
                 const std::uint32_t l = top();
-                if (objects_[l].k != kind::list) bad(std::string("target is a ") + detail::kind_name(objects_[l].k) + ", not a list");
+                if (objects_[l].k != kind::list)
+                    bad(std::string("target is a ") + detail::kind_name(objects_[l].k) + ", not a list");
                 charge(4 * vs.size());
                 objects_[l].items.insert(objects_[l].items.end(), vs.begin(), vs.end());
                 break;
             }
-            case 'c': { const std::string m = line(); global(m, line()); break; }
+            case 'c': {
+                const std::string m = line();
+                global(m, line());
+                break;
+            }
             case 0x93: {
                 const std::uint32_t n = pop(), m = pop();
                 if (objects_[n].k != kind::string || objects_[m].k != kind::string) bad("module and name must be str");
@@ -363,20 +435,29 @@ inline std::uint32_t machine::run() {
                 push(reduce(fn, args));
                 break;
             }
-            case 'Q': { const std::uint32_t pid = pop(); push(persistent(pid)); break; }
+            case 'Q': {
+                const std::uint32_t pid = pop();
+                push(persistent(pid));
+                break;
+            }
             case 'b': {
                 const std::uint32_t state = pop();
                 const detail::object& target = objects_[top()];
-                if (target.k != kind::dict) bad(std::string("BUILD on a ") + detail::kind_name(target.k) + " (only an OrderedDict's state is accepted)");
+                if (target.k != kind::dict)
+                    bad(std::string("BUILD on a ") + detail::kind_name(target.k) + " (only an OrderedDict's state is accepted)");
                 const kind sk = objects_[state].k;
-                if (sk != kind::none && sk != kind::dict) bad(std::string("OrderedDict state is a ") + detail::kind_name(sk) + ", expected a dict");
+                if (sk != kind::none && sk != kind::dict)
+                    bad(std::string("OrderedDict state is a ") + detail::kind_name(sk) + ", expected a dict");
                 break;  // the state is OrderedDict._metadata (module versions): ignored
             }
             case '.':
                 if (!marks_.empty() || stack_.size() != 1)
-                    bad("STOP with " + std::to_string(stack_.size()) + " stack items and " + std::to_string(marks_.size()) + " open MARKs (expected 1 and 0)");
+                    bad("STOP with " + std::to_string(stack_.size()) + " stack items and " + std::to_string(marks_.size()) +
+                        " open MARKs (expected 1 and 0)");
                 return stack_.back();
-            default: bad("opcode 0x" + std::string(1, "0123456789abcdef"[op_ >> 4]) + "0123456789abcdef"[op_ & 15] + " is not supported by this restricted reader");
+            default:
+                bad("opcode 0x" + std::string(1, "0123456789abcdef"[op_ >> 4]) + "0123456789abcdef"[op_ & 15] +
+                    " is not supported by this restricted reader");
         }
     }
 }
@@ -433,13 +514,13 @@ inline std::uint32_t machine::persistent(std::uint32_t pid_index) {
     const detail::object& pid = objects_[pid_index];
     const std::vector<std::uint32_t>& a = pid.items;
     if (pid.k != kind::tuple || a.size() != 5 || objects_[a[0]].k != kind::string || objects_[a[0]].s != "storage" ||
-        objects_[a[1]].k != kind::global || objects_[a[1]].g != detail::global_id::storage ||
-        objects_[a[2]].k != kind::string || objects_[a[3]].k != kind::string || objects_[a[4]].k != kind::integer)
+        objects_[a[1]].k != kind::global || objects_[a[1]].g != detail::global_id::storage || objects_[a[2]].k != kind::string ||
+        objects_[a[3]].k != kind::string || objects_[a[4]].k != kind::integer)
         bad("persistent id must be ('storage', torch.<T>Storage, key str, location str, numel int)");
     const std::string& loc = objects_[a[3]].s;
-    const bool cuda = loc.rfind("cuda", 0) == 0 &&
-                      (loc.size() == 4 || (loc[4] == ':' && loc.size() > 5 &&
-                                           loc.find_first_not_of("0123456789", 5) == std::string::npos));
+    const bool cuda =
+        loc.rfind("cuda", 0) == 0 &&
+        (loc.size() == 4 || (loc[4] == ':' && loc.size() > 5 && loc.find_first_not_of("0123456789", 5) == std::string::npos));
     if (loc != "cpu" && !cuda) bad("storage location " + io::detail::quote_name(loc) + " (expected cpu or cuda:N)");
     if (objects_[a[4]].i < 0) bad("storage numel " + std::to_string(objects_[a[4]].i) + " is negative");
     charge(objects_[a[2]].s.size());  // the key is copied

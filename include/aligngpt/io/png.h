@@ -34,20 +34,22 @@ inline std::string png_bytes(int W, int H, const std::vector<std::uint8_t>& rgb)
     };
     std::string raw;  // each row: filter type 0 (none), then the pixels
     raw.reserve((std::size_t(W) * 3 + 1) * std::size_t(H));
-    for (int y = 0; y < H; y++) raw += '\0', raw.append(reinterpret_cast<const char*>(rgb.data()) + std::size_t(y) * std::size_t(W) * 3, std::size_t(W) * 3);
-    std::string z = "\x78\x01";   // zlib header: deflate, 32 KiB window, no dictionary
-    std::uint32_t a = 1, b = 0;   // adler32
+    for (int y = 0; y < H; y++)
+        raw += '\0',
+            raw.append(reinterpret_cast<const char*>(rgb.data()) + std::size_t(y) * std::size_t(W) * 3, std::size_t(W) * 3);
+    std::string z = "\x78\x01";  // zlib header: deflate, 32 KiB window, no dictionary
+    std::uint32_t a = 1, b = 0;  // adler32
     for (unsigned char c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
-    for (std::size_t i = 0; i < raw.size(); i += 65535) {   // stored blocks hold at most 65535 bytes
+    for (std::size_t i = 0; i < raw.size(); i += 65535) {  // stored blocks hold at most 65535 bytes
         const std::size_t n = std::min<std::size_t>(65535, raw.size() - i);
-        z += char(i + n >= raw.size() ? 1 : 0);   // BFINAL on the last block, BTYPE 00
+        z += char(i + n >= raw.size() ? 1 : 0);  // BFINAL on the last block, BTYPE 00
         z += char(n & 0xFF), z += char(n >> 8), z += char(~n & 0xFF), z += char((~n >> 8) & 0xFF);
         z.append(raw, i, n);
     }
     be32(z, (b << 16) | a);
     std::string ihdr;
     be32(ihdr, std::uint32_t(W)), be32(ihdr, std::uint32_t(H));
-    ihdr += std::string("\x08\x02\x00\x00\x00", 5);   // 8 bits, RGB, deflate, no filter, no interlace
+    ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8 bits, RGB, deflate, no filter, no interlace
     std::string out = "\x89PNG\r\n\x1a\n";
     chunk(out, "IHDR", ihdr);
     chunk(out, "IDAT", z);

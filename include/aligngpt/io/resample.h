@@ -94,8 +94,9 @@ inline double filter_support(resample_filter f) {
         case resample_filter::hamming: return 1.0;
         case resample_filter::bicubic: return 2.0;
         case resample_filter::lanczos: return 3.0;
-        default: fail("resample: filter ", filter_name(f), " (", int(f), ") is not a convolution filter; ",
-                      "use box, bilinear, hamming, bicubic or lanczos");
+        default:
+            fail("resample: filter ", filter_name(f), " (", int(f), ") is not a convolution filter; ",
+                 "use box, bilinear, hamming, bicubic or lanczos");
     }
 }
 
@@ -110,8 +111,7 @@ inline double sinc_pillow(double x) {
 /// The filter functions of Pillow's Resample.c, evaluated with the same operation order.
 inline double filter_value(resample_filter f, double x) {
     switch (f) {
-        case resample_filter::box:
-            return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+        case resample_filter::box: return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
         case resample_filter::bilinear:
             if (x < 0.0) x = -x;
             return x < 1.0 ? 1.0 - x : 0.0;
@@ -140,8 +140,7 @@ inline double filter_value(resample_filter f, double x) {
         case resample_filter::lanczos:
             if (-3.0 <= x && x < 3.0) return unfused(sinc_pillow(x) * sinc_pillow(x / 3));
             return 0.0;
-        default:
-            return 0.0;
+        default: return 0.0;
     }
 }
 
@@ -166,8 +165,8 @@ inline axis_coeffs compute_axis_coeffs(int in_size, int out_size, resample_filte
     const double ksize_d = std::ceil(support) * 2 + 1;
     ALIGNGPT_CHECK(ksize_d < 1e6, "resample: filter support ", support, " too large (", in_size, " -> ", out_size, ")");
     ALIGNGPT_CHECK(std::uint64_t(n) * std::uint64_t(ksize_d) <= max_entries, "resample: ", n, " outputs x ",
-                   std::uint64_t(ksize_d), " filter taps (", in_size, " -> ", out_size, ") exceed the budget of ",
-                   max_entries, " coefficients");
+                   std::uint64_t(ksize_d), " filter taps (", in_size, " -> ", out_size, ") exceed the budget of ", max_entries,
+                   " coefficients");
     axis_coeffs c;
     c.ksize = int(ksize_d);
     c.start.resize(std::size_t(n));
@@ -221,8 +220,10 @@ inline std::uint8_t clip8(std::int32_t acc) {
 /// Whether row() of a source may write to its scratch row (a source says so with needs_scratch).
 template <class Source>
 constexpr bool needs_scratch() {
-    if constexpr (requires { Source::needs_scratch; }) return Source::needs_scratch;
-    else return true;
+    if constexpr (requires { Source::needs_scratch; })
+        return Source::needs_scratch;
+    else
+        return true;
 }
 
 /// A source of RGB rows: the whole image in memory.
@@ -239,8 +240,8 @@ inline void check_output_size(int in_w, int in_h, int out_w, int out_h, const pi
     ALIGNGPT_CHECK(out_w > 0 && out_h > 0, "resample: output size must be positive, got ", out_w, "x", out_h);
     ALIGNGPT_CHECK(win.width >= 0 && win.height >= 0 && win.x >= 0 && win.y >= 0 && win.x <= out_w - win.width &&
                        win.y <= out_h - win.height,
-                   "resample: window ", win.width, "x", win.height, "+", win.x, "+", win.y, " outside the ", out_w,
-                   "x", out_h, " output");
+                   "resample: window ", win.width, "x", win.height, "+", win.x, "+", win.y, " outside the ", out_w, "x", out_h,
+                   " output");
 }
 
 }  // namespace detail
@@ -252,8 +253,8 @@ inline void check_output_size(int in_w, int in_h, int out_w, int out_h, const pi
 /// `max_pixels` bounds the intermediate strip (source rows x window width) and each axis's filter
 /// coefficients, checked before they are allocated.
 template <class Source>
-void resample_window(const Source& src, int out_w, int out_h, resample_filter f, const pixel_window& win,
-                     std::uint8_t* out, std::uint64_t max_pixels = UINT64_MAX) {
+void resample_window(const Source& src, int out_w, int out_h, resample_filter f, const pixel_window& win, std::uint8_t* out,
+                     std::uint64_t max_pixels = UINT64_MAX) {
     const int in_w = src.width(), in_h = src.height();
     detail::check_output_size(in_w, in_h, out_w, out_h, win);
     (void)detail::filter_support(f);  // refuses nearest and unknown codes
@@ -277,8 +278,8 @@ void resample_window(const Source& src, int out_w, int out_h, resample_filter f,
         }
     }
     const int n_rows = r1 - r0;
-    ALIGNGPT_CHECK(std::uint64_t(n_rows) * std::uint64_t(win.width) <= max_pixels, "resample: the ", win.width, "x",
-                   win.height, " window of a ", in_w, "x", in_h, " -> ", out_w, "x", out_h, " resize reads ", n_rows,
+    ALIGNGPT_CHECK(std::uint64_t(n_rows) * std::uint64_t(win.width) <= max_pixels, "resample: the ", win.width, "x", win.height,
+                   " window of a ", in_w, "x", in_h, " -> ", out_w, "x", out_h, " resize reads ", n_rows,
                    " source rows, a strip of more than the budget of ", max_pixels, " pixels");
 
     // Horizontal pass (or a copy of the window's columns when the width is unchanged).

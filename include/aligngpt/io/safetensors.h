@@ -71,9 +71,7 @@ public:
 
     bool null() override { return value("null"); }
     bool boolean(bool) override { return value("a boolean"); }
-    bool number_integer(json::number_integer_t v) override {
-        return value("a negative integer (" + std::to_string(v) + ")");
-    }
+    bool number_integer(json::number_integer_t v) override { return value("a negative integer (" + std::to_string(v) + ")"); }
     bool number_unsigned(json::number_unsigned_t v) override { return value("", &v); }
     bool number_float(json::number_float_t, const json::string_t& s) override {
         return value("a non-integer number (" + s + ")");
@@ -86,8 +84,7 @@ public:
         return value("an object");
     }
     bool start_array(std::size_t) override {
-        if (st_ == entry_value && (field_ == "shape" || field_ == "data_offsets"))
-            return st_ = entry_array, true;
+        if (st_ == entry_value && (field_ == "shape" || field_ == "data_offsets")) return st_ = entry_array, true;
         return value("an array");
     }
     bool key(json::string_t& k) override {
@@ -175,16 +172,17 @@ private:
             case entry_value:
                 if (field_ != "dtype") return bad(field_where() + "must be an array of integers, got " + got);
                 if (!s) return bad(field_where() + "must be a string, got " + got);
-                if (auto t = parse_dtype(*s)) tensors.back().type = *t;
-                else return bad(field_where() + "unknown dtype " + quote_name(*s) + " (expected one of " + dtype_list() + ")");
+                if (auto t = parse_dtype(*s))
+                    tensors.back().type = *t;
+                else
+                    return bad(field_where() + "unknown dtype " + quote_name(*s) + " (expected one of " + dtype_list() + ")");
                 st_ = entry_key;
                 return true;
             case entry_array: {
                 const std::string item = field_where() + "item " + std::to_string(items_) + ": ";
                 if (!u) return bad(item + "must be a non-negative integer, got " + got);
                 if (field_ == "shape") {
-                    if (*u > lim_.max_dim)
-                        return bad(item + "dimension " + std::to_string(*u) + " exceeds 2^48-1");
+                    if (*u > lim_.max_dim) return bad(item + "dimension " + std::to_string(*u) + " exceeds 2^48-1");
                     if (items_ >= lim_.max_rank) return bad(field_where() + "rank exceeds " + std::to_string(lim_.max_rank));
                     tensors.back().shape.push_back(index_t(*u));
                 } else {
@@ -258,7 +256,8 @@ private:
         ALIGNGPT_CHECK(size >= 8, p, ": not a safetensors file (", size, " bytes, too small for the 8-byte header length)");
         std::uint64_t n = 0;
         std::memcpy(&n, map_->data(), 8);
-        ALIGNGPT_CHECK(n <= lim.max_header_bytes, p, ": not a safetensors file (its first 8 bytes read as a header length N = ", n,
+        ALIGNGPT_CHECK(n <= lim.max_header_bytes, p,
+                       ": not a safetensors file (its first 8 bytes read as a header length N = ", n,
                        ", which exceeds the limit of ", lim.max_header_bytes, " bytes)");
         std::uint64_t end = 0;
         ALIGNGPT_CHECK(detail::checked_add(n, 8, end) && end <= size, p, ": not a safetensors file (header length N = ", n,
@@ -284,8 +283,7 @@ private:
         } catch (const std::exception& e) {  // bad_alloc or a nlohmann exception: still an input error
             fail(p, ": header could not be parsed: ", e.what());
         }
-        if (!ok || !sax.finished_ok())
-            fail(p, ": header: ", sax.error.empty() ? std::string("invalid JSON") : sax.error);
+        if (!ok || !sax.finished_ok()) fail(p, ": header: ", sax.error.empty() ? std::string("invalid JSON") : sax.error);
         metadata_ = std::move(sax.metadata);
         tensors_ = std::move(sax.tensors);
         validate(size - data_start_);
@@ -299,20 +297,19 @@ private:
             // any order; a 0 elsewhere must not hide an overflow).
             std::uint64_t count = 1, bits = 0, nonzero = 1;
             for (index_t d : t.shape) {
-                ALIGNGPT_CHECK((d == 0 || detail::checked_mul(nonzero, std::uint64_t(d), nonzero)) &&
-                                   nonzero <= std::uint64_t(INT64_MAX),
-                               where, "shape ", aligngpt::detail::shape_str(t.shape),
-                               ": the product of its nonzero dimensions overflows int64");
+                ALIGNGPT_CHECK(
+                    (d == 0 || detail::checked_mul(nonzero, std::uint64_t(d), nonzero)) && nonzero <= std::uint64_t(INT64_MAX),
+                    where, "shape ", aligngpt::detail::shape_str(t.shape),
+                    ": the product of its nonzero dimensions overflows int64");
                 count *= std::uint64_t(d);  // <= nonzero
             }
             ALIGNGPT_CHECK(detail::checked_mul(count, dtype_bits(t.type), bits), where, "shape ",
                            aligngpt::detail::shape_str(t.shape), " x ", dtype_bits(t.type), " bits overflows 64 bits");
-            ALIGNGPT_CHECK(bits % 8 == 0, where, dtype_name(t.type), " ", aligngpt::detail::shape_str(t.shape), " is ",
-                           bits, " bits, not a whole number of bytes");
+            ALIGNGPT_CHECK(bits % 8 == 0, where, dtype_name(t.type), " ", aligngpt::detail::shape_str(t.shape), " is ", bits,
+                           " bits, not a whole number of bytes");
             ALIGNGPT_CHECK(t.end >= t.begin, where, "data_offsets [", t.begin, ",", t.end, "]: END < BEGIN");
-            ALIGNGPT_CHECK(t.end - t.begin == bits / 8, where, "data_offsets [", t.begin, ",", t.end, "] hold ",
-                           t.end - t.begin, " bytes but ", dtype_name(t.type), " ", aligngpt::detail::shape_str(t.shape),
-                           " needs ", bits / 8);
+            ALIGNGPT_CHECK(t.end - t.begin == bits / 8, where, "data_offsets [", t.begin, ",", t.end, "] hold ", t.end - t.begin,
+                           " bytes but ", dtype_name(t.type), " ", aligngpt::detail::shape_str(t.shape), " needs ", bits / 8);
         }
         std::sort(tensors_.begin(), tensors_.end(), [](const tensor_info& a, const tensor_info& b) {
             return a.begin != b.begin ? a.begin < b.begin : a.end != b.end ? a.end < b.end : a.name < b.name;
@@ -320,14 +317,17 @@ private:
         std::uint64_t expect = 0;
         const tensor_info* prev = nullptr;
         for (const tensor_info& t : tensors_) {
-            ALIGNGPT_CHECK(t.begin == expect, p, ": tensor ", detail::quote_name(t.name), ": data_offsets [", t.begin, ",",
-                           t.end, "] but ", prev ? "the previous tensor " + detail::quote_name(prev->name) + " ends at " : std::string("the buffer starts at "),
+            ALIGNGPT_CHECK(t.begin == expect, p, ": tensor ", detail::quote_name(t.name), ": data_offsets [", t.begin, ",", t.end,
+                           "] but ",
+                           prev ? "the previous tensor " + detail::quote_name(prev->name) + " ends at "
+                                : std::string("the buffer starts at "),
                            expect, " (offsets must start at 0 and be contiguous: no gap, no overlap)");
             expect = t.end;
             prev = &t;
         }
-        ALIGNGPT_CHECK(expect == buffer_len, p, ": data_offsets cover ", expect, " bytes but the data buffer after the header is ",
-                       buffer_len, " bytes (", expect < buffer_len ? "trailing bytes not owned by any tensor" : "file truncated",
+        ALIGNGPT_CHECK(expect == buffer_len, p, ": data_offsets cover ", expect,
+                       " bytes but the data buffer after the header is ", buffer_len, " bytes (",
+                       expect < buffer_len ? "trailing bytes not owned by any tensor" : "file truncated",
                        "); the buffer must be exactly covered");
         for (std::size_t i = 0; i < tensors_.size(); i++) index_.emplace(tensors_[i].name, i);
     }
@@ -377,16 +377,13 @@ public:
         if (!metadata_.empty()) h["__metadata__"] = metadata_;
         std::uint64_t off = 0;
         for (const entry* e : order) {
-            h[e->name] = {{"dtype", dtype_name(e->type)}, {"shape", e->shape},
-                          {"data_offsets", {off, off + e->bytes.size()}}};
+            h[e->name] = {{"dtype", dtype_name(e->type)}, {"shape", e->shape}, {"data_offsets", {off, off + e->bytes.size()}}};
             off += e->bytes.size();
         }
         std::string text;
         try {
             text = h.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
-        } catch (const std::exception& e) {
-            fail(path, ": cannot write safetensors header: ", e.what());
-        }
+        } catch (const std::exception& e) { fail(path, ": cannot write safetensors header: ", e.what()); }
         text.append((8 - text.size() % 8) % 8, ' ');
         const std::uint64_t n = text.size();
         atomic_file f(path);

@@ -132,8 +132,8 @@ private:
         ALIGNGPT_CHECK(!root.empty(), p, ": zip has no <root>/data.pkl entry: not a torch.save checkpoint");
         if (const zip_entry* bo = zip_.find(root + "/byteorder")) {
             const std::string_view order = zip_.read_checked(*bo);
-            ALIGNGPT_CHECK(order == "little", p, ": zip entry ", detail::quote_name(bo->name), " is ",
-                           detail::quote_name(order), "; only little-endian checkpoints are supported");
+            ALIGNGPT_CHECK(order == "little", p, ": zip entry ", detail::quote_name(bo->name), " is ", detail::quote_name(order),
+                           "; only little-endian checkpoints are supported");
         }
         const zip_entry& pkl = *zip_.find(root + "/data.pkl");
         pickle::machine vm(zip_.read_checked(pkl), p + ": " + pkl.name, lim);
@@ -150,8 +150,8 @@ private:
         ALIGNGPT_CHECK(detail::checked_mul(std::uint64_t(r.storage_numel), item, need) && need == st->size, who, "storage ",
                        detail::quote_name(r.storage_key), " declares ", r.storage_numel, " x ", dtype_name(r.type),
                        " but its zip entry holds ", st->size, " bytes (expected numel * itemsize)");
-        ALIGNGPT_CHECK(r.offset >= 0 && r.offset <= r.storage_numel, who, "storage_offset ", r.offset,
-                       " outside storage of ", r.storage_numel, " elements");
+        ALIGNGPT_CHECK(r.offset >= 0 && r.offset <= r.storage_numel, who, "storage_offset ", r.offset, " outside storage of ",
+                       r.storage_numel, " elements");
         view v;
         tensor_info t;
         t.name = r.name;
@@ -163,15 +163,16 @@ private:
             const std::int64_t sz = r.size[d], sd = r.stride[d];
             ALIGNGPT_CHECK(sz >= 0 && sd >= 0, who, "size ", sz, " / stride ", sd, " of dim ", d, " is negative");
             ALIGNGPT_CHECK(sd > 0 || sz <= 1, who, "stride 0 on dim ", d, " of size ", sz, " (broadcast views are not weights)");
-            ALIGNGPT_CHECK((sz == 0 || detail::checked_mul(nonzero, std::uint64_t(sz), nonzero)) &&
-                               nonzero <= std::uint64_t(INT64_MAX),
-                           who, "size ", aligngpt::detail::shape_str(r.size),
-                           ": element count overflows (the product of the nonzero sizes exceeds int64)");
+            ALIGNGPT_CHECK(
+                (sz == 0 || detail::checked_mul(nonzero, std::uint64_t(sz), nonzero)) && nonzero <= std::uint64_t(INT64_MAX), who,
+                "size ", aligngpt::detail::shape_str(r.size),
+                ": element count overflows (the product of the nonzero sizes exceeds int64)");
             numel *= std::uint64_t(sz);  // <= nonzero
             std::uint64_t span = 0;
             if (sz > 0)
                 ALIGNGPT_CHECK(detail::checked_mul(std::uint64_t(sz - 1), std::uint64_t(sd), span) &&
-                                   detail::checked_add(extent, span, extent), who, "size/stride extent overflows");
+                                   detail::checked_add(extent, span, extent),
+                               who, "size/stride extent overflows");
             if (sz != 1 && std::uint64_t(sd) != expect) v.contiguous = false;
             detail::checked_mul(expect, std::uint64_t(sz), expect);  // only compared while it is exact
         }
@@ -226,9 +227,13 @@ public:
     const tensor_info* find(std::string_view n) const { return s_ ? s_->find(n) : f_->find(n); }
     const tensor_info& at(std::string_view n) const { return s_ ? s_->at(n) : f_->at(n); }
     template <class T>
-    std::vector<T> read_as(std::string_view n) const { return s_ ? s_->read_as<T>(n) : f_->read_as<T>(n); }
+    std::vector<T> read_as(std::string_view n) const {
+        return s_ ? s_->read_as<T>(n) : f_->read_as<T>(n);
+    }
     template <class T>
-    aligngpt::tensor<T> tensor_as(std::string_view n) const { return s_ ? s_->tensor_as<T>(n) : f_->tensor_as<T>(n); }
+    aligngpt::tensor<T> tensor_as(std::string_view n) const {
+        return s_ ? s_->tensor_as<T>(n) : f_->tensor_as<T>(n);
+    }
 
 private:
     std::shared_ptr<const safetensors_file> s_;
@@ -243,12 +248,14 @@ public:
         checkpoint_dir c;
         c.dir_ = dir;
         namespace fs = std::filesystem;
-        for (const char* single : {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
-                                   "pytorch_model.bin"}) {
+        for (const char* single :
+             {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"}) {
             const std::string p = dir + "/" + single;
             if (!fs::exists(p)) continue;
-            if (std::string_view(single).ends_with(".json")) c.open_index(p);
-            else c.add_file(weight_file::open(p), nullptr);
+            if (std::string_view(single).ends_with(".json"))
+                c.open_index(p);
+            else
+                c.add_file(weight_file::open(p), nullptr);
             return c;
         }
         fail(dir, ": no model.safetensors(.index.json) or pytorch_model.bin(.index.json) in this directory");
@@ -270,9 +277,13 @@ public:
     }
     const tensor_info& at(std::string_view name) const { return file(name).at(name); }
     template <class T>
-    std::vector<T> read_as(std::string_view name) const { return file(name).read_as<T>(name); }
+    std::vector<T> read_as(std::string_view name) const {
+        return file(name).read_as<T>(name);
+    }
     template <class T>
-    aligngpt::tensor<T> tensor_as(std::string_view name) const { return file(name).tensor_as<T>(name); }
+    aligngpt::tensor<T> tensor_as(std::string_view name) const {
+        return file(name).tensor_as<T>(name);
+    }
 
 private:
     const weight_file& file(std::string_view name) const {
@@ -299,7 +310,8 @@ private:
             const std::string field = "[" + detail::quote_name(tensor) + "]";
             if (!v.is_string()) r.fail("weight_map" + field, "must be a string (a shard file name), got ", detail::json_text(v));
             const std::string shard = v.get<std::string>();
-            const std::string who = index + ": weight_map[" + detail::quote_name(tensor) + "] = " + detail::quote_name(shard) + ": ";
+            const std::string who =
+                index + ": weight_map[" + detail::quote_name(tensor) + "] = " + detail::quote_name(shard) + ": ";
             // transformers#47176: a shard name must be a plain file name inside the model directory.
             ALIGNGPT_CHECK(!shard.empty() && shard != "." && shard != ".." &&
                                shard.find_first_of(std::string("/\\\0", 3)) == std::string::npos,
@@ -316,10 +328,9 @@ private:
             std::error_code ec;
             const bool there = fs::exists(p, ec);
             const fs::path real = there ? fs::weakly_canonical(fs::path(p), ec) : fs::path();
-            ALIGNGPT_CHECK(!ec, index, ": weight_map names shard ", detail::quote_name(shard), " which cannot be checked: ",
-                           ec.message());
-            ALIGNGPT_CHECK(there, index, ": weight_map names shard ", detail::quote_name(shard), " but ", p,
-                           " does not exist");
+            ALIGNGPT_CHECK(!ec, index, ": weight_map names shard ", detail::quote_name(shard),
+                           " which cannot be checked: ", ec.message());
+            ALIGNGPT_CHECK(there, index, ": weight_map names shard ", detail::quote_name(shard), " but ", p, " does not exist");
             ALIGNGPT_CHECK(real.parent_path() == real_dir, index, ": shard ", detail::quote_name(shard), " resolves to ",
                            real.string(), ", outside ", real_dir.string(), " (symlink out of the model directory)");
         }
@@ -338,8 +349,8 @@ private:
         // Safetensors shards cannot share bytes, so total_size is exact there; transformers counts
         // a storage shared by several .bin tensors once, so the .bin sum is not comparable.
         if (total_size && !files_.empty() && std::string_view(files_.front().format()) == "safetensors")
-            ALIGNGPT_CHECK(*total_size == total, index, ": field 'metadata.total_size' must be the bytes the tensors hold, ", total,
-                           ", got ", *total_size);
+            ALIGNGPT_CHECK(*total_size == total, index, ": field 'metadata.total_size' must be the bytes the tensors hold, ",
+                           total, ", got ", *total_size);
     }
 
     // Registers every tensor of `f`; with an index, each must be mapped to this very shard.
@@ -349,8 +360,9 @@ private:
             if (wanted) {
                 auto it = wanted->find(t.name);
                 ALIGNGPT_CHECK(it != wanted->end() && it->second == base, f.path(), ": tensor ", detail::quote_name(t.name),
-                               it == wanted->end() ? std::string(" is not in the weight_map") : " is mapped to " + it->second +
-                               " by the weight_map (a tensor must live in exactly one shard)");
+                               it == wanted->end() ? std::string(" is not in the weight_map")
+                                                   : " is mapped to " + it->second +
+                                                         " by the weight_map (a tensor must live in exactly one shard)");
             }
             ALIGNGPT_CHECK(where_.emplace(t.name, files_.size()).second, f.path(), ": tensor ", detail::quote_name(t.name),
                            " is also in ", files_[where_.find(t.name)->second].path());

@@ -78,21 +78,32 @@ public:
         if (shared) memo_["'" + std::string(s)] = id;
     }
     void integer(std::int64_t v) {  // save_long
-        if (v >= 0 && v <= 0xff) { out += 'K'; out += char(v); }
-        else if (v >= 0 && v <= 0xffff) { out += 'M'; out += char(v & 0xff); out += char(v >> 8); }
-        else if (v >= INT32_MIN && v <= INT32_MAX) { out += 'J'; u32(std::uint32_t(std::int32_t(v))); }
-        else {  // LONG1: minimal two's complement, little-endian (8 bytes at most here)
+        if (v >= 0 && v <= 0xff) {
+            out += 'K';
+            out += char(v);
+        } else if (v >= 0 && v <= 0xffff) {
+            out += 'M';
+            out += char(v & 0xff);
+            out += char(v >> 8);
+        } else if (v >= INT32_MIN && v <= INT32_MAX) {
+            out += 'J';
+            u32(std::uint32_t(std::int32_t(v)));
+        } else {  // LONG1: minimal two's complement, little-endian (8 bytes at most here)
             std::string b;
             for (int i = 0; i < 8; i++) b += char((std::uint64_t(v) >> (8 * i)) & 0xff);
-            while (b.size() > 1 && ((b.back() == 0 && !(b[b.size() - 2] & 0x80)) ||
-                                    (b.back() == char(0xff) && (b[b.size() - 2] & 0x80)))) b.pop_back();
+            while (b.size() > 1 &&
+                   ((b.back() == 0 && !(b[b.size() - 2] & 0x80)) || (b.back() == char(0xff) && (b[b.size() - 2] & 0x80))))
+                b.pop_back();
             out += char(0x8a);
             out += char(b.size());
             out += b;
         }
     }
     void int_tuple(const std::vector<index_t>& v) {  // torch.Size / stride tuples
-        if (v.empty()) { out += ')'; return; }
+        if (v.empty()) {
+            out += ')';
+            return;
+        }
         if (v.size() > 3) out += '(';
         for (index_t x : v) integer(x);
         out += v.size() == 1 ? char(0x85) : v.size() == 2 ? char(0x86) : v.size() == 3 ? char(0x87) : 't';
@@ -101,17 +112,29 @@ public:
     void raw(char c) { out += c; }
     std::uint32_t put() {
         const std::uint32_t id = next_++;
-        if (id < 256) { out += 'q'; out += char(id); }
-        else { out += 'r'; u32(id); }
+        if (id < 256) {
+            out += 'q';
+            out += char(id);
+        } else {
+            out += 'r';
+            u32(id);
+        }
         return id;
     }
 
 private:
     void get(std::uint32_t id) {
-        if (id < 256) { out += 'h'; out += char(id); }
-        else { out += 'j'; u32(id); }
+        if (id < 256) {
+            out += 'h';
+            out += char(id);
+        } else {
+            out += 'j';
+            u32(id);
+        }
     }
-    void u32(std::uint32_t v) { for (int i = 0; i < 4; i++) out += char((v >> (8 * i)) & 0xff); }
+    void u32(std::uint32_t v) {
+        for (int i = 0; i < 4; i++) out += char((v >> (8 * i)) & 0xff);
+    }
     std::map<std::string, std::uint32_t> memo_;
     std::uint32_t next_ = 0;
 };
@@ -129,16 +152,28 @@ public:
         const bool big = size >= 0xFFFFFFFFu, far = off >= 0xFFFFFFFFu;
         // local zip64 extra (sizes only) if the size needs it, then "FB" padding up to 64 bytes
         std::string extra;
-        if (big) { le(extra, 1, 2); le(extra, 16, 2); le(extra, size, 8); le(extra, size, 8); }
+        if (big) {
+            le(extra, 1, 2);
+            le(extra, 16, 2);
+            le(extra, size, 8);
+            le(extra, size, 8);
+        }
         const std::uint64_t start = off + 30 + name.size() + extra.size() + 4;
         const std::uint64_t pad = (64 - start % 64) % 64;
         le(extra, 0x4246, 2);  // "FB"
         le(extra, pad, 2);
         extra.append(std::size_t(pad), 'Z');
         std::string h;
-        le(h, 0x04034b50, 4); le(h, big ? 45 : 0, 2); le(h, 0x0800, 2); le(h, 0, 2); le(h, 0, 4);  // ver, flags, stored, time
-        le(h, crc, 4); le(h, big ? 0xFFFFFFFFu : size, 4); le(h, big ? 0xFFFFFFFFu : size, 4);
-        le(h, name.size(), 2); le(h, extra.size(), 2);
+        le(h, 0x04034b50, 4);
+        le(h, big ? 45 : 0, 2);
+        le(h, 0x0800, 2);
+        le(h, 0, 2);
+        le(h, 0, 4);  // ver, flags, stored, time
+        le(h, crc, 4);
+        le(h, big ? 0xFFFFFFFFu : size, 4);
+        le(h, big ? 0xFFFFFFFFu : size, 4);
+        le(h, name.size(), 2);
+        le(h, extra.size(), 2);
         h += name;
         h += extra;
         emit(h.data(), h.size());
@@ -146,14 +181,29 @@ public:
         // central record
         std::string x;
         if (big || far) {
-            le(x, 1, 2); le(x, (big ? 16 : 0) + (far ? 8 : 0), 2);
-            if (big) { le(x, size, 8); le(x, size, 8); }
+            le(x, 1, 2);
+            le(x, (big ? 16 : 0) + (far ? 8 : 0), 2);
+            if (big) {
+                le(x, size, 8);
+                le(x, size, 8);
+            }
             if (far) le(x, off, 8);
         }
-        le(cd_, 0x02014b50, 4); le(cd_, big || far ? 45 : 0, 2); le(cd_, big || far ? 45 : 0, 2); le(cd_, 0x0800, 2);
-        le(cd_, 0, 2); le(cd_, 0, 4); le(cd_, crc, 4);
-        le(cd_, big ? 0xFFFFFFFFu : size, 4); le(cd_, big ? 0xFFFFFFFFu : size, 4);
-        le(cd_, name.size(), 2); le(cd_, x.size(), 2); le(cd_, 0, 2); le(cd_, 0, 2); le(cd_, 0, 2); le(cd_, 0, 4);
+        le(cd_, 0x02014b50, 4);
+        le(cd_, big || far ? 45 : 0, 2);
+        le(cd_, big || far ? 45 : 0, 2);
+        le(cd_, 0x0800, 2);
+        le(cd_, 0, 2);
+        le(cd_, 0, 4);
+        le(cd_, crc, 4);
+        le(cd_, big ? 0xFFFFFFFFu : size, 4);
+        le(cd_, big ? 0xFFFFFFFFu : size, 4);
+        le(cd_, name.size(), 2);
+        le(cd_, x.size(), 2);
+        le(cd_, 0, 2);
+        le(cd_, 0, 2);
+        le(cd_, 0, 2);
+        le(cd_, 0, 4);
         le(cd_, far ? 0xFFFFFFFFu : off, 4);
         cd_ += name;
         cd_ += x;
@@ -166,12 +216,28 @@ public:
         emit(cd_.data(), cd_.size());
         const std::uint64_t z64 = pos_;
         std::string e;
-        le(e, 0x06064b50, 4); le(e, 44, 8); le(e, 0x031e, 2); le(e, 45, 2); le(e, 0, 4); le(e, 0, 4);
-        le(e, entries_, 8); le(e, entries_, 8); le(e, cd_size, 8); le(e, cd_off, 8);
-        le(e, 0x07064b50, 4); le(e, 0, 4); le(e, z64, 8); le(e, 1, 4);
+        le(e, 0x06064b50, 4);
+        le(e, 44, 8);
+        le(e, 0x031e, 2);
+        le(e, 45, 2);
+        le(e, 0, 4);
+        le(e, 0, 4);
+        le(e, entries_, 8);
+        le(e, entries_, 8);
+        le(e, cd_size, 8);
+        le(e, cd_off, 8);
+        le(e, 0x07064b50, 4);
+        le(e, 0, 4);
+        le(e, z64, 8);
+        le(e, 1, 4);
         const std::uint64_t n16 = std::min<std::uint64_t>(entries_, 0xFFFF);
-        le(e, 0x06054b50, 4); le(e, 0, 2); le(e, 0, 2); le(e, n16, 2); le(e, n16, 2);
-        le(e, std::min<std::uint64_t>(cd_size, 0xFFFFFFFFu), 4); le(e, std::min<std::uint64_t>(cd_off, 0xFFFFFFFFu), 4);
+        le(e, 0x06054b50, 4);
+        le(e, 0, 2);
+        le(e, 0, 2);
+        le(e, n16, 2);
+        le(e, n16, 2);
+        le(e, std::min<std::uint64_t>(cd_size, 0xFFFFFFFFu), 4);
+        le(e, std::min<std::uint64_t>(cd_off, 0xFFFFFFFFu), 4);
         le(e, 0, 2);
         emit(e.data(), e.size());
     }
@@ -274,7 +340,7 @@ private:
         pk.integer(0);
         pk.int_tuple(e.shape);
         pk.int_tuple(torch_strides(e.shape));
-        pk.raw(char(0x89));  // requires_grad False
+        pk.raw(char(0x89));                       // requires_grad False
         pk.global("collections", "OrderedDict");  // backward hooks: a new OrderedDict()
         pk.raw(')');
         pk.raw('R');

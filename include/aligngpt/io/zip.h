@@ -67,8 +67,8 @@ struct zip_cursor {
     const mapped_file& f;
     std::uint64_t get(std::uint64_t off, int bytes, const char* what) const {
         std::uint64_t end = 0;
-        ALIGNGPT_CHECK(checked_add(off, std::uint64_t(bytes), end) && end <= f.size(), f.path(), ": zip: ", what,
-                       " at offset ", off, " runs past the end of the file (", f.size(), " bytes)");
+        ALIGNGPT_CHECK(checked_add(off, std::uint64_t(bytes), end) && end <= f.size(), f.path(), ": zip: ", what, " at offset ",
+                       off, " runs past the end of the file (", f.size(), " bytes)");
         std::uint64_t v = 0;
         std::memcpy(&v, f.data() + off, std::size_t(bytes));  // little-endian host (checked in dtype.h)
         return v;
@@ -156,13 +156,15 @@ private:
             const std::uint64_t nl = in.get(pos + 28, 2, "name length"), xl = in.get(pos + 30, 2, "extra length"),
                                 cl = in.get(pos + 32, 2, "comment length");
             e.header_offset = in.get(pos + 42, 4, "local header offset");
-            ALIGNGPT_CHECK(pos + 46 + nl + xl + cl <= cd_end, p, ": zip: central directory entry ", i, " runs past the directory");
+            ALIGNGPT_CHECK(pos + 46 + nl + xl + cl <= cd_end, p, ": zip: central directory entry ", i,
+                           " runs past the directory");
             e.name = std::string(f.view(pos + 46, nl));
             const std::string who = p + ": zip entry " + detail::quote_name(e.name) + ": ";
             check_name(e.name, who, lim);
             bool z64 = false;
             read_zip64_extra(pos + 46 + nl, xl, usize, csize, &e.header_offset, z64, who);
-            ALIGNGPT_CHECK(method == 0, who, "compression method ", method, " (only 0 = stored is supported; torch.save never compresses)");
+            ALIGNGPT_CHECK(method == 0, who, "compression method ", method,
+                           " (only 0 = stored is supported; torch.save never compresses)");
             ALIGNGPT_CHECK(!(flags & 1), who, "is encrypted");
             ALIGNGPT_CHECK(csize == usize, who, "stored entry with compressed size ", csize, " != size ", usize);
             e.size = usize;
@@ -186,8 +188,8 @@ private:
                                "local header sizes/CRC disagree with the central directory");
                 end = check_descriptor(end, e, z64 || lz64, cd_off, who);
             } else {
-                ALIGNGPT_CHECK(lu == usize && lc == csize && lcrc == e.crc32, who, "local header says size ", lu, " / CRC ",
-                               lcrc, " but the central directory says ", usize, " / ", e.crc32);
+                ALIGNGPT_CHECK(lu == usize && lc == csize && lcrc == e.crc32, who, "local header says size ", lu, " / CRC ", lcrc,
+                               " but the central directory says ", usize, " / ", e.crc32);
             }
             spans.push_back({lh, end});
             ALIGNGPT_CHECK(index_.emplace(e.name, entries_.size()).second, who, "duplicate entry name");
@@ -215,8 +217,8 @@ private:
 
     // Reads the zip64 extended-information extra field (id 1) if present: it holds, in order, the
     // size, compressed size and header offset whose 32-bit fields are 0xFFFFFFFF.
-    void read_zip64_extra(std::uint64_t at, std::uint64_t len, std::uint64_t& usize, std::uint64_t& csize,
-                          std::uint64_t* offset, bool& z64, const std::string& who) const {
+    void read_zip64_extra(std::uint64_t at, std::uint64_t len, std::uint64_t& usize, std::uint64_t& csize, std::uint64_t* offset,
+                          bool& z64, const std::string& who) const {
         const detail::zip_cursor in{*file_};
         std::uint64_t k = 0;
         while (k + 4 <= len) {

@@ -71,7 +71,8 @@ template <class T = float, class Backend = backend::cpu>
 struct align_indicator {
     variable<T, Backend> indicator_embs;  ///< "align_indicators.indicator_embs" [8, H]
 
-    static align_indicator make(index_t H, const std::string& prefix = "align_indicators", const Backend& be = Backend::instance()) {
+    static align_indicator make(index_t H, const std::string& prefix = "align_indicators",
+                                const Backend& be = Backend::instance()) {
         return align_indicator{nn::parameter<T, Backend>(prefix + ".indicator_embs", {n_indicators, H}, be)};
     }
     /// xavier_uniform_: U(+-sqrt(6 / (fan_in + fan_out))) = U(+-sqrt(6 / (H + 8))), stream = the key.
@@ -79,12 +80,13 @@ struct align_indicator {
         nn::init_uniform(indicator_embs, seed, float(std::sqrt(6.0 / double(indicator_embs.size(1) + n_indicators))));
     }
     template <class F>
-    void visit(F&& f) { f(indicator_embs); }
+    void visit(F&& f) {
+        f(indicator_embs);
+    }
 
     /// E[levels[b]] for each sample (stage 1; levels in 0..7); the gradient scatters into those rows.
     variable<T, Backend> lookup(tape<T, Backend>* tp, const std::vector<std::int64_t>& levels) const {
-        for (std::int64_t l : levels)
-            ALIGNGPT_CHECK(0 <= l && l < n_indicators, "align_indicator: level ", l, " outside 0..7");
+        for (std::int64_t l : levels) ALIGNGPT_CHECK(0 <= l && l < n_indicators, "align_indicator: level ", l, " outside 0..7");
         return ag::index_rows(tp, indicator_embs, levels);
     }
     /// w [B, 7] -> w E[0:7] + E[7]  (matmul first, then the row add, as the reference).
@@ -96,7 +98,7 @@ struct align_indicator {
         ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == n_gate_components, "align_indicator: gate weights ",
                        detail::shape_str(w.shape()), " are not [B, 7]");
         const auto rows = ag::slice(tp, indicator_embs, 0, 0, n_gate_components);  // [7, H]
-        return ag::linear(tp, w, ag::transpose(tp, rows, 0, 1));                  // [B, 7] x [7, H]
+        return ag::linear(tp, w, ag::transpose(tp, rows, 0, 1));                   // [B, 7] x [7, H]
     }
     /// E[7] as a row [H].
     variable<T, Backend> global_row(tape<T, Backend>* tp) const {
@@ -110,7 +112,8 @@ struct align_indicator {
             case align_mode::global_only: return lookup(tp, pick);
             case align_mode::mean: {
                 const auto m = ag::mean(tp, ag::slice(tp, indicator_embs, 0, 0, n_gate_components), 0);  // [H]
-                const auto zeros = variable<T, Backend>::leaf(tensor<T, Backend>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
+                const auto zeros =
+                    variable<T, Backend>::leaf(tensor<T, Backend>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
                 return ag::add_row(tp, ag::add_row(tp, zeros, m), global_row(tp));
             }
             default: fail("align_indicator: mode needs gate weights");
@@ -137,15 +140,16 @@ struct gated_weight_layer {
     }
     void init(std::uint64_t seed) { fc1.init_default(seed), fc2.init_default(seed); }
     template <class F>
-    void visit(F&& f) { fc1.visit(f), fc2.visit(f); }
+    void visit(F&& f) {
+        fc1.visit(f), fc2.visit(f);
+    }
 
     /// image [B, P, H]; text [B, Tt, H] without BOS; text_mask [B*Tt] (1 = real token).
     gate_output<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& image, const variable<T, Backend>& text,
-                                 const std::vector<std::uint8_t>& text_mask) const {
+                                       const std::vector<std::uint8_t>& text_mask) const {
         const index_t n_tokens = fc1.weight.size(1);
         ALIGNGPT_CHECK(image.value().dim() == 3 && image.size(1) == n_tokens, "gate: image tokens ",
-                       detail::shape_str(image.shape()), " are not [B, ", n_tokens,
-                       ", H] (one image per sample)");
+                       detail::shape_str(image.shape()), " are not [B, ", n_tokens, ", H] (one image per sample)");
         ALIGNGPT_CHECK(text.value().dim() == 3 && text.size(0) == image.size(0) && text.size(2) == image.size(2),
                        "gate: text embeddings ", detail::shape_str(text.shape()), " do not match image tokens ",
                        detail::shape_str(image.shape()));

@@ -81,7 +81,7 @@ struct aligngpt_config {
 struct sample {
     std::vector<std::int64_t> ids{};
     std::vector<std::int64_t> labels{};  ///< empty: no loss (inference)
-    std::int64_t level = -1;           ///< alignment level 0..7 (stage 1 only)
+    std::int64_t level = -1;             ///< alignment level 0..7 (stage 1 only)
 };
 
 /// A run of consecutive rows of the embedding table (below): one piece of a spliced sequence.
@@ -95,17 +95,17 @@ struct segment {
 /// Each sample is a list of segments in the paper's order, and the batch is one gather of table
 /// rows (`rows`), padded with the zero row.
 struct prepared_batch {
-    index_t B = 0, S = 0, n_text = 0, Tt = 0;   ///< Tt: gate text length (max text length - 1)
-    index_t n_tokens = 576;                     ///< P: image tokens per image (the tower's patch count)
-    bool indicator = true;                      ///< false: no indicator row (LLaVA-1.5, align_mode::none)
-    std::vector<std::int64_t> text_ids;         ///< ids of the table's text rows
-    std::vector<std::int64_t> text_labels;      ///< their labels (indicator and image rows: IGNORE)
-    std::vector<index_t> image_rows;            ///< batch row of the k-th image sample
-    std::vector<std::vector<segment>> segments; ///< per sample, before truncation and padding
+    index_t B = 0, S = 0, n_text = 0, Tt = 0;           ///< Tt: gate text length (max text length - 1)
+    index_t n_tokens = 576;                             ///< P: image tokens per image (the tower's patch count)
+    bool indicator = true;                              ///< false: no indicator row (LLaVA-1.5, align_mode::none)
+    std::vector<std::int64_t> text_ids;                 ///< ids of the table's text rows
+    std::vector<std::int64_t> text_labels;              ///< their labels (indicator and image rows: IGNORE)
+    std::vector<index_t> image_rows;                    ///< batch row of the k-th image sample
+    std::vector<std::vector<segment>> segments;         ///< per sample, before truncation and padding
     std::vector<std::int64_t> rows, positions, labels;  ///< [B*S]
     std::vector<std::uint8_t> mask;                     ///< [B*S]
-    std::vector<std::int64_t> gate_rows;        ///< [B_img*Tt] table rows of T[:,1:] (zero row = pad)
-    std::vector<std::uint8_t> gate_mask;        ///< [B_img*Tt]
+    std::vector<std::int64_t> gate_rows;                ///< [B_img*Tt] table rows of T[:,1:] (zero row = pad)
+    std::vector<std::uint8_t> gate_mask;                ///< [B_img*Tt]
     bool has_labels = false;
     index_t n_image() const { return index_t(image_rows.size()); }
     index_t image_row(index_t k) const { return n_text + k * n_tokens; }
@@ -115,8 +115,8 @@ struct prepared_batch {
 
 /// Builds the assembly plan for a batch (pure bookkeeping, no tensors); errors name the sample.
 /// indicator false: LLaVA-1.5's sequence (no indicator row, no gate rows, cut to max_length).
-inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t max_length,
-                                    index_t n_tokens = 576, bool indicator = true) {
+inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t max_length, index_t n_tokens = 576,
+                                    bool indicator = true) {
     prepared_batch p;
     p.n_tokens = n_tokens;
     p.indicator = indicator;
@@ -125,13 +125,16 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
     ALIGNGPT_CHECK(n_tokens > 0, "aligngpt: ", n_tokens, " image tokens per image");
     for (const auto& s : samples) p.has_labels = p.has_labels || !s.labels.empty();
     // Pass 1: check each sample, give its text tokens table rows, split it at the placeholder.
-    struct split { std::vector<std::int64_t> before, after; bool image = false; };  // table rows
+    struct split {
+        std::vector<std::int64_t> before, after;
+        bool image = false;
+    };  // table rows
     std::vector<split> parts(size_t(p.B));
     for (index_t b = 0; b < p.B; b++) {
         const sample& s = samples[size_t(b)];
         ALIGNGPT_CHECK(!s.ids.empty(), "aligngpt: sample ", b, " has no ids");
-        ALIGNGPT_CHECK(s.labels.empty() || s.labels.size() == s.ids.size(), "aligngpt: sample ", b, " has ",
-                       s.labels.size(), " labels for ", s.ids.size(), " ids");
+        ALIGNGPT_CHECK(s.labels.empty() || s.labels.size() == s.ids.size(), "aligngpt: sample ", b, " has ", s.labels.size(),
+                       " labels for ", s.ids.size(), " ids");
         ALIGNGPT_CHECK(p.has_labels == !s.labels.empty(), "aligngpt: sample ", b, ": labels given for some samples only");
         const auto n_ph = std::count(s.ids.begin(), s.ids.end(), image_token_index);
         ALIGNGPT_CHECK(n_ph <= 1, "aligngpt: sample ", b, " has ", n_ph, " image placeholders (-200); the gate ",
@@ -141,7 +144,10 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
         if (q.image) p.image_rows.push_back(b);
         bool seen = false;
         for (size_t t = 0; t < s.ids.size(); t++) {
-            if (s.ids[t] == image_token_index) { seen = true; continue; }
+            if (s.ids[t] == image_token_index) {
+                seen = true;
+                continue;
+            }
             (seen ? q.after : q.before).push_back(index_t(p.text_ids.size()));
             p.text_ids.push_back(s.ids[t]);
             p.text_labels.push_back(s.labels.empty() ? ignore_index : s.labels[t]);
@@ -224,9 +230,9 @@ inline prepared_batch prepare_batch(const std::vector<sample>& samples, index_t 
 template <class T = float, class Backend = backend::cpu>
 struct aligngpt_output {
     prepared_batch batch;
-    variable<T, Backend> logits, loss;            ///< [B, S, V]; loss 0-d (undefined without labels)
+    variable<T, Backend> logits, loss;  ///< [B, S, V]; loss 0-d (undefined without labels)
     variable<T, Backend> inputs_embeds, indicator;
-    gate_output<T, Backend> gate;                 ///< undefined unless the gate ran
+    gate_output<T, Backend> gate;  ///< undefined unless the gate ran
 };
 
 template <class T = float, class Backend = backend::cpu>
@@ -234,13 +240,15 @@ class aligngpt_model {
 public:
     aligngpt_config config;
     llama_model<T, Backend> llm;
-    projector<T, Backend> mm_projector;                  ///< "mm_projector.*"
-    align_indicator<T, Backend> align_indicators;        ///< "align_indicators.indicator_embs" (empty: LLaVA)
-    gated_weight_layer<T, Backend> gated_weight;         ///< "gated_weight_layer.mlp.*" (empty: LLaVA)
+    projector<T, Backend> mm_projector;            ///< "mm_projector.*"
+    align_indicator<T, Backend> align_indicators;  ///< "align_indicators.indicator_embs" (empty: LLaVA)
+    gated_weight_layer<T, Backend> gated_weight;   ///< "gated_weight_layer.mlp.*" (empty: LLaVA)
 
     explicit aligngpt_model(const aligngpt_config& c, const Backend& be = Backend::instance())
-        : config(c), llm(c.llm, be),
-          mm_projector(projector<T, Backend>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)) {
+        : config(c),
+          llm(c.llm, be),
+          mm_projector(
+              projector<T, Backend>::make(c.mm_projector_type, c.mm_hidden_size, c.llm.hidden_size, "mm_projector", be)) {
         if (!c.alignment_module) return;
         align_indicators = align_indicator<T, Backend>::make(c.llm.hidden_size, "align_indicators", be);
         gated_weight = gated_weight_layer<T, Backend>::make(c.n_image_tokens, "gated_weight_layer", be);
@@ -260,20 +268,23 @@ public:
     /// order (undefined when there are none). `al` says how finetune and inference form the
     /// indicator; `trace` (optional) receives the named intermediates; `cache` (optional) is filled
     /// for decoding.
-    aligngpt_output<T, Backend> forward(tape<T, Backend>* tp, const std::vector<sample>& samples, const variable<T, Backend>& image_features,
-                                  stage st, alignment al = {}, trace_sink<T, Backend>* trace = nullptr,
-                                  kv_cache<T, Backend>* cache = nullptr) const {
+    aligngpt_output<T, Backend> forward(tape<T, Backend>* tp, const std::vector<sample>& samples,
+                                        const variable<T, Backend>& image_features, stage st, alignment al = {},
+                                        trace_sink<T, Backend>* trace = nullptr, kv_cache<T, Backend>* cache = nullptr) const {
         aligngpt_output<T, Backend> out;
         out.batch = prepare_batch(samples, config.tokenizer_model_max_length, config.n_image_tokens, uses_indicator(al));
         const prepared_batch& p = out.batch;
         const index_t H = config.llm.hidden_size, Bi = p.n_image();
-        const auto put = [&](const char* name, const variable<T, Backend>& v) { if (trace && v.defined()) trace->put(name, v.value()); };
+        const auto put = [&](const char* name, const variable<T, Backend>& v) {
+            if (trace && v.defined()) trace->put(name, v.value());
+        };
         std::vector<variable<T, Backend>> table{llm.embed(tp, p.text_ids)};  // [n_text, H]
         if (Bi > 0) {
             ALIGNGPT_CHECK(image_features.defined() && image_features.value().dim() == 3 && image_features.size(0) == Bi &&
                                image_features.size(1) == config.n_image_tokens && image_features.size(2) == config.mm_hidden_size,
-                           "aligngpt: image features ", (image_features.defined() ? detail::shape_str(image_features.shape()) : "none"),
-                           " for ", Bi, " image samples; expected [", Bi, ", ", config.n_image_tokens, ", ", config.mm_hidden_size, "]");
+                           "aligngpt: image features ",
+                           (image_features.defined() ? detail::shape_str(image_features.shape()) : "none"), " for ", Bi,
+                           " image samples; expected [", Bi, ", ", config.n_image_tokens, ", ", config.mm_hidden_size, "]");
             const auto img = mm_projector(tp, image_features);  // [B_img, P, H]
             put("projector.out", img);
             if (st == stage::pretrain) ALIGNGPT_CHECK(Bi == p.B, "aligngpt: stage pretrain needs an image in every sample");
@@ -284,8 +295,9 @@ public:
                 for (index_t b : p.image_rows) levels.push_back(samples[size_t(b)].level);
                 out.indicator = align_indicators.lookup(tp, levels);
             } else if (al.mode == align_mode::gated || al.mode == align_mode::local_only) {
-                const auto text = ag::reshape(tp, ag::index_rows(tp, ag::concat(tp, {table[0], zero_row(H)}, 0),
-                                                                 remap_zero(p.gate_rows, p.n_text)), {Bi, p.Tt, H});
+                const auto text = ag::reshape(
+                    tp, ag::index_rows(tp, ag::concat(tp, {table[0], zero_row(H)}, 0), remap_zero(p.gate_rows, p.n_text)),
+                    {Bi, p.Tt, H});
                 out.gate = gated_weight(tp, img, text, p.gate_mask);
                 out.indicator = al.mode == align_mode::gated ? align_indicators.lin_comb(tp, out.gate.weights)
                                                              : align_indicators.local(tp, out.gate.weights);
@@ -309,8 +321,8 @@ public:
     /// hidden_states[-2] without CLS): any type with features(tape*, pixels, trace) -> [B_img, P, Dv].
     template <class Tower>
     aligngpt_output<T, Backend> forward_pixels(tape<T, Backend>* tp, const std::vector<sample>& samples, const Tower& tower,
-                                         const variable<T, Backend>& pixels, stage st, alignment al = {},
-                                         trace_sink<T, Backend>* trace = nullptr) const {
+                                               const variable<T, Backend>& pixels, stage st, alignment al = {},
+                                               trace_sink<T, Backend>* trace = nullptr) const {
         variable<T, Backend> f;
         if (pixels.defined()) {
             autograd::no_grad<T, Backend> frozen(tp);
@@ -340,7 +352,8 @@ public:
         if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
         kv_cache<T, Backend> cache;
         const auto logits = prefill(prompt, image_features, opt, al, cache);
-        return generate::greedy(logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
+        return generate::greedy(
+            logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt);
     }
 
     /// generate() with sampling (generate/sampling.h; temperature 0 is greedy) and streaming:
@@ -348,23 +361,23 @@ public:
     /// repetition penalty's context is the prompt's ids without the image placeholder.
     template <class OnToken>
     std::vector<std::int64_t> generate_sampled(const sample& prompt, const variable<T, Backend>& image_features,
-                                     generate::options opt, const generate::sampling& s, OnToken&& on_token,
-                                     alignment al = {}) const {
+                                               generate::options opt, const generate::sampling& s, OnToken&& on_token,
+                                               alignment al = {}) const {
         if (opt.eos.empty()) opt.eos = config.llm.eos_token_ids;
         kv_cache<T, Backend> cache;
         const auto logits = prefill(prompt, image_features, opt, al, cache);
-        return generate::sample(logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt,
-                                s, prompt.ids, std::forward<OnToken>(on_token));
+        return generate::sample(
+            logits, [&](std::int64_t token) { return llm.decode_step(token, cache); }, opt, s, prompt.ids,
+            std::forward<OnToken>(on_token));
     }
 
 private:
     /// The prompt's logits (stage inference), its keys and values in `cache`, which is sized for the
     /// prompt, the image tokens, the indicator and the new tokens.
-    variable<T, Backend> prefill(const sample& prompt, const variable<T, Backend>& image_features,
-                                 const generate::options& opt, alignment al, kv_cache<T, Backend>& cache) const {
+    variable<T, Backend> prefill(const sample& prompt, const variable<T, Backend>& image_features, const generate::options& opt,
+                                 alignment al, kv_cache<T, Backend>& cache) const {
         cache.reserve(index_t(prompt.ids.size()) + config.n_image_tokens + 1 + opt.max_new_tokens);
-        return forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al, nullptr,
-                       &cache)
+        return forward(nullptr, {sample{prompt.ids, {}, prompt.level}}, image_features, stage::inference, al, nullptr, &cache)
             .logits;
     }
     variable<T, Backend> zero_row(index_t H) const { return variable<T, Backend>::leaf(tensor<T, Backend>({1, H}, backend())); }

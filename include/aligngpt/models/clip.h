@@ -39,16 +39,17 @@ struct clip_model {
     clip_config cfg;
     clip_text_model<T, Backend> text;
     clip_vision_model<T, Backend> vision;
-    nn::linear<T, Backend> visual_projection;   ///< "visual_projection.weight" [P, Dv]
-    nn::linear<T, Backend> text_projection;     ///< "text_projection.weight" [P, Dt]
-    variable<T, Backend> logit_scale;           ///< "logit_scale", 0-d
+    nn::linear<T, Backend> visual_projection;  ///< "visual_projection.weight" [P, Dv]
+    nn::linear<T, Backend> text_projection;    ///< "text_projection.weight" [P, Dt]
+    variable<T, Backend> logit_scale;          ///< "logit_scale", 0-d
 
     static clip_model make(const clip_config& cfg, const Backend& be = Backend::instance()) {
         clip_model m;
         m.cfg = cfg;
         m.text = clip_text_model<T, Backend>::make(cfg.text, "text_model.", be);
         m.vision = clip_vision_model<T, Backend>::make(cfg.vision, "vision_model.", be);
-        m.visual_projection = nn::linear<T, Backend>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false, be);
+        m.visual_projection =
+            nn::linear<T, Backend>::make("visual_projection", cfg.vision.hidden_size, cfg.projection_dim, false, be);
         m.text_projection = nn::linear<T, Backend>::make("text_projection", cfg.text.hidden_size, cfg.projection_dim, false, be);
         m.logit_scale = nn::parameter<T, Backend>("logit_scale", {}, be);
         m.logit_scale.value().fill(T(cfg.logit_scale_init_value));
@@ -60,7 +61,7 @@ struct clip_model {
         return visual_projection(tp, vision.pooled(tp, vision.forward(tp, pixels)));
     }
     variable<T, Backend> text_features(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
-                                 const std::vector<std::uint8_t>& attention_mask = {}) const {
+                                       const std::vector<std::uint8_t>& attention_mask = {}) const {
         return text_projection(tp, text.forward(tp, ids, attention_mask).pooled);
     }
     /// L2-normalised embeddings: [Ni, P] and [Nt, P].
@@ -68,7 +69,7 @@ struct clip_model {
         return ag::l2_normalize(tp, image_features(tp, pixels));
     }
     variable<T, Backend> text_embeds(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
-                               const std::vector<std::uint8_t>& attention_mask = {}) const {
+                                     const std::vector<std::uint8_t>& attention_mask = {}) const {
         return ag::l2_normalize(tp, text_features(tp, ids, attention_mask));
     }
     /// cos[i, t] = img_i . txt_t  ->  [Ni, Nt]  (a linear map with the text embeddings as weight).
@@ -82,7 +83,7 @@ struct clip_model {
     }
 
     template <class F>
-    void visit(F&& f) {   // the order of CLIPModel's state dict
+    void visit(F&& f) {  // the order of CLIPModel's state dict
         text.visit(f);
         vision.visit(f);
         visual_projection.visit(f);
@@ -96,17 +97,15 @@ struct clip_model {
 /// With n = 558,128 pairs and 8 levels every level holds exactly 69,766 pairs.
 template <class S>
 std::vector<int> alignment_levels(const std::vector<S>& similarities, int n_levels = 8) {
-    ALIGNGPT_CHECK(n_levels >= 1 && n_levels <= 65536, "alignment_levels: n_levels = ", n_levels,
-                   " is outside [1, 65536]");
+    ALIGNGPT_CHECK(n_levels >= 1 && n_levels <= 65536, "alignment_levels: n_levels = ", n_levels, " is outside [1, 65536]");
     const std::size_t n = similarities.size();
     for (std::size_t i = 0; i < n; i++)
         ALIGNGPT_CHECK(!std::isnan(double(similarities[i])), "alignment_levels: similarity ", i, " is NaN");
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), std::size_t(0));
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::size_t a, std::size_t b) { return similarities[a] < similarities[b]; });
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return similarities[a] < similarities[b]; });
     std::vector<int> level(n);
-    for (std::size_t rank = 0; rank < n; rank++)   // rank * n_levels < 2^48 * 2^16: fits 64 bits
+    for (std::size_t rank = 0; rank < n; rank++)  // rank * n_levels < 2^48 * 2^16: fits 64 bits
         level[order[rank]] = int((unsigned long long)rank * (unsigned long long)n_levels / n);
     return level;
 }

@@ -26,9 +26,7 @@ namespace aligngpt::models {
 namespace config_detail {
 
 /// The activations CLIP checkpoints use: "quick_gelu" (OpenAI) or "gelu" (exact erf; some ports).
-inline std::string act_field(const io::json_reader& r) {
-    return r.one_of("hidden_act", "quick_gelu", {"quick_gelu", "gelu"});
-}
+inline std::string act_field(const io::json_reader& r) { return r.one_of("hidden_act", "quick_gelu", {"quick_gelu", "gelu"}); }
 
 /// The reader of section `section` ("vision_config" / "text_config") of a CLIPConfig file, or of
 /// the whole object of a single-tower file whose model_type is `tower_type`. An absent or null
@@ -108,8 +106,8 @@ struct clip_vision_config {
     void check(F&& bad) const {
         config_detail::check_heads(bad, hidden_size, num_attention_heads);
         if (patch_size > image_size || image_size % patch_size != 0)
-            bad("image_size", "must be a multiple of patch_size = " + std::to_string(patch_size) + ", got " +
-                                  std::to_string(image_size));
+            bad("image_size",
+                "must be a multiple of patch_size = " + std::to_string(patch_size) + ", got " + std::to_string(image_size));
         if (num_positions() > (index_t(1) << 20))
             bad("image_size", "must give at most 2^20 patches of patch_size " + std::to_string(patch_size) + ", got " +
                                   std::to_string(image_size) + " (" + std::to_string(num_patches()) + " patches)");
@@ -152,8 +150,8 @@ struct clip_text_config {
     }
     static clip_text_config from_file(const std::string& path) {
         const nlohmann::json j = io::read_json_file(path);
-        return from_reader(config_detail::tower_section(io::json_reader(j, path, io::json_nulls::refused), "text_config",
-                                                        "clip_text_model"));
+        return from_reader(
+            config_detail::tower_section(io::json_reader(j, path, io::json_nulls::refused), "text_config", "clip_text_model"));
     }
     void validate(const std::string& where) const {
         check([&](const char* field, const std::string& must) { fail(where, "field '", field, "' ", must); });
@@ -168,7 +166,7 @@ struct clip_text_config {
 struct clip_config {
     clip_vision_config vision;
     clip_text_config text;
-    index_t projection_dim = 512;          ///< top-level "projection_dim" (the towers' own are unused by CLIPModel)
+    index_t projection_dim = 512;  ///< top-level "projection_dim" (the towers' own are unused by CLIPModel)
     double logit_scale_init_value = 2.6592;
 
     static clip_config from_file(const std::string& path) {

@@ -31,17 +31,17 @@ using autograd::variable;
 
 template <class T = float, class Backend = backend::cpu>
 struct clip_encoder_layer {
-    nn::linear<T, Backend> k_proj, v_proj, q_proj, out_proj;   ///< self_attn.*  [C, C] + [C]
-    nn::layer_norm<T, Backend> layer_norm1;                    ///< [C]
-    nn::linear<T, Backend> fc1, fc2;                           ///< mlp.fc1 [I, C], mlp.fc2 [C, I]
-    nn::layer_norm<T, Backend> layer_norm2;                    ///< [C]
+    nn::linear<T, Backend> k_proj, v_proj, q_proj, out_proj;  ///< self_attn.*  [C, C] + [C]
+    nn::layer_norm<T, Backend> layer_norm1;                   ///< [C]
+    nn::linear<T, Backend> fc1, fc2;                          ///< mlp.fc1 [I, C], mlp.fc2 [C, I]
+    nn::layer_norm<T, Backend> layer_norm2;                   ///< [C]
     int n_head = 1;
-    bool quick_gelu = true;                              ///< false: exact-erf gelu
+    bool quick_gelu = true;  ///< false: exact-erf gelu
 
     static clip_encoder_layer make(const std::string& prefix, index_t C, index_t I, int n_head, T eps = T(1e-5),
                                    const std::string& act = "quick_gelu", const Backend& be = Backend::instance()) {
-        ALIGNGPT_CHECK(n_head > 0 && C % n_head == 0, "clip_encoder_layer ", prefix, ": width ", C,
-                       " is not divisible by ", n_head, " heads");
+        ALIGNGPT_CHECK(n_head > 0 && C % n_head == 0, "clip_encoder_layer ", prefix, ": width ", C, " is not divisible by ",
+                       n_head, " heads");
         ALIGNGPT_CHECK(act == "quick_gelu" || act == "gelu", "clip_encoder_layer ", prefix, ": hidden_act \"", act,
                        "\" is not supported (quick_gelu, gelu)");
         clip_encoder_layer l;

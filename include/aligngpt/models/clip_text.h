@@ -34,16 +34,16 @@ template <class T = float, class Backend = backend::cpu>
 struct clip_text_model {
     clip_text_config cfg;
     std::string prefix;
-    nn::embedding<T, Backend> token_embedding;             ///< embeddings.token_embedding [V, D]
-    nn::embedding<T, Backend> position_embedding;          ///< embeddings.position_embedding [max_pos, D]
-    std::vector<clip_encoder_layer<T, Backend>> layers;    ///< encoder.layers.{j}
-    nn::layer_norm<T, Backend> final_layer_norm;           ///< [D]
+    nn::embedding<T, Backend> token_embedding;           ///< embeddings.token_embedding [V, D]
+    nn::embedding<T, Backend> position_embedding;        ///< embeddings.position_embedding [max_pos, D]
+    std::vector<clip_encoder_layer<T, Backend>> layers;  ///< encoder.layers.{j}
+    nn::layer_norm<T, Backend> final_layer_norm;         ///< [D]
 
     struct output {
-        std::vector<variable<T, Backend>> hidden_states;   ///< L+1 entries, [B, T, D]
-        variable<T, Backend> last_hidden_state;            ///< final_layer_norm(hidden_states[L])
-        variable<T, Backend> pooled;                       ///< [B, D], at the EOT token
-        std::vector<std::int64_t> eot;               ///< [B], the pooled position of each row
+        std::vector<variable<T, Backend>> hidden_states;  ///< L+1 entries, [B, T, D]
+        variable<T, Backend> last_hidden_state;           ///< final_layer_norm(hidden_states[L])
+        variable<T, Backend> pooled;                      ///< [B, D], at the EOT token
+        std::vector<std::int64_t> eot;                    ///< [B], the pooled position of each row
     };
 
     static clip_text_model make(const clip_text_config& cfg, const std::string& prefix = "text_model.",
@@ -59,8 +59,8 @@ struct clip_text_model {
             nn::embedding<T, Backend>::make(prefix + "embeddings.position_embedding", cfg.max_position_embeddings, D, -1, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
             m.layers.push_back(clip_encoder_layer<T, Backend>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
-                                                              cfg.intermediate_size, int(cfg.num_attention_heads),
-                                                              eps, cfg.hidden_act, be));
+                                                                    cfg.intermediate_size, int(cfg.num_attention_heads), eps,
+                                                                    cfg.hidden_act, be));
         m.final_layer_norm = nn::layer_norm<T, Backend>::make(prefix + "final_layer_norm", D, eps, be);
         return m;
     }
@@ -68,8 +68,8 @@ struct clip_text_model {
     /// ids [B, T] on the host (T <= max_position_embeddings); attention_mask: empty, or B*T entries, 0 = padding.
     output forward(tape<T, Backend>* tp, const tensor<std::int64_t>& ids,
                    const std::vector<std::uint8_t>& attention_mask = {}) const {
-        ALIGNGPT_CHECK(ids.dim() == 2 && ids.size(1) >= 1, prefix, "forward: input_ids ",
-                       detail::shape_str(ids.shape()), " are not [B, T] with T >= 1");
+        ALIGNGPT_CHECK(ids.dim() == 2 && ids.size(1) >= 1, prefix, "forward: input_ids ", detail::shape_str(ids.shape()),
+                       " are not [B, T] with T >= 1");
         const index_t Bn = ids.size(0), Tn = ids.size(1), D = cfg.hidden_size;
         ALIGNGPT_CHECK(Tn <= cfg.max_position_embeddings, prefix, "forward: ", Tn,
                        " tokens exceed max_position_embeddings = ", cfg.max_position_embeddings);
@@ -79,10 +79,9 @@ struct clip_text_model {
         const tensor<std::int64_t> idc = ids.contiguous();
 
         output out;
-        const variable<T, Backend> tok = ag::embedding(tp, token_embedding.weight, idc);   // [B, T, D]
+        const variable<T, Backend> tok = ag::embedding(tp, token_embedding.weight, idc);  // [B, T, D]
         const variable<T, Backend> pos = ag::reshape(tp, ag::slice(tp, position_embedding.weight, 0, 0, Tn), {Tn * D});
-        out.hidden_states.push_back(
-            ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, tok, {Bn, Tn * D}), pos), {Bn, Tn, D}));
+        out.hidden_states.push_back(ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, tok, {Bn, Tn * D}), pos), {Bn, Tn, D}));
 
         ops::attention_options mask;
         mask.causal = true;
@@ -94,7 +93,7 @@ struct clip_text_model {
         out.eot.resize(size_t(Bn));
         for (index_t b = 0; b < Bn; b++) {
             const std::int64_t* r = idc.data() + b * Tn;
-            index_t best = 0;                                  // first maximum, as torch.argmax
+            index_t best = 0;  // first maximum, as torch.argmax
             for (index_t t = 1; t < Tn; t++)
                 if (r[t] > r[best]) best = t;
             out.eot[size_t(b)] = best;

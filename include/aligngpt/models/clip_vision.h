@@ -47,14 +47,14 @@ template <class T = float, class Backend = backend::cpu>
 struct clip_vision_model {
     clip_vision_config cfg;
     std::string prefix;
-    index_t select_layer = -2;                       ///< AlignGPT's mm_vision_select_layer
-    std::string select_feature = "patch";            ///< AlignGPT's mm_vision_select_feature
-    variable<T, Backend> class_embedding;                  ///< embeddings.class_embedding [D]
-    variable<T, Backend> patch_embedding;                  ///< embeddings.patch_embedding.weight [D, C, P, P]
-    nn::embedding<T, Backend> position_embedding;          ///< embeddings.position_embedding [NP+1, D]
-    nn::layer_norm<T, Backend> pre_layrnorm;               ///< [D]
-    std::vector<clip_encoder_layer<T, Backend>> layers;    ///< encoder.layers.{j}
-    nn::layer_norm<T, Backend> post_layernorm;             ///< [D]
+    index_t select_layer = -2;                           ///< AlignGPT's mm_vision_select_layer
+    std::string select_feature = "patch";                ///< AlignGPT's mm_vision_select_feature
+    variable<T, Backend> class_embedding;                ///< embeddings.class_embedding [D]
+    variable<T, Backend> patch_embedding;                ///< embeddings.patch_embedding.weight [D, C, P, P]
+    nn::embedding<T, Backend> position_embedding;        ///< embeddings.position_embedding [NP+1, D]
+    nn::layer_norm<T, Backend> pre_layrnorm;             ///< [D]
+    std::vector<clip_encoder_layer<T, Backend>> layers;  ///< encoder.layers.{j}
+    nn::layer_norm<T, Backend> post_layernorm;           ///< [D]
 
     /// Zero-initialised parameters named "<prefix>..." (LayerNorm weights 1).
     static clip_vision_model make(const clip_vision_config& cfg, const std::string& prefix = "vision_model.",
@@ -66,14 +66,15 @@ struct clip_vision_model {
         const index_t D = cfg.hidden_size, P = cfg.patch_size;
         const T eps = T(cfg.layer_norm_eps);
         m.class_embedding = nn::parameter<T, Backend>(prefix + "embeddings.class_embedding", {D}, be);
-        m.patch_embedding = nn::parameter<T, Backend>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P}, be);
+        m.patch_embedding =
+            nn::parameter<T, Backend>(prefix + "embeddings.patch_embedding.weight", {D, cfg.num_channels, P, P}, be);
         m.position_embedding =
             nn::embedding<T, Backend>::make(prefix + "embeddings.position_embedding", cfg.num_positions(), D, -1, be);
         m.pre_layrnorm = nn::layer_norm<T, Backend>::make(prefix + "pre_layrnorm", D, eps, be);
         for (index_t j = 0; j < cfg.num_hidden_layers; j++)
             m.layers.push_back(clip_encoder_layer<T, Backend>::make(prefix + "encoder.layers." + std::to_string(j) + ".", D,
-                                                              cfg.intermediate_size, int(cfg.num_attention_heads),
-                                                              eps, cfg.hidden_act, be));
+                                                                    cfg.intermediate_size, int(cfg.num_attention_heads), eps,
+                                                                    cfg.hidden_act, be));
         m.post_layernorm = nn::layer_norm<T, Backend>::make(prefix + "post_layernorm", D, eps, be);
         return m;
     }
@@ -83,16 +84,15 @@ struct clip_vision_model {
     /// pre_layrnorm(concat(cls, patches) + positions): hidden_states[0], [B, NP+1, D].
     variable<T, Backend> embed(tape<T, Backend>* tp, const variable<T, Backend>& pixels) const {
         const index_t D = cfg.hidden_size, S = cfg.image_size;
-        ALIGNGPT_CHECK(pixels.value().dim() == 4 && pixels.size(1) == cfg.num_channels && pixels.size(2) == S &&
-                           pixels.size(3) == S,
-                       prefix, "embeddings: pixels ", detail::shape_str(pixels.shape()), " are not [B, ",
-                       cfg.num_channels, ", ", S, ", ", S, "]");
+        ALIGNGPT_CHECK(
+            pixels.value().dim() == 4 && pixels.size(1) == cfg.num_channels && pixels.size(2) == S && pixels.size(3) == S, prefix,
+            "embeddings: pixels ", detail::shape_str(pixels.shape()), " are not [B, ", cfg.num_channels, ", ", S, ", ", S, "]");
         const index_t Bn = pixels.size(0), N = cfg.num_positions();
-        const variable<T, Backend> p = ag::patch_embed(tp, pixels, patch_embedding);                 // [B, NP, D]
+        const variable<T, Backend> p = ag::patch_embed(tp, pixels, patch_embedding);  // [B, NP, D]
         const std::vector<std::int64_t> zeros(size_t(Bn), 0);
-        const variable<T, Backend> cls =                                                             // [B, 1, D]
+        const variable<T, Backend> cls =  // [B, 1, D]
             ag::reshape(tp, ag::index_rows(tp, ag::reshape(tp, class_embedding, {1, D}), zeros), {Bn, 1, D});
-        const variable<T, Backend> x = ag::concat(tp, {cls, p}, 1);                                  // [B, N, D]
+        const variable<T, Backend> x = ag::concat(tp, {cls, p}, 1);  // [B, N, D]
         // + position_embedding, broadcast over the batch: rows of [B, N*D] plus one row [N*D]
         const variable<T, Backend> pos = ag::reshape(tp, position_embedding.weight, {N * D});
         const variable<T, Backend> x0 = ag::reshape(tp, ag::add_row(tp, ag::reshape(tp, x, {Bn, N * D}), pos), {Bn, N, D});
@@ -102,7 +102,7 @@ struct clip_vision_model {
     /// hidden_states[0 .. up_to] (up_to Python-style over L+1 entries; -1 = all layers); each one
     /// goes to `trace` as "vision.hidden_states.<i>" when given.
     std::vector<variable<T, Backend>> forward(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t up_to = -1,
-                                        trace_sink<T, Backend>* trace = nullptr) const {
+                                              trace_sink<T, Backend>* trace = nullptr) const {
         const index_t last = resolve_index(up_to, num_layers() + 1, "clip_vision_model::forward up_to");
         std::vector<variable<T, Backend>> hs{embed(tp, pixels)};
         for (index_t i = 0; i < last; i++) hs.push_back(layers[size_t(i)](tp, hs.back(), {}));
@@ -111,14 +111,14 @@ struct clip_vision_model {
         return hs;
     }
     std::vector<variable<T, Backend>> forward(tape<T, Backend>* tp, const tensor<T, Backend>& pixels, index_t up_to = -1,
-                                        trace_sink<T, Backend>* trace = nullptr) const {
+                                              trace_sink<T, Backend>* trace = nullptr) const {
         return forward(tp, variable<T, Backend>::leaf(pixels), up_to, trace);
     }
 
     /// post_layernorm(hidden_states[L][:, 0]) -> [B, D]; needs the full list (up_to = -1).
     variable<T, Backend> pooled(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs) const {
-        ALIGNGPT_CHECK(index_t(hs.size()) == num_layers() + 1, prefix, "post_layernorm: pooling needs all ",
-                       num_layers() + 1, " hidden states, got ", hs.size(), " (run forward with up_to = -1)");
+        ALIGNGPT_CHECK(index_t(hs.size()) == num_layers() + 1, prefix, "post_layernorm: pooling needs all ", num_layers() + 1,
+                       " hidden states, got ", hs.size(), " (run forward with up_to = -1)");
         const variable<T, Backend>& h = hs.back();
         const variable<T, Backend> cls = ag::reshape(tp, ag::slice(tp, h, 1, 0, 1), {h.size(0), h.size(2)});
         return post_layernorm(tp, cls);
@@ -128,12 +128,12 @@ struct clip_vision_model {
     /// [B, NP, D]; "cls_patch": all NP+1 tokens). layer is Python-style over the full list
     /// of L+1 entries (-2 = index L-1), whatever prefix of it `hs` holds.
     variable<T, Backend> select_features(tape<T, Backend>* tp, const std::vector<variable<T, Backend>>& hs, index_t layer = -2,
-                                   const std::string& feature = "patch") const {
+                                         const std::string& feature = "patch") const {
         const index_t i = resolve_index(layer, num_layers() + 1, "select_features select_layer");
-        ALIGNGPT_CHECK(feature == "patch" || feature == "cls_patch", "select_features: mm_vision_select_feature \"",
-                       feature, "\" is not supported (patch, cls_patch)");
-        ALIGNGPT_CHECK(i < index_t(hs.size()), "select_features: hidden_states[", i, "] was not computed (",
-                       hs.size(), " entries; run forward with up_to >= ", i, ")");
+        ALIGNGPT_CHECK(feature == "patch" || feature == "cls_patch", "select_features: mm_vision_select_feature \"", feature,
+                       "\" is not supported (patch, cls_patch)");
+        ALIGNGPT_CHECK(i < index_t(hs.size()), "select_features: hidden_states[", i, "] was not computed (", hs.size(),
+                       " entries; run forward with up_to >= ", i, ")");
         const variable<T, Backend>& h = hs[size_t(i)];
         return feature == "patch" ? ag::slice(tp, h, 1, 1, h.size(1)) : h;
     }
@@ -141,14 +141,14 @@ struct clip_vision_model {
     /// The image features AlignGPT feeds the projector: runs only the layers `layer` needs.
     /// With `trace`: the hidden states computed and "vision.features".
     variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, index_t layer,
-                                  const std::string& feature = "patch",
-                            trace_sink<T, Backend>* trace = nullptr) const {
+                                  const std::string& feature = "patch", trace_sink<T, Backend>* trace = nullptr) const {
         auto f = select_features(tp, forward(tp, pixels, layer, trace), layer, feature);
         if (trace) trace->put("vision.features", f.value());
         return f;
     }
     /// The same with this tower's AlignGPT settings (select_layer, select_feature).
-    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels, trace_sink<T, Backend>* trace = nullptr) const {
+    variable<T, Backend> features(tape<T, Backend>* tp, const variable<T, Backend>& pixels,
+                                  trace_sink<T, Backend>* trace = nullptr) const {
         return features(tp, pixels, select_layer, select_feature, trace);
     }
 

@@ -51,12 +51,12 @@ struct llama_config {
     index_t hidden_size = 4096, intermediate_size = 11008, num_hidden_layers = 32;
     index_t num_attention_heads = 32, num_key_value_heads = 32;  ///< kv heads default to heads
     index_t max_position_embeddings = 4096, vocab_size = 32000;
-    double rms_norm_eps = 1e-6;                                   ///< 4.31 LlamaConfig default
-    double rope_theta = 10000;                                    ///< absent in 4.31 configs
-    ops::rope_scaling rope_scaling;                               ///< null | linear | llama3
+    double rms_norm_eps = 1e-6;      ///< 4.31 LlamaConfig default
+    double rope_theta = 10000;       ///< absent in 4.31 configs
+    ops::rope_scaling rope_scaling;  ///< null | linear | llama3
     bool tie_word_embeddings = false;
-    std::int64_t bos_token_id = 1, pad_token_id = 0;              ///< pad -1 = null
-    std::vector<std::int64_t> eos_token_ids{2};                   ///< int or list in config.json
+    std::int64_t bos_token_id = 1, pad_token_id = 0;  ///< pad -1 = null
+    std::vector<std::int64_t> eos_token_ids{2};       ///< int or list in config.json
 
     index_t head_dim() const { return hidden_size / num_attention_heads; }
 
@@ -96,9 +96,7 @@ struct llama_config {
                          original = num("original_max_position_embeddings", 8192, 1 << 24);
             try {
                 c.rope_scaling = ops::rope_scaling::from_name(type, factor, low, high, index_t(original));
-            } catch (const error& e) {
-                r.fail("rope_scaling", "must be a supported scaling: ", e.what());
-            }
+            } catch (const error& e) { r.fail("rope_scaling", "must be a supported scaling: ", e.what()); }
         }
         c.tie_word_embeddings = r.nulls(io::json_nulls::refused).boolean("tie_word_embeddings", false);
         const index_t V = c.vocab_size;
@@ -198,8 +196,8 @@ struct llama_layer {
     /// writes this step's k, v after them (slot l). Without a tape the attention reads the cache's
     /// storage in place; with one, the cached prefix is a constant input of a recorded concat.
     variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x, const std::vector<std::int64_t>& pos,
-                              const ops::rope_table& rope, ops::attention_options att, kv_cache<T, Backend>* cache = nullptr,
-                              std::size_t l = 0) const {
+                                    const ops::rope_table& rope, ops::attention_options att,
+                                    kv_cache<T, Backend>* cache = nullptr, std::size_t l = 0) const {
         const auto h = input_layernorm(tp, x);
         const auto q = ag::rope(tp, q_proj(tp, h), pos, rope);
         auto k = ag::rope(tp, k_proj(tp, h), pos, rope);
@@ -226,7 +224,7 @@ struct llama_layer {
 
 template <class T = float, class Backend = backend::cpu>
 struct llama_output {
-    variable<T, Backend> logits;                  ///< [B, T, V]
+    variable<T, Backend> logits;  ///< [B, T, V]
 };
 
 template <class T = float, class Backend = backend::cpu>
@@ -268,8 +266,10 @@ public:
     /// padding row zeroed, norms one. Stream = fnv1a64(HF key).
     void init(std::uint64_t seed, float std_dev = 0.02f) {
         visit([&](variable<T, Backend>& p) {
-            if (p.value().dim() == 1) p.value().fill(T(1));
-            else nn::init_uniform(p, seed, std_dev * std::sqrt(3.0f));
+            if (p.value().dim() == 1)
+                p.value().fill(T(1));
+            else
+                nn::init_uniform(p, seed, std_dev * std::sqrt(3.0f));
         });
         if (config.pad_token_id >= 0) {
             const index_t H = config.hidden_size;
@@ -282,22 +282,20 @@ public:
 
     /// Decoder on input embeddings x [B, T, H] at positions [B*T]; key_mask [B*(past+T)] (empty: all
     /// keys valid). With a cache, x holds the new tokens only and the cache grows by T.
-    llama_output<T, Backend> forward(tape<T, Backend>* tp, const variable<T, Backend>& x, const std::vector<std::int64_t>& positions,
-                               const std::vector<std::uint8_t>& key_mask = {}, kv_cache<T, Backend>* cache = nullptr,
-                               trace_sink<T, Backend>* trace = nullptr) const {
+    llama_output<T, Backend> forward(tape<T, Backend>* tp, const variable<T, Backend>& x,
+                                     const std::vector<std::int64_t>& positions, const std::vector<std::uint8_t>& key_mask = {},
+                                     kv_cache<T, Backend>* cache = nullptr, trace_sink<T, Backend>* trace = nullptr) const {
         ALIGNGPT_CHECK(x.value().dim() == 3 && x.size(2) == config.hidden_size, "llama: input embeddings ",
                        detail::shape_str(x.shape()), " are not [B, T, ", config.hidden_size, "]");
         const index_t Bn = x.size(0), Tn = x.size(1), past = cache ? cache->length() : 0;
-        ALIGNGPT_CHECK(index_t(positions.size()) == Bn * Tn, "llama: ", positions.size(), " positions for [B, T] = [",
-                       Bn, ", ", Tn, "]");
-        for (std::int64_t p : positions)
-            ALIGNGPT_CHECK(p >= 0, "llama: negative position ", p);
-        ALIGNGPT_CHECK(key_mask.empty() || index_t(key_mask.size()) == Bn * (past + Tn), "llama: key mask has ",
-                       key_mask.size(), " entries for [B, past+T] = [", Bn, ", ", past + Tn, "]");
-        ALIGNGPT_CHECK(!cache || past == 0 || cache->k[0].size(0) == Bn, "llama: cache batch ",
-                       (past ? cache->k[0].size(0) : 0), " != input batch ", Bn);
-        if (cache)
-            cache->ensure(past + Tn, Bn, config.num_key_value_heads * config.head_dim(), layers.size(), backend());
+        ALIGNGPT_CHECK(index_t(positions.size()) == Bn * Tn, "llama: ", positions.size(), " positions for [B, T] = [", Bn, ", ",
+                       Tn, "]");
+        for (std::int64_t p : positions) ALIGNGPT_CHECK(p >= 0, "llama: negative position ", p);
+        ALIGNGPT_CHECK(key_mask.empty() || index_t(key_mask.size()) == Bn * (past + Tn), "llama: key mask has ", key_mask.size(),
+                       " entries for [B, past+T] = [", Bn, ", ", past + Tn, "]");
+        ALIGNGPT_CHECK(!cache || past == 0 || cache->k[0].size(0) == Bn, "llama: cache batch ", (past ? cache->k[0].size(0) : 0),
+                       " != input batch ", Bn);
+        if (cache) cache->ensure(past + Tn, Bn, config.num_key_value_heads * config.head_dim(), layers.size(), backend());
         ops::attention_options att;
         att.n_head = int(config.num_attention_heads);
         att.n_kv_head = int(config.num_key_value_heads);
@@ -311,9 +309,12 @@ public:
             if (checkpoint_layers && tp && tp->recording() && !cache) {
                 // the closure runs again in backward: it owns copies of what the caller may free by then
                 const llama_layer<T, Backend>* layer = &layers[l];
-                h = autograd::checkpoint(tp, [layer, pos = positions, this, att, l](tape<T, Backend>* t, const variable<T, Backend>& in) {
-                    return (*layer)(t, in, pos, rope, att, nullptr, l);
-                }, h);
+                h = autograd::checkpoint(
+                    tp,
+                    [layer, pos = positions, this, att, l](tape<T, Backend>* t, const variable<T, Backend>& in) {
+                        return (*layer)(t, in, pos, rope, att, nullptr, l);
+                    },
+                    h);
             } else {
                 h = layers[l](tp, h, positions, rope, att, cache, l);
             }
@@ -335,15 +336,15 @@ public:
         cache.reserve(prompt.size(1) + opt.max_new_tokens);
         std::vector<std::int64_t> pos(size_t(prompt.size(1)));
         for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
-        return generate::greedy(forward(nullptr, prompt, pos, {}, &cache).logits,
-                                [&](std::int64_t token) { return decode_step(token, cache); }, opt);
+        return generate::greedy(
+            forward(nullptr, prompt, pos, {}, &cache).logits, [&](std::int64_t token) { return decode_step(token, cache); }, opt);
     }
 
     /// Sampled continuation of prompt ids (generate/sampling.h; temperature 0 is greedy):
     /// on_token(token, generated) streams each token and returns false to stop after it.
     template <class OnToken>
     std::vector<std::int64_t> generate_sampled(const std::vector<std::int64_t>& prompt, generate::options opt,
-                                     const generate::sampling& s, OnToken&& on_token) const {
+                                               const generate::sampling& s, OnToken&& on_token) const {
         ALIGNGPT_CHECK(!prompt.empty(), "llama: generate_sampled needs a prompt of at least one token");
         if (opt.eos.empty()) opt.eos = config.eos_token_ids;
         const auto e = ag::reshape<T, Backend>(nullptr, embed(nullptr, prompt), {1, index_t(prompt.size()), config.hidden_size});
@@ -351,9 +352,9 @@ public:
         cache.reserve(index_t(prompt.size()) + opt.max_new_tokens);
         std::vector<std::int64_t> pos(prompt.size());
         for (size_t t = 0; t < pos.size(); t++) pos[t] = std::int64_t(t);
-        return generate::sample(forward(nullptr, e, pos, {}, &cache).logits,
-                                [&](std::int64_t token) { return decode_step(token, cache); }, opt, s, prompt,
-                                std::forward<OnToken>(on_token));
+        return generate::sample(
+            forward(nullptr, e, pos, {}, &cache).logits, [&](std::int64_t token) { return decode_step(token, cache); }, opt, s,
+            prompt, std::forward<OnToken>(on_token));
     }
 
     /// Greedy continuation of prompt ids (HF generate with do_sample=False, num_beams=1).
@@ -373,8 +374,8 @@ public:
 /// the last position of every row ignored. The mean of ag::cross_entropy over them is HF's loss.
 inline std::vector<std::int64_t> shifted_targets(const std::vector<std::int64_t>& labels, index_t Bn, index_t S,
                                                  std::int64_t ignore_index = -100) {
-    ALIGNGPT_CHECK(index_t(labels.size()) == Bn * S, "shifted_targets: ", labels.size(), " labels for [B, S] = [", Bn,
-                   ", ", S, "]");
+    ALIGNGPT_CHECK(index_t(labels.size()) == Bn * S, "shifted_targets: ", labels.size(), " labels for [B, S] = [", Bn, ", ", S,
+                   "]");
     std::vector<std::int64_t> t(labels.size(), ignore_index);
     for (index_t b = 0; b < Bn; b++)
         for (index_t s = 0; s + 1 < S; s++) t[size_t(b * S + s)] = labels[size_t(b * S + s + 1)];

@@ -30,14 +30,14 @@ using autograd::variable;
 
 template <class T = float, class Backend = backend::cpu>
 struct projector {
-    std::string type;                      ///< the mm_projector_type it was built from
-    std::vector<nn::linear<T, Backend>> linears; ///< in order; GELU between consecutive ones
+    std::string type;                             ///< the mm_projector_type it was built from
+    std::vector<nn::linear<T, Backend>> linears;  ///< in order; GELU between consecutive ones
 
     /// Builds the projector named by mm_projector_type; an unknown type is an error naming it.
     static projector make(const std::string& type, index_t mm_hidden_size, index_t hidden_size,
                           const std::string& prefix = "mm_projector", const Backend& be = Backend::instance()) {
-        ALIGNGPT_CHECK(mm_hidden_size > 0 && hidden_size > 0, "projector \"", type, "\": sizes ", mm_hidden_size,
-                       " -> ", hidden_size, " must be positive");
+        ALIGNGPT_CHECK(mm_hidden_size > 0 && hidden_size > 0, "projector \"", type, "\": sizes ", mm_hidden_size, " -> ",
+                       hidden_size, " must be positive");
         projector p;
         p.type = type;
         std::smatch m;
@@ -45,12 +45,12 @@ struct projector {
             p.linears.push_back(nn::linear<T, Backend>::make(prefix, mm_hidden_size, hidden_size, true, be));
         } else if (std::regex_match(type, m, std::regex("^mlp(\\d+)x_gelu$"))) {
             const std::string digits = m[1].str();
-            ALIGNGPT_CHECK(digits.size() <= 3 && std::stoi(digits) >= 1 && std::stoi(digits) <= 64, "projector: \"",
-                           type, "\" asks for ", digits, " linear layers; supported 1 .. 64");
+            ALIGNGPT_CHECK(digits.size() <= 3 && std::stoi(digits) >= 1 && std::stoi(digits) <= 64, "projector: \"", type,
+                           "\" asks for ", digits, " linear layers; supported 1 .. 64");
             const int N = std::stoi(digits);
             for (int i = 0; i < N; i++)
                 p.linears.push_back(nn::linear<T, Backend>::make(prefix + "." + std::to_string(2 * i),
-                                                           i == 0 ? mm_hidden_size : hidden_size, hidden_size, true, be));
+                                                                 i == 0 ? mm_hidden_size : hidden_size, hidden_size, true, be));
         } else if (type == "identity") {
             ALIGNGPT_CHECK(mm_hidden_size == hidden_size, "projector \"identity\": mm_hidden_size ", mm_hidden_size,
                            " != hidden_size ", hidden_size);

@@ -47,8 +47,8 @@ void init_uniform(variable<T, Backend>& p, std::uint64_t seed, float a) {
 /// so both give the same bits as the f32 weight would.
 template <class T, class Backend = backend::cpu>
 struct linear {
-    variable<T, Backend> weight;  ///< "<prefix>.weight" [out, in]
-    variable<T, Backend> bias;    ///< "<prefix>.bias" [out], undefined when the layer has none
+    variable<T, Backend> weight;                                  ///< "<prefix>.weight" [out, in]
+    variable<T, Backend> bias;                                    ///< "<prefix>.bias" [out], undefined when the layer has none
     std::shared_ptr<const ops::packed_weight<bf16>> packed_bf16;  ///< set: weight's value is unused
     std::shared_ptr<const ops::packed_weight<f16>> packed_f16;
 
@@ -88,11 +88,11 @@ struct linear {
 private:
     template <class S>
     variable<T, Backend> packed_forward(tape<T, Backend>* tp, const variable<T, Backend>& x,
-                                  const std::shared_ptr<const ops::packed_weight<S>>& pw) const {
+                                        const std::shared_ptr<const ops::packed_weight<S>>& pw) const {
         const ops::packed_weight<S>& W = *pw;
         const index_t K = x.shape().back(), N = W.N();
-        ALIGNGPT_CHECK(K == W.K(), "linear: input ", detail::shape_str(x.shape()), " does not match packed weight [",
-                       N, ",", W.K(), "] of ", weight.name());
+        ALIGNGPT_CHECK(K == W.K(), "linear: input ", detail::shape_str(x.shape()), " does not match packed weight [", N, ",",
+                       W.K(), "] of ", weight.name());
         const index_t M = K ? x.value().numel() / K : 0;
         shape_t ys = x.shape();
         ys.back() = N;
@@ -129,7 +129,9 @@ struct layer_norm {
         return ag::layer_norm(tp, x, weight, bias, eps);
     }
     template <class F>
-    void visit(F&& f) { f(weight), f(bias); }
+    void visit(F&& f) {
+        f(weight), f(bias);
+    }
 };
 
 template <class T, class Backend = backend::cpu>
@@ -141,9 +143,13 @@ struct rms_norm {
         l.weight.value().fill(T(1));
         return l;
     }
-    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x) const { return ag::rms_norm(tp, x, weight, eps); }
+    variable<T, Backend> operator()(tape<T, Backend>* tp, const variable<T, Backend>& x) const {
+        return ag::rms_norm(tp, x, weight, eps);
+    }
     template <class F>
-    void visit(F&& f) { f(weight); }
+    void visit(F&& f) {
+        f(weight);
+    }
 };
 
 template <class T, class Backend = backend::cpu>
@@ -158,7 +164,9 @@ struct embedding {
         return ag::embedding(tp, weight, ids, padding_idx);
     }
     template <class F>
-    void visit(F&& f) { f(weight); }
+    void visit(F&& f) {
+        f(weight);
+    }
 };
 
 /// Number of scalars in a module's parameters.

@@ -33,12 +33,14 @@ namespace aligngpt::ops {
 // inline them, so contraction is off here as it is in the kernels (ops/isa.h).
 ALIGNGPT_FP_STRICT_BEGIN
 template <class T>
-T sigmoid_scalar(T x) { return T(1) / (T(1) + exp_of(T(-x))); }
+T sigmoid_scalar(T x) {
+    return T(1) / (T(1) + exp_of(T(-x)));
+}
 
 template <class T>
 T gelu_grad_scalar(T x) {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));   // Phi(x)
-    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);    // phi(x)
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));  // Phi(x)
+    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);     // phi(x)
     return cdf + x * pdf;
 }
 template <class T>
@@ -102,8 +104,8 @@ namespace aligngpt::ag {
 /// One unary pointwise op on the tape: y = fwd(x), dx += bwd(dy, x). fwd and bwd call the kernels
 /// unqualified, so the backend of x picks them (argument-dependent lookup).
 template <class T, class Backend, class Fwd, class Bwd>
-autograd::variable<T, Backend> unary_pointwise(autograd::tape<T, Backend>* tp, const char* op, const autograd::variable<T, Backend>& x,
-                                   Fwd fwd, Bwd bwd) {
+autograd::variable<T, Backend> unary_pointwise(autograd::tape<T, Backend>* tp, const char* op,
+                                               const autograd::variable<T, Backend>& x, Fwd fwd, Bwd bwd) {
     const Backend& be = x.backend();
     tensor<T, Backend> y(x.shape(), be);
     const index_t n = y.numel();
@@ -136,10 +138,10 @@ autograd::variable<T, Backend> silu(autograd::tape<T, Backend>* tp, const autogr
 /// silu(g) * u, fused (LLaMA MLP: g = gate_proj(x), u = up_proj(x)); g and u have the same shape.
 template <class T, class Backend>
 autograd::variable<T, Backend> swiglu(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& g,
-                                const autograd::variable<T, Backend>& u) {
+                                      const autograd::variable<T, Backend>& u) {
     const Backend& be = g.backend();
-    ALIGNGPT_CHECK(g.shape() == u.shape(), "swiglu: gate ", detail::shape_str(g.shape()),
-                   " and up ", detail::shape_str(u.shape()), " differ");
+    ALIGNGPT_CHECK(g.shape() == u.shape(), "swiglu: gate ", detail::shape_str(g.shape()), " and up ",
+                   detail::shape_str(u.shape()), " differ");
     tensor<T, Backend> y(g.shape(), be);
     const index_t n = y.numel();
     swiglu_forward(be, y.data(), g.value().data(), u.value().data(), n);

@@ -54,15 +54,15 @@
 namespace aligngpt::ops {
 
 struct attention_options {
-    int n_head = 1;                         ///< NH query heads
-    int n_kv_head = 0;                      ///< NKV kv heads; 0 means NH (no grouping)
-    double scale = 0;                       ///< c, multiplies q.k; 0 means HS^-0.5
-    bool causal = false;                    ///< key j visible to query t iff j <= past + t
-    index_t past = -1;                      ///< absolute position of query 0; -1 means Tk - T
-    std::vector<index_t> key_lengths;       ///< optional, [B]: keys j >= key_lengths[b] are masked
-    std::vector<std::uint8_t> key_mask;     ///< optional, [B*Tk]: 0 masks key j of batch row b
-    index_t n_keys = -1;                    ///< keys used: rows 0..n_keys-1 of k and v; -1 means all
-                                            ///< (a KV cache passes its storage and its length)
+    int n_head = 1;                      ///< NH query heads
+    int n_kv_head = 0;                   ///< NKV kv heads; 0 means NH (no grouping)
+    double scale = 0;                    ///< c, multiplies q.k; 0 means HS^-0.5
+    bool causal = false;                 ///< key j visible to query t iff j <= past + t
+    index_t past = -1;                   ///< absolute position of query 0; -1 means Tk - T
+    std::vector<index_t> key_lengths;    ///< optional, [B]: keys j >= key_lengths[b] are masked
+    std::vector<std::uint8_t> key_mask;  ///< optional, [B*Tk]: 0 masks key j of batch row b
+    index_t n_keys = -1;                 ///< keys used: rows 0..n_keys-1 of k and v; -1 means all
+                                         ///< (a KV cache passes its storage and its length)
 };
 
 /// Sizes of one attention call, with the options resolved (NKV, scale, past) and checked.
@@ -73,18 +73,23 @@ struct attention_dims {
     double scale;
     index_t past;
     attention_dims(index_t B_, index_t T_, index_t Tk_, int HS_, const attention_options& o)
-        : B(B_), T(T_), Tk(Tk_), kv_rows(Tk_), NH(o.n_head), NKV(o.n_kv_head ? o.n_kv_head : o.n_head), HS(HS_),
-          scale(o.scale != 0 ? o.scale : 1.0 / std::sqrt(double(HS_))), past(o.past < 0 ? Tk_ - T_ : o.past) {
-        ALIGNGPT_CHECK(B >= 0 && T >= 0 && Tk >= 0 && HS > 0, "attention: bad sizes B=", B, " T=", T, " Tk=", Tk,
-                       " HS=", HS);
-        ALIGNGPT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0, "attention: n_head ", NH,
-                       " is not a multiple of n_kv_head ", NKV);
+        : B(B_),
+          T(T_),
+          Tk(Tk_),
+          kv_rows(Tk_),
+          NH(o.n_head),
+          NKV(o.n_kv_head ? o.n_kv_head : o.n_head),
+          HS(HS_),
+          scale(o.scale != 0 ? o.scale : 1.0 / std::sqrt(double(HS_))),
+          past(o.past < 0 ? Tk_ - T_ : o.past) {
+        ALIGNGPT_CHECK(B >= 0 && T >= 0 && Tk >= 0 && HS > 0, "attention: bad sizes B=", B, " T=", T, " Tk=", Tk, " HS=", HS);
+        ALIGNGPT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0, "attention: n_head ", NH, " is not a multiple of n_kv_head ", NKV);
         ALIGNGPT_CHECK(o.key_lengths.empty() || index_t(o.key_lengths.size()) == B, "attention: key_lengths has ",
                        o.key_lengths.size(), " entries for batch ", B);
         for (index_t len : o.key_lengths)
             ALIGNGPT_CHECK(0 <= len && len <= Tk, "attention: key length ", len, " outside [0, ", Tk, "]");
-        ALIGNGPT_CHECK(o.key_mask.empty() || index_t(o.key_mask.size()) == B * Tk, "attention: key_mask has ",
-                       o.key_mask.size(), " entries for [B, Tk] = [", B, ",", Tk, "]");
+        ALIGNGPT_CHECK(o.key_mask.empty() || index_t(o.key_mask.size()) == B * Tk, "attention: key_mask has ", o.key_mask.size(),
+                       " entries for [B, Tk] = [", B, ",", Tk, "]");
     }
     /// Is key j visible to query t of batch row b?
     bool visible(const attention_options& o, index_t b, index_t t, index_t j) const {
@@ -97,8 +102,8 @@ struct attention_dims {
 
 // T is the scalar type (float or double); Tq is the number of queries (d.T).
 template <class T>
-void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v,
-                       const attention_dims& d, const attention_options& o) {
+void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v, const attention_dims& d,
+                       const attention_options& o) {
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
@@ -109,8 +114,8 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
             gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
                  att + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
 
-    ALIGNGPT_OMP_FOR                                          // each thread owns query rows (b, h, t)
-    for (index_t r = 0; r < d.B * NH * Tq; r++) {
+    ALIGNGPT_OMP_FOR  // each thread owns query rows (b, h, t)
+        for (index_t r = 0; r < d.B * NH * Tq; r++) {
         const index_t b = r / (NH * Tq), t = r % Tq;
         T* att_t = att + r * Tk;
 
@@ -118,12 +123,15 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
         T maxval = -std::numeric_limits<T>::infinity();
         bool any = false;
         for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) { att_t[j] = -std::numeric_limits<T>::infinity(); continue; }
+            if (!d.visible(o, b, t, j)) {
+                att_t[j] = -std::numeric_limits<T>::infinity();
+                continue;
+            }
             att_t[j] *= scale;
             maxval = std::max(maxval, att_t[j]);
             any = true;
         }
-        if (!any) {                                           // fully masked: p = 0, so o = 0
+        if (!any) {  // fully masked: p = 0, so o = 0
             std::fill(att_t, att_t + Tk, T(0));
             continue;
         }
@@ -154,7 +162,8 @@ namespace aligngpt::ops {
 
 /// The softmax backward of every query row (kernels/attention.inc), in place on dS.
 template <class T>
-void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d, const attention_options& o) {
+void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d,
+                                const attention_options& o) {
     ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o)
 }
 
@@ -177,16 +186,16 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
         // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending
         for (index_t b = 0; b < d.B; b++)
             for (index_t h = 0; h < NH; h++)
-                gemm(be, Tq, Tk, HS, dout_at(b, h), C, index_t(1), v + kv_at(b, h / G), index_t(1), Ck, dS.data() + (b * NH + h) * Tq * Tk,
-                     Tk, gemm_init::zero);
+                gemm(be, Tq, Tk, HS, dout_at(b, h), C, index_t(1), v + kv_at(b, h / G), index_t(1), Ck,
+                     dS.data() + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
         attention_softmax_backward(be, dS.data(), att, d, o);
     }
     if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
         std::vector<T> acc(size_t(Tq * HS));
         for (index_t b = 0; b < d.B; b++)
             for (index_t h = 0; h < NH; h++) {
-                gemm(be, Tq, HS, Tk, dS.data() + (b * NH + h) * Tq * Tk, Tk, index_t(1), k + kv_at(b, h / G), Ck, index_t(1), acc.data(),
-                     HS, gemm_init::zero);
+                gemm(be, Tq, HS, Tk, dS.data() + (b * NH + h) * Tq * Tk, Tk, index_t(1), k + kv_at(b, h / G), Ck, index_t(1),
+                     acc.data(), HS, gemm_init::zero);
                 T* dq_bh = dq + b * Tq * C + h * HS;
                 ALIGNGPT_OMP_FOR
                 for (index_t t = 0; t < Tq; t++)
@@ -201,7 +210,8 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
     const auto add_into = [&](T* dst, bool scaled) {
         ALIGNGPT_OMP_FOR
         for (index_t j = 0; j < Tk; j++)
-            for (index_t i = 0; i < HS; i++) dst[j * Ck + i] += scaled ? acc[size_t(j * HS + i)] * scale : acc[size_t(j * HS + i)];
+            for (index_t i = 0; i < HS; i++)
+                dst[j * Ck + i] += scaled ? acc[size_t(j * HS + i)] * scale : acc[size_t(j * HS + i)];
     };
     for (index_t b = 0; b < d.B; b++)
         for (index_t g = 0; g < d.NKV; g++) {
@@ -213,8 +223,8 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
             }
             if (dk) {
                 for (index_t h = g * G; h < (g + 1) * G; h++)
-                    gemm(be, Tk, HS, Tq, dS.data() + (b * NH + h) * Tq * Tk, index_t(1), Tk, q_at(b, h), C, index_t(1), acc.data(), HS,
-                         h == g * G ? gemm_init::zero : gemm_init::accumulate);
+                    gemm(be, Tk, HS, Tq, dS.data() + (b * NH + h) * Tq * Tk, index_t(1), Tk, q_at(b, h), C, index_t(1),
+                         acc.data(), HS, h == g * G ? gemm_init::zero : gemm_init::accumulate);
                 add_into(dk + kv_at(b, g), true);
             }
         }
@@ -229,18 +239,18 @@ using ops::attention_options;
 /// softmax(c q k^T + mask) v per head: q [B, T, NH*HS], k and v [B, Tk, NKV*HS] -> [B, T, NH*HS].
 template <class T, class Backend>
 autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& q,
-                                    const autograd::variable<T, Backend>& k, const autograd::variable<T, Backend>& v,
-                                    const attention_options& opts) {
+                                         const autograd::variable<T, Backend>& k, const autograd::variable<T, Backend>& v,
+                                         const attention_options& opts) {
     const Backend& be = q.backend();
     const auto sq = detail::shape_str(q.shape()), sk = detail::shape_str(k.shape()), sv = detail::shape_str(v.shape());
-    ALIGNGPT_CHECK(q.value().dim() == 3 && k.value().dim() == 3 && v.value().dim() == 3,
-                   "attention: q ", sq, ", k ", sk, ", v ", sv, " must be 3-d [B, T, heads*HS]");
+    ALIGNGPT_CHECK(q.value().dim() == 3 && k.value().dim() == 3 && v.value().dim() == 3, "attention: q ", sq, ", k ", sk, ", v ",
+                   sv, " must be 3-d [B, T, heads*HS]");
     const int NH = opts.n_head, NKV = opts.n_kv_head ? opts.n_kv_head : opts.n_head;
     ALIGNGPT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0, "attention: n_head ", NH, " is not a multiple of n_kv_head ", NKV);
     ALIGNGPT_CHECK(q.size(2) % NH == 0, "attention: q ", sq, " last dim is not a multiple of n_head ", NH);
     const int HS = int(q.size(2) / NH);
-    ALIGNGPT_CHECK(k.size(0) == q.size(0) && k.size(2) == index_t(NKV) * HS,
-                   "attention: q ", sq, " and k ", sk, " do not match (n_head ", NH, ", n_kv_head ", NKV, ")");
+    ALIGNGPT_CHECK(k.size(0) == q.size(0) && k.size(2) == index_t(NKV) * HS, "attention: q ", sq, " and k ", sk,
+                   " do not match (n_head ", NH, ", n_kv_head ", NKV, ")");
     ALIGNGPT_CHECK(v.shape() == k.shape(), "attention: k ", sk, " and v ", sv, " differ");
     const index_t Tk = opts.n_keys < 0 ? k.size(1) : opts.n_keys;
     ALIGNGPT_CHECK(Tk <= k.size(1), "attention: n_keys ", Tk, " > the ", k.size(1), " rows of k ", sk);
@@ -249,16 +259,16 @@ autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const a
     d.kv_rows = k.size(1);
 
     tensor<T, Backend> out(q.shape(), be), att({d.B, index_t(NH), d.T, d.Tk}, be);
-    attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d,
-                           opts);
-    return autograd::tape<T, Backend>::record(tp, "attention", out, {q, k, v}, [q, k, v, att, d, opts](autograd::node<T, Backend>& n) {
-        const Backend& bk = n.value.backend();
-        T* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
-        T* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
-        T* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
-        attention_backward(bk, dq, dk, dv, n.grad.data(), q.value().data(), k.value().data(), v.value().data(),
-                                att.data(), d, opts);
-    });
+    attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d, opts);
+    return autograd::tape<T, Backend>::record(tp, "attention", out, {q, k, v},
+                                              [q, k, v, att, d, opts](autograd::node<T, Backend>& n) {
+                                                  const Backend& bk = n.value.backend();
+                                                  T* dq = q.requires_grad() ? q.get()->grad_buffer().data() : nullptr;
+                                                  T* dk = k.requires_grad() ? k.get()->grad_buffer().data() : nullptr;
+                                                  T* dv = v.requires_grad() ? v.get()->grad_buffer().data() : nullptr;
+                                                  attention_backward(bk, dq, dk, dv, n.grad.data(), q.value().data(),
+                                                                     k.value().data(), v.value().data(), att.data(), d, opts);
+                                              });
 }
 
 }  // namespace aligngpt::ag

@@ -26,8 +26,8 @@ void batched_matvec_forward(const backend::cpu&, T* y, const T* M, const T* v, i
 }
 
 template <class T>
-void batched_matvec_backward(const backend::cpu&, T* dM, T* dv, const T* dy, const T* M, const T* v, index_t Bn,
-                             index_t J, index_t H) {
+void batched_matvec_backward(const backend::cpu&, T* dM, T* dv, const T* dy, const T* M, const T* v, index_t Bn, index_t J,
+                             index_t H) {
     if (dM) {
         ALIGNGPT_OMP_FOR_COLLAPSE2
         for (index_t b = 0; b < Bn; b++)
@@ -52,10 +52,10 @@ namespace aligngpt::ag {
 /// M [B, J, H], v [B, H] -> [B, J].
 template <class T, class Backend>
 autograd::variable<T, Backend> batched_matvec(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& m,
-                                        const autograd::variable<T, Backend>& v) {
+                                              const autograd::variable<T, Backend>& v) {
     ALIGNGPT_CHECK(m.value().dim() == 3 && v.value().dim() == 2 && m.size(0) == v.size(0) && m.size(2) == v.size(1),
-                   "batched_matvec: matrices ", detail::shape_str(m.shape()), " and vectors ",
-                   detail::shape_str(v.shape()), " do not match");
+                   "batched_matvec: matrices ", detail::shape_str(m.shape()), " and vectors ", detail::shape_str(v.shape()),
+                   " do not match");
     const Backend& be = m.backend();
     const index_t Bn = m.size(0), J = m.size(1), H = m.size(2);
     tensor<T, Backend> y({Bn, J}, be);

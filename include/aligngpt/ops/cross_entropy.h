@@ -41,8 +41,8 @@ inline index_t cross_entropy_count(const std::int64_t* targets, index_t N, index
 
 /// Writes the mean loss L to *loss and lse (N) for the backward (0 on ignored rows).
 template <class T>
-void cross_entropy_forward(const backend::cpu&, T* loss, T* lse, const T* z, const std::int64_t* targets, index_t N,
-                           index_t V, std::int64_t ignore_index = -100) {
+void cross_entropy_forward(const backend::cpu&, T* loss, T* lse, const T* z, const std::int64_t* targets, index_t N, index_t V,
+                           std::int64_t ignore_index = -100) {
     const index_t count = cross_entropy_count(targets, N, V, ignore_index);
     ALIGNGPT_OMP_FOR
     for (index_t n = 0; n < N; n++) {
@@ -84,7 +84,7 @@ namespace aligngpt::ag {
 /// Mean cross-entropy of logits [..., V] against targets with one id per row; a 0-d scalar.
 template <class T, class Backend>
 autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& logits,
-                                       const tensor<std::int64_t>& targets, std::int64_t ignore_index = -100) {
+                                             const tensor<std::int64_t>& targets, std::int64_t ignore_index = -100) {
     const Backend& be = logits.backend();
     const index_t V = logits.value().dim() >= 1 ? logits.shape().back() : 0;
     const index_t N = V ? logits.value().numel() / V : 0;
@@ -96,14 +96,14 @@ autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, con
     return autograd::tape<T, Backend>::record(
         tp, "cross_entropy", loss, {logits}, [logits, tc, lse, N, V, ignore_index](autograd::node<T, Backend>& out) {
             const Backend& bk = out.value.backend();
-            cross_entropy_backward(bk, logits.get()->grad_buffer().data(), out.grad.data(),
-                                        logits.value().data(), lse.data(), tc.data(), N, V, ignore_index);
+            cross_entropy_backward(bk, logits.get()->grad_buffer().data(), out.grad.data(), logits.value().data(), lse.data(),
+                                   tc.data(), N, V, ignore_index);
         });
 }
 
 template <class T, class Backend>
 autograd::variable<T, Backend> cross_entropy(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& logits,
-                                       const std::vector<std::int64_t>& targets, std::int64_t ignore_index = -100) {
+                                             const std::vector<std::int64_t>& targets, std::int64_t ignore_index = -100) {
     return cross_entropy(tp, logits, tensor<std::int64_t>::from(targets, {index_t(targets.size())}), ignore_index);
 }
 

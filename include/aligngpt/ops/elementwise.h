@@ -79,10 +79,10 @@ namespace aligngpt::ag {
 /// a + b (same shape).
 template <class T, class Backend>
 autograd::variable<T, Backend> add(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& a,
-                             const autograd::variable<T, Backend>& b) {
+                                   const autograd::variable<T, Backend>& b) {
     const Backend& be = a.backend();
-    ALIGNGPT_CHECK(a.shape() == b.shape(), "add: shapes ", detail::shape_str(a.shape()), " and ",
-                   detail::shape_str(b.shape()), " differ");
+    ALIGNGPT_CHECK(a.shape() == b.shape(), "add: shapes ", detail::shape_str(a.shape()), " and ", detail::shape_str(b.shape()),
+                   " differ");
     tensor<T, Backend> y(a.shape(), be);
     const index_t n = y.numel();
     add_forward(be, y.data(), a.value().data(), b.value().data(), n);
@@ -97,10 +97,10 @@ autograd::variable<T, Backend> add(autograd::tape<T, Backend>* tp, const autogra
 /// a * b elementwise (same shape).
 template <class T, class Backend>
 autograd::variable<T, Backend> mul(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& a,
-                             const autograd::variable<T, Backend>& b) {
+                                   const autograd::variable<T, Backend>& b) {
     const Backend& be = a.backend();
-    ALIGNGPT_CHECK(a.shape() == b.shape(), "mul: shapes ", detail::shape_str(a.shape()), " and ",
-                   detail::shape_str(b.shape()), " differ");
+    ALIGNGPT_CHECK(a.shape() == b.shape(), "mul: shapes ", detail::shape_str(a.shape()), " and ", detail::shape_str(b.shape()),
+                   " differ");
     tensor<T, Backend> y(a.shape(), be);
     const index_t n = y.numel();
     mul_forward(be, y.data(), a.value().data(), b.value().data(), n);
@@ -128,7 +128,7 @@ autograd::variable<T, Backend> scale(autograd::tape<T, Backend>* tp, const autog
 /// x + r with r [C] broadcast over every row of x [..., C] (a bias add).
 template <class T, class Backend>
 autograd::variable<T, Backend> add_row(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                                 const autograd::variable<T, Backend>& r) {
+                                       const autograd::variable<T, Backend>& r) {
     const Backend& be = x.backend();
     const index_t C = r.value().numel();
     ALIGNGPT_CHECK(r.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "add_row: input ",

@@ -32,31 +32,30 @@ inline void check_ids(const char* op, const std::int64_t* ids, index_t T, index_
 }
 
 template <class T>
-void embedding_forward(const backend::cpu&, T* y, const T* W, const std::int64_t* ids, index_t Tn, index_t V,
-                       index_t C) {
+void embedding_forward(const backend::cpu&, T* y, const T* W, const std::int64_t* ids, index_t Tn, index_t V, index_t C) {
     check_ids("embedding", ids, Tn, V);
     ALIGNGPT_OMP_FOR
     for (index_t t = 0; t < Tn; t++) std::copy(W + ids[t] * C, W + ids[t] * C + C, y + t * C);
 }
 
 template <class T>
-void embedding_backward(const backend::cpu&, T* dW, const T* dy, const std::int64_t* ids, index_t Tn, index_t V,
-                        index_t C, std::int64_t padding_idx = -1) {
+void embedding_backward(const backend::cpu&, T* dW, const T* dy, const std::int64_t* ids, index_t Tn, index_t V, index_t C,
+                        std::int64_t padding_idx = -1) {
     check_ids("embedding backward", ids, Tn, V);
-    std::vector<index_t> order(static_cast<std::size_t>(Tn));   // token positions grouped by id
+    std::vector<index_t> order(static_cast<std::size_t>(Tn));  // token positions grouped by id
     std::iota(order.begin(), order.end(), index_t(0));
     std::stable_sort(order.begin(), order.end(), [ids](index_t a, index_t b) { return ids[a] < ids[b]; });
-    std::vector<index_t> group_start;                           // first position in `order` of each id
+    std::vector<index_t> group_start;  // first position in `order` of each id
     for (index_t k = 0; k < Tn; k++)
         if (k == 0 || ids[order[k]] != ids[order[k - 1]]) group_start.push_back(k);
     group_start.push_back(Tn);
     const index_t G = index_t(group_start.size()) - 1;
     ALIGNGPT_OMP_FOR
-    for (index_t gi = 0; gi < G; gi++) {                        // one thread owns row v
+    for (index_t gi = 0; gi < G; gi++) {  // one thread owns row v
         const std::int64_t v = ids[order[group_start[gi]]];
         if (v == padding_idx) continue;
         T* dW_v = dW + v * C;
-        for (index_t k = group_start[gi]; k < group_start[gi + 1]; k++)   // tokens in increasing t
+        for (index_t k = group_start[gi]; k < group_start[gi + 1]; k++)  // tokens in increasing t
             for (index_t c = 0; c < C; c++) dW_v[c] += dy[order[k] * C + c];
     }
 }
@@ -69,10 +68,10 @@ namespace aligngpt::ag {
 /// The gradient of row padding_idx stays zero (-1: no padding row).
 template <class T, class Backend>
 autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& weight,
-                                   const tensor<std::int64_t>& ids, std::int64_t padding_idx = -1) {
+                                         const tensor<std::int64_t>& ids, std::int64_t padding_idx = -1) {
     const Backend& be = weight.backend();
-    ALIGNGPT_CHECK(weight.value().dim() == 2, "embedding: weight ", detail::shape_str(weight.shape()),
-                   " is not 2-d (ids ", detail::shape_str(ids.shape()), ")");
+    ALIGNGPT_CHECK(weight.value().dim() == 2, "embedding: weight ", detail::shape_str(weight.shape()), " is not 2-d (ids ",
+                   detail::shape_str(ids.shape()), ")");
     const index_t V = weight.size(0), C = weight.size(1), Tn = ids.numel();
     const tensor<std::int64_t> idc = ids.contiguous();  // ids stay on the host: the kernel reads them
     shape_t ys = ids.shape();
@@ -82,14 +81,13 @@ autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const a
     return autograd::tape<T, Backend>::record(
         tp, "embedding", y, {weight}, [weight, idc, Tn, V, C, padding_idx](autograd::node<T, Backend>& out) {
             const Backend& bk = out.value.backend();
-            embedding_backward(bk, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C,
-                                    padding_idx);
+            embedding_backward(bk, weight.get()->grad_buffer().data(), out.grad.data(), idc.data(), Tn, V, C, padding_idx);
         });
 }
 
 template <class T, class Backend>
 autograd::variable<T, Backend> embedding(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& weight,
-                                   const std::vector<std::int64_t>& ids, std::int64_t padding_idx = -1) {
+                                         const std::vector<std::int64_t>& ids, std::int64_t padding_idx = -1) {
     return embedding(tp, weight, tensor<std::int64_t>::from(ids, {index_t(ids.size())}), padding_idx);
 }
 

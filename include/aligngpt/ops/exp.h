@@ -30,11 +30,11 @@ namespace aligngpt::ops {
 namespace detail::expf_consts {
 inline constexpr float lo = -104.0f, hi = 89.0f;
 inline constexpr float log2e = 1.44269504088896341f;
-inline constexpr float round_magic = 12582912.0f;   // 1.5 * 2^23
-inline constexpr float ln2_hi = 0.693359375f;        // 9 significant bits: n * ln2_hi is exact
-inline constexpr float ln2_lo = -2.12194440e-4f;     // ln2 - ln2_hi
-inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334519073e-3f,
-                       p3 = 4.1665795894e-2f, p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
+inline constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
+inline constexpr float ln2_hi = 0.693359375f;      // 9 significant bits: n * ln2_hi is exact
+inline constexpr float ln2_lo = -2.12194440e-4f;   // ln2 - ln2_hi
+inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334519073e-3f, p3 = 4.1665795894e-2f,
+                       p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
 }  // namespace detail::expf_consts
 
 ALIGNGPT_FP_STRICT_BEGIN
@@ -67,8 +67,10 @@ ALIGNGPT_FP_STRICT_END
 /// e^x: ours for float, std::exp for double.
 template <class T>
 inline T exp_of(T x) {
-    if constexpr (std::is_same_v<T, float>) return exp_scalar(x);
-    else return std::exp(x);
+    if constexpr (std::is_same_v<T, float>)
+        return exp_scalar(x);
+    else
+        return std::exp(x);
 }
 
 }  // namespace aligngpt::ops

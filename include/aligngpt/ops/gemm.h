@@ -56,8 +56,8 @@ enum class gemm_init { zero, bias, accumulate };
 
 /// The definition: three plain loops, one fma per term, k innermost and in order.
 template <class T>
-void gemm_reference(index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a, const T* B,
-                    index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init, const T* bias) {
+void gemm_reference(index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a, const T* B, index_t rs_b,
+                    index_t cs_b, T* C, index_t ldc, gemm_init init, const T* bias) {
     for (index_t i = 0; i < M; i++)
         for (index_t j = 0; j < N; j++) {
             T acc = init == gemm_init::zero ? T(0) : init == gemm_init::bias ? bias[j] : C[i * ldc + j];
@@ -117,16 +117,12 @@ inline void prefetch_l2(const void* p) { __builtin_prefetch(p, 0, 2); }
 /// Prefetches lines [first, first + count) of the `bytes` at p into L2.
 inline void prefetch_lines_l2(const void* p, std::size_t bytes, std::size_t first, std::size_t count) {
     const std::size_t lines = (bytes + 63) / 64;
-    for (std::size_t l = first; l < std::min(lines, first + count); l++)
-        prefetch_l2(static_cast<const char*>(p) + 64 * l);
+    for (std::size_t l = first; l < std::min(lines, first + count); l++) prefetch_l2(static_cast<const char*>(p) + 64 * l);
 }
 
 /// How the chains of the K block starting at pc begin: from c0 for the first block, else from C.
 inline start block_start(index_t pc, gemm_init init) {
-    return pc > 0                     ? start::load
-           : init == gemm_init::zero ? start::zero
-           : init == gemm_init::bias ? start::row
-                                     : start::load;
+    return pc > 0 ? start::load : init == gemm_init::zero ? start::zero : init == gemm_init::bias ? start::row : start::load;
 }
 
 /// Splits C into tm x tn thread tasks (whole MR rows / `unit` columns each); a pure function of
@@ -184,9 +180,8 @@ namespace aligngpt::ops {
 /// C = c0 + A B as defined above, on the active instruction set (ops/isa.h; kernels/gemm.inc has
 /// the loop nest). Threads split C into output tiles; each element is one fma chain.
 template <class T>
-void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a,
-          const T* B, index_t rs_b, index_t cs_b, T* C, index_t ldc, gemm_init init = gemm_init::zero,
-          const T* bias = nullptr) {
+void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a, const T* B, index_t rs_b,
+          index_t cs_b, T* C, index_t ldc, gemm_init init = gemm_init::zero, const T* bias = nullptr) {
     gemm_check("gemm", M, N, K, init, bias);
     if (M == 0 || N == 0) return;
     if (K == 0) return detail::gemm_fill_init(M, N, C, ldc, init, bias);
@@ -197,9 +192,9 @@ void gemm(const backend::cpu&, index_t M, index_t N, index_t K, const T* A, inde
 /// operands of item b at A + b*batch_a, B + b*batch_b, C + b*batch_c (a batch stride of 0 shares
 /// the operand, e.g. one weight for every item). Each C_b has exactly the bits gemm() gives it alone.
 template <class T>
-void gemm_batched(const backend::cpu& be, index_t batch, index_t M, index_t N, index_t K, const T* A, index_t rs_a,
-                  index_t cs_a, index_t batch_a, const T* B, index_t rs_b, index_t cs_b, index_t batch_b, T* C,
-                  index_t ldc, index_t batch_c, gemm_init init = gemm_init::zero, const T* bias = nullptr) {
+void gemm_batched(const backend::cpu& be, index_t batch, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a,
+                  index_t batch_a, const T* B, index_t rs_b, index_t cs_b, index_t batch_b, T* C, index_t ldc, index_t batch_c,
+                  gemm_init init = gemm_init::zero, const T* bias = nullptr) {
     ALIGNGPT_CHECK(batch >= 0, "gemm_batched: negative batch ", batch);
     for (index_t b = 0; b < batch; b++)
         gemm(be, M, N, K, A + b * batch_a, rs_a, cs_a, B + b * batch_b, rs_b, cs_b, C + b * batch_c, ldc, init, bias);

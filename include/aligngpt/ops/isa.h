@@ -63,8 +63,8 @@ inline const char* isa_name(isa i) {
 inline isa cpu_isa() {
 #if ALIGNGPT_ISA_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
         return isa::avx512;
     // (Clang 14's __builtin_cpu_supports does not know "f16c": cpuid leaf 1 says it, and the OS
     // saves its registers whenever it saves AVX2's.)
@@ -130,11 +130,11 @@ private:
 
 /// Calls FN(args...) from the namespace of the active instruction set: ops::isa_avx512::FN, ...
 #if ALIGNGPT_ISA_X86
-#define ALIGNGPT_ISA_DISPATCH(FN, ...)                                                    \
-    switch (::aligngpt::ops::active_isa()) {                                              \
+#define ALIGNGPT_ISA_DISPATCH(FN, ...)                                                          \
+    switch (::aligngpt::ops::active_isa()) {                                                    \
         case ::aligngpt::ops::isa::avx512: return ::aligngpt::ops::isa_avx512::FN(__VA_ARGS__); \
         case ::aligngpt::ops::isa::avx2: return ::aligngpt::ops::isa_avx2::FN(__VA_ARGS__);     \
-        default: return ::aligngpt::ops::isa_scalar::FN(__VA_ARGS__);                     \
+        default: return ::aligngpt::ops::isa_scalar::FN(__VA_ARGS__);                           \
     }
 #else
 #define ALIGNGPT_ISA_DISPATCH(FN, ...) return ::aligngpt::ops::isa_scalar::FN(__VA_ARGS__);

@@ -42,15 +42,15 @@ namespace aligngpt::ag {
 /// Each row of x [..., C] divided by its L2 norm.
 template <class T, class Backend>
 autograd::variable<T, Backend> l2_normalize(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x) {
-    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ",
-                   detail::shape_str(x.shape()), " has an empty last dimension");
+    ALIGNGPT_CHECK(x.value().dim() >= 1 && x.shape().back() > 0, "l2_normalize: input ", detail::shape_str(x.shape()),
+                   " has an empty last dimension");
     const Backend& be = x.backend();
     const index_t C = x.shape().back(), N = x.value().numel() / C;
     tensor<T, Backend> y(x.shape(), be), norm(shape_t{N}, be);
     l2_normalize_forward(be, y.data(), norm.data(), x.value().data(), N, C);
     return autograd::tape<T, Backend>::record(tp, "l2_normalize", y, {x}, [x, norm, N, C](autograd::node<T, Backend>& out) {
-        l2_normalize_backward(out.value.backend(), x.get()->grad_buffer().data(), out.grad.data(), out.value.data(),
-                              norm.data(), N, C);
+        l2_normalize_backward(out.value.backend(), x.get()->grad_buffer().data(), out.grad.data(), out.value.data(), norm.data(),
+                              N, C);
     });
 }
 

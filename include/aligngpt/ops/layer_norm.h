@@ -27,12 +27,14 @@
 namespace aligngpt::ops {
 
 template <class T>
-void layer_norm_forward(const backend::cpu& be, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t N, index_t C, T eps) {
+void layer_norm_forward(const backend::cpu& be, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t N, index_t C,
+                        T eps) {
     ALIGNGPT_ISA_DISPATCH(layer_norm_forward<T>, be, y, mean, rstd, x, w, b, N, C, eps)
 }
 
 template <class T>
-void layer_norm_backward(const backend::cpu& be, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean, const T* rstd, index_t N, index_t C) {
+void layer_norm_backward(const backend::cpu& be, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean,
+                         const T* rstd, index_t N, index_t C) {
     ALIGNGPT_ISA_DISPATCH(layer_norm_backward<T>, be, dx, dw, db, dy, x, w, mean, rstd, N, C)
 }
 
@@ -43,8 +45,8 @@ namespace aligngpt::ag {
 /// y = w * (x - mean) / sqrt(var + eps) + b over the last dimension of x. b may be undefined.
 template <class T, class Backend>
 autograd::variable<T, Backend> layer_norm(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                                    const autograd::variable<T, Backend>& w, const autograd::variable<T, Backend>& b = {},
-                                    T eps = T(1e-5)) {
+                                          const autograd::variable<T, Backend>& w, const autograd::variable<T, Backend>& b = {},
+                                          T eps = T(1e-5)) {
     const Backend& be = x.backend();
     const index_t C = w.value().numel();
     ALIGNGPT_CHECK(w.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "layer_norm: input ",
@@ -55,7 +57,7 @@ autograd::variable<T, Backend> layer_norm(autograd::tape<T, Backend>* tp, const 
     const index_t N = C ? x.value().numel() / C : 0;
     tensor<T, Backend> y(x.shape(), be), mean(shape_t{N}, be), rstd(shape_t{N}, be);
     layer_norm_forward(be, y.data(), mean.data(), rstd.data(), x.value().data(), w.value().data(),
-                            b.defined() ? b.value().data() : nullptr, N, C, eps);
+                       b.defined() ? b.value().data() : nullptr, N, C, eps);
     std::vector<autograd::variable<T, Backend>> in{x, w};
     if (b.defined()) in.push_back(b);
     return autograd::tape<T, Backend>::record(
@@ -64,8 +66,8 @@ autograd::variable<T, Backend> layer_norm(autograd::tape<T, Backend>* tp, const 
             T* dx = x.requires_grad() ? x.get()->grad_buffer().data() : nullptr;
             T* dw = w.requires_grad() ? w.get()->grad_buffer().data() : nullptr;
             T* db = b.defined() && b.requires_grad() ? b.get()->grad_buffer().data() : nullptr;
-            layer_norm_backward(bk, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(),
-                                     mean.data(), rstd.data(), N, C);
+            layer_norm_backward(bk, dx, dw, db, out.grad.data(), x.value().data(), w.value().data(), mean.data(), rstd.data(), N,
+                                C);
         });
 }
 

@@ -14,14 +14,13 @@
 namespace aligngpt::ops {
 
 template <class T>
-void linear_forward(const backend::cpu& be, T* Y, const T* X, const T* W, const T* b, index_t M, index_t N,
-                    index_t K) {
+void linear_forward(const backend::cpu& be, T* Y, const T* X, const T* W, const T* b, index_t M, index_t N, index_t K) {
     gemm(be, M, N, K, X, K, 1, W, 1, K, Y, N, b ? gemm_init::bias : gemm_init::zero, b);
 }
 
 template <class T>
-void linear_backward(const backend::cpu& be, T* dX, T* dW, T* db, const T* dY, const T* X, const T* W,
-                     index_t M, index_t N, index_t K) {
+void linear_backward(const backend::cpu& be, T* dX, T* dW, T* db, const T* dY, const T* X, const T* W, index_t M, index_t N,
+                     index_t K) {
     if (dX) gemm(be, M, K, N, dY, N, 1, W, K, 1, dX, K, gemm_init::accumulate);
     if (dW) gemm(be, N, K, M, dY, 1, N, X, K, 1, dW, K, gemm_init::accumulate);
     if (db) {
@@ -44,7 +43,7 @@ using autograd::variable;
 /// y = x W^T + b over the last dimension of x (any leading dimensions). b may be undefined.
 template <class T, class Backend>
 variable<T, Backend> linear(tape<T, Backend>* tp, const variable<T, Backend>& x, const variable<T, Backend>& w,
-                      const variable<T, Backend>& b = {}) {
+                            const variable<T, Backend>& b = {}) {
     const Backend& be = x.backend();
     const index_t K = x.shape().back(), N = w.size(0);
     ALIGNGPT_CHECK(w.value().dim() == 2 && w.size(1) == K, "linear: input ", detail::shape_str(x.shape()),
@@ -56,8 +55,7 @@ variable<T, Backend> linear(tape<T, Backend>* tp, const variable<T, Backend>& x,
     shape_t ys = x.shape();
     ys.back() = N;
     tensor<T, Backend> y(ys, be);
-    linear_forward(be, y.data(), x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
-                        M, N, K);
+    linear_forward(be, y.data(), x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr, M, N, K);
     std::vector<variable<T, Backend>> in{x, w};
     if (b.defined()) in.push_back(b);
     return tape<T, Backend>::record(tp, "linear", y, in, [x, w, b, M, N, K](autograd::node<T, Backend>& out) {

@@ -29,8 +29,8 @@ std::vector<T> masked_mean_denominators(const std::uint8_t* mask, index_t Bn, in
 }
 
 template <class T>
-void masked_mean_forward(const backend::cpu&, T* y, const T* x, const std::uint8_t* mask, const T* denom, index_t Bn,
-                         index_t Tn, index_t H) {
+void masked_mean_forward(const backend::cpu&, T* y, const T* x, const std::uint8_t* mask, const T* denom, index_t Bn, index_t Tn,
+                         index_t H) {
     ALIGNGPT_OMP_FOR
     for (index_t b = 0; b < Bn; b++)
         for (index_t h = 0; h < H; h++) {
@@ -42,8 +42,8 @@ void masked_mean_forward(const backend::cpu&, T* y, const T* x, const std::uint8
 }
 
 template <class T>
-void masked_mean_backward(const backend::cpu&, T* dx, const T* dy, const std::uint8_t* mask, const T* denom,
-                          index_t Bn, index_t Tn, index_t H) {
+void masked_mean_backward(const backend::cpu&, T* dx, const T* dy, const std::uint8_t* mask, const T* denom, index_t Bn,
+                          index_t Tn, index_t H) {
     ALIGNGPT_OMP_FOR
     for (index_t b = 0; b < Bn; b++)
         for (index_t t = 0; t < Tn; t++)
@@ -58,19 +58,20 @@ namespace aligngpt::ag {
 /// x [B, T, H], mask [B*T] (1 = counted) -> [B, H].
 template <class T, class Backend>
 autograd::variable<T, Backend> masked_mean(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                                     const std::vector<std::uint8_t>& mask, T eps) {
+                                           const std::vector<std::uint8_t>& mask, T eps) {
     ALIGNGPT_CHECK(x.value().dim() == 3, "masked_mean: input ", detail::shape_str(x.shape()), " is not [B, T, H]");
     const Backend& be = x.backend();
     const index_t Bn = x.size(0), Tn = x.size(1), H = x.size(2);
-    ALIGNGPT_CHECK(index_t(mask.size()) == Bn * Tn, "masked_mean: mask has ", mask.size(), " entries for [B, T] = [",
-                   Bn, ", ", Tn, "]");
+    ALIGNGPT_CHECK(index_t(mask.size()) == Bn * Tn, "masked_mean: mask has ", mask.size(), " entries for [B, T] = [", Bn, ", ",
+                   Tn, "]");
     std::vector<T> denom = ops::masked_mean_denominators(mask.data(), Bn, Tn, eps);
     tensor<T, Backend> y({Bn, H}, be);
     masked_mean_forward(be, y.data(), x.value().data(), mask.data(), denom.data(), Bn, Tn, H);
-    return autograd::tape<T, Backend>::record(tp, "masked_mean", y, {x}, [x, mask, denom, Bn, Tn, H](autograd::node<T, Backend>& out) {
-        masked_mean_backward(out.value.backend(), x.get()->grad_buffer().data(), out.grad.data(), mask.data(),
-                             denom.data(), Bn, Tn, H);
-    });
+    return autograd::tape<T, Backend>::record(tp, "masked_mean", y, {x},
+                                              [x, mask, denom, Bn, Tn, H](autograd::node<T, Backend>& out) {
+                                                  masked_mean_backward(out.value.backend(), x.get()->grad_buffer().data(),
+                                                                       out.grad.data(), mask.data(), denom.data(), Bn, Tn, H);
+                                              });
 }
 
 }  // namespace aligngpt::ag

@@ -100,8 +100,7 @@ namespace aligngpt::ops {
 /// Bit-identical to gemm_reference(M, N, K, X, K, 1, float(W)^T, 1, K, Y, N, bias ? init::bias :
 /// init::zero, bias) for any thread count and SIMD path; M == 1 streams the panels (GEMV).
 template <class S>
-void linear_packed(const backend::cpu&, float* Y, const float* X, const packed_weight<S>& W, const float* bias,
-                   index_t M) {
+void linear_packed(const backend::cpu&, float* Y, const float* X, const packed_weight<S>& W, const float* bias, index_t M) {
     ALIGNGPT_CHECK(M >= 0, "linear_packed: negative M=", M);
     const index_t N = W.N(), K = W.K();
     if (M == 0 || N == 0) return;

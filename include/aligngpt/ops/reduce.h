@@ -42,7 +42,7 @@ namespace aligngpt::ag {
 namespace reduce_detail {
 template <class T, class Backend>
 autograd::variable<T, Backend> reduce(autograd::tape<T, Backend>* tp, const char* op, const autograd::variable<T, Backend>& x,
-                                bool all, int d, bool mean) {
+                                      bool all, int d, bool mean) {
     const Backend& be = x.backend();
     const shape_t& s = x.shape();
     index_t outer = 1, D = x.value().numel(), inner = 1;

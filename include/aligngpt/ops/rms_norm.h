@@ -32,7 +32,8 @@ void rms_norm_forward(const backend::cpu& be, T* y, T* rstd, const T* x, const T
 }
 
 template <class T>
-void rms_norm_backward(const backend::cpu& be, T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, index_t N, index_t C) {
+void rms_norm_backward(const backend::cpu& be, T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, index_t N,
+                       index_t C) {
     ALIGNGPT_ISA_DISPATCH(rms_norm_backward<T>, be, dx, dg, dy, x, g, rstd, N, C)
 }
 
@@ -43,7 +44,7 @@ namespace aligngpt::ag {
 /// y = g * x / rms(x) over the last dimension of x (any leading dimensions).
 template <class T, class Backend>
 autograd::variable<T, Backend> rms_norm(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                                  const autograd::variable<T, Backend>& g, T eps = T(1e-5)) {
+                                        const autograd::variable<T, Backend>& g, T eps = T(1e-5)) {
     const Backend& be = x.backend();
     const index_t C = g.value().numel();
     ALIGNGPT_CHECK(g.value().dim() == 1 && x.value().dim() >= 1 && x.shape().back() == C, "rms_norm: input ",

@@ -38,23 +38,26 @@ namespace aligngpt::ops {
 struct rope_scaling {
     enum class kind { none, linear, llama3 };
     kind type = kind::none;
-    double factor = 1;                                   ///< linear and llama3
-    double low_freq_factor = 1;                          ///< llama3
-    double high_freq_factor = 4;                         ///< llama3
-    index_t original_max_position_embeddings = 8192;     ///< llama3
+    double factor = 1;                                ///< linear and llama3
+    double low_freq_factor = 1;                       ///< llama3
+    double high_freq_factor = 4;                      ///< llama3
+    index_t original_max_position_embeddings = 8192;  ///< llama3
 
     /// From the config's rope_scaling "type" / "rope_type" string ("" or "default" means none).
     static rope_scaling from_name(const std::string& name, double factor = 1, double low = 1, double high = 4,
                                   index_t original_max = 8192) {
         rope_scaling s{kind::none, factor, low, high, original_max};
-        if (name == "linear") s.type = kind::linear;
-        else if (name == "llama3") s.type = kind::llama3;
-        else ALIGNGPT_CHECK(name.empty() || name == "default", "rope: unsupported rope_scaling type '", name,
-                            "' (supported: none, linear, llama3)");
+        if (name == "linear")
+            s.type = kind::linear;
+        else if (name == "llama3")
+            s.type = kind::llama3;
+        else
+            ALIGNGPT_CHECK(name.empty() || name == "default", "rope: unsupported rope_scaling type '", name,
+                           "' (supported: none, linear, llama3)");
         ALIGNGPT_CHECK(s.type == kind::none || factor > 0, "rope: rope_scaling factor ", factor, " must be > 0");
         ALIGNGPT_CHECK(s.type != kind::llama3 || (high > low && original_max > 0), "rope: llama3 scaling needs ",
-                       "high_freq_factor > low_freq_factor and original_max_position_embeddings > 0, got ", high,
-                       ", ", low, ", ", original_max);
+                       "high_freq_factor > low_freq_factor and original_max_position_embeddings > 0, got ", high, ", ", low, ", ",
+                       original_max);
         return s;
     }
 };
@@ -64,7 +67,7 @@ struct rope_table {
     int head_size = 0;
     double theta = 10000;
     rope_scaling scaling;
-    std::vector<float> inv_freq;    ///< (HS/2), float32 as transformers computes it
+    std::vector<float> inv_freq;  ///< (HS/2), float32 as transformers computes it
 
     rope_table() = default;
     rope_table(int HS, double theta_ = 10000, rope_scaling s = {}) : head_size(HS), theta(theta_), scaling(s) {
@@ -72,9 +75,9 @@ struct rope_table {
         const float base = float(theta);
         inv_freq.resize(size_t(HS / 2));
         for (int j = 0; j < HS / 2; j++) {
-            const float e = float(2 * j) / float(HS);                          // arange(0, HS, 2).float() / HS
-            const float p = float(std::pow(double(base), double(e)));          // base ** e
-            inv_freq[size_t(j)] = 1.0f / p;                                    // 1.0 / (...)
+            const float e = float(2 * j) / float(HS);                  // arange(0, HS, 2).float() / HS
+            const float p = float(std::pow(double(base), double(e)));  // base ** e
+            inv_freq[size_t(j)] = 1.0f / p;                            // 1.0 / (...)
         }
         if (scaling.type == rope_scaling::kind::llama3) apply_llama3();
     }
@@ -94,7 +97,7 @@ private:
         const double high_wavelen = double(scaling.original_max_position_embeddings) / scaling.high_freq_factor;
         const float two_pi = float(2 * std::numbers::pi), band = float(scaling.high_freq_factor - scaling.low_freq_factor);
         for (float& f : inv_freq) {
-            const float wavelen = (1.0f / f) * two_pi;                         // 2*pi / inv_freq
+            const float wavelen = (1.0f / f) * two_pi;  // 2*pi / inv_freq
             const float scaled = wavelen > float(low_wavelen) ? f / factor : f;
             const float smooth = ((1.0f / wavelen) * old_len - low) / band;
             const float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;
@@ -116,17 +119,16 @@ void rope_cos_sin(const rope_table& tab, std::int64_t pos, T* c, T* s) {
 
 /// y = rope(x); y may equal x (in place).
 template <class T>
-void rope_forward(const backend::cpu&, T* y, const T* x, const std::int64_t* pos, index_t N, int NH,
-                  const rope_table& tab) {
+void rope_forward(const backend::cpu&, T* y, const T* x, const std::int64_t* pos, index_t N, int NH, const rope_table& tab) {
     const index_t HS = tab.head_size, h = HS / 2, C = NH * HS;
-    ALIGNGPT_OMP_FOR                                          // each thread owns rows n
-    for (index_t n = 0; n < N; n++) {
+    ALIGNGPT_OMP_FOR  // each thread owns rows n
+        for (index_t n = 0; n < N; n++) {
         std::vector<T> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
         rope_cos_sin(tab, pos[n], c.data(), s.data());
         for (index_t hd = 0; hd < NH; hd++)
             for (index_t i = 0; i < h; i++) {
                 const index_t a = n * C + hd * HS + i, b = a + h;
-                const T xa = x[a], xb = x[b];                 // read both before writing (in place)
+                const T xa = x[a], xb = x[b];  // read both before writing (in place)
                 const T ya = xa * c[size_t(i)] + (-xb) * s[size_t(i)];
                 const T yb = xb * c[size_t(i)] + xa * s[size_t(i)];
                 y[a] = ya;
@@ -137,11 +139,10 @@ void rope_forward(const backend::cpu&, T* y, const T* x, const std::int64_t* pos
 
 /// dx += rope^T(dy); dx must not alias dy.
 template <class T>
-void rope_backward(const backend::cpu&, T* dx, const T* dy, const std::int64_t* pos, index_t N, int NH,
-                   const rope_table& tab) {
+void rope_backward(const backend::cpu&, T* dx, const T* dy, const std::int64_t* pos, index_t N, int NH, const rope_table& tab) {
     const index_t HS = tab.head_size, h = HS / 2, C = NH * HS;
-    ALIGNGPT_OMP_FOR                                          // each thread owns rows n
-    for (index_t n = 0; n < N; n++) {
+    ALIGNGPT_OMP_FOR  // each thread owns rows n
+        for (index_t n = 0; n < N; n++) {
         std::vector<T> c(static_cast<std::size_t>(h)), s(static_cast<std::size_t>(h));
         rope_cos_sin(tab, pos[n], c.data(), s.data());
         for (index_t hd = 0; hd < NH; hd++)
@@ -163,7 +164,7 @@ using ops::rope_table;
 /// Rotates every head of x [..., NH*HS] (rows in order B*T) by its row's position.
 template <class T, class Backend>
 autograd::variable<T, Backend> rope(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                               const std::vector<std::int64_t>& positions, const rope_table& tab) {
+                                    const std::vector<std::int64_t>& positions, const rope_table& tab) {
     const Backend& be = x.backend();
     const index_t HS = tab.head_size, C = x.value().dim() ? x.shape().back() : 0;
     ALIGNGPT_CHECK(HS > 0 && x.value().dim() >= 2 && C % HS == 0, "rope: x ", detail::shape_str(x.shape()),

@@ -28,8 +28,8 @@ namespace aligngpt::ops {
 /// x (outer, Dx, inner): the one copy that concat and slice, forward and backward, are made of.
 /// (op) is = or, with accumulate, +=.
 template <class T>
-void copy_block(const backend::cpu&, T* y, index_t Dy, index_t y_off, const T* x, index_t Dx, index_t x_off,
-                index_t Dn, index_t outer, index_t inner, bool accumulate) {
+void copy_block(const backend::cpu&, T* y, index_t Dy, index_t y_off, const T* x, index_t Dx, index_t x_off, index_t Dn,
+                index_t outer, index_t inner, bool accumulate) {
     ALIGNGPT_OMP_FOR
     for (index_t o = 0; o < outer; o++)
         for (index_t j = 0; j < Dn; j++) {
@@ -73,7 +73,8 @@ inline index_t prod(const shape_t& s, int from, int to) {
 
 /// Concatenation along dim d; all inputs agree on every other dimension.
 template <class T, class Backend>
-autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std::vector<autograd::variable<T, Backend>>& xs, int d) {
+autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std::vector<autograd::variable<T, Backend>>& xs,
+                                      int d) {
     const Backend& be = xs.at(0).backend();
     ALIGNGPT_CHECK(!xs.empty(), "concat: no inputs");
     const shape_t& s0 = xs[0].shape();
@@ -83,8 +84,8 @@ autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std:
     for (const auto& x : xs) {
         bool same = x.shape().size() == s0.size();
         for (size_t k = 0; same && k < s0.size(); k++) same = int(k) == d || x.shape()[k] == s0[k];
-        ALIGNGPT_CHECK(same, "concat: input ", detail::shape_str(x.shape()), " does not match input ",
-                       detail::shape_str(s0), " outside dimension ", d);
+        ALIGNGPT_CHECK(same, "concat: input ", detail::shape_str(x.shape()), " does not match input ", detail::shape_str(s0),
+                       " outside dimension ", d);
         ys[size_t(d)] += x.size(d);
     }
     const index_t outer = shape_detail::prod(s0, 0, d), inner = shape_detail::prod(s0, d + 1, int(s0.size()));
@@ -100,8 +101,8 @@ autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std:
         index_t at = 0;
         for (const auto& x : xs) {
             if (x.requires_grad())  // dx[o, j, i] += dy[o, at + j, i]
-                copy_block(bk, x.get()->grad_buffer().data(), x.size(d), 0, out.grad.data(), Dy, at,
-                                x.size(d), outer, inner, true);
+                copy_block(bk, x.get()->grad_buffer().data(), x.size(d), 0, out.grad.data(), Dy, at, x.size(d), outer, inner,
+                           true);
             at += x.size(d);
         }
     });
@@ -109,35 +110,36 @@ autograd::variable<T, Backend> concat(autograd::tape<T, Backend>* tp, const std:
 
 /// x[..., begin:end, ...] along dim d, as a contiguous copy.
 template <class T, class Backend>
-autograd::variable<T, Backend> slice(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int d, index_t begin,
-                               index_t end) {
+autograd::variable<T, Backend> slice(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x, int d,
+                                     index_t begin, index_t end) {
     const Backend& be = x.backend();
     d = shape_detail::norm_dim("slice", d, x.shape());
     const index_t D = x.size(d);
-    ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= D, "slice: range [", begin, ",", end,
-                   ") out of bounds for dimension ", d, " of shape ", detail::shape_str(x.shape()));
+    ALIGNGPT_CHECK(0 <= begin && begin <= end && end <= D, "slice: range [", begin, ",", end, ") out of bounds for dimension ", d,
+                   " of shape ", detail::shape_str(x.shape()));
     const index_t outer = shape_detail::prod(x.shape(), 0, d);
     const index_t inner = shape_detail::prod(x.shape(), d + 1, x.value().dim()), Dn = end - begin;
     shape_t ys = x.shape();
     ys[size_t(d)] = Dn;
     tensor<T, Backend> y(ys, be);
     copy_block(be, y.data(), Dn, 0, x.value().data(), D, begin, Dn, outer, inner, false);
-    return autograd::tape<T, Backend>::record(tp, "slice", y, {x}, [x, D, begin, Dn, outer, inner](autograd::node<T, Backend>& out) {
-        const Backend& bk = out.value.backend();
-        copy_block(bk, x.get()->grad_buffer().data(), D, begin, out.grad.data(), Dn, 0, Dn, outer, inner, true);
-    });
+    return autograd::tape<T, Backend>::record(
+        tp, "slice", y, {x}, [x, D, begin, Dn, outer, inner](autograd::node<T, Backend>& out) {
+            const Backend& bk = out.value.backend();
+            copy_block(bk, x.get()->grad_buffer().data(), D, begin, out.grad.data(), Dn, 0, Dn, outer, inner, true);
+        });
 }
 
 /// Rows of x [R, ...] picked by `rows` (any may repeat): result [rows.size(), ...].
 template <class T, class Backend>
 autograd::variable<T, Backend> index_rows(autograd::tape<T, Backend>* tp, const autograd::variable<T, Backend>& x,
-                                    const std::vector<std::int64_t>& rows) {
+                                          const std::vector<std::int64_t>& rows) {
     const Backend& be = x.backend();
     ALIGNGPT_CHECK(x.value().dim() >= 1, "index_rows: input ", detail::shape_str(x.shape()), " is 0-d");
     const index_t R = x.size(0), C = R ? x.value().numel() / R : 0, Nr = index_t(rows.size());
     for (index_t r = 0; r < Nr; r++)
-        ALIGNGPT_CHECK(rows[size_t(r)] >= 0 && rows[size_t(r)] < R, "index_rows: row ", rows[size_t(r)],
-                       " at position ", r, " is outside [0, ", R, ") for input ", detail::shape_str(x.shape()));
+        ALIGNGPT_CHECK(rows[size_t(r)] >= 0 && rows[size_t(r)] < R, "index_rows: row ", rows[size_t(r)], " at position ", r,
+                       " is outside [0, ", R, ") for input ", detail::shape_str(x.shape()));
     shape_t ys = x.shape();
     ys[0] = Nr;
     tensor<T, Backend> y(ys, be);

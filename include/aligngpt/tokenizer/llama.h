@@ -68,7 +68,7 @@ struct llama_tokenizer_config {
     bool legacy = true;  ///< LlamaTokenizer's default; the published checkpoints say false
     bool clean_up_tokenization_spaces = false;
     special_token bos{"<s>"}, eos{"</s>"}, unk{"<unk>"};
-    std::optional<special_token> pad;  ///< null in the published configs
+    std::optional<special_token> pad;                       ///< null in the published configs
     std::int64_t model_max_length = std::int64_t(1) << 62;  ///< "no limit" unless the config says
 
     static constexpr std::uint64_t max_file_bytes = std::uint64_t(1) << 20;
@@ -179,7 +179,7 @@ inline std::string strip(std::string_view s) { return detail::strip_side(detail:
 /// transformers' clean_up_tokenization: drops the space before punctuation and English contractions.
 inline std::string clean_up_tokenization(std::string s) {
     static constexpr std::pair<std::string_view, std::string_view> rules[] = {
-        {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
         {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : rules) s = detail::replace_all(s, from, to);
     return s;
@@ -310,8 +310,8 @@ public:
 
     /// The piece of one id; an id outside the vocabulary is an error (the reference raises).
     std::string id_to_piece(std::int64_t id) const {
-        ALIGNGPT_CHECK(id >= 0 && id < vocab_size(), "tokenizer: token id ", id, " is outside the vocabulary [0, ",
-                       vocab_size(), ")");
+        ALIGNGPT_CHECK(id >= 0 && id < vocab_size(), "tokenizer: token id ", id, " is outside the vocabulary [0, ", vocab_size(),
+                       ")");
         return sp_->IdToPiece(int(id));
     }
 
@@ -362,8 +362,10 @@ private:
         // The reference indexes tokens[0] unguarded (an IndexError when SentencePiece returns
         // nothing); we skip the step instead.
         if (!cfg_.legacy && !is_first && !seg.starts_with(' ') && !pieces.empty() && pieces[0].starts_with(U)) {
-            if (pieces[0].size() > U.size()) pieces[0].erase(0, U.size());
-            else pieces.erase(pieces.begin());
+            if (pieces[0].size() > U.size())
+                pieces[0].erase(0, U.size());
+            else
+                pieces.erase(pieces.begin());
         }
         return pieces;
     }

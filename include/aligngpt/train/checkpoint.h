@@ -238,11 +238,13 @@ public:
     explicit hooked_fs(const checkpoint_hooks& h) : h_(h) {}
 
     void mkdir(const std::string& path) {
-        run(step(fs_op::mkdir, path), [&] { return ::mkdir(path.c_str(), 0755); }, "cannot create directory");
+        run(
+            step(fs_op::mkdir, path), [&] { return ::mkdir(path.c_str(), 0755); }, "cannot create directory");
     }
     int create(const std::string& path) {
         int fd = -1;
-        run(step(fs_op::create, path), [&] { return fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); },
+        run(
+            step(fs_op::create, path), [&] { return fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); },
             "cannot create");
         return fd;
     }
@@ -270,7 +272,8 @@ public:
         }
     }
     void fsync_file(int fd, const std::string& path) {
-        run(step(fs_op::fsync_file, path), [&] { return h_.skip_fsync ? 0 : ::fsync(fd); }, "fsync failed");
+        run(
+            step(fs_op::fsync_file, path), [&] { return h_.skip_fsync ? 0 : ::fsync(fd); }, "fsync failed");
     }
     void close(int& fd, const std::string& path) {
         const int f = fd;
@@ -285,7 +288,8 @@ public:
         if (h_.after) h_.after(s);
     }
     void rename(const std::string& from, const std::string& to) {
-        run(step(fs_op::rename, from, to), [&] { return ::rename(from.c_str(), to.c_str()); }, "cannot rename to " + to);
+        run(
+            step(fs_op::rename, from, to), [&] { return ::rename(from.c_str(), to.c_str()); }, "cannot rename to " + to);
     }
     /// Swaps two existing paths atomically; false (and nothing done) where the file system cannot.
     bool exchange(const std::string& a, const std::string& b) {
@@ -301,11 +305,13 @@ public:
         io::detail::fd_closer d;
         d.fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         ALIGNGPT_CHECK(d.fd >= 0, dir, ": cannot open directory to fsync it: ", errno_text(errno));
-        run(step(fs_op::fsync_dir, dir), [&] { return h_.skip_fsync ? 0 : ::fsync(d.fd); }, "fsync of directory failed");
+        run(
+            step(fs_op::fsync_dir, dir), [&] { return h_.skip_fsync ? 0 : ::fsync(d.fd); }, "fsync of directory failed");
     }
     /// Deletes a directory tree (ours: plain files and directories, never following symlinks).
     void remove_tree(const std::string& path) {
-        run(step(fs_op::remove, path), [&] { return remove_now(path); }, "cannot remove");
+        run(
+            step(fs_op::remove, path), [&] { return remove_now(path); }, "cannot remove");
     }
     /// The same without hooks and without throwing: the cleanup after a failed save.
     static void remove_quietly(const std::string& path) { (void)remove_now(path); }
@@ -378,8 +384,8 @@ inline std::string hash_file(const std::string& path, std::uint64_t expect_bytes
     while (got < size) {
         const ssize_t r = ::read(f.fd, buf.get(), std::size_t(std::min<std::uint64_t>(cap, size - got)));
         if (r < 0 && errno == EINTR) continue;
-        ALIGNGPT_CHECK(r > 0, path, ": read failed after ", got, " of ", size, " bytes: ",
-                       r == 0 ? std::string("unexpected end of file") : errno_text(errno));
+        ALIGNGPT_CHECK(r > 0, path, ": read failed after ", got, " of ", size,
+                       " bytes: ", r == 0 ? std::string("unexpected end of file") : errno_text(errno));
         h.update(buf.get(), std::size_t(r));
         got += std::uint64_t(r);
     }
@@ -543,9 +549,7 @@ inline std::optional<checkpoint> find_resumable(const std::string& output_dir, r
             checkpoint c = checkpoint::open(dir);
             r.chosen = dir;
             return c;
-        } catch (const aligngpt::error& e) {
-            r.skipped_dirs.push_back({dir, e.what()});
-        }
+        } catch (const aligngpt::error& e) { r.skipped_dirs.push_back({dir, e.what()}); }
     }
     return std::nullopt;
 }
@@ -643,8 +647,8 @@ public:
                     if (!opt.allow_nonfinite)
                         for (std::size_t i = 0; i < v.size(); i++)
                             ALIGNGPT_CHECK(std::isfinite(v[i]), detail::join(staging_, file), ": tensor ",
-                                           io::detail::quote_name(name), " holds ", v[i], " at element ", i, " of ",
-                                           v.size(), ": a checkpoint must never hold non-finite values (F6; set "
+                                           io::detail::quote_name(name), " holds ", v[i], " at element ", i, " of ", v.size(),
+                                           ": a checkpoint must never hold non-finite values (F6; set "
                                            "allow_nonfinite for a file that is not parameters)");
                 }
                 f.write(v.data(), v.size() * sizeof(T));
@@ -658,9 +662,7 @@ public:
             std::string text;
             try {
                 text = j.dump(1, ' ', false, nlohmann::json::error_handler_t::strict) + "\n";
-            } catch (const std::exception& e) {
-                fail(detail::join(staging_, file), ": cannot serialise JSON: ", e.what());
-            }
+            } catch (const std::exception& e) { fail(detail::join(staging_, file), ": cannot serialise JSON: ", e.what()); }
             file_out f(*this, file);
             f.write(text.data(), text.size());
             f.finish();
@@ -719,9 +721,7 @@ public:
             if (replaced) fs_.remove_tree(*replaced);
             if (keep_total_limit > 0) prune(keep_total_limit);
             remove_stale_staging(out_, hooks_);
-        } catch (const aligngpt::error& e) {
-            fail(dst, " was saved complete, but the steps after it failed: ", e.what());
-        }
+        } catch (const aligngpt::error& e) { fail(dst, " was saved complete, but the steps after it failed: ", e.what()); }
         return dst;
     }
 
@@ -792,9 +792,9 @@ private:
         std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
         for (std::size_t i = keep; i < mine.size(); i++) {
             const std::string dir = detail::join(out_, mine[i].second);
-            const std::string aside = detail::join(out_, "tmp-checkpoint-" + std::to_string(mine[i].first) + "-delete-" +
-                                                             std::to_string(::getpid()) + "-" +
-                                                             std::to_string(detail::staging_counter()++));
+            const std::string aside =
+                detail::join(out_, "tmp-checkpoint-" + std::to_string(mine[i].first) + "-delete-" + std::to_string(::getpid()) +
+                                       "-" + std::to_string(detail::staging_counter()++));
             fs_.rename(dir, aside);
             fs_.remove_tree(aside);
         }

@@ -148,9 +148,7 @@ struct record_sax : nlohmann::json_sax<nlohmann::json> {
     }
 };
 
-inline std::string printable(char c) {
-    return io::detail::quote_name(std::string_view(&c, 1));
-}
+inline std::string printable(char c) { return io::detail::quote_name(std::string_view(&c, 1)); }
 
 }  // namespace detail
 
@@ -185,8 +183,8 @@ public:
         while (got < out.size()) {
             const ssize_t r = ::pread(fd_->fd, out.data() + got, out.size() - got, off_t(e.offset + got));
             if (r < 0 && errno == EINTR) continue;
-            ALIGNGPT_CHECK(r > 0, where(i), ": read failed after ", got, " of ", e.length, " bytes: ",
-                           r == 0 ? std::string("the file became shorter") : io::detail::errno_text(errno));
+            ALIGNGPT_CHECK(r > 0, where(i), ": read failed after ", got, " of ", e.length,
+                           " bytes: ", r == 0 ? std::string("the file became shorter") : io::detail::errno_text(errno));
             got += std::size_t(r);
         }
         return out;
@@ -195,9 +193,7 @@ public:
     nlohmann::json parse(std::size_t i) const {
         try {
             return nlohmann::json::parse(raw(i));
-        } catch (const nlohmann::json::exception& e) {
-            fail(where(i), ": invalid JSON: ", e.what());
-        }
+        } catch (const nlohmann::json::exception& e) { fail(where(i), ": invalid JSON: ", e.what()); }
     }
 
 private:
@@ -214,9 +210,9 @@ private:
         const auto here = [&](std::uint64_t pos) { return path_ + ": byte " + std::to_string(pos); };
         std::vector<char> buf(std::size_t(1) << 20);
         state st = state::before_array;
-        std::string rec;            // the current record's bytes (bounded by max_record_bytes)
-        std::uint64_t start = 0;    // its offset
-        std::size_t depth = 0;      // 0: between records
+        std::string rec;          // the current record's bytes (bounded by max_record_bytes)
+        std::uint64_t start = 0;  // its offset
+        std::size_t depth = 0;    // 0: between records
         bool in_string = false, escape = false;
         std::uint64_t pos = 0;
         for (;;) {
@@ -232,9 +228,12 @@ private:
                     for (; k < n && depth > 0; k++) {
                         const char c = buf[k];
                         if (in_string) {
-                            if (escape) escape = false;
-                            else if (c == '\\') escape = true;
-                            else if (c == '"') in_string = false;
+                            if (escape)
+                                escape = false;
+                            else if (c == '\\')
+                                escape = true;
+                            else if (c == '"')
+                                in_string = false;
                         } else if (c == '"') {
                             in_string = true;
                         } else if (c == '{' || c == '[') {
@@ -260,7 +259,8 @@ private:
                 if (ws(c)) continue;
                 switch (st) {
                     case state::before_array:
-                        ALIGNGPT_CHECK(c == '[', here(p), ": the data must be a JSON array of records, got ", detail::printable(c));
+                        ALIGNGPT_CHECK(c == '[', here(p), ": the data must be a JSON array of records, got ",
+                                       detail::printable(c));
                         st = state::first_or_end;
                         break;
                     case state::first_or_end:
@@ -276,12 +276,11 @@ private:
                         start = p, depth = 1, rec = "{";
                         break;
                     case state::comma_or_end:
-                        ALIGNGPT_CHECK(c == ',' || c == ']', here(p), ": expected ',' or ']' after record ",
-                                       entries_.size() - 1, ", got ", detail::printable(c));
+                        ALIGNGPT_CHECK(c == ',' || c == ']', here(p), ": expected ',' or ']' after record ", entries_.size() - 1,
+                                       ", got ", detail::printable(c));
                         st = c == ',' ? state::value : state::after_array;
                         break;
-                    case state::after_array:
-                        fail(here(p), ": unexpected ", detail::printable(c), " after the end of the array");
+                    case state::after_array: fail(here(p), ": unexpected ", detail::printable(c), " after the end of the array");
                 }
             }
             pos += n;
@@ -298,8 +297,8 @@ private:
         detail::record_sax sax;
         sax.e = &e;
         const bool ok = nlohmann::json::sax_parse(rec, &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
-        ALIGNGPT_CHECK(ok && sax.error.empty(), path_, ": record ", entries_.size(), " (byte ", start, "): ",
-                       sax.error.empty() ? std::string("invalid JSON") : sax.error);
+        ALIGNGPT_CHECK(ok && sax.error.empty(), path_, ": record ", entries_.size(), " (byte ", start,
+                       "): ", sax.error.empty() ? std::string("invalid JSON") : sax.error);
         entries_.push_back(e);
     }
 };
@@ -394,7 +393,8 @@ inline void ignore_range(std::vector<std::int64_t>& labels, std::int64_t lo, std
 /// stripped, "<image>\n" in front, the whole stripped again. Messages without the tag are kept.
 inline std::string move_image_tag_to_front(const std::string& value) {
     if (value.find(image_tag) == std::string::npos) return value;
-    return tokenizer::strip(std::string(image_tag) + "\n" + tokenizer::strip(tokenizer::detail::replace_all(value, image_tag, "")));
+    return tokenizer::strip(std::string(image_tag) + "\n" +
+                            tokenizer::strip(tokenizer::detail::replace_all(value, image_tag, "")));
 }
 
 /// preprocess_plain (stage 1): "<image>" + the answer + "\n"; the first
@@ -433,14 +433,13 @@ inline std::string v1_prompt(const std::vector<turn>& turns, const std::string& 
 /// whole prompt is cut at model_max_length; the rounds' are not).
 inline encoded preprocess_v1(const tokenizer::llama_tokenizer& tok, const std::string& prompt, bool has_image,
                              std::int64_t model_max_length, std::int64_t pad_id) {
-    const auto ids_of = [&](std::string_view s) {
-        return has_image ? tokenizer::tokenizer_image_token(tok, s) : tok.encode(s);
-    };
+    const auto ids_of = [&](std::string_view s) { return has_image ? tokenizer::tokenizer_image_token(tok, s) : tok.encode(s); };
     encoded e;
     e.ids = ids_of(prompt);
     if (!has_image && std::int64_t(e.ids.size()) > model_max_length) e.ids.resize(std::size_t(model_max_length));
     e.labels = e.ids;
-    const std::int64_t total = std::int64_t(std::count_if(e.ids.begin(), e.ids.end(), [&](std::int64_t t) { return t != pad_id; }));
+    const std::int64_t total =
+        std::int64_t(std::count_if(e.ids.begin(), e.ids.end(), [&](std::int64_t t) { return t != pad_id; }));
     static constexpr std::string_view sep = " ASSISTANT: ";  // conv.sep + conv.roles[1] + ": "
     std::int64_t cur = 1;
     detail::ignore_range(e.labels, 0, cur);
@@ -506,8 +505,12 @@ public:
     dataset(std::string json_path, std::string image_folder, tokenizer::llama_tokenizer tok, std::string_view template_name,
             io::aspect_mode aspect, io::clip_image_processor_config image_config, std::int64_t model_max_length,
             dataset_options options = {})
-        : folder_(std::move(image_folder)), tok_(std::move(tok)), template_(parse_data_template(template_name)),
-          image_(image_config), max_length_(model_max_length), opt_(options),
+        : folder_(std::move(image_folder)),
+          tok_(std::move(tok)),
+          template_(parse_data_template(template_name)),
+          image_(image_config),
+          max_length_(model_max_length),
+          opt_(options),
           index_(record_index::scan(json_path, options.limits)) {
         ALIGNGPT_CHECK(max_length_ >= 2, "train data: model_max_length must be >= 2, got ", max_length_);
         ALIGNGPT_CHECK(opt_.n_levels >= 0, "train data: n_levels must be >= 0, got ", opt_.n_levels);
@@ -592,12 +595,14 @@ private:
     record_index index_;
 
     void check_stage1(std::size_t i, const record_entry& e) const {
-        ALIGNGPT_CHECK(e.has_image, index_.where(i), ": \"image\": stage 1 (plain) needs an image in every record, but it is missing");
+        ALIGNGPT_CHECK(e.has_image, index_.where(i),
+                       ": \"image\": stage 1 (plain) needs an image in every record, but it is missing");
         if (opt_.n_levels == 0) return;
         ALIGNGPT_CHECK(e.has_similarity, index_.where(i), ": \"similarity\": stage 1 needs a level in [0, ", opt_.n_levels,
                        "), but it is missing");
-        ALIGNGPT_CHECK(e.level && *e.level >= 0 && *e.level < opt_.n_levels, index_.where(i), ": \"similarity\": stage 1 needs a level in [0, ",
-                       opt_.n_levels, ")", e.level ? ", got " + std::to_string(*e.level) : std::string(", got a value that is not an integer"));
+        ALIGNGPT_CHECK(e.level && *e.level >= 0 && *e.level < opt_.n_levels, index_.where(i),
+                       ": \"similarity\": stage 1 needs a level in [0, ", opt_.n_levels, ")",
+                       e.level ? ", got " + std::to_string(*e.level) : std::string(", got a value that is not an integer"));
     }
 
     /// os.path.join(image_folder, image) (an absolute "image" replaces the folder, as in Python).
@@ -605,9 +610,7 @@ private:
         const std::string path = (std::filesystem::path(folder_) / rel).string();
         try {
             return io::clip_preprocess(io::load_image(path), image_, path);
-        } catch (const aligngpt::error& err) {
-            fail(where, ": \"image\" ", io::detail::quote_name(rel), ": ", err.what());
-        }
+        } catch (const aligngpt::error& err) { fail(where, ": \"image\" ", io::detail::quote_name(rel), ": ", err.what()); }
     }
 };
 
@@ -676,7 +679,8 @@ inline std::vector<std::size_t> length_grouped(const std::vector<std::int64_t>& 
     std::vector<std::size_t> out;
     out.reserve(lengths.size());
     for (std::size_t s = 0; s < perm.size(); s += mb) {
-        std::vector<std::size_t> m(perm.begin() + std::ptrdiff_t(s), perm.begin() + std::ptrdiff_t(std::min(s + mb, perm.size())));
+        std::vector<std::size_t> m(perm.begin() + std::ptrdiff_t(s),
+                                   perm.begin() + std::ptrdiff_t(std::min(s + mb, perm.size())));
         std::stable_sort(m.begin(), m.end(), [&](std::size_t a, std::size_t b) { return lengths[a] > lengths[b]; });
         for (const auto& chunk : split_to_even_chunks(m, lengths, world)) out.insert(out.end(), chunk.begin(), chunk.end());
     }
@@ -707,7 +711,8 @@ inline std::vector<std::size_t> modality_grouped_order(const std::vector<std::in
     ALIGNGPT_CHECK(batch_size >= 1 && world_size >= 1, "modality_grouped_order: batch size ", batch_size, " and world size ",
                    world_size, " must be >= 1");
     for (std::size_t i = 0; i < lengths.size(); i++)
-        ALIGNGPT_CHECK(lengths[i] != 0, "modality_grouped_order: record ", i, " has length 0 (no words; the reference refuses it)");
+        ALIGNGPT_CHECK(lengths[i] != 0, "modality_grouped_order: record ", i,
+                       " has length 0 (no words; the reference refuses it)");
     const bool any_image = std::any_of(lengths.begin(), lengths.end(), [](std::int64_t l) { return l > 0; });
     const bool any_text = std::any_of(lengths.begin(), lengths.end(), [](std::int64_t l) { return l < 0; });
     if (!(any_image && any_text))
@@ -720,7 +725,8 @@ inline std::vector<std::size_t> modality_grouped_order(const std::vector<std::in
         std::vector<std::int64_t> len;
         for (std::size_t i = 0; i < lengths.size(); i++)
             if ((lengths[i] > 0) == image) idx.push_back(i), len.push_back(image ? lengths[i] : -lengths[i]);
-        const auto p = detail::checked_permutation(perm, idx.size(), image ? order_draw::image_samples : order_draw::text_samples);
+        const auto p =
+            detail::checked_permutation(perm, idx.size(), image ? order_draw::image_samples : order_draw::text_samples);
         const std::vector<std::size_t> grouped = detail::length_grouped(len, batch_size, world_size, p);
         std::vector<std::vector<std::size_t>> mine;
         for (std::size_t s = 0; s < grouped.size(); s += mb) {

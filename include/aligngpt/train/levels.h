@@ -69,9 +69,7 @@ inline ordered_json read_dataset(const std::string& path, std::uint64_t max_byte
     ordered_json j;
     try {
         j = ordered_json::parse(text);
-    } catch (const std::exception& e) {
-        fail(path, ": invalid JSON: ", e.what());
-    }
+    } catch (const std::exception& e) { fail(path, ": invalid JSON: ", e.what()); }
     ALIGNGPT_CHECK(j.is_array(), path, ": must be a JSON array of records, got ", j.type_name());
     ALIGNGPT_CHECK(!j.empty(), path, ": has no records");
     return j;
@@ -85,7 +83,8 @@ inline std::vector<caption_pair> dataset_pairs(const ordered_json& data, const s
         const ordered_json& r = data[k];
         std::string where = file + ": record " + std::to_string(k);
         ALIGNGPT_CHECK(r.is_object(), where, " must be a JSON object, got ", r.type_name());
-        if (const auto id = r.find("id"); id != r.end()) where += " (id " + id->dump(-1, ' ', false, ordered_json::error_handler_t::replace).substr(0, 80) + ")";
+        if (const auto id = r.find("id"); id != r.end())
+            where += " (id " + id->dump(-1, ' ', false, ordered_json::error_handler_t::replace).substr(0, 80) + ")";
         const auto img = r.find("image");
         ALIGNGPT_CHECK(img != r.end() && img->is_string() && !img->get_ref<const std::string&>().empty(), where,
                        ": field 'image' must be a non-empty string (text-only records have no CLIP similarity)");
@@ -129,7 +128,7 @@ struct clip_scorer {
         } else {
             s.pre.shortest_edge = s.pre.crop_height = s.pre.crop_width = int(cfg.vision.image_size);
         }
-        s.pre.aspect = io::aspect_mode::square;   // CLIP's own preprocessing: no pad
+        s.pre.aspect = io::aspect_mode::square;  // CLIP's own preprocessing: no pad
         ALIGNGPT_CHECK(s.pre.crop_height == cfg.vision.image_size && s.pre.crop_width == cfg.vision.image_size, pre_path,
                        ": crop_size ", s.pre.crop_width, "x", s.pre.crop_height, " does not match the vision tower's image_size ",
                        cfg.vision.image_size, " in ", dir, "/config.json");
@@ -165,7 +164,7 @@ struct clip_scorer {
         const std::size_t P = img.size() / std::size_t(B);
         std::vector<double> cos(static_cast<std::size_t>(B));
         for (std::size_t b = 0; b < cos.size(); b++) {
-            T dot = 0;   // f32, in index order, as (image_embeds * text_embeds).sum(-1)
+            T dot = 0;  // f32, in index order, as (image_embeds * text_embeds).sum(-1)
             for (std::size_t i = 0; i < P; i++) dot += img[b * P + i] * txt[b * P + i];
             cos[b] = double(dot);
         }
@@ -180,15 +179,15 @@ struct level_stats {
 };
 
 struct levels_result {
-    std::vector<double> similarity;   ///< cosine per record, file order
-    std::vector<int> level;           ///< 0 .. n_levels-1 per record
-    std::vector<level_stats> stats;   ///< n_levels entries
+    std::vector<double> similarity;  ///< cosine per record, file order
+    std::vector<int> level;          ///< 0 .. n_levels-1 per record
+    std::vector<level_stats> stats;  ///< n_levels entries
 };
 
 struct levels_options {
     int n_levels = 8;
     index_t batch_size = 8;
-    std::ostream* progress = &std::cerr;   ///< one line every few seconds; nullptr: quiet
+    std::ostream* progress = &std::cerr;  ///< one line every few seconds; nullptr: quiet
 };
 
 inline std::vector<level_stats> level_histogram(const std::vector<double>& s, const std::vector<int>& level, int n_levels) {
@@ -209,7 +208,8 @@ inline std::vector<level_stats> level_histogram(const std::vector<double>& s, co
 template <class T>
 levels_result compute_levels(const clip_scorer<T>& clip, const std::vector<caption_pair>& pairs, const std::string& image_folder,
                              const levels_options& opt = {}) {
-    ALIGNGPT_CHECK(opt.batch_size >= 1 && opt.n_levels >= 1, "compute_levels: batch_size ", opt.batch_size, ", n_levels ", opt.n_levels);
+    ALIGNGPT_CHECK(opt.batch_size >= 1 && opt.n_levels >= 1, "compute_levels: batch_size ", opt.batch_size, ", n_levels ",
+                   opt.n_levels);
     levels_result r;
     r.similarity.reserve(pairs.size());
     const auto t0 = std::chrono::steady_clock::now();
@@ -219,7 +219,7 @@ levels_result compute_levels(const clip_scorer<T>& clip, const std::vector<capti
         const std::size_t n = std::min(pairs.size() - k0, std::size_t(opt.batch_size));
         std::vector<tensor<float>> px(n);
         std::vector<std::string> caps(n), errors(n);
-        ops::parallel_for(index_t(n), [&](index_t i) {   // decode + preprocess; errors cannot leave the region
+        ops::parallel_for(index_t(n), [&](index_t i) {  // decode + preprocess; errors cannot leave the region
             const std::size_t k = k0 + std::size_t(i);
             const std::string path = (std::filesystem::path(image_folder) / pairs[k].image).string();
             try {
@@ -232,9 +232,7 @@ levels_result compute_levels(const clip_scorer<T>& clip, const std::vector<capti
         for (const auto& e : errors) ALIGNGPT_CHECK(e.empty(), e);
         try {
             for (double c : clip.cosines(px, caps)) r.similarity.push_back(c);
-        } catch (const error& e) {
-            fail(pairs[k0].where, " and the next ", n - 1, " records: ", e.what());
-        }
+        } catch (const error& e) { fail(pairs[k0].where, " and the next ", n - 1, " records: ", e.what()); }
         const auto now = std::chrono::steady_clock::now();
         if (opt.progress && (seconds(last, now) >= 2 || r.similarity.size() == pairs.size())) {
             last = now;
@@ -252,8 +250,8 @@ levels_result compute_levels(const clip_scorer<T>& clip, const std::vector<capti
 
 /// The records with "similarity" (level) and "clip_similarity" (cosine) set, written atomically.
 inline void write_levels_json(ordered_json data, const levels_result& r, const std::string& path) {
-    ALIGNGPT_CHECK(data.is_array() && data.size() == r.level.size(), path, ": ", r.level.size(), " levels for ",
-                   data.size(), " records");
+    ALIGNGPT_CHECK(data.is_array() && data.size() == r.level.size(), path, ": ", r.level.size(), " levels for ", data.size(),
+                   " records");
     for (std::size_t k = 0; k < data.size(); k++) {
         data[k]["similarity"] = r.level[k];
         data[k]["clip_similarity"] = r.similarity[k];
@@ -269,8 +267,11 @@ inline std::string histogram_table(const std::vector<level_stats>& st) {
     std::string out = "level      count        min       mean        max\n";
     char buf[128];
     for (std::size_t l = 0; l < st.size(); l++) {
-        if (st[l].count) std::snprintf(buf, sizeof buf, "%5zu %10lld %10.6f %10.6f %10.6f\n", l, (long long)st[l].count, st[l].min, st[l].mean, st[l].max);
-        else std::snprintf(buf, sizeof buf, "%5zu %10d %10s %10s %10s\n", l, 0, "-", "-", "-");
+        if (st[l].count)
+            std::snprintf(buf, sizeof buf, "%5zu %10lld %10.6f %10.6f %10.6f\n", l, (long long)st[l].count, st[l].min, st[l].mean,
+                          st[l].max);
+        else
+            std::snprintf(buf, sizeof buf, "%5zu %10d %10s %10s %10s\n", l, 0, "-", "-", "-");
         out += buf;
     }
     return out;

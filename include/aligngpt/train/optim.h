@@ -54,10 +54,10 @@ struct adamw_options {
 };
 
 /// One AdamW update of one tensor at 1-based step k with learning rate lr (see the header).
-inline void adamw_step(std::span<float> p, std::span<const float> g, std::span<float> m, std::span<float> v,
-                       std::int64_t k, double lr, const adamw_options& o) {
-    ALIGNGPT_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(), "adamw_step: sizes differ (p ",
-                   p.size(), ", g ", g.size(), ", m ", m.size(), ", v ", v.size(), ")");
+inline void adamw_step(std::span<float> p, std::span<const float> g, std::span<float> m, std::span<float> v, std::int64_t k,
+                       double lr, const adamw_options& o) {
+    ALIGNGPT_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(), "adamw_step: sizes differ (p ", p.size(),
+                   ", g ", g.size(), ", m ", m.size(), ", v ", v.size(), ")");
     ALIGNGPT_CHECK(k >= 1, "adamw_step: step ", k, " must be >= 1");
     const double bc1 = 1.0 - std::pow(o.beta1, double(k)), bc2 = 1.0 - std::pow(o.beta2, double(k));
     const float decay = float(1.0 - lr * o.weight_decay), neg_step = float(-(lr / bc1));
@@ -70,9 +70,12 @@ inline void adamw_step(std::span<float> p, std::span<const float> g, std::span<f
         for (index_t i = i0; i < i1; i++) {
             const float gi = G[i];
             float mi = M[i];
-            if (!lerp) mi = std::fma(gi, w1, mi * b1);
-            else if (small) mi = std::fma(w1, gi - mi, mi);
-            else mi = std::fma(w1 - 1.0f, gi - mi, gi);
+            if (!lerp)
+                mi = std::fma(gi, w1, mi * b1);
+            else if (small)
+                mi = std::fma(w1, gi - mi, mi);
+            else
+                mi = std::fma(w1 - 1.0f, gi - mi, gi);
             const float vi = std::fma(w2 * gi, gi, V[i] * b2);
             const float d = std::sqrt(vi) / bc2_sqrt + eps;
             P[i] = P[i] * decay + (neg_step * mi) / d;
@@ -114,7 +117,9 @@ public:
     template <class Module>
     static adamw for_module(Module& mod, adamw_options o) {
         std::vector<var> ps;
-        mod.visit([&](var& p) { if (p.requires_grad()) ps.push_back(p); });
+        mod.visit([&](var& p) {
+            if (p.requires_grad()) ps.push_back(p);
+        });
         return adamw(std::move(ps), o);
     }
 
@@ -124,7 +129,8 @@ public:
             const tensor<float>& g = s.param.grad();
             if (!g.defined()) continue;
             ALIGNGPT_CHECK(g.shape() == s.param.shape() && g.is_contiguous(), "adamw: gradient of ", s.param.name(),
-                           " has shape ", aligngpt::detail::shape_str(g.shape()), ", parameter ", aligngpt::detail::shape_str(s.param.shape()));
+                           " has shape ", aligngpt::detail::shape_str(g.shape()), ", parameter ",
+                           aligngpt::detail::shape_str(s.param.shape()));
             adamw_options o = opt_;
             if (!s.decay) o.weight_decay = 0.0;
             const std::size_t n = std::size_t(s.m.numel());
@@ -170,8 +176,8 @@ public:
             get(s, ".exp_avg", s.param.shape());
             get(s, ".exp_avg_sq", s.param.shape());
             const float k = get(s, ".step", {})->to_vector()[0];
-            ALIGNGPT_CHECK(k >= 0 && k <= float(1 << 24) && k == std::floor(k), where, ": optimizer state ",
-                           s.param.name(), ".step = ", k, " is not a step count");
+            ALIGNGPT_CHECK(k >= 0 && k <= float(1 << 24) && k == std::floor(k), where, ": optimizer state ", s.param.name(),
+                           ".step = ", k, " is not a step count");
             steps.push_back(std::int64_t(k));
         }
         for (std::size_t i = 0; i < slots_.size(); i++) {
@@ -219,7 +225,7 @@ inline double lr_at(schedule kind, double base, std::int64_t step0, std::int64_t
     const double rest = double(std::max<std::int64_t>(1, total - warmup));
     if (kind == schedule::linear) return base * std::max(0.0, double(total - step0) / rest);
     const double progress = double(step0 - warmup) / rest;
-    const double pi = 3.141592653589793;  // math.pi
+    const double pi = 3.141592653589793;                                             // math.pi
     return base * std::max(0.0, 0.5 * (1.0 + std::cos(pi * 0.5 * 2.0 * progress)));  // Python's order
 }
 
@@ -336,8 +342,8 @@ public:
                            " gradients, micro-batch 0 had ", first.size());
             for (std::size_t t = 0; t < grads.size(); t++)
                 ALIGNGPT_CHECK(grads[t].shape() == first[t].shape() && grads[t].is_contiguous(), "grad_accumulator: micro-batch ",
-                               pushed_, " gradient ", t, " has shape ", aligngpt::detail::shape_str(grads[t].shape()), ", expected ",
-                               aligngpt::detail::shape_str(first[t].shape()));
+                               pushed_, " gradient ", t, " has shape ", aligngpt::detail::shape_str(grads[t].shape()),
+                               ", expected ", aligngpt::detail::shape_str(first[t].shape()));
         }
         stack_.push_back({std::move(grads), 1});
         pushed_++;

@@ -43,7 +43,8 @@ inline bool run_gnuplot(const std::string& script, std::string& err) {
     }
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) err = std::string(exe) + " " + script + " failed (status " + std::to_string(status) + ")";
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        err = std::string(exe) + " " + script + " failed (status " + std::to_string(status) + ")";
     return true;
 }
 
@@ -85,15 +86,21 @@ inline plot_result plot_metrics(const std::string& dir) {
     for (char c : dir) quoted += c == '\'' ? std::string("''") : std::string(1, c);
     // Paths relative to the script's directory, so `gnuplot DIR/metrics.gp` works from anywhere.
     const std::string gp =
-        "# gnuplot " + r.script + "  ->  metrics.png next to it (written by aligngpt plot)\n"
-        "cd '" + quoted + "'\n"
+        "# gnuplot " + r.script +
+        "  ->  metrics.png next to it (written by aligngpt plot)\n"
+        "cd '" +
+        quoted +
+        "'\n"
         "set terminal pngcairo size 1200,900 noenhanced font ',10'\n"
         "set output 'metrics.png'\n"
-        "set multiplot layout 3,1 title 'AlignGPT training: " + quoted + "'\n"
+        "set multiplot layout 3,1 title 'AlignGPT training: " +
+        quoted +
+        "'\n"
         "set grid\nset key off\nset xlabel 'optimizer step'\n"
         "set ylabel 'loss'\nplot 'metrics.tsv' using 1:($5 == 0 ? $2 : 1/0) with linespoints pt 7 ps 0.4 lc rgb '#1f77b4'\n"
         "set ylabel 'learning rate'\nplot 'metrics.tsv' using 1:3 with lines lw 2 lc rgb '#2ca02c'\n"
-        "set ylabel 'gradient norm (before clipping)'\nplot 'metrics.tsv' using 1:($5 == 0 ? $4 : 1/0) with linespoints pt 7 ps 0.4 lc rgb '#d62728'\n"
+        "set ylabel 'gradient norm (before clipping)'\nplot 'metrics.tsv' using 1:($5 == 0 ? $4 : 1/0) with linespoints pt 7 ps "
+        "0.4 lc rgb '#d62728'\n"
         "unset multiplot\n";
     detail::write_text(r.script, gp);
     std::string err;

@@ -62,33 +62,33 @@ namespace aligngpt::train {
 /// finetune.sh) per stage where a flag is left unset (see defaults_for), else HF TrainingArguments'.
 struct options {
     models::stage stage = models::stage::pretrain;
-    std::string model_dir;                ///< plain LLaMA/Vicuna directory, or an AlignGPT directory
-    std::string vision_tower;             ///< CLIP directory (default: the AlignGPT config's mm_vision_tower)
+    std::string model_dir;     ///< plain LLaMA/Vicuna directory, or an AlignGPT directory
+    std::string vision_tower;  ///< CLIP directory (default: the AlignGPT config's mm_vision_tower)
     std::string data_path, image_folder, output_dir;
     std::string pretrain_mm_mlp_align;    ///< stage-1 file: projector + level embeddings (stage 2)
     std::optional<double> learning_rate;  ///< pretrain 1e-3, finetune 2e-5
     double weight_decay = 0.0;
-    std::optional<index_t> per_device_train_batch_size;   ///< pretrain 8, finetune 16
-    std::optional<index_t> gradient_accumulation_steps;   ///< pretrain 4, finetune 1
+    std::optional<index_t> per_device_train_batch_size;  ///< pretrain 8, finetune 16
+    std::optional<index_t> gradient_accumulation_steps;  ///< pretrain 4, finetune 1
     double warmup_ratio = 0.03;
     std::string lr_scheduler_type = "cosine";
     index_t model_max_length = 2048;
-    std::int64_t max_steps = -1;          ///< > 0 overrides num_train_epochs
+    std::int64_t max_steps = -1;  ///< > 0 overrides num_train_epochs
     double num_train_epochs = 1.0;
-    std::int64_t save_steps = 500;        ///< 0: only the final checkpoint
-    index_t save_total_limit = 0;         ///< newest K checkpoints kept; 0 keeps all
+    std::int64_t save_steps = 500;  ///< 0: only the final checkpoint
+    index_t save_total_limit = 0;   ///< newest K checkpoints kept; 0 keeps all
     std::int64_t logging_steps = 1;
-    double max_grad_norm = 1.0;           ///< 0: no clipping (the reference's DeepSpeed runs clip nothing)
+    double max_grad_norm = 1.0;  ///< 0: no clipping (the reference's DeepSpeed runs clip nothing)
     std::uint64_t seed = 42;
     bool resume = false;
-    bool shuffle = true;                  ///< false: file order (what the parity tests use)
+    bool shuffle = true;  ///< false: file order (what the parity tests use)
     bool group_by_modality_length = false;
     bool gradient_checkpointing = false;  ///< recompute each decoder layer in backward
     /// Stage 1: the frozen LLM's linear weights kept 16-bit in memory (packed straight from a file that
     /// holds that dtype, e.g. vicuna's f16: half the memory; the forward and the input gradient widen
     /// them exactly). Stage 2 trains the LLM: its master weights are f32.
     io::weights_dtype frozen_dtype = io::weights_dtype::f32;
-    std::uint64_t memory_budget = 0;      ///< bytes; 0: no limit. The plan is printed either way.
+    std::uint64_t memory_budget = 0;  ///< bytes; 0: no limit. The plan is printed either way.
     int max_consecutive_nonfinite = 5;
     bool quiet = false;
     std::ostream* log = &std::cerr;
@@ -98,8 +98,8 @@ struct options {
     /// embeddings, no gate, no "similarity" needed; the outputs are LLaVA's (model_type "llava",
     /// mm_projector.bin).
     models::alignment align{};
-    std::string conv_version;             ///< "" = plain (pretrain) / vicuna_v1 (finetune)
-    std::string image_aspect_ratio;       ///< "" = square (pretrain) / pad (finetune)
+    std::string conv_version;        ///< "" = plain (pretrain) / vicuna_v1 (finetune)
+    std::string image_aspect_ratio;  ///< "" = square (pretrain) / pad (finetune)
     /// Test hook: sees (and may change) each step's reduced gradients and loss before any check.
     std::function<void(std::int64_t step, std::vector<tensor<float>>& grads, double& loss)> on_gradients;
     /// Test hook: called after each completed step; returning false stops the run like SIGTERM does.
@@ -114,16 +114,16 @@ inline const char* stage_name(models::stage s) {
 struct step_record {
     std::int64_t step = 0;  ///< 1-based
     double loss = 0, lr = 0, grad_norm = 0;
-    bool skipped = false;   ///< non-finite loss or gradient: nothing was updated
+    bool skipped = false;  ///< non-finite loss or gradient: nothing was updated
     double seconds = 0, tokens = 0;
 };
 
 /// How a run ended.
 struct run_result {
     std::int64_t steps_done = 0, total_steps = 0;
-    bool interrupted = false;       ///< SIGTERM / SIGINT / on_step: a checkpoint was written, resume continues
+    bool interrupted = false;  ///< SIGTERM / SIGINT / on_step: a checkpoint was written, resume continues
     std::string last_checkpoint;
-    std::vector<step_record> steps; ///< this invocation's steps
+    std::vector<step_record> steps;  ///< this invocation's steps
 };
 
 namespace detail {
@@ -150,7 +150,8 @@ public:
     signal_guard& operator=(const signal_guard&) = delete;
 
 private:
-    struct sigaction old_term_ {}, old_int_ {};
+    struct sigaction old_term_ {
+    }, old_int_{};
 };
 
 inline std::string fmt(const char* f, double v) {
@@ -212,8 +213,10 @@ public:
         plan_steps();
         print_plan();
         init_optimizer();
-        if (o_.resume) resume();
-        else start_metrics();
+        if (o_.resume)
+            resume();
+        else
+            start_metrics();
         return loop();
     }
 
@@ -230,8 +233,8 @@ private:
     std::optional<models::clip_vision_model<float>> vision_;
     models::clip_vision_config vcfg_;
     io::clip_image_processor_config proc_;
-    nlohmann::json base_config_;            ///< the model directory's config.json
-    io::packed_store packed_;               ///< --frozen-dtype bf16/f16: the LLM's packed linears
+    nlohmann::json base_config_;  ///< the model directory's config.json
+    io::packed_store packed_;     ///< --frozen-dtype bf16/f16: the LLM's packed linears
     std::optional<tokenizer::llama_tokenizer> tok_;
     std::optional<dataset> data_;
     std::vector<var> params_;
@@ -254,8 +257,10 @@ private:
         B_ = *o_.per_device_train_batch_size, K_ = *o_.gradient_accumulation_steps;
         ALIGNGPT_CHECK(B_ >= 1 && B_ <= 4096, "train: --per-device-train-batch-size must be in [1, 4096], got ", B_);
         ALIGNGPT_CHECK(K_ >= 1 && K_ <= 65536, "train: --gradient-accumulation-steps must be in [1, 65536], got ", K_);
-        ALIGNGPT_CHECK(*o_.learning_rate >= 0 && std::isfinite(*o_.learning_rate), "train: --learning-rate must be finite and >= 0");
-        ALIGNGPT_CHECK(o_.warmup_ratio >= 0 && o_.warmup_ratio <= 1, "train: --warmup-ratio must be in [0, 1], got ", o_.warmup_ratio);
+        ALIGNGPT_CHECK(*o_.learning_rate >= 0 && std::isfinite(*o_.learning_rate),
+                       "train: --learning-rate must be finite and >= 0");
+        ALIGNGPT_CHECK(o_.warmup_ratio >= 0 && o_.warmup_ratio <= 1, "train: --warmup-ratio must be in [0, 1], got ",
+                       o_.warmup_ratio);
         ALIGNGPT_CHECK(o_.max_grad_norm >= 0 && std::isfinite(o_.max_grad_norm), "train: --max-grad-norm must be >= 0");
         ALIGNGPT_CHECK(o_.model_max_length >= 2, "train: --model-max-length must be >= 2, got ", o_.model_max_length);
         ALIGNGPT_CHECK(o_.max_steps > 0 || (o_.num_train_epochs > 0 && std::isfinite(o_.num_train_epochs)),
@@ -275,9 +280,10 @@ private:
         const std::string cfg_path = o_.model_dir + "/config.json";
         ALIGNGPT_CHECK(fs::is_regular_file(cfg_path), "train: --model \"", o_.model_dir, "\": no config.json");
         base_config_ = io::read_json_file(cfg_path, {.max_bytes = 1 << 20});
-        const std::string type = base_config_.is_object() && base_config_.contains("model_type") && base_config_["model_type"].is_string()
-                                     ? base_config_["model_type"].get<std::string>()
-                                     : "";
+        const std::string type =
+            base_config_.is_object() && base_config_.contains("model_type") && base_config_["model_type"].is_string()
+                ? base_config_["model_type"].get<std::string>()
+                : "";
         pretrained::load_options lo;
         lo.quiet = o_.quiet;
         lo.log = o_.log;
@@ -373,8 +379,10 @@ public:
         p.moments = 8 * train;
         const auto& c = model_->config.llm;
         const double S = double(o_.model_max_length), T = double(B_) * S, H = double(c.hidden_size);
-        const double per_layer = T * (12 * H + 3 * double(c.intermediate_size)) + double(B_) * double(c.num_attention_heads) * S * S * 2;
-        const double layers = o_.gradient_checkpointing ? 1 + double(c.num_hidden_layers) * T * H / per_layer : double(c.num_hidden_layers);
+        const double per_layer =
+            T * (12 * H + 3 * double(c.intermediate_size)) + double(B_) * double(c.num_attention_heads) * S * S * 2;
+        const double layers =
+            o_.gradient_checkpointing ? 1 + double(c.num_hidden_layers) * T * H / per_layer : double(c.num_hidden_layers);
         p.activations = 4 * (per_layer * layers + 3 * T * double(c.vocab_size));
         return p;
     }
@@ -386,16 +394,15 @@ private:
             double train = 0;
             for (const var& v : params_) train += double(v.value().numel());
             *l << "[train] stage " << stage_name(o_.stage) << ": " << params_.size() << " trainable tensors, "
-               << std::int64_t(train) << " parameters; " << data_->size() << " records, batch " << B_ << " x "
-               << K_ << " accumulation, " << total_ << " steps (" << warmup_ << " warmup), lr "
-               << detail::fmt("%g", *o_.learning_rate) << " " << o_.lr_scheduler_type << "\n"
+               << std::int64_t(train) << " parameters; " << data_->size() << " records, batch " << B_ << " x " << K_
+               << " accumulation, " << total_ << " steps (" << warmup_ << " warmup), lr " << detail::fmt("%g", *o_.learning_rate)
+               << " " << o_.lr_scheduler_type << "\n"
                << p.table() << "\n";
         }
         if (o_.memory_budget > 0 && p.total() > double(o_.memory_budget))
             fail("train: the memory plan (", detail::bytes_text(p.total()), ": weights ", detail::bytes_text(p.weights),
-                 ", gradients ", detail::bytes_text(p.gradients), ", moments ", detail::bytes_text(p.moments),
-                 ", activations ", detail::bytes_text(p.activations), ") exceeds --memory-budget ",
-                 detail::bytes_text(double(o_.memory_budget)),
+                 ", gradients ", detail::bytes_text(p.gradients), ", moments ", detail::bytes_text(p.moments), ", activations ",
+                 detail::bytes_text(p.activations), ") exceeds --memory-budget ", detail::bytes_text(double(o_.memory_budget)),
                  "; lower --per-device-train-batch-size or --model-max-length, or use --gradient-checkpointing");
     }
 
@@ -488,9 +495,7 @@ private:
         for (auto& [name, t] : opt_->export_state()) opt_t.emplace_back(name, std::move(t));
         w.add_tensors("model.safetensors", model_t);
         w.add_tensors("optimizer.safetensors", opt_t);
-        nlohmann::json st = {{"global_step", step_},
-                             {"consecutive_nonfinite", nonfinite_run_},
-                             {"config", fingerprint()}};
+        nlohmann::json st = {{"global_step", step_}, {"consecutive_nonfinite", nonfinite_run_}, {"config", fingerprint()}};
         w.add_json("trainer_state.json", st);
         const std::string dir = w.commit(o_.save_total_limit);
         if (auto* l = log()) *l << "\n[train] saved " << dir << "\n";

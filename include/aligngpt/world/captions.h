@@ -103,41 +103,41 @@ inline caption make_caption(const scene& s, caption_kind kind, draws& d, const s
     const int n = int(s.objects.size());
     description said = describe_exact(s);
     switch (kind) {
-    case caption_kind::exact: break;
-    case caption_kind::partial: {
-        ALIGNGPT_CHECK(n >= 2, "world: a partial caption needs a scene with two objects or more");
-        const int keep = 1 + d.below(n - 1);  // 1 .. n-1 objects
-        std::vector<int> idx(static_cast<std::size_t>(n));
-        for (int k = 0; k < n; k++) idx[std::size_t(k)] = k;
-        for (int k = 0; k < keep; k++) std::swap(idx[std::size_t(k)], idx[std::size_t(k) + std::size_t(d.below(n - k))]);
-        std::sort(idx.begin(), idx.begin() + keep);
-        description p;
-        for (int k = 0; k < keep; k++) p.objects.push_back(said.objects[std::size_t(idx[std::size_t(k)])]);
-        said = p;
-        break;
-    }
-    case caption_kind::coarse: said.objects.clear(); break;
-    case caption_kind::wrong: {
-        object& b = said.objects[std::size_t(d.below(n))];
-        const int attr = n < 9 ? d.below(4) : d.below(3);  // 0 shape, 1 colour, 2 size, 3 cell
-        if (attr == 0) b.shape = (b.shape + 1 + d.below(int(shape_names.size()) - 1)) % int(shape_names.size());
-        if (attr == 1) b.color = (b.color + 1 + d.below(int(colors.size()) - 1)) % int(colors.size());
-        if (attr == 2) b.size = 1 - b.size;
-        if (attr == 3) {  // the k-th free cell
-            std::vector<int> free;
-            for (int c = 0; c < 9; c++) {
-                bool used = false;
-                for (const object& o : s.objects) used = used || o.cell == c;
-                if (!used) free.push_back(c);
-            }
-            b.cell = free[std::size_t(d.below(int(free.size())))];
+        case caption_kind::exact: break;
+        case caption_kind::partial: {
+            ALIGNGPT_CHECK(n >= 2, "world: a partial caption needs a scene with two objects or more");
+            const int keep = 1 + d.below(n - 1);  // 1 .. n-1 objects
+            std::vector<int> idx(static_cast<std::size_t>(n));
+            for (int k = 0; k < n; k++) idx[std::size_t(k)] = k;
+            for (int k = 0; k < keep; k++) std::swap(idx[std::size_t(k)], idx[std::size_t(k) + std::size_t(d.below(n - k))]);
+            std::sort(idx.begin(), idx.begin() + keep);
+            description p;
+            for (int k = 0; k < keep; k++) p.objects.push_back(said.objects[std::size_t(idx[std::size_t(k)])]);
+            said = p;
+            break;
         }
-        break;
-    }
-    case caption_kind::unrelated:
-        ALIGNGPT_CHECK(other && !(describe_exact(*other) == said), "world: an unrelated caption needs a different scene");
-        said = describe_exact(*other);
-        break;
+        case caption_kind::coarse: said.objects.clear(); break;
+        case caption_kind::wrong: {
+            object& b = said.objects[std::size_t(d.below(n))];
+            const int attr = n < 9 ? d.below(4) : d.below(3);  // 0 shape, 1 colour, 2 size, 3 cell
+            if (attr == 0) b.shape = (b.shape + 1 + d.below(int(shape_names.size()) - 1)) % int(shape_names.size());
+            if (attr == 1) b.color = (b.color + 1 + d.below(int(colors.size()) - 1)) % int(colors.size());
+            if (attr == 2) b.size = 1 - b.size;
+            if (attr == 3) {  // the k-th free cell
+                std::vector<int> free;
+                for (int c = 0; c < 9; c++) {
+                    bool used = false;
+                    for (const object& o : s.objects) used = used || o.cell == c;
+                    if (!used) free.push_back(c);
+                }
+                b.cell = free[std::size_t(d.below(int(free.size())))];
+            }
+            break;
+        }
+        case caption_kind::unrelated:
+            ALIGNGPT_CHECK(other && !(describe_exact(*other) == said), "world: an unrelated caption needs a different scene");
+            said = describe_exact(*other);
+            break;
     }
     return {kind, said, caption_text(said)};
 }
@@ -204,8 +204,10 @@ inline description parse_caption(std::string_view text) {
     std::string_view list = text;
     if (const auto colon = text.find(':'); colon != std::string_view::npos) {
         list = text.substr(colon + 1);
-        if (auto h = detail::parse_head(text.substr(0, colon))) d.count = h->first, d.bg = h->second;
-        else d.unparsed++;
+        if (auto h = detail::parse_head(text.substr(0, colon)))
+            d.count = h->first, d.bg = h->second;
+        else
+            d.unparsed++;
     } else if (auto h = detail::parse_head(text)) {
         d.count = h->first, d.bg = h->second;
         return d;
@@ -218,8 +220,10 @@ inline description parse_caption(std::string_view text) {
         if (j == std::string::npos) j = items.size();
         const std::string_view item = std::string_view(items).substr(i, j - i);
         if (!detail::words(item).empty()) {
-            if (auto b = detail::parse_object(item)) d.objects.push_back(*b);
-            else d.unparsed++;
+            if (auto b = detail::parse_object(item))
+                d.objects.push_back(*b);
+            else
+                d.unparsed++;
         }
         i = j + 1;
     }

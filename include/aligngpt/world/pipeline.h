@@ -90,9 +90,9 @@ struct pipeline_options {
     std::string profile = "quick";
     std::string out_dir = "world-out";
     std::uint64_t seed = 1;
-    int seeds = 1;                                         ///< replicates: seeds seed .. seed+seeds-1
+    int seeds = 1;  ///< replicates: seeds seed .. seed+seeds-1
     std::vector<std::string> variants{"aligngpt", "llava"};
-    options world;                                         ///< its seed is set per replicate
+    options world;  ///< its seed is set per replicate
     clip_pretrain_options clip;
     llm_pretrain_options llm;
     int n_levels = 8;
@@ -101,9 +101,9 @@ struct pipeline_options {
     index_t stage1_batch = 16, stage2_batch = 16;
     double stage1_lr = 1e-3, stage2_lr = 5e-4;
     index_t eval_batch = 16, max_new_tokens = 64;
-    std::int64_t gate_questions = 50;                      ///< per question kind: questions whose gate weights are averaged
-    int examples = 4;                                      ///< example images in report.md
-    std::ostream* log = &std::cerr;                        ///< progress; nullptr: quiet
+    std::int64_t gate_questions = 50;  ///< per question kind: questions whose gate weights are averaged
+    int examples = 4;                  ///< example images in report.md
+    std::ostream* log = &std::cerr;    ///< progress; nullptr: quiet
 
     /// Two variants, one seed: fits 10 minutes on 2 cores (docs/world.md has the measured times).
     static pipeline_options quick(std::uint64_t seed = 1) {
@@ -144,7 +144,8 @@ struct pipeline_options {
         o.clip.sched = {3, 8, 1e-2, 0.0, 0.0, 1.0};
         o.clip.n_eval = 3;
         o.llm = llm_pretrain_options::quick(seed);
-        o.llm.hidden = 32, o.llm.heads = 2, o.llm.layers = 1, o.llm.intermediate = 64, o.llm.vocab_size = 400, o.llm.max_length = 128;
+        o.llm.hidden = 32, o.llm.heads = 2, o.llm.layers = 1, o.llm.intermediate = 64, o.llm.vocab_size = 400,
+        o.llm.max_length = 128;
         o.llm.sched = {3, 4, 1e-2, 0.0, 0.0, 1.0};
         o.levels_batch = 8;
         o.stage1_steps = 2, o.stage2_steps = 2, o.stage1_batch = 4, o.stage2_batch = 4;
@@ -165,7 +166,8 @@ inline void check(const pipeline_options& o) {
     ALIGNGPT_CHECK(!o.variants.empty(), "world: no variants to run");
     for (const auto& v : o.variants) (void)variant_alignment(v);
     for (std::size_t i = 0; i < o.variants.size(); i++)
-        for (std::size_t j = 0; j < i; j++) ALIGNGPT_CHECK(o.variants[i] != o.variants[j], "world: variant \"", o.variants[i], "\" is listed twice");
+        for (std::size_t j = 0; j < i; j++)
+            ALIGNGPT_CHECK(o.variants[i] != o.variants[j], "world: variant \"", o.variants[i], "\" is listed twice");
     ALIGNGPT_CHECK(o.stage1_steps >= 1 && o.stage2_steps >= 1, "world: stage steps must be >= 1");
     ALIGNGPT_CHECK(o.n_levels >= 1 && o.n_levels <= 8, "world: n_levels must be in [1, 8]");
     check(o.world);
@@ -218,7 +220,8 @@ inline void score_answers(std::string_view kind, const std::string& question_fil
             std::vector<std::string> humans;
             if (const nlohmann::json* h = r.get("answers"); h && h->is_array())
                 for (const auto& x : *h) humans.push_back(x.is_string() ? x.get<std::string>() : std::string());
-            else humans.assign(10, r.string("answer", std::nullopt));
+            else
+                humans.assign(10, r.string("answer", std::nullopt));
             sum += eval::vqa_accuracy(answer_of(q), humans);
         }
         m[k + "_accuracy"] = sum / n;
@@ -252,18 +255,23 @@ inline void score_answers(std::string_view kind, const std::string& question_fil
 
 /// The metrics of the results table, in column order, with their short headers.
 inline const std::vector<std::pair<std::string, std::string>>& table_columns() {
-    static const std::vector<std::pair<std::string, std::string>> c{
-        {"attribute_accuracy", "attribute acc"}, {"count_accuracy", "count acc"},   {"pope_accuracy", "POPE acc"},
-        {"pope_precision", "POPE prec"},         {"pope_recall", "POPE rec"},       {"pope_f1", "POPE F1"},
-        {"describe_object_precision", "describe obj prec"}, {"describe_object_recall", "describe obj rec"},
-        {"describe_exact", "describe exact"},    {"text_accuracy", "text acc"}};
+    static const std::vector<std::pair<std::string, std::string>> c{{"attribute_accuracy", "attribute acc"},
+                                                                    {"count_accuracy", "count acc"},
+                                                                    {"pope_accuracy", "POPE acc"},
+                                                                    {"pope_precision", "POPE prec"},
+                                                                    {"pope_recall", "POPE rec"},
+                                                                    {"pope_f1", "POPE F1"},
+                                                                    {"describe_object_precision", "describe obj prec"},
+                                                                    {"describe_object_recall", "describe obj rec"},
+                                                                    {"describe_exact", "describe exact"},
+                                                                    {"text_accuracy", "text acc"}};
     return c;
 }
 
 struct pipeline_result {
-    std::string report, results, table;   ///< report.md and results.json paths; the table as markdown
-    std::vector<std::string> plots;       ///< PNG paths (those gnuplot drew, the histogram, examples)
-    std::map<std::string, double> stage_seconds;  ///< wall time per stage, summed over seeds and variants
+    std::string report, results, table;                ///< report.md and results.json paths; the table as markdown
+    std::vector<std::string> plots;                    ///< PNG paths (those gnuplot drew, the histogram, examples)
+    std::map<std::string, double> stage_seconds;       ///< wall time per stage, summed over seeds and variants
     std::map<std::string, std::vector<metrics>> runs;  ///< variant -> one metrics per seed
     double seconds = 0;
 };
@@ -300,7 +308,8 @@ inline std::pair<double, double> mean_std(const std::vector<double>& x) {
 
 /// A stage stopped by SIGTERM / SIGINT (the trainer checkpoints and returns): the pipeline stops too.
 inline void stop_if_interrupted(const train::run_result& r, const std::string& dir) {
-    ALIGNGPT_CHECK(!r.interrupted, "stopped by a signal at step ", r.steps_done, " of ", r.total_steps, " (checkpoint in ", dir, ")");
+    ALIGNGPT_CHECK(!r.interrupted, "stopped by a signal at step ", r.steps_done, " of ", r.total_steps, " (checkpoint in ", dir,
+                   ")");
 }
 
 /// Rewrites config.json's mm_vision_tower as a path relative to the model directory.
@@ -313,7 +322,8 @@ inline void relative_vision_tower(const std::string& model_dir, const std::strin
 
 /// One image as the loaded model's tower takes it: [1, 3, S, S], `pad` or `square` per config.
 inline tensor<float> model_pixels(const std::string& path, const pretrained::loaded_aligngpt<>& m) {
-    io::clip_image_processor_config cfg = io::clip_image_processor_config::from_json_file(m.vision_dir + "/preprocessor_config.json");
+    io::clip_image_processor_config cfg =
+        io::clip_image_processor_config::from_json_file(m.vision_dir + "/preprocessor_config.json");
     cfg.aspect = io::parse_aspect_mode(m.config.image_aspect_ratio);
     const index_t S = m.vision_config.image_size;
     return io::clip_preprocess(io::load_image(path), cfg, path).reshape({1, 3, S, S});
@@ -365,8 +375,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
     pipeline_result res;
     fs::create_directories(o.out_dir + "/plots/examples");
     ojson levels_json = ojson::object(), towers_json = ojson::object(), gate_json = ojson::object();
-    std::map<std::string, gate_stats> gates;       // variant -> gate stats over all seeds
-    std::vector<std::string> loss_plots;            // markdown lines
+    std::map<std::string, gate_stats> gates;  // variant -> gate stats over all seeds
+    std::vector<std::string> loss_plots;      // markdown lines
     ojson examples = ojson::array();
     const int total_stages = 7;
     const auto stage = [&](int k, const std::string& name, const std::string& what, auto&& fn) {
@@ -374,12 +384,12 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         const auto t0 = clock::now();
         try {
             fn();
-        } catch (const std::exception& e) {
-            fail("world: stage ", k, " (", what, "): ", e.what());
-        }
+        } catch (const std::exception& e) { fail("world: stage ", k, " (", what, "): ", e.what()); }
         const double s = since(t0);
         res.stage_seconds[name] += s;
-        if (log) *log << "[world] stage " << k << "/" << total_stages << ": " << what << " done in " << fmt("%.1f", s) << " s\n" << std::flush;
+        if (log)
+            *log << "[world] stage " << k << "/" << total_stages << ": " << what << " done in " << fmt("%.1f", s) << " s\n"
+                 << std::flush;
     };
 
     for (int rep = 0; rep < o.seeds; rep++) {
@@ -400,12 +410,10 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             c.seed = seed, l.seed = seed, c.log = log, l.log = log;
             const auto cr = pretrain_clip(world_dir, clip_dir, c);
             const auto lr = pretrain_llm(world_dir, llm_dir, l);
-            towers_json[std::to_string(seed)] = {{"clip_final_loss", cr.steps.back().loss},
-                                                 {"clip_i2t_accuracy", cr.i2t_accuracy},
-                                                 {"clip_t2i_accuracy", cr.t2i_accuracy},
-                                                 {"clip_positive_cosine", cr.positive_cosine},
-                                                 {"clip_negative_cosine", cr.negative_cosine},
-                                                 {"llm_final_loss", lr.steps.back().loss}};
+            towers_json[std::to_string(seed)] = {
+                {"clip_final_loss", cr.steps.back().loss},    {"clip_i2t_accuracy", cr.i2t_accuracy},
+                {"clip_t2i_accuracy", cr.t2i_accuracy},       {"clip_positive_cosine", cr.positive_cosine},
+                {"clip_negative_cosine", cr.negative_cosine}, {"llm_final_loss", lr.steps.back().loss}};
         });
         stage(3, "3 levels", tag + "alignment levels of captions.json from the tiny CLIP", [&] {
             fs::create_directories(levels_dir);
@@ -443,7 +451,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                     t.stage = models::stage::pretrain;
                     t.model_dir = llm_dir, t.vision_tower = clip_dir;
                     t.data_path = levels_dir + "/captions_levels.json", t.image_folder = images, t.output_dir = s1;
-                    t.learning_rate = o.stage1_lr, t.per_device_train_batch_size = o.stage1_batch, t.gradient_accumulation_steps = 1;
+                    t.learning_rate = o.stage1_lr, t.per_device_train_batch_size = o.stage1_batch,
+                    t.gradient_accumulation_steps = 1;
                     t.max_steps = o.stage1_steps, t.save_steps = 0, t.seed = seed;
                     t.model_max_length = o.llm.max_length + 256;
                     if (stage1_of(v) == "llava") t.align = variant_alignment("llava");
@@ -455,7 +464,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             stage(5, "5 stage 2", tag + v + ": stage 2 (instruction tuning)", [&] {
                 train::options t;
                 t.stage = models::stage::finetune;
-                t.model_dir = llm_dir, t.vision_tower = clip_dir, t.pretrain_mm_mlp_align = s1 + (v == "llava" ? "/mm_projector.bin" : "/mm_projector_align.bin");
+                t.model_dir = llm_dir, t.vision_tower = clip_dir,
+                t.pretrain_mm_mlp_align = s1 + (v == "llava" ? "/mm_projector.bin" : "/mm_projector_align.bin");
                 t.data_path = world_dir + "/instruct.json", t.image_folder = images, t.output_dir = s2;
                 t.learning_rate = o.stage2_lr, t.per_device_train_batch_size = o.stage2_batch, t.gradient_accumulation_steps = 1;
                 t.max_steps = o.stage2_steps, t.save_steps = 0, t.seed = seed;
@@ -477,7 +487,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                     eval::answer_options a;
                     a.image_folder = images, a.model_id = v, a.max_new_tokens = o.max_new_tokens, a.align = al;
                     a.batch_size = o.eval_batch, a.progress = log;
-                    const std::string qf = world_dir + "/" + question_file(kind), af = ev + "/answers_" + std::string(kind) + ".jsonl";
+                    const std::string qf = world_dir + "/" + question_file(kind),
+                                      af = ev + "/answers_" + std::string(kind) + ".jsonl";
                     eval::answer_questions(*model.model, *model.vision, tok, qf, af, a, pixels);
                     score_answers(kind, qf, af, scenes, m);
                 }
@@ -494,7 +505,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                         for (std::size_t k = 0; k < qs.size() && std::int64_t(k) < o.gate_questions; k++) {
                             const io::json_reader r(qs[k].value, qs[k].where);
                             const std::string img = r.string("image", std::nullopt), text = r.string("text", std::nullopt);
-                            const auto feats = model.vision->features(nullptr, autograd::variable<float>::leaf(pixels(images + "/" + img)));
+                            const auto feats =
+                                model.vision->features(nullptr, autograd::variable<float>::leaf(pixels(images + "/" + img)));
                             const auto out = model.model->forward(nullptr, {models::sample{prompt_ids(tok, text, true)}}, feats,
                                                                   models::stage::inference, al);
                             const auto w = out.gate.weights.value().to_vector();
@@ -530,13 +542,15 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             if (std::find(s1_seen.begin(), s1_seen.end(), s1) == s1_seen.end())
                 s1_seen.push_back(s1), runs_to_plot.push_back({"stage 1 (" + s1 + ")", sd1 + "/" + s1 + "/stage1"});
         }
-        for (const std::string& v : o.variants) runs_to_plot.push_back({"stage 2 (" + v + ")", sd1 + "/" + variant_dir(v) + "/stage2"});
+        for (const std::string& v : o.variants)
+            runs_to_plot.push_back({"stage 2 (" + v + ")", sd1 + "/" + variant_dir(v) + "/stage2"});
         bool have_gnuplot = true;
         for (const auto& [title, rel] : runs_to_plot) {
             const auto p = train::plot_metrics(o.out_dir + "/" + rel);
             if (p.png.empty()) {
                 have_gnuplot = false;
-                loss_plots.push_back("- " + title + ": `" + rel + "/metrics.tsv` (gnuplot missing: `gnuplot " + rel + "/metrics.gp` draws it)");
+                loss_plots.push_back("- " + title + ": `" + rel + "/metrics.tsv` (gnuplot missing: `gnuplot " + rel +
+                                     "/metrics.gp` draws it)");
             } else {
                 loss_plots.push_back("- " + title + ": [" + rel + "/metrics.png](" + rel + "/metrics.png)");
                 res.plots.push_back(p.png);
@@ -567,16 +581,20 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         if (!gates.empty()) {
             // one chart: the first gated variant's mean weights per level, one bar group per kind
             const std::string v = gates.begin()->first;
-            std::string gp = "# gnuplot plots/gate_weights.gp -> plots/gate_weights.png (written by aligngpt world)\n"
-                             "set terminal pngcairo size 1000,600 noenhanced font ',10'\nset output 'gate_weights.png'\n"
-                             "set title 'mean gate weight per alignment level and question kind (" + v + ")'\n"
-                             "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-                             "set boxwidth 0.9\nset grid ytics\nset yrange [0:*]\nset ylabel 'mean gate weight (uniform: 1/7)'\nset xlabel 'question kind'\n"
-                             "set key outside right\n";
+            std::string gp =
+                "# gnuplot plots/gate_weights.gp -> plots/gate_weights.png (written by aligngpt world)\n"
+                "set terminal pngcairo size 1000,600 noenhanced font ',10'\nset output 'gate_weights.png'\n"
+                "set title 'mean gate weight per alignment level and question kind (" +
+                v +
+                ")'\n"
+                "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+                "set boxwidth 0.9\nset grid ytics\nset yrange [0:*]\nset ylabel 'mean gate weight (uniform: 1/7)'\nset xlabel "
+                "'question kind'\n"
+                "set key outside right\n";
             std::string rows;
             for (int l = 0; l < 7; l++)
-                rows += std::string(l ? ", ''" : "plot 'gate_weights_" + variant_dir(v) + ".tsv'") + " using " + std::to_string(l + 2) +
-                        (l ? "" : ":xtic(1)") + " title 'level " + std::to_string(l) + "'";
+                rows += std::string(l ? ", ''" : "plot 'gate_weights_" + variant_dir(v) + ".tsv'") + " using " +
+                        std::to_string(l + 2) + (l ? "" : ":xtic(1)") + " title 'level " + std::to_string(l) + "'";
             std::string data;
             for (const auto& [k, w] : gate_json[v].items()) {
                 data += k;
@@ -584,7 +602,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                 data += "\n";
             }
             write_text(o.out_dir + "/plots/gate_weights_" + variant_dir(v) + ".tsv", data);
-            write_text(o.out_dir + "/plots/gate_weights.gp", "cd '" + fs::absolute(o.out_dir + "/plots").string() + "'\n" + gp + rows + "\n");
+            write_text(o.out_dir + "/plots/gate_weights.gp",
+                       "cd '" + fs::absolute(o.out_dir + "/plots").string() + "'\n" + gp + rows + "\n");
             std::string err;
             if (train::detail::run_gnuplot(o.out_dir + "/plots/gate_weights.gp", err) && err.empty()) {
                 gate_png = "plots/gate_weights.png";
@@ -623,22 +642,31 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
 
         // what the numbers show, from the numbers
         std::ostringstream says;
-        const auto mean_of = [&](const std::string& v, const std::string& key) { return metrics_json[v][key]["mean"].get<double>(); };
-        const auto sd_of = [&](const std::string& v, const std::string& key) { return metrics_json[v][key]["std"].get<double>(); };
+        const auto mean_of = [&](const std::string& v, const std::string& key) {
+            return metrics_json[v][key]["mean"].get<double>();
+        };
+        const auto sd_of = [&](const std::string& v, const std::string& key) {
+            return metrics_json[v][key]["std"].get<double>();
+        };
         if (metrics_json.contains("aligngpt") && metrics_json.contains("llava")) {
             int better = 0, worse = 0, within = 0;
             for (const auto& [key, head] : table_columns()) {
                 const double d = mean_of("aligngpt", key) - mean_of("llava", key);
                 const double noise = o.seeds > 1 ? sd_of("aligngpt", key) + sd_of("llava", key) : 0.0;
-                if (std::abs(d) <= noise || d == 0) within++;
-                else (d > 0 ? better : worse)++;
+                if (std::abs(d) <= noise || d == 0)
+                    within++;
+                else
+                    (d > 0 ? better : worse)++;
                 says << "- " << head << ": aligngpt " << fmt("%.3f", mean_of("aligngpt", key)) << " vs llava "
                      << fmt("%.3f", mean_of("llava", key)) << " (" << (d >= 0 ? "+" : "") << fmt("%.3f", d) << ")"
-                     << (o.seeds > 1 ? (std::abs(d) <= noise ? ", within the two spreads" : ", outside the two spreads") : "") << "\n";
+                     << (o.seeds > 1 ? (std::abs(d) <= noise ? ", within the two spreads" : ", outside the two spreads") : "")
+                     << "\n";
             }
-            says << "- In sum: aligngpt is ahead on " << better << ", behind on " << worse << " and level (or within the spread) on "
-                 << within << " of " << table_columns().size() << " metrics against the LLaVA baseline"
-                 << (o.seeds == 1 ? ", from ONE seed: differences of this size may be noise (run `--seeds 3` or the full profile)" : "")
+            says << "- In sum: aligngpt is ahead on " << better << ", behind on " << worse
+                 << " and level (or within the spread) on " << within << " of " << table_columns().size()
+                 << " metrics against the LLaVA baseline"
+                 << (o.seeds == 1 ? ", from ONE seed: differences of this size may be noise (run `--seeds 3` or the full profile)"
+                                  : "")
                  << ".\n";
         } else {
             says << "- The LLaVA baseline or aligngpt is not among the variants run: no method-vs-baseline comparison.\n";
@@ -647,9 +675,10 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             const auto& bk = levels_json[std::to_string(o.seed)]["by_caption_kind"];
             if (bk.contains("exact") && bk.contains("unrelated")) {
                 const double e = bk["exact"]["mean_level"].get<double>(), u = bk["unrelated"]["mean_level"].get<double>();
-                says << "- Levels (seed " << o.seed << "): exact captions have mean level " << fmt("%.2f", e) << ", unrelated ones "
-                     << fmt("%.2f", u) << (e > u + 0.5 ? ": the tiny CLIP's similarity does separate aligned from unaligned captions."
-                                                       : ": the tiny CLIP barely separates them, so the levels carry little information here.")
+                says << "- Levels (seed " << o.seed << "): exact captions have mean level " << fmt("%.2f", e)
+                     << ", unrelated ones " << fmt("%.2f", u)
+                     << (e > u + 0.5 ? ": the tiny CLIP's similarity does separate aligned from unaligned captions."
+                                     : ": the tiny CLIP barely separates them, so the levels carry little information here.")
                      << "\n";
             }
         }
@@ -664,12 +693,14 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
             double spread = 0;
             for (int l = 0; l < 7; l++) {
                 double lo = 1, hi = 0;
-                for (const auto& [k, w] : per.items()) lo = std::min(lo, w[std::size_t(l)].get<double>()), hi = std::max(hi, w[std::size_t(l)].get<double>());
+                for (const auto& [k, w] : per.items())
+                    lo = std::min(lo, w[std::size_t(l)].get<double>()), hi = std::max(hi, w[std::size_t(l)].get<double>());
                 spread = std::max(spread, hi - lo);
             }
             says << "- The gate of " << v << ": its mean weight of a level differs across question kinds by at most "
-                 << fmt("%.3f", spread) << (spread < 0.02 ? " (uniform 1/7 = 0.143): it hardly adapts to the question here."
-                                                          : ": it weighs the levels differently per question kind.")
+                 << fmt("%.3f", spread)
+                 << (spread < 0.02 ? " (uniform 1/7 = 0.143): it hardly adapts to the question here."
+                                   : ": it weighs the levels differently per question kind.")
                  << "\n";
         }
         if (metrics_json.contains("global_only") && metrics_json.contains("fixed:7"))
@@ -692,16 +723,21 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         // report.md
         std::ostringstream md;
         md << "# The tiny AlignGPT world: " << o.profile << " profile\n\n"
-           << "Seeds " << o.seed << (o.seeds > 1 ? " .. " + std::to_string(o.seed + std::uint64_t(o.seeds) - 1) : std::string()) << ", "
-           << o.world.n_train << " train and " << o.world.n_eval << " held-out images of " << o.world.scenes.image_size << " px, "
-           << "CLIP patches of " << o.clip.patch_size << " px (" << (o.world.scenes.image_size / o.clip.patch_size) * (o.world.scenes.image_size / o.clip.patch_size)
+           << "Seeds " << o.seed << (o.seeds > 1 ? " .. " + std::to_string(o.seed + std::uint64_t(o.seeds) - 1) : std::string())
+           << ", " << o.world.n_train << " train and " << o.world.n_eval << " held-out images of " << o.world.scenes.image_size
+           << " px, "
+           << "CLIP patches of " << o.clip.patch_size << " px ("
+           << (o.world.scenes.image_size / o.clip.patch_size) * (o.world.scenes.image_size / o.clip.patch_size)
            << " image tokens), stage 1 " << o.stage1_steps << " steps, stage 2 " << o.stage2_steps << " steps.\n\n"
            << "## Results\n\nMean" << (o.seeds > 1 ? " ± sample standard deviation over the seeds" : " (one seed: no spread)")
            << ". attribute and count: VQA soft accuracy, which on this world (ten agreeing answers) is exact match after VQA's "
-              "normalisation; POPE: eval_pope.py's metrics (yes = positive); describe: objects of the answer that match an object "
-              "of the scene in all four attributes (precision) and objects of the scene named (recall), exact = every object and no "
+              "normalisation; POPE: eval_pope.py's metrics (yes = positive); describe: objects of the answer that match an "
+              "object "
+              "of the scene in all four attributes (precision) and objects of the scene named (recall), exact = every object and "
+              "no "
               "other; text: normalised exact match.\n\n"
-           << res.table << "\n## What the numbers do and do not show\n\n" << says.str()
+           << res.table << "\n## What the numbers do and do not show\n\n"
+           << says.str()
            << "- Fixed caveats: a toy world (shapes on flat backgrounds), tiny towers pre-trained for minutes, short stages; the "
               "numbers say how the variants compare HERE, not on LAION-CC-SBU or the paper's benchmarks. The world was not tuned "
               "for any variant.\n\n"
@@ -714,7 +750,8 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
            << (gate_png.empty() ? std::string(gates.empty() ? " (no gated variant run)" : " (gnuplot missing: no PNG)")
                                 : ", [" + gate_png + "](" + gate_png + ")")
            << "\n\n";
-        if (!have_gnuplot) md << "gnuplot is not installed (scripts/setup installs it): the .tsv and .gp files are written, no PNG.\n\n";
+        if (!have_gnuplot)
+            md << "gnuplot is not installed (scripts/setup installs it): the .tsv and .gp files are written, no PNG.\n\n";
         if (!examples.empty()) {
             md << "## Examples (" << o.variants.front() << ", seed " << o.seed << ")\n\n";
             for (const auto& e : examples) {

@@ -44,19 +44,17 @@ inline constexpr std::array<named_color, 8> colors{{{"red", 220, 30, 30},
                                                     {"orange", 245, 140, 20},
                                                     {"white", 250, 250, 250},
                                                     {"black", 15, 15, 15}}};
-inline constexpr std::array<named_color, 4> background_colors{{{"gray", 128, 128, 128},
-                                                               {"brown", 130, 90, 50},
-                                                               {"pink", 240, 170, 190},
-                                                               {"teal", 40, 130, 130}}};
+inline constexpr std::array<named_color, 4> background_colors{
+    {{"gray", 128, 128, 128}, {"brown", 130, 90, 50}, {"pink", 240, 170, 190}, {"teal", 40, 130, 130}}};
 inline constexpr std::array<std::string_view, 3> background_styles{"plain", "striped", "shaded"};
 inline constexpr std::array<std::string_view, 2> size_names{"small", "large"};
 /// Grid cells in reading order (cell = 3 * row + column); the answer to "Where is ...?".
-inline constexpr std::array<std::string_view, 9> position_names{"top left", "top",    "top right",   "left",        "center",
-                                                                "right",    "bottom left", "bottom", "bottom right"};
+inline constexpr std::array<std::string_view, 9> position_names{"top left", "top",         "top right", "left",        "center",
+                                                                "right",    "bottom left", "bottom",    "bottom right"};
 /// The same cells as captions say them.
-inline constexpr std::array<std::string_view, 9> position_phrases{
-    "in the top left", "at the top",         "in the top right", "on the left",        "in the center",
-    "on the right",    "in the bottom left", "at the bottom",    "in the bottom right"};
+inline constexpr std::array<std::string_view, 9> position_phrases{"in the top left",    "at the top",    "in the top right",
+                                                                  "on the left",        "in the center", "on the right",
+                                                                  "in the bottom left", "at the bottom", "in the bottom right"};
 /// Counts are words everywhere (captions and answers): "zero" .. "nine".
 inline constexpr std::array<std::string_view, 10> number_words{"zero", "one", "two",   "three", "four",
                                                                "five", "six", "seven", "eight", "nine"};
@@ -65,9 +63,11 @@ inline constexpr std::array<std::string_view, 10> number_words{"zero", "one", "t
 
 struct object {
     int shape = 0, color = 0, size = 0, cell = 0;  ///< indices into the tables above
-    int x = 0, y = 0, radius = 0;                   ///< centre and radius in pixels (not in captions)
+    int x = 0, y = 0, radius = 0;                  ///< centre and radius in pixels (not in captions)
     /// The four attributes a caption names (not the pixel placement).
-    bool same_attributes(const object& o) const { return shape == o.shape && color == o.color && size == o.size && cell == o.cell; }
+    bool same_attributes(const object& o) const {
+        return shape == o.shape && color == o.color && size == o.size && cell == o.cell;
+    }
 };
 
 struct background {
@@ -82,7 +82,7 @@ struct scene {
 };
 
 struct scene_options {
-    int image_size = 48;  ///< square images; 24..1024 (objects need a few pixels to tell sizes apart)
+    int image_size = 48;                   ///< square images; 24..1024 (objects need a few pixels to tell sizes apart)
     int min_objects = 1, max_objects = 4;  ///< 1 <= min <= max <= 8 (one cell stays free for a "wrong" move)
 };
 
@@ -143,7 +143,8 @@ inline scene make_scene(const scene_options& o, std::uint64_t seed, std::uint64_
     s.bg = {d.below(int(background_colors.size())), d.below(int(background_styles.size()))};
     const int n = o.min_objects + d.below(o.max_objects - o.min_objects + 1);
     std::array<int, 9> cells{0, 1, 2, 3, 4, 5, 6, 7, 8};
-    for (int k = 0; k < n; k++) std::swap(cells[std::size_t(k)], cells[std::size_t(k) + std::size_t(d.below(9 - k))]);  // partial Fisher-Yates
+    for (int k = 0; k < n; k++)
+        std::swap(cells[std::size_t(k)], cells[std::size_t(k) + std::size_t(d.below(9 - k))]);  // partial Fisher-Yates
     std::sort(cells.begin(), cells.begin() + n);
     for (int k = 0; k < n; k++) {
         object b;
@@ -168,8 +169,16 @@ inline scene make_scene(const scene_options& o, std::uint64_t seed, std::uint64_
 
 namespace detail {
 /// A five-pointed star, outer radius 1000, inner 450, first point up (rounded cos/sin, y down).
-inline constexpr std::array<std::array<int, 2>, 10> star_points{
-    {{0, -1000}, {265, -364}, {951, -309}, {428, 139}, {588, 809}, {0, 450}, {-588, 809}, {-428, 139}, {-951, -309}, {-265, -364}}};
+inline constexpr std::array<std::array<int, 2>, 10> star_points{{{0, -1000},
+                                                                 {265, -364},
+                                                                 {951, -309},
+                                                                 {428, 139},
+                                                                 {588, 809},
+                                                                 {0, 450},
+                                                                 {-588, 809},
+                                                                 {-428, 139},
+                                                                 {-951, -309},
+                                                                 {-265, -364}}};
 
 /// Even-odd point-in-polygon of (px, py) against star_points scaled by r/1000, in exact integers.
 inline bool in_star(std::int64_t px, std::int64_t py, std::int64_t r) {
@@ -191,18 +200,18 @@ inline bool in_star(std::int64_t px, std::int64_t py, std::int64_t r) {
 inline bool covers(const object& b, int px, int py) {
     const int dx = px - b.x, dy = py - b.y, r = b.radius, ax = std::abs(dx), ay = std::abs(dy);
     switch (b.shape) {
-    case 0: return dx * dx + dy * dy <= r * r;                                   // circle
-    case 1: return ax <= r * 7 / 8 && ay <= r * 7 / 8;                            // square
-    case 2: return dy <= r && 2 * ax <= dy + r;                                   // triangle, apex up
-    case 3: return detail::in_star(dx, dy, r);                                    // star
-    case 4: {                                                                     // ring
-        const int ri = r * 11 / 20;
-        return dx * dx + dy * dy <= r * r && dx * dx + dy * dy > ri * ri;
-    }
-    default: {                                                                    // cross (a plus sign)
-        const int t = std::max(1, r / 3);
-        return (ax <= t && ay <= r) || (ay <= t && ax <= r);
-    }
+        case 0: return dx * dx + dy * dy <= r * r;          // circle
+        case 1: return ax <= r * 7 / 8 && ay <= r * 7 / 8;  // square
+        case 2: return dy <= r && 2 * ax <= dy + r;         // triangle, apex up
+        case 3: return detail::in_star(dx, dy, r);          // star
+        case 4: {                                           // ring
+            const int ri = r * 11 / 20;
+            return dx * dx + dy * dy <= r * r && dx * dx + dy * dy > ri * ri;
+        }
+        default: {  // cross (a plus sign)
+            const int t = std::max(1, r / 3);
+            return (ax <= t && ay <= r) || (ay <= t && ax <= r);
+        }
     }
 }
 

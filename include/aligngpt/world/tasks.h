@@ -61,15 +61,18 @@ inline int count_if_object(const scene& s, int shape, int color) {
 /// questions one whose (colour, shape) is; without one, the colour is asked instead.
 inline qa attribute_question(const scene& s, draws& d) {
     const object& b = s.objects[std::size_t(d.below(int(s.objects.size())))];
-    const std::string colour = detail::str(colors[std::size_t(b.color)].name), shape = detail::str(shape_names[std::size_t(b.shape)]);
+    const std::string colour = detail::str(colors[std::size_t(b.color)].name),
+                      shape = detail::str(shape_names[std::size_t(b.shape)]);
     int attr = d.below(4);  // 0 colour, 1 shape, 2 size, 3 position
     if (attr == 1 && detail::count_if_object(s, -1, b.color) != 1) attr = 0;
     if (attr == 3 && detail::count_if_object(s, b.shape, b.color) != 1) attr = 0;
     switch (attr) {
-    case 1: return {"What shape is the " + colour + " object?", shape, "shape"};
-    case 2: return {"What size is the " + detail::object_name(s, b) + "?", detail::str(size_names[std::size_t(b.size)]), "size"};
-    case 3: return {"Where is the " + colour + " " + shape + "?", detail::str(position_names[std::size_t(b.cell)]), "position"};
-    default: return {"What color is the " + detail::object_name(s, b) + "?", colour, "color"};
+        case 1: return {"What shape is the " + colour + " object?", shape, "shape"};
+        case 2:
+            return {"What size is the " + detail::object_name(s, b) + "?", detail::str(size_names[std::size_t(b.size)]), "size"};
+        case 3:
+            return {"Where is the " + colour + " " + shape + "?", detail::str(position_names[std::size_t(b.cell)]), "position"};
+        default: return {"What color is the " + detail::object_name(s, b) + "?", colour, "color"};
     }
 }
 
@@ -99,7 +102,8 @@ inline qa count_question(const scene& s, draws& d) {
 inline qa exists_question(const scene& s, draws& d, bool yes, bool adversarial) {
     const auto ask = [](int color, int shape) {
         const std::string c = detail::str(colors[std::size_t(color)].name);
-        return (c[0] == 'o' ? "Is there an " : "Is there a ") + c + " " + detail::str(shape_names[std::size_t(shape)]) + " in the image?";
+        return (c[0] == 'o' ? "Is there an " : "Is there a ") + c + " " + detail::str(shape_names[std::size_t(shape)]) +
+               " in the image?";
     };
     const std::string category = adversarial ? "adversarial" : "random";
     if (yes) {
@@ -135,24 +139,24 @@ inline qa text_question(draws& d) {
         {{"triangle", "three"}, {"square", "four"}, {"circle", "zero"}, {"ring", "zero"}}};
     const auto s = [](std::string_view v) { return std::string(v); };
     switch (d.below(4)) {
-    case 0: {
-        const auto& m = mixes[std::size_t(d.below(int(mixes.size())))];
-        const bool swap = d.below(2);
-        return {"What color do you get by mixing " + s(m[swap ? 1 : 0]) + " and " + s(m[swap ? 0 : 1]) + "?", s(m[2]), "mix"};
-    }
-    case 1: {
-        const int a = d.below(10), b = d.below(10 - a);  // a + b <= 9
-        return {"What is " + s(number_words[std::size_t(a)]) + " plus " + s(number_words[std::size_t(b)]) + "?",
-                s(number_words[std::size_t(a) + std::size_t(b)]), "sum"};
-    }
-    case 2: {
-        const auto& o = opposites[std::size_t(d.below(int(opposites.size())))];
-        return {"What is the opposite of " + s(o[0]) + "?", s(o[1]), "opposite"};
-    }
-    default: {
-        const auto& c = corners[std::size_t(d.below(int(corners.size())))];
-        return {"How many corners does a " + s(c[0]) + " have?", s(c[1]), "corners"};
-    }
+        case 0: {
+            const auto& m = mixes[std::size_t(d.below(int(mixes.size())))];
+            const bool swap = d.below(2);
+            return {"What color do you get by mixing " + s(m[swap ? 1 : 0]) + " and " + s(m[swap ? 0 : 1]) + "?", s(m[2]), "mix"};
+        }
+        case 1: {
+            const int a = d.below(10), b = d.below(10 - a);  // a + b <= 9
+            return {"What is " + s(number_words[std::size_t(a)]) + " plus " + s(number_words[std::size_t(b)]) + "?",
+                    s(number_words[std::size_t(a) + std::size_t(b)]), "sum"};
+        }
+        case 2: {
+            const auto& o = opposites[std::size_t(d.below(int(opposites.size())))];
+            return {"What is the opposite of " + s(o[0]) + "?", s(o[1]), "opposite"};
+        }
+        default: {
+            const auto& c = corners[std::size_t(d.below(int(corners.size())))];
+            return {"How many corners does a " + s(c[0]) + " have?", s(c[1]), "corners"};
+        }
     }
 }
 
@@ -160,11 +164,11 @@ inline qa text_question(draws& d) {
 /// from `yes` and draw the POPE setting.
 inline qa image_question(task_kind t, const scene& s, draws& d, bool yes = true) {
     switch (t) {
-    case task_kind::describe: return describe_question(s);
-    case task_kind::attribute: return attribute_question(s, d);
-    case task_kind::count: return count_question(s, d);
-    case task_kind::exists: return exists_question(s, d, yes, d.below(2) == 1);
-    default: fail("world: image_question: task 'text' has no image");
+        case task_kind::describe: return describe_question(s);
+        case task_kind::attribute: return attribute_question(s, d);
+        case task_kind::count: return count_question(s, d);
+        case task_kind::exists: return exists_question(s, d, yes, d.below(2) == 1);
+        default: fail("world: image_question: task 'text' has no image");
     }
 }
 

@@ -106,8 +106,8 @@ struct llama_tokenizer_options {
 /// Returns the serialized model.
 inline std::string train_llama_tokenizer(const std::vector<std::string>& lines, const std::string& dir,
                                          const llama_tokenizer_options& o = {}) {
-    ALIGNGPT_CHECK(o.vocab_size >= 300 && o.vocab_size <= 32000, "train_llama_tokenizer: vocab_size must be in [300, 32000], got ",
-                   o.vocab_size);
+    ALIGNGPT_CHECK(o.vocab_size >= 300 && o.vocab_size <= 32000,
+                   "train_llama_tokenizer: vocab_size must be in [300, 32000], got ", o.vocab_size);
     ALIGNGPT_CHECK(!lines.empty(), "train_llama_tokenizer: no text to learn from");
     struct iterator : sentencepiece::SentenceIterator {
         const std::vector<std::string>* v;
@@ -127,13 +127,26 @@ inline std::string train_llama_tokenizer(const std::vector<std::string>& lines, 
         }
     iterator it;
     it.v = &sentences;
-    const std::unordered_map<std::string, std::string> args{
-        {"model_type", "bpe"}, {"vocab_size", std::to_string(o.vocab_size)}, {"character_coverage", "1.0"},
-        {"byte_fallback", "true"}, {"split_digits", "true"}, {"normalization_rule_name", "identity"},
-        {"add_dummy_prefix", "true"}, {"remove_extra_whitespaces", "false"}, {"allow_whitespace_only_pieces", "true"},
-        {"unk_id", "0"}, {"bos_id", "1"}, {"eos_id", "2"}, {"pad_id", "-1"}, {"unk_surface", " \xE2\x81\x87 "},
-        {"num_threads", "1"}, {"shuffle_input_sentence", "false"}, {"input_sentence_size", "0"},
-        {"seed_sentencepiece_size", "1000000"}, {"hard_vocab_limit", "false"}, {"minloglevel", "2"}};
+    const std::unordered_map<std::string, std::string> args{{"model_type", "bpe"},
+                                                            {"vocab_size", std::to_string(o.vocab_size)},
+                                                            {"character_coverage", "1.0"},
+                                                            {"byte_fallback", "true"},
+                                                            {"split_digits", "true"},
+                                                            {"normalization_rule_name", "identity"},
+                                                            {"add_dummy_prefix", "true"},
+                                                            {"remove_extra_whitespaces", "false"},
+                                                            {"allow_whitespace_only_pieces", "true"},
+                                                            {"unk_id", "0"},
+                                                            {"bos_id", "1"},
+                                                            {"eos_id", "2"},
+                                                            {"pad_id", "-1"},
+                                                            {"unk_surface", " \xE2\x81\x87 "},
+                                                            {"num_threads", "1"},
+                                                            {"shuffle_input_sentence", "false"},
+                                                            {"input_sentence_size", "0"},
+                                                            {"seed_sentencepiece_size", "1000000"},
+                                                            {"hard_vocab_limit", "false"},
+                                                            {"minloglevel", "2"}};
     std::string model;
     const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
     ALIGNGPT_CHECK(st.ok(), "train_llama_tokenizer: SentencePiece training failed: ", st.ToString());
@@ -208,8 +221,10 @@ inline clip_bpe learn_clip_bpe(const std::vector<std::string>& texts, int n_merg
         for (word& w : words) {
             std::vector<std::string> next;
             for (std::size_t k = 0; k < w.syms.size(); k++) {
-                if (k + 1 < w.syms.size() && w.syms[k] == a && w.syms[k + 1] == b) next.push_back(a + b), k++;
-                else next.push_back(w.syms[k]);
+                if (k + 1 < w.syms.size() && w.syms[k] == a && w.syms[k + 1] == b)
+                    next.push_back(a + b), k++;
+                else
+                    next.push_back(w.syms[k]);
             }
             w.syms.swap(next);
         }

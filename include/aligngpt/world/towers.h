@@ -135,8 +135,8 @@ class metrics_file {
 public:
     explicit metrics_file(std::string path) : path_(std::move(path)) { tok_detail::write_text(path_, ""); }
     void append(const tower_step& r) {
-        const nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-                                  {"tokens", r.tokens}, {"seconds", r.seconds}};
+        const nlohmann::json j = {{"step", r.step},           {"loss", r.loss},     {"lr", r.lr},
+                                  {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"seconds", r.seconds}};
         std::ofstream f(path_, std::ios::app);
         f << j.dump() << "\n";
         f.flush();
@@ -186,7 +186,7 @@ struct clip_pretrain_options {
     index_t max_positions = 77;  ///< text positions (captions are cut to this many tokens)
     int bpe_merges = 1000;       ///< at most; the world's words run out of pairs first
     tower_schedule sched{60, 32, 2e-3, 0.1, 0.05, 1.0};
-    index_t n_eval = 200;        ///< held-out scenes for the retrieval check (0: none)
+    index_t n_eval = 200;  ///< held-out scenes for the retrieval check (0: none)
     std::int64_t log_every = 10;
     std::ostream* log = &std::cerr;  ///< nullptr: quiet
 
@@ -208,7 +208,7 @@ struct clip_pretrain_result {
     std::vector<tower_step> steps;
     double seconds = 0;
     index_t vocab_size = 0, n_eval = 0;
-    double i2t_accuracy = 0, t2i_accuracy = 0;     ///< held-out retrieval, top 1 (chance 1 / n_eval)
+    double i2t_accuracy = 0, t2i_accuracy = 0;        ///< held-out retrieval, top 1 (chance 1 / n_eval)
     double positive_cosine = 0, negative_cosine = 0;  ///< mean over matching / non-matching held-out pairs
 };
 
@@ -296,9 +296,7 @@ inline tensor<float> load_pixels(const std::string& world_dir, const std::vector
             const tensor<float> p = io::clip_preprocess(io::load_image(path), pre, path);
             ALIGNGPT_CHECK(p.numel() == HW, path, ": preprocessed to ", p.numel(), " values, expected ", HW);
             std::copy_n(p.data(), HW, px.data() + i * HW);
-        } catch (const std::exception& e) {
-            errors[std::size_t(i)] = e.what();
-        }
+        } catch (const std::exception& e) { errors[std::size_t(i)] = e.what(); }
     });
     for (const auto& e : errors) ALIGNGPT_CHECK(e.empty(), e);
     return px;
@@ -325,7 +323,8 @@ inline clip_pretrain_result pretrain_clip(const std::string& world_dir, const st
     using namespace tower_detail;
     const auto t0 = clock::now();
     const tower_schedule& sc = o.sched;
-    ALIGNGPT_CHECK(sc.steps >= 1 && sc.batch >= 2, "pretrain_clip: steps must be >= 1 and batch >= 2, got ", sc.steps, " and ", sc.batch);
+    ALIGNGPT_CHECK(sc.steps >= 1 && sc.batch >= 2, "pretrain_clip: steps must be >= 1 and batch >= 2, got ", sc.steps, " and ",
+                   sc.batch);
     ALIGNGPT_CHECK(o.n_eval >= 0, "pretrain_clip: n_eval must be >= 0");
     std::filesystem::create_directories(out_dir);
 
@@ -405,7 +404,9 @@ inline clip_pretrain_result pretrain_clip(const std::string& world_dir, const st
         for (std::int64_t i = 0; i < n_eval; i++) idx.push_back(n_train + i), caps.push_back(ids[std::size_t(n_train + i)]);
         const auto [cid, mask] = caption_batch(caps, tok.eos_id);
         const std::vector<float> cos =
-            model.cosine(nullptr, model.image_embeds(nullptr, var::leaf(load_pixels(world_dir, idx, pre))), model.text_embeds(nullptr, cid, mask))
+            model
+                .cosine(nullptr, model.image_embeds(nullptr, var::leaf(load_pixels(world_dir, idx, pre))),
+                        model.text_embeds(nullptr, cid, mask))
                 .value()
                 .to_vector();
         const auto N = std::size_t(n_eval);
@@ -425,9 +426,10 @@ inline clip_pretrain_result pretrain_clip(const std::string& world_dir, const st
         r.positive_cosine = pos / double(N), r.negative_cosine = N > 1 ? neg / double(N * (N - 1)) : 0.0;
         if (o.log) {
             char b[240];
-            std::snprintf(b, sizeof b, "[clip] held out %zu scenes: retrieval image->text %.3f, text->image %.3f (chance %.3f); "
-                          "mean cosine matching %.3f, other %.3f\n", N, r.i2t_accuracy, r.t2i_accuracy, 1.0 / double(N),
-                          r.positive_cosine, r.negative_cosine);
+            std::snprintf(b, sizeof b,
+                          "[clip] held out %zu scenes: retrieval image->text %.3f, text->image %.3f (chance %.3f); "
+                          "mean cosine matching %.3f, other %.3f\n",
+                          N, r.i2t_accuracy, r.t2i_accuracy, 1.0 / double(N), r.positive_cosine, r.negative_cosine);
             *o.log << b << std::flush;
         }
     }
@@ -444,8 +446,8 @@ inline clip_pretrain_result pretrain_clip(const std::string& world_dir, const st
 struct llm_pretrain_options {
     std::uint64_t seed = 1;
     index_t hidden = 128, layers = 2, heads = 4, intermediate = 344;
-    int vocab_size = 700;        ///< the SentencePiece model's, at most (the world may give fewer pieces)
-    index_t max_length = 192;    ///< tokens per document (longer ones are cut)
+    int vocab_size = 700;      ///< the SentencePiece model's, at most (the world may give fewer pieces)
+    index_t max_length = 192;  ///< tokens per document (longer ones are cut)
     tower_schedule sched{150, 16, 3e-3, 0.05, 0.0, 1.0};  ///< quick: the loss is flat after ~100 steps
     std::int64_t log_every = 25;
     std::ostream* log = &std::cerr;
@@ -474,7 +476,7 @@ namespace tower_detail {
 
 /// The documents of the LM: captions, then instruct.json's records as vicuna_v1 chats.
 inline std::vector<std::vector<std::int64_t>> lm_documents(const std::string& world_dir, const tokenizer::llama_tokenizer& tok,
-                                                   index_t max_length) {
+                                                           index_t max_length) {
     std::vector<std::vector<std::int64_t>> docs;
     const auto add = [&](std::vector<std::int64_t> ids) {
         if (index_t(ids.size()) > max_length) ids.resize(std::size_t(max_length));
@@ -518,12 +520,15 @@ inline nlohmann::ordered_json llama_config_json(const models::llama_config& c) {
 }  // namespace tower_detail
 
 /// Pre-trains the tiny LLaMA on world_dir's text and writes a LlamaForCausalLM directory to out_dir.
-inline llm_pretrain_result pretrain_llm(const std::string& world_dir, const std::string& out_dir, const llm_pretrain_options& o = {}) {
+inline llm_pretrain_result pretrain_llm(const std::string& world_dir, const std::string& out_dir,
+                                        const llm_pretrain_options& o = {}) {
     using namespace tower_detail;
     const auto t0 = clock::now();
     const tower_schedule& sc = o.sched;
-    ALIGNGPT_CHECK(sc.steps >= 1 && sc.batch >= 1, "pretrain_llm: steps and batch must be >= 1, got ", sc.steps, " and ", sc.batch);
-    ALIGNGPT_CHECK(o.max_length >= 2 && o.max_length <= 4096, "pretrain_llm: max_length must be in [2, 4096], got ", o.max_length);
+    ALIGNGPT_CHECK(sc.steps >= 1 && sc.batch >= 1, "pretrain_llm: steps and batch must be >= 1, got ", sc.steps, " and ",
+                   sc.batch);
+    ALIGNGPT_CHECK(o.max_length >= 2 && o.max_length <= 4096, "pretrain_llm: max_length must be in [2, 4096], got ",
+                   o.max_length);
     train_llama_tokenizer(tokenizer_corpus(world_dir), out_dir, {.vocab_size = o.vocab_size});
     const auto tok = tokenizer::llama_tokenizer::from_directory(out_dir);
     const std::vector<std::vector<std::int64_t>> docs = lm_documents(world_dir, tok, o.max_length);

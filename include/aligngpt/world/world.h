@@ -52,7 +52,7 @@ namespace aligngpt::world {
 
 struct options {
     std::uint64_t seed = 1;
-    scene_options scenes;                                // image size, objects per scene
+    scene_options scenes;  // image size, objects per scene
     std::int64_t n_train = 3000, n_eval = 200, n_text = 500;
     std::array<int, 5> caption_mix{40, 20, 15, 15, 10};  ///< weights of exact, partial, coarse, wrong, unrelated
     std::array<int, 4> task_mix{25, 25, 25, 25};         ///< weights of describe, attribute, count, exists
@@ -112,7 +112,8 @@ inline std::string image_name(std::int64_t i) {
 inline nlohmann::ordered_json scene_json(const scene& s, std::int64_t index, bool eval) {
     nlohmann::ordered_json j;
     j["scene"] = index, j["image"] = image_name(index), j["split"] = eval ? "eval" : "train";
-    j["background"] = {{"color", background_colors[std::size_t(s.bg.color)].name}, {"style", background_styles[std::size_t(s.bg.style)]}};
+    j["background"] = {{"color", background_colors[std::size_t(s.bg.color)].name},
+                       {"style", background_styles[std::size_t(s.bg.style)]}};
     j["objects"] = nlohmann::ordered_json::array();
     for (const object& b : s.objects)
         j["objects"].push_back({{"shape", shape_names[std::size_t(b.shape)]},
@@ -159,7 +160,8 @@ inline std::vector<scene> read_scenes(const std::string& path) {
         scene s;
         s.image_size = S;
         const io::json_reader bg = r.object("background");
-        s.bg = {detail::word_field(bg, "color", background_colors, detail::color_name), detail::word_field(bg, "style", background_styles, detail::same)};
+        s.bg = {detail::word_field(bg, "color", background_colors, detail::color_name),
+                detail::word_field(bg, "style", background_styles, detail::same)};
         const nlohmann::json* objs = r.get("objects");
         if (!objs || !objs->is_array() || objs->empty() || objs->size() > 9) r.must_be("objects", "an array of 1 to 9 objects");
         for (std::size_t k = 0; k < objs->size(); k++) {
@@ -250,7 +252,8 @@ inline void write_quick(const std::string& path, const std::string& bytes) {
         done += std::size_t(r);
     }
     ALIGNGPT_CHECK(::close(fd) == 0, path, ": close of ", tmp, " failed: ", io::detail::errno_text(errno));
-    ALIGNGPT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, path, ": rename from ", tmp, " failed: ", io::detail::errno_text(errno));
+    ALIGNGPT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, path, ": rename from ", tmp,
+                   " failed: ", io::detail::errno_text(errno));
 }
 }  // namespace detail
 
@@ -284,9 +287,7 @@ inline summary generate(const options& o, const std::string& dir) {
         try {
             const scene s = make_scene(o.scenes, o.seed, std::uint64_t(i));
             detail::write_quick(dir + "/images/" + image_name(i), io::png_bytes(s.image_size, s.image_size, render(s)));
-        } catch (const std::exception& e) {
-            errors[std::size_t(i)] = e.what();
-        }
+        } catch (const std::exception& e) { errors[std::size_t(i)] = e.what(); }
     }
     for (const std::string& e : errors)
         if (!e.empty()) fail(e);
@@ -304,7 +305,8 @@ inline summary generate(const options& o, const std::string& dir) {
         }
         std::int64_t other = -1;
         scene os;
-        if (kind == caption_kind::unrelated) other = unrelated_scene(o, i, s, d), os = make_scene(o.scenes, o.seed, std::uint64_t(other));
+        if (kind == caption_kind::unrelated)
+            other = unrelated_scene(o, i, s, d), os = make_scene(o.scenes, o.seed, std::uint64_t(other));
         const caption c = make_caption(s, kind, d, other >= 0 ? &os : nullptr);
         sum.captions[std::size_t(kind)]++;
         ojson r;
@@ -333,7 +335,8 @@ inline summary generate(const options& o, const std::string& dir) {
     for (std::int64_t k = 0; k < o.n_text; k++) {
         draws d(o.seed, stream::text, std::uint64_t(k));
         sum.instruct[std::size_t(task_kind::text)]++;
-        instruct.push_back({{"id", "t" + std::to_string(k)}, {"conversations", detail::text_conversation(d)}, {"task_kind", "text"}});
+        instruct.push_back(
+            {{"id", "t" + std::to_string(k)}, {"conversations", detail::text_conversation(d)}, {"task_kind", "text"}});
     }
     detail::write_text(dir + "/instruct.json", instruct.dump(1) + "\n");
     instruct = ojson();
@@ -351,7 +354,8 @@ inline summary generate(const options& o, const std::string& dir) {
         const std::string id = std::to_string(e), img = image_name(i);
         add(task_kind::describe, detail::question("describe-" + id, img, describe_question(s), task_kind::describe, i));
         for (task_kind t : {task_kind::attribute, task_kind::count}) {
-            ojson q = detail::question(std::string(task_kind_names[std::size_t(t)]) + "-" + id, img, image_question(t, s, d), t, i);
+            ojson q =
+                detail::question(std::string(task_kind_names[std::size_t(t)]) + "-" + id, img, image_question(t, s, d), t, i);
             q["answers"] = ojson::array();
             for (int k = 0; k < 10; k++) q["answers"].push_back(q["answer"]);  // VQAv2's 10 humans, agreeing
             add(t, q);
@@ -394,7 +398,8 @@ inline summary generate(const options& o, const std::string& dir) {
                    {"instruct", by_name(task_kind_names, sum.instruct)},
                    {"eval", by_name(task_kind_names, sum.eval)}};
     ojson scenes = ojson::array();
-    for (std::int64_t i = 0; i < N; i++) scenes.push_back(scene_json(make_scene(o.scenes, o.seed, std::uint64_t(i)), i, i >= o.n_train));
+    for (std::int64_t i = 0; i < N; i++)
+        scenes.push_back(scene_json(make_scene(o.scenes, o.seed, std::uint64_t(i)), i, i >= o.n_train));
     w["scenes"] = std::move(scenes);
     detail::write_text(dir + "/world.json", w.dump(1) + "\n");
     return sum;
