@@ -91,7 +91,9 @@ struct align_indicator {
     }
     /// w [B, 7] -> w E[0:7] + E[7]  (matmul first, then the row add, as the reference).
     variable<T, Backend> lin_comb(tape<T, Backend>* tp, const variable<T, Backend>& w) const {
-        return ag::add_row(tp, local(tp, w), global_row(tp));
+        const auto g = global_row(tp);  // separate statements: one tape order on every compiler
+        const auto l = local(tp, w);    // (docs/design.md, the deterministic contract, rule 5)
+        return ag::add_row(tp, l, g);
     }
     /// w E[0:7] (AlignGPT_family lin_comb_local).
     variable<T, Backend> local(tape<T, Backend>* tp, const variable<T, Backend>& w) const {
@@ -114,7 +116,8 @@ struct align_indicator {
                 const auto m = ag::mean(tp, ag::slice(tp, indicator_embs, 0, 0, n_gate_components), 0);  // [H]
                 const auto zeros =
                     variable<T, Backend>::leaf(tensor<T, Backend>({Bn, indicator_embs.size(1)}, indicator_embs.backend()));
-                return ag::add_row(tp, ag::add_row(tp, zeros, m), global_row(tp));
+                const auto g = global_row(tp);
+                return ag::add_row(tp, ag::add_row(tp, zeros, m), g);
             }
             default: fail("align_indicator: mode needs gate weights");
         }
