@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,12 +33,13 @@ std::string tmp(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP)
 
 std::string bytes(const std::string& path) { return io::read_text_file(path, std::uint64_t(1) << 30); }
 
-/// The test profile, run once per thread count and process, into its own directory.
-const std::string& trained(int threads) {
-    static std::string dirs[3];
-    std::string& d = dirs[threads];
+/// The test profile, run once per thread count and process, into a directory of its own. CTest runs each
+/// case as a process of its own and several at once, so each case names its own directory (`who`).
+const std::string& trained(int threads, const std::string& who) {
+    static std::map<std::string, std::string> dirs;
+    std::string& d = dirs[who + std::to_string(threads)];
     if (d.empty()) {
-        d = tmp("run_t" + std::to_string(threads));
+        d = tmp(who + "_t" + std::to_string(threads));
         fs::remove_all(d);
         world::pipeline_options o = world::pipeline_options::test(5);
         o.out_dir = d;
@@ -81,8 +83,8 @@ tool_result tool(const std::string& args) {
 }  // namespace
 
 TEST_CASE("world pipeline: the test profile gives the same results.json and model bytes on 1 and 2 threads [slow]") {
-    const std::string& a = trained(1);
-    const std::string& b = trained(2);
+    const std::string& a = trained(1, "determinism");
+    const std::string& b = trained(2, "determinism");
     const nlohmann::json ra = results_without_time(a), rb = results_without_time(b);
     CHECK(ra.dump() == rb.dump());  // every number, bit for bit (dump prints doubles round-trip exactly)
     for (const char* v : {"aligngpt", "llava"}) {
@@ -107,7 +109,7 @@ TEST_CASE("world pipeline: the test profile gives the same results.json and mode
 
 #if defined(ALIGNGPT_TOOL_PATH)
 TEST_CASE("world pipeline: the trained stage-2 directory loads in `aligngpt run` and answers about a new image [slow]") {
-    const std::string model = trained(1) + "/seed-5/aligngpt/stage2";
+    const std::string model = trained(1, "answers") + "/seed-5/aligngpt/stage2";
     // an image the model never saw: a world of another seed
     const std::string w = tmp("new_world");
     fs::remove_all(w);
