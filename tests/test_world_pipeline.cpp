@@ -105,6 +105,9 @@ TEST_CASE("world pipeline: the test profile gives the same results.json and mode
     CHECK(report.find("## Time per stage") != std::string::npos);
     // a different seed gives a different world, so different numbers somewhere
     CHECK(ra["levels"].contains("5"));
+    REQUIRE(ra["metrics"].contains("text_prior"));  // the blind baseline, a row of its own
+    CHECK(report.find("| text prior (no image) |") != std::string::npos);
+    CHECK(report.find("against the text prior (no image)") != std::string::npos);
 }
 
 #if defined(ALIGNGPT_TOOL_PATH)
@@ -195,6 +198,55 @@ TEST_CASE("world pipeline: each score is 1 on the ground truth's answers and 0 o
     // a question without an answer is an error naming the question file's line
     write_answers(af, {half.front()});
     CHECK_THROWS_WITH_AS(world::score_answers("count", qf, af, scenes, m), doctest::Contains("eval_count.jsonl:2"), error);
+}
+
+TEST_CASE("world pipeline: the text prior gives each question its most frequent training answer, without the image") {
+    const std::string w = tmp("prior_world");
+    fs::remove_all(w);
+    world::options o = world::options::quick(4);
+    o.scenes.image_size = 24, o.n_train = 60, o.n_eval = 8, o.n_text = 40;
+    world::generate(o, w);
+    world::pipeline_detail::answer_from_prior(w, w + "/prior");
+    // tally instruct.json here, turn by turn, independently of the pipeline's code
+    std::map<std::string, std::map<std::string, int>> tally;
+    for (const auto& r : io::read_json_file(w + "/instruct.json")) {
+        const auto& turns = r.at("conversations");
+        for (std::size_t t = 0; t + 1 < turns.size(); t += 2) {
+            std::string q = turns[t].at("value");
+            if (q.rfind("<image>\n", 0) == 0) q = q.substr(8);
+            tally[q][turns[t + 1].at("value")]++;
+        }
+    }
+    int seen = 0;
+    for (const char* kind : {"attribute", "count", "exists", "text"}) {
+        CAPTURE(kind);
+        const std::string qf = w + "/" + (std::string(kind) == "exists" ? std::string("eval_pope") : "eval_" + std::string(kind));
+        const auto qs = eval::read_jsonl(qf + ".jsonl");
+        const auto as = eval::read_answers(w + "/prior/answers_" + std::string(kind) + ".jsonl");
+        REQUIRE(as.size() == qs.size());
+        for (std::size_t k = 0; k < qs.size(); k++) {
+            const std::string text = qs[k].value.at("text");
+            CAPTURE(text);
+            CHECK(as[k].question_id == eval::question_id(qs[k].value, qs[k].where));
+            const auto it = tally.find(text);
+            if (it == tally.end()) continue;  // never asked in training: the kind's most frequent answer
+            int best = 0;
+            for (const auto& [a, n] : it->second) best = std::max(best, n);
+            CHECK(it->second.count(as[k].text));
+            if (it->second.count(as[k].text)) CHECK(it->second.at(as[k].text) == best);
+            seen++;
+        }
+    }
+    CHECK(seen > 10);  // the check above ran on questions that training asked too
+    // text questions repeat training facts, whose answer is unique: the prior knows each fact it saw
+    for (const auto& q : eval::read_jsonl(w + "/eval_text.jsonl"))
+        if (tally.count(q.value.at("text")) && tally.at(q.value.at("text")).size() == 1) {
+            const auto as = eval::read_answers(w + "/prior/answers_text.jsonl");
+            const auto it = std::find_if(as.begin(), as.end(),
+                                         [&](const auto& a) { return a.question_id == eval::question_id(q.value, q.where); });
+            REQUIRE(it != as.end());
+            CHECK(it->text == tally.at(q.value.at("text")).begin()->first);
+        }
 }
 
 TEST_CASE("world pipeline: options are checked, naming what is wrong") {

@@ -14,6 +14,8 @@
 //                   attribute and count: VQA soft accuracy (the world's ten human answers agree, so
 //                   it is exact match after VQA normalisation), POPE accuracy/precision/recall/F1,
 //                   describe: world::score_caption against the scene, text: normalised exact match
+//     text_prior/eval/  the blind baseline: each question's most frequent training answer, no model
+//                   and no image (answer_from_prior), scored the same way
 //   7 OUT/report.md, OUT/results.json, OUT/plots/ (loss curves, level histogram, gate weights, examples)
 //
 // Variants (the paper's comparison): aligngpt (the gate, the method), llava (no alignment module:
@@ -61,6 +63,9 @@ namespace aligngpt::world {
 
 /// The variants run_pipeline knows, in report order.
 inline constexpr std::array<std::string_view, 5> pipeline_variants{"aligngpt", "llava", "global_only", "local_only", "fixed:7"};
+
+/// The blind baseline's name in the table and results.json (not a trained variant).
+inline constexpr std::string_view text_prior = "text_prior";
 
 inline bool is_pipeline_variant(std::string_view v) {
     return std::find(pipeline_variants.begin(), pipeline_variants.end(), v) != pipeline_variants.end();
@@ -118,17 +123,17 @@ struct pipeline_options {
         o.stage1_steps = 150, o.stage2_steps = 350;
         return o;
     }
-    /// All five variants, three seeds, larger towers and longer stages.
+    /// All five variants, three seeds, a larger world (each stage-2 record is seen about once, so the
+    /// models cannot pass by remembering answers) and a longer stage 2; the quick profile's towers.
+    /// About 80 minutes on 2 idle cores (docs/world.md has the measured time).
     static pipeline_options full(std::uint64_t seed = 1) {
-        pipeline_options o;
-        o.profile = "full", o.seed = seed, o.seeds = 3;
+        pipeline_options o = quick(seed);
+        o.profile = "full", o.seeds = 3;
         o.variants.assign(pipeline_variants.begin(), pipeline_variants.end());
         o.world = options::full(seed);
         o.world.n_eval = 200;
-        o.clip = clip_pretrain_options::full(seed);
         o.clip.n_eval = 200;
-        o.llm = llm_pretrain_options::full(seed);
-        o.stage1_steps = 600, o.stage2_steps = 3000, o.stage1_batch = 32, o.stage2_batch = 32;
+        o.stage1_steps = 300, o.stage2_steps = 1500;
         o.gate_questions = 200;
         return o;
     }
@@ -264,6 +269,8 @@ inline const std::vector<std::pair<std::string, std::string>>& table_columns() {
                                                                     {"describe_object_precision", "describe obj prec"},
                                                                     {"describe_object_recall", "describe obj rec"},
                                                                     {"describe_exact", "describe exact"},
+                                                                    {"describe_count_accuracy", "describe count"},
+                                                                    {"describe_background_accuracy", "describe bg"},
                                                                     {"text_accuracy", "text acc"}};
     return c;
 }
@@ -359,6 +366,54 @@ inline void answer_text(const pretrained::loaded_aligngpt<>& m, const tokenizer:
     write_text(afile, out);
 }
 
+/// The text prior, a blind baseline: each held-out question gets the answer that instruct.json gives
+/// most often to the same question text (ties: the smaller string), or, for a question never asked in
+/// training, the kind's most frequent answer. No model and no image: what answering from the question
+/// alone can score, so a variant above it on an image question has read the image.
+inline void answer_from_prior(const std::string& world_dir, const std::string& eval_dir) {
+    using counts = std::map<std::string, std::int64_t>;
+    std::map<std::string, counts> by_question, by_kind;
+    const std::string path = world_dir + "/instruct.json";
+    io::json_parse_options po;
+    po.max_bytes = std::uint64_t(4) << 30;
+    const nlohmann::json j = io::read_json_file(path, po);
+    ALIGNGPT_CHECK(j.is_array(), path, ": must be a JSON array of records");
+    for (std::size_t i = 0; i < j.size(); i++) {
+        const std::string where = path + ": record " + std::to_string(i);
+        const io::json_reader r(j[i], where);
+        const std::string kind = r.string("task_kind", std::nullopt);
+        const nlohmann::json* turns = r.get("conversations");
+        if (!turns || !turns->is_array()) r.must_be("conversations", "an array of turns");
+        for (std::size_t t = 0; t + 1 < turns->size(); t += 2) {
+            std::string q = io::json_reader((*turns)[t], where + ": turn " + std::to_string(t)).string("value", std::nullopt);
+            if (q.rfind("<image>\n", 0) == 0) q.erase(0, 8);
+            const std::string a =
+                io::json_reader((*turns)[t + 1], where + ": turn " + std::to_string(t + 1)).string("value", std::nullopt);
+            by_question[q][a]++, by_kind[kind][a]++;
+        }
+    }
+    const auto most_frequent = [](const counts& c) {
+        const auto it = std::max_element(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+        return it == c.end() ? std::string() : it->first;  // max_element keeps the first (smallest) of equal counts
+    };
+    fs::create_directories(eval_dir);
+    for (std::string_view kind : {"describe", "attribute", "count", "exists", "text"}) {
+        const std::string qf = world_dir + "/" + question_file(kind);
+        std::string out;
+        for (const auto& q : eval::read_jsonl(qf, "questions")) {
+            const io::json_reader r(q.value, q.where);
+            const std::string text = r.string("text", std::nullopt);
+            const auto it = by_question.find(text);
+            const auto k = by_kind.find(std::string(kind));
+            ojson a;
+            a["question_id"] = q.value["question_id"], a["prompt"] = text, a["model_id"] = "text_prior";
+            a["text"] = it != by_question.end() ? most_frequent(it->second) : k != by_kind.end() ? most_frequent(k->second) : "";
+            out += a.dump() + "\n";
+        }
+        write_text(eval_dir + "/answers_" + std::string(kind) + ".jsonl", out);
+    }
+}
+
 struct gate_stats {
     std::map<std::string, std::vector<double>> sum;  ///< kind -> summed weights over levels 0..6
     std::map<std::string, std::int64_t> n;
@@ -440,6 +495,15 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         });
 
         const std::vector<scene> scenes = read_scenes(world_dir + "/world.json");
+        stage(6, "6 eval", tag + "text prior: the most frequent training answer to each question, no image", [&] {
+            const std::string ev = sd + "/" + std::string(text_prior) + "/eval";
+            answer_from_prior(world_dir, ev);
+            metrics m;
+            for (std::string_view kind : {"describe", "attribute", "count", "exists", "text"})
+                score_answers(kind, world_dir + "/" + question_file(kind), ev + "/answers_" + std::string(kind) + ".jsonl",
+                              scenes, m);
+            res.runs[std::string(text_prior)].push_back(m);
+        });
         std::map<std::string, std::string> stage1_done;  // stage-1 variant -> its directory
         for (const std::string& v : o.variants) {
             const std::string vd = sd + "/" + variant_dir(v);
@@ -620,8 +684,10 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         for (std::size_t c = 0; c < table_columns().size(); c++) tb << "---|";
         tb << "\n";
         ojson metrics_json = ojson::object();
-        for (const std::string& v : o.variants) {
-            tb << "| " << v << " |";
+        std::vector<std::string> rows = o.variants;
+        rows.emplace_back(text_prior);
+        for (const std::string& v : rows) {
+            tb << "| " << (v == text_prior ? "text prior (no image)" : v) << " |";
             ojson per = ojson::object();
             for (const auto& [key, value] : res.runs[v].front()) {
                 std::vector<double> xs;
@@ -682,12 +748,26 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                      << "\n";
             }
         }
-        for (const std::string& v : o.variants) {  // a model that answers every POPE question alike has not learned to look
+        for (const std::string& v : o.variants) {  // which skills read the image: above the blind baseline
+            std::string above, level;
+            for (const auto& [key, head] : table_columns()) {
+                if (key == "text_accuracy") continue;  // no image in those questions
+                const double d = mean_of(v, key) - mean_of(std::string(text_prior), key);
+                const double noise = o.seeds > 1 ? sd_of(v, key) + sd_of(std::string(text_prior), key) : 0.0;
+                if (d > std::max(noise, 0.02))
+                    above += std::string(above.empty() ? "" : ", ") + head + " (+" + fmt("%.3f", d) + ")";
+                else
+                    level += std::string(level.empty() ? "" : ", ") + head;
+            }
+            says << "- " << v << " against the text prior (no image): above it on "
+                 << (above.empty() ? std::string("no image metric") : above) << "; not above it on "
+                 << (level.empty() ? std::string("none") : level)
+                 << ". Above the prior means the answers read the image; at the prior, the model answers from the question "
+                    "alone.\n";
             const double yr = mean_of(v, "pope_yes_ratio");
             if (yr == 0 || yr == 1)
                 says << "- " << v << " answers \"" << (yr == 0 ? "no" : "yes") << "\" to every POPE question (accuracy 0.5 by "
-                     << "construction): it does not use the image for existence yet; its other image scores should be read "
-                        "against what a text-only guess gets.\n";
+                     << "construction).\n";
         }
         for (const auto& [v, per] : gate_json.items()) {  // does the gate pick different levels for different kinds?
             double spread = 0;
@@ -735,7 +815,9 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
               "object "
               "of the scene in all four attributes (precision) and objects of the scene named (recall), exact = every object and "
               "no "
-              "other; text: normalised exact match.\n\n"
+              "other, count and bg = the caption's object count and background right; text: normalised exact match. The "
+              "last row answers each question with its most frequent answer in instruct.json, with no model and no image: "
+              "what answering from the question alone scores.\n\n"
            << res.table << "\n## What the numbers do and do not show\n\n"
            << says.str()
            << "- Fixed caveats: a toy world (shapes on flat backgrounds), tiny towers pre-trained for minutes, short stages; the "

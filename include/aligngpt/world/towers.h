@@ -195,13 +195,6 @@ struct clip_pretrain_options {
         o.seed = seed;
         return o;
     }
-    static clip_pretrain_options full(std::uint64_t seed = 1) {
-        clip_pretrain_options o = quick(seed);
-        o.width = 64, o.heads = 4, o.patch_size = 4;
-        o.sched = {600, 64, 1e-3, 0.05, 0.05, 1.0};
-        o.n_eval = 1000;
-        return o;
-    }
 };
 
 struct clip_pretrain_result {
@@ -455,12 +448,6 @@ struct llm_pretrain_options {
     static llm_pretrain_options quick(std::uint64_t seed = 1) {
         llm_pretrain_options o;
         o.seed = seed;
-        return o;
-    }
-    static llm_pretrain_options full(std::uint64_t seed = 1) {
-        llm_pretrain_options o = quick(seed);
-        o.layers = 4;
-        o.sched = {3000, 32, 2e-3, 0.03, 0.0, 1.0};
         return o;
     }
 };
