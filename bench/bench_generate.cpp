@@ -66,6 +66,7 @@
 
 #include "aligngpt/generate/greedy.h"
 #include "aligngpt/pretrained.h"
+#include "bench_util.h"
 #include "synthetic_model.h"
 
 namespace {
@@ -74,6 +75,11 @@ namespace fs = std::filesystem;
 using namespace aligngpt;
 using aligngpt_bench::model_shapes;
 using clock_type = std::chrono::steady_clock;
+using aligngpt_bench::env_int;
+using aligngpt_bench::env_str;
+using aligngpt_bench::load1;
+using aligngpt_bench::median;
+using aligngpt_bench::smoke;
 
 // The vicuna_v1 prompt around the question, in LLaMA-tokenizer pieces (tokenizer_image_token):
 // BOS + the system prompt (30 pieces) + " USER: " (4) up to <image>; after it "\n" (2 pieces:
@@ -84,31 +90,7 @@ constexpr index_t ids_before_image = 35;
 constexpr index_t template_ids_after_image = 7;
 constexpr index_t question_ids = 40;
 
-int env_int(const char* name, int def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::atoi(s) : def;
-}
-
-std::string env_str(const char* name, const std::string& def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::string(s) : def;
-}
-
-bool smoke() { return env_int("ALIGNGPT_BENCH_SMOKE", 0) != 0; }
-
-double median(std::vector<double> v) {
-    if (v.empty()) return std::nan("");
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
-
-double load1() {
-    double l[1] = {0};
-    return getloadavg(l, 1) == 1 ? l[0] : -1;
-}
 
 /// Text id i of the prompt: BOS, then the formula torch_generate.py uses (ids 3 .. V-1).
 std::int64_t text_id(index_t i, index_t V) { return i == 0 ? 1 : 3 + (i * 104729) % (V - 3); }
@@ -219,12 +201,9 @@ void run_torch(torch_result& r, const model_shapes& sh, int threads, index_t tok
     for (const std::string& path : {py, script})
         if (!fs::exists(path)) return void(r.why = "PyTorch not run: " + path + " not found");
     const std::string n = std::to_string(threads);
-    std::string env = "OMP_NUM_THREADS=" + n + " MKL_NUM_THREADS=" + n + " OPENBLAS_NUM_THREADS=" + n;
-#if defined(__x86_64__) || defined(__i386__)
-    if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) env += " OPENBLAS_CORETYPE=SKYLAKEX";
-#endif
-    const std::string cmd = env + " '" + py + "' '" + script + "' --shapes " + sh.str() + " --threads " + n + " --tokens " +
-                            std::to_string(tokens) + " --before " + std::to_string(ids_before_image) + " --after " +
+    const std::string cmd = aligngpt_bench::thread_env(threads) + " '" + py + "' '" + script + "' --shapes " + sh.str() +
+                            " --threads " + n + " --tokens " + std::to_string(tokens) + " --before " +
+                            std::to_string(ids_before_image) + " --after " +
                             std::to_string(template_ids_after_image + question_ids) + " --vision-dtype " +
                             env_str("ALIGNGPT_BENCH_GENERATE_VISION_DTYPE", "bfloat16") + " 2>&1";
     std::FILE* pipe = popen(cmd.c_str(), "r");

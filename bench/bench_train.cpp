@@ -49,6 +49,7 @@
 #include "aligngpt/models/aligngpt.h"
 #include "aligngpt/ops/reduce.h"
 #include "aligngpt/rng.h"
+#include "bench_util.h"
 
 using namespace aligngpt;
 using var = autograd::variable<float>;
@@ -56,25 +57,11 @@ using var = autograd::variable<float>;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-int env_int(const char* name, int def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::atoi(s) : def;
-}
-
-bool smoke() { return env_int("ALIGNGPT_BENCH_SMOKE", 0) != 0; }
-
-std::string env_str(const char* name, const std::string& def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::string(s) : def;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using aligngpt_bench::env_int;
+using aligngpt_bench::env_str;
+using aligngpt_bench::load1;
+using aligngpt_bench::median;
+using aligngpt_bench::smoke;
 
 /// Shapes of both workloads; torch_train.py gets them on its command line.
 struct shapes {
@@ -217,10 +204,7 @@ void run_torch(torch_result& r, const std::string& workload, int threads, int re
         std::fclose(f);
     }
     const std::string n = std::to_string(threads);
-    std::string env = "OMP_NUM_THREADS=" + n + " MKL_NUM_THREADS=" + n + " OPENBLAS_NUM_THREADS=" + n;
-#if defined(__x86_64__) || defined(__i386__)
-    if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) env += " OPENBLAS_CORETYPE=SKYLAKEX";
-#endif
+    const std::string env = aligngpt_bench::thread_env(threads);
     const shapes s = problem_shapes();
     std::string dims;
     for (index_t d : {s.H, s.L, s.NH, s.I, s.V, s.Dv, s.P, s.B, s.n_text, s.n_before, s.lH, s.lNH, s.lI, s.lDv, s.lT})
@@ -253,11 +237,6 @@ void run_torch(torch_result& r, const std::string& workload, int threads, int re
     while (!last.empty() && (last.back() == '\n' || last.back() == '\r')) last.pop_back();
     const int code = rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
     if (!ran) r.why = "PyTorch did not run (exit " + std::to_string(code) + (last.empty() ? "" : "; " + last) + ")";
-}
-
-double load1() {
-    double l[1] = {0};
-    return getloadavg(l, 1) == 1 ? l[0] : -1;
 }
 
 template <class Problem>

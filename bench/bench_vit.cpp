@@ -14,7 +14,8 @@
 //     attn_share     attn_s / ours_s
 //     torch_s        PyTorch's best variant (bench/tools/torch_vit.py: OpenBLAS or oneDNN Linear),
 //                    run as a subprocess with torch.set_num_threads(N), OMP_NUM_THREADS=N,
-//                    OPENBLAS_NUM_THREADS=N (and OPENBLAS_CORETYPE=SKYLAKEX on AVX-512 CPUs unless set)
+//                    MKL_NUM_THREADS=N, OPENBLAS_NUM_THREADS=N (and OPENBLAS_CORETYPE=SKYLAKEX
+//                    on AVX-512 CPUs unless set)
 //     torch_blas_s, torch_onednn_s  each variant
 //     ratio          ours_s / torch_s  (target <= 0.9)
 //   Without /usr/bin/python3, torch or transformers the label says so and ours still runs.
@@ -45,6 +46,7 @@
 #include "aligngpt/ops/attention.h"
 #include "aligngpt/ops/linear.h"
 #include "aligngpt/rng.h"
+#include "bench_util.h"
 
 using namespace aligngpt;
 
@@ -52,20 +54,10 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-bool smoke() {
-    const char* s = std::getenv("ALIGNGPT_BENCH_SMOKE");
-    return s && *s && std::string(s) != "0";
-}
-
-int env_int(const char* name, int def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::atoi(s) : def;
-}
-
-std::string env_str(const char* name, const std::string& def) {
-    const char* s = std::getenv(name);
-    return s && *s ? std::string(s) : def;
-}
+using aligngpt_bench::env_int;
+using aligngpt_bench::env_str;
+using aligngpt_bench::median;
+using aligngpt_bench::smoke;
 
 constexpr index_t select_layer = -2;
 
@@ -112,13 +104,6 @@ struct vit_problem {
 vit_problem& problem() {
     static vit_problem p;
     return p;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 template <class F>
@@ -206,10 +191,7 @@ torch_result run_torch(int threads, int layers, int reps) {
         if (!f) return r.why = "PyTorch not run: " + path + " not found", r;
         std::fclose(f);
     }
-    std::string env = "OMP_NUM_THREADS=" + std::to_string(threads) + " OPENBLAS_NUM_THREADS=" + std::to_string(threads);
-#if defined(__x86_64__) || defined(__i386__)
-    if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) env += " OPENBLAS_CORETYPE=SKYLAKEX";
-#endif
+    const std::string env = aligngpt_bench::thread_env(threads);
     const std::string cmd = env + " '" + py + "' '" + script + "' --threads " + std::to_string(threads) + " --layers " +
                             std::to_string(layers) + " --reps " + std::to_string(reps) + " 2>&1";
     std::FILE* pipe = popen(cmd.c_str(), "r");
