@@ -53,6 +53,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -278,7 +279,13 @@ void BM_generate(benchmark::State& st, const workload& w) {
     std::vector<round_result> ours;
     torch_result t;
     for (auto _ : st) {
-        const round_result r = generate_ours(dir, tokens);
+        round_result r;
+        try {
+            r = generate_ours(dir, tokens);
+        } catch (const std::exception& e) {  // a bad checkpoint directory: say so, not a crash
+            st.SkipWithError(e.what());
+            break;
+        }
         st.SetIterationTime(r.ttft_s + double(tokens) * r.decode_s);
         ours.push_back(r);
 #if defined(__GLIBC__)
