@@ -270,7 +270,7 @@ TEST_CASE("llama: embedding row pad_token_id (0) gets no gradient; tied lm_head 
 
     cfg.tie_word_embeddings = true;
     llama_model<float> tied(cfg);
-    CHECK(tied.lm_head.get() == tied.embed_tokens.weight.get());
+    CHECK(tied.lm_head.weight.get() == tied.embed_tokens.weight.get());
     CHECK(nn::parameter_count(tied) == nn::parameter_count(m) - cfg.vocab_size * H);
 }
 

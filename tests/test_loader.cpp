@@ -308,15 +308,15 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
             REQUIRE(std::equal(row.begin(), row.end(), w.begin() + j * pw->K()));
         }
     }
-    // nn::linear holds the 14 decoder linears as bf16 panels (lm_head is a bare parameter and gets the
-    // exact f32 widening); the packed model computes the same logits as the f32 one, bit for bit.
+    // nn::linear holds the 14 decoder linears and lm_head as bf16 panels, with no f32 copy; the packed
+    // model computes the same logits as the f32 one, bit for bit.
     int packed_linears = 0;
     for (auto& layer : m.model->llm.layers)
         for (auto* l :
              {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj, &layer.up_proj, &layer.down_proj})
             packed_linears += l->packed_bf16 != nullptr;
     CHECK(packed_linears == 14);
-    CHECK(params_of(*m.model).at("lm_head.weight") == pr.at("lm_head.weight"));
+    CHECK(m.model->llm.lm_head.packed_bf16 != nullptr);
     {
         const std::vector<std::int64_t> ids{1, 5, 9, 3, 7};
         const std::vector<std::int64_t> pos{0, 1, 2, 3, 4};
@@ -329,14 +329,18 @@ TEST_CASE("loader: weights_dtype bf16 packs the LLM linears exactly from the fil
         CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     }
 
-    // packed_store_only: the module keeps its own values for the packed weights
+    // packed_store_only: a packed bare matrix (here the embedding, which pack_if picks) goes to the
+    // store only, and the module's variable keeps its own value
     auto so = o;
     so.packed_store_only = true;
     so.load_vision = false;
+    so.pack_if = [](std::string_view name) { return name == "model.embed_tokens.weight"; };
     auto s = pretrained::load_aligngpt(st_dir, so);
     CHECK(!s.vision);
-    CHECK(s.packed.size() == 15);
-    CHECK(s.model->llm.lm_head.value().to_vector() == std::vector<float>(64 * 64, 0.0f));
+    CHECK(s.packed.size() == 1);
+    CHECK(s.packed.bf16_weights.count("model.embed_tokens.weight") == 1);
+    const auto& embed = s.model->llm.embed_tokens.weight.value();
+    CHECK(embed.to_vector() == std::vector<float>(std::size_t(embed.numel()), 0.0f));
     CHECK(params_of(*s.model).at("model.norm.weight") == pr.at("model.norm.weight"));
 
     // f16 requested on a bf16 file: nothing can be packed exactly, everything stays f32

@@ -23,9 +23,9 @@
 // weights_dtype (f32 | bf16 | f16): with bf16/f16 the parameters chosen by options.pack_if
 //   (default: every nn::linear weight) are packed once, straight from the mapped file, into
 //   ops::packed_weight<bf16|f16> panels when the file holds that very dtype (no rounding, no f32
-//   copy). An nn::linear's weight goes into its packed slot (its f32 value is then unused); any
-//   other packed parameter (a bare matrix such as lm_head) also gets the exact f32 widening,
-//   unless packed_store_only. Every packed weight is in the result's packed store.
+//   copy). An nn::linear's weight (lm_head's too) goes into its packed slot (its f32 value is then
+//   unused); any other packed parameter (a bare matrix that a custom pack_if picks) also gets the
+//   exact f32 widening, unless packed_store_only. Every packed weight is in the result's packed store.
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>

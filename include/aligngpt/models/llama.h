@@ -234,7 +234,7 @@ public:
     nn::embedding<T, Backend> embed_tokens;       ///< "model.embed_tokens.weight" [V, H], padding_idx = pad
     std::vector<llama_layer<T, Backend>> layers;  ///< "model.layers.<i>.*"
     nn::rms_norm<T, Backend> norm;                ///< "model.norm.weight"
-    variable<T, Backend> lm_head;                 ///< "lm_head.weight" [V, H]; the embedding's node when tied
+    nn::linear<T, Backend> lm_head;               ///< "lm_head.weight" [V, H], no bias; the embedding's node when tied
     ops::rope_table rope;
     /// Activation checkpointing (training): each decoder layer's intermediates are dropped after its
     /// forward and recomputed in backward (autograd::checkpoint; same bits). Off the tape it does nothing.
@@ -246,8 +246,9 @@ public:
           norm(nn::rms_norm<T, Backend>::make("model.norm", c.hidden_size, T(c.rms_norm_eps), be)),
           rope(int(c.head_dim()), c.rope_theta, c.rope_scaling) {
         for (index_t i = 0; i < c.num_hidden_layers; i++) layers.push_back(llama_layer<T, Backend>::make(c, i, be));
-        lm_head = c.tie_word_embeddings ? embed_tokens.weight
-                                        : nn::parameter<T, Backend>("lm_head.weight", {c.vocab_size, c.hidden_size}, be);
+        // a linear, so that a bf16/f16 load packs it like the decoder's linears (no f32 copy)
+        lm_head.weight = c.tie_word_embeddings ? embed_tokens.weight
+                                               : nn::parameter<T, Backend>("lm_head.weight", {c.vocab_size, c.hidden_size}, be);
     }
 
     /// The backend the model was built on (its parameters' backend).
@@ -259,7 +260,7 @@ public:
         embed_tokens.visit(f);
         for (auto& l : layers) l.visit(f);
         norm.visit(f);
-        if (!config.tie_word_embeddings) f(lm_head);
+        if (!config.tie_word_embeddings) lm_head.visit(f);
     }
 
     /// Like HF's _init_weights with the counter RNG: U(+-0.02 sqrt 3) (std 0.02) for matrices, the
@@ -321,7 +322,7 @@ public:
             if (trace) trace->put("llm.layers." + std::to_string(l) + ".out", h.value());
         }
         if (cache) cache->len += Tn;
-        out.logits = ag::linear(tp, norm(tp, h), lm_head);
+        out.logits = lm_head(tp, norm(tp, h));
         if (trace) trace->put("logits", out.logits.value());
         return out;
     }
