@@ -296,6 +296,64 @@ TEST_CASE("train: resuming with a different configuration is refused, naming the
     CHECK_THROWS_WITH_AS(train::trainer(o).run(), doctest::Contains("learning_rate"), error);
 }
 
+TEST_CASE("train: a hand-made trainer_state.json that passes the manifest is refused naming the file and the field") {
+    // The manifest's hashes prove only that the files are the listed ones: resume must check the
+    // fields it reads (a missing one threw nlohmann's out_of_range, which names no file).
+    const std::string out = scratch("bad_state");
+    train::options o = golden_options("stage1", out);
+    o.on_step = [](std::int64_t) { return false; };
+    train::trainer(o).run();
+    const auto ck = train::find_resumable(out);
+    REQUIRE(ck);
+    const auto relist = [&](const std::string& state) {
+        {
+            std::ofstream f(ck->path("trainer_state.json"), std::ios::trunc);
+            f << state;
+        }
+        std::vector<train::detail::manifest_entry> files;
+        for (const std::string& n : ck->files()) {
+            const auto bytes = std::uint64_t(fs::file_size(ck->path(n)));
+            files.push_back({n, bytes, train::detail::hash_file(ck->path(n), bytes)});
+        }
+        std::ofstream(ck->dir() + "/manifest.json", std::ios::trunc) << train::detail::manifest_text(ck->step(), files);
+    };
+    o.on_step = nullptr;
+    o.resume = true;
+    const std::string step = std::to_string(ck->step());
+    for (const auto& [state, field] : std::vector<std::pair<std::string, std::string>>{
+             {"{\"global_step\": " + step + ", \"consecutive_nonfinite\": 0}", "config"},
+             {"{\"global_step\": \"" + step + "\", \"consecutive_nonfinite\": 0, \"config\": {}}", "global_step"},
+             {"{\"global_step\": " + step + ", \"consecutive_nonfinite\": -1, \"config\": {}}", "consecutive_nonfinite"},
+             {"[]", "top level"}}) {
+        CAPTURE(state);
+        relist(state);
+        std::string message;
+        try {
+            train::trainer(o).run();
+        } catch (const error& e) { message = e.what(); }  // another exception type fails the test
+        CHECK(message.find(ck->dir() + "/trainer_state.json") != std::string::npos);
+        CHECK(message.find(field) != std::string::npos);
+    }
+}
+
+TEST_CASE("train: --group-by-modality-length refuses a record without words naming the file and the record") {
+    // The reference asserts every modality length is nonzero; the sampler's own message named no file.
+    const std::string out = scratch("no_words");
+    fs::create_directories(out);
+    train::options o = golden_options("stage2", out + "/run");
+    o.data_path = out + "/data.json";
+    std::ofstream(o.data_path)
+        << R"([{"id": "a", "image": "tiny_7x5.png", "conversations": [{"from": "human", "value": "<image> hi"},
+        {"from": "gpt", "value": "yes"}]}, {"id": "b", "conversations": [{"from": "human", "value": " "}, {"from": "gpt", "value": ""}]}])";
+    o.group_by_modality_length = true;
+    std::string message;
+    try {
+        train::trainer(o).run();
+    } catch (const error& e) { message = e.what(); }
+    CHECK(message.find(o.data_path + ": record 1 (byte ") != std::string::npos);
+    CHECK(message.find("no words") != std::string::npos);
+}
+
 TEST_CASE("train: a memory plan over --memory-budget is refused with the numbers") {
     train::options o = golden_options("stage2", scratch("budget"));
     o.memory_budget = 1 << 20;

@@ -7,7 +7,7 @@
 //   auto tok = tokenizer::llama_tokenizer::from_directory(model_dir);
 //   train::dataset ds("llava_v1_5_mix665k.json", "data/images", tok, "vicuna_v1", io::aspect_mode::pad,
 //                     io::clip_image_processor_config::from_json_file(pp), /*model_max_length=*/2048);
-//   auto order = train::modality_grouped_order(ds.lengths(), /*batch=*/16, /*world=*/8, seed, epoch);
+//   auto order = train::modality_grouped_order(ds.grouping_lengths(), /*batch=*/16, /*world=*/8, seed, epoch);
 //   train::example ex = ds.get(order[k]);   // ex.sample: ids/labels for models::prepare_batch
 //
 // Data file: a JSON array of records {"id", "image" (optional, relative to the image folder),
@@ -529,6 +529,16 @@ public:
     std::vector<std::int64_t> lengths() const {
         std::vector<std::int64_t> out(size());
         for (std::size_t i = 0; i < size(); i++) out[i] = length(i);
+        return out;
+    }
+    /// lengths() for modality_grouped_order, which refuses a zero length as the reference asserts:
+    /// a record without words is refused here, where the file and the record can be named.
+    std::vector<std::int64_t> grouping_lengths() const {
+        std::vector<std::int64_t> out = lengths();
+        for (std::size_t i = 0; i < out.size(); i++)
+            ALIGNGPT_CHECK(out[i] != 0, index_.where(i),
+                           ": \"conversations\": no words; grouping by modality length needs at least one (the reference "
+                           "asserts it too)");
         return out;
     }
     const record_index& index() const { return index_; }

@@ -194,6 +194,28 @@ struct memory_plan {
     }
 };
 
+/// What resume reads from a checkpoint's trainer_state.json: the step counters and the saved
+/// configuration (refuse_mismatch compares it with this run's). The manifest's hashes only prove
+/// that the files are what was listed, and a hand-made checkpoint lists anything: every field is
+/// checked, and errors name the file and the field.
+struct trainer_state {
+    std::int64_t global_step = 0, consecutive_nonfinite = 0;
+    nlohmann::json config;
+
+    static trainer_state read(const checkpoint& c) {
+        const std::string where = c.dir() + "/trainer_state.json";
+        const nlohmann::json st = c.json("trainer_state.json");
+        const io::json_reader r(st, where);  // refuses a non-object, naming the file
+        trainer_state s;
+        s.global_step = r.integer("global_step", std::nullopt, c.step(), c.step());  // the writer names the dir by it
+        s.consecutive_nonfinite = r.integer("consecutive_nonfinite", std::nullopt, 0, std::int64_t(1) << 62);
+        const nlohmann::json* cfg = r.get("config");
+        if (!cfg || !cfg->is_object()) r.must_be("config", "the saved configuration (a JSON object)");
+        s.config = *cfg;
+        return s;
+    }
+};
+
 class trainer {
 public:
     using model_type = models::aligngpt_model<float>;
@@ -350,6 +372,7 @@ private:
         if (llava()) d.n_levels = 0;  // LLaVA's stage 1 reads no level
         data_.emplace(o_.data_path, o_.image_folder, *tok_, o_.conv_version, proc_.aspect, proc_, o_.model_max_length, d);
         ALIGNGPT_CHECK(data_->size() > 0, o_.data_path, ": no records to train on");
+        if (o_.group_by_modality_length) (void)data_->grouping_lengths();  // a record without words: refused before step 1
     }
 
     void plan_steps() {
@@ -512,9 +535,9 @@ private:
             return;
         }
         const std::string dir = found->dir();
-        const nlohmann::json st = found->json("trainer_state.json");
+        const trainer_state st = trainer_state::read(*found);
         const nlohmann::json now = fingerprint();
-        refuse_mismatch(st.at("config"), now, leaf_paths(now), dir + "/trainer_state.json");
+        refuse_mismatch(st.config, now, leaf_paths(now), dir + "/trainer_state.json");
         // all-or-nothing: every tensor is read and checked before any parameter changes
         const auto model_file = found->tensors("model.safetensors");
         std::vector<tensor<float>> values;
@@ -530,8 +553,8 @@ private:
         for (const auto& t : opt_file.tensors()) state.emplace_back(t.name, opt_file.tensor_as<float>(t.name));
         opt_->import_state(state, dir + "/optimizer.safetensors");
         for (std::size_t k = 0; k < params_.size(); k++) params_[k].value() = values[k];
-        step_ = st.at("global_step").get<std::int64_t>();
-        nonfinite_run_ = st.at("consecutive_nonfinite").get<std::int64_t>();
+        step_ = st.global_step;
+        nonfinite_run_ = st.consecutive_nonfinite;
         truncate_metrics(step_);
         if (auto* l = log()) *l << "[train] resumed from " << dir << " at step " << step_ << "\n";
     }
@@ -545,7 +568,7 @@ private:
             return o;
         }
         if (o_.group_by_modality_length)
-            return modality_grouped_order(data_->lengths(), std::size_t(B_), 1, o_.seed, std::uint64_t(epoch));
+            return modality_grouped_order(data_->grouping_lengths(), std::size_t(B_), 1, o_.seed, std::uint64_t(epoch));
         return epoch_order(n, o_.seed, std::uint64_t(epoch));
     }
     /// The records of global micro-batch u (epochs concatenated).
