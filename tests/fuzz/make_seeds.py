@@ -9,6 +9,7 @@ tests/golden. Seeds are valid on purpose: the fuzzer mutates them into invalid o
 seed reaches the deepest code. The issue 12 findings go to regressions/<target>/ (as a crash
 found by scripts/fuzz does), so CI replays them too.
 """
+import hashlib
 import json
 import pathlib
 import shutil
@@ -314,6 +315,144 @@ def seeds_json():
                                                             "resample": 5, "do_normalize": False, "do_resize": False}))
 
 
+# ---- the aligngpt command line (cli.cpp: NUL-separated argv; names of cli.cpp's scratch tree) ---
+def seeds_cli():
+    def w(name, *argv):
+        write("cli", name, "\0".join(argv))
+    w("trace_ids", "trace", "-m", "@/model", "--vision-tower", "@/tower", "--image", "@/img.png", "--input-ids", "1,2,-200,3",
+      "--align-level", "5", "--dtype", "bf16", "-o", "@/out/trace.safetensors", "-q")
+    w("trace_prompt", "trace", "--model=@/model", "--pixels", "@/img.png", "-p", "What is it?", "--conv-mode", "plain",
+      "--tokenizer", "@/model", "--out", "@/t.safetensors", "--mm_projector", "@/proj.bin", "--base-llm", "@/model")
+    w("trace_ids_out_of_vocab", "trace", "-m", "@/model", "--image", "@/img.png", "--input_ids", "-200,32000", "-o", "x")
+    w("run", "run", "-m", "@/model", "--image", "@/img.png", "-p", "hi", "-n", "16", "--temp", "0.7", "--top-p", "0.9",
+      "--top-k", "40", "--repeat-penalty", "1.1", "-s", "7", "-t", "2", "--conv-mode", "llava_v0",
+      "--image-aspect-ratio", "square", "--align-level", "auto", "--tokenizer", "@/model", "--dtype", "f16", "-v")
+    w("run_aliases", "run", "--model-path", "@/model", "--image-file", "@/img.png", "--temperature=0", "--n_predict", "3",
+      "--repetition_penalty", "1", "--weights-dtype", "f32")
+    w("answer", "answer", "-m", "@/model", "--question-file", "@/q.jsonl", "--image-folder", "@/images", "--answers-file",
+      "@/out/a.jsonl", "--batch-size", "4", "--resume", "-q", "--temperature", "0.2", "--max-new-tokens", "8", "-t", "1")
+    w("score", "score", "--task", "vqa", "--answers-file", "a.jsonl", "--annotations", "ann.json")
+    w("levels", "levels", "--clip", "@/model", "--data-path", "@/data.json", "--image-folder", "@/images", "--levels", "8",
+      "-o", "@/out/levels.json", "--plot", "@/out/h.png", "-t", "2", "--batch-size", "16")
+    w("train_pretrain", "train", "--stage", "pretrain", "-m", "@/model", "--vision_tower", "@/tower", "--data_path", "@/data.json",
+      "--image_folder", "@/images", "--output_dir", "@/out", "--learning_rate", "1e-3", "--weight_decay", "0.0",
+      "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "4", "--warmup_ratio", "0.03",
+      "--lr_scheduler_type", "cosine", "--model_max_length", "2048", "--num_train_epochs", "1", "--save_steps", "500",
+      "--save_total_limit", "1", "--logging_steps", "1", "--max_grad_norm", "1.0", "--seed", "42", "--version", "plain",
+      "--image_aspect_ratio", "square", "--frozen-dtype", "bf16", "--memory-budget", "64", "-q")
+    w("train_finetune", "train", "--stage=finetune", "--model", "@/model", "--data-path", "@/data.json", "-o", "@/out",
+      "--pretrain-mm-mlp-align", "@/proj.bin", "--max-steps", "10", "--version", "v1", "--align-mode", "fixed:3",
+      "--resume", "--no-shuffle", "--group-by-modality-length", "--gradient-checkpointing", "-t", "2")
+    w("world", "world", "--profile", "test", "-o", "@/out/world", "--seed", "3", "--seeds", "2",
+      "--variants", "aligngpt,llava,fixed:7", "-t", "1", "-q")
+    w("bad_option", "run", "-m", "@/model", "--image", "@/img.png", "--bogus", "1")
+
+
+# ---- tokenizers (llama_tokenizer.cpp: config NUL model; clip_tokenizer.cpp: vocab NUL merges) ---
+def seeds_tokenizers():
+    model = (GOLDEN / "tokenizer/tokenizer.model").read_bytes()
+    config = (GOLDEN / "tokenizer/tokenizer_config.json").read_bytes()
+    write("llama_tokenizer", "golden-tokenizer", config + b"\0" + model)
+    write("llama_tokenizer", "golden-model-no-config", b"{}\0" + model)
+    write("llama_tokenizer", "legacy-eos-strip", dumps({"legacy": True, "add_eos_token": True, "clean_up_tokenization_spaces": True,
+                                                       "model_max_length": 1e30, "pad_token": "<unk>",
+                                                       "eos_token": {"content": "</s>", "lstrip": True, "rstrip": True}}).encode()
+          + b"\0" + model)
+
+    vocab = (GOLDEN / "levels/clip/vocab.json").read_bytes()
+    merges = (GOLDEN / "levels/clip/merges.txt").read_bytes()
+    write("clip_tokenizer", "golden-levels-clip", vocab + b"\0" + merges)
+    small = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "c": 3, "at</w>": 4, "cat</w>": 5, "a": 6, "t</w>": 7}
+    write("clip_tokenizer", "small", json.dumps(small).encode() + b"\0#version: 0.2\na t</w>\nc at</w>\n")
+    write("clip_tokenizer", "no_merges", json.dumps(small).encode())
+
+
+# ---- evaluation files (questions.cpp: file A NUL file B) ----------------------------------------
+def jsonl(*records):
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def seeds_questions():
+    t = "questions"
+    qs = jsonl({"question_id": 1, "image": "a.png", "text": "Is there a cat?", "category": "adversarial"},
+               {"question_id": "q-2", "image": "b.jpg", "text": "Ünïcode 日本? \u2028"})
+    ans = jsonl({"question_id": 1, "prompt": "Is there a cat?", "text": "Yes, there is.", "answer_id": "x", "model_id": "m",
+                 "metadata": {}}, {"question_id": "q-2", "prompt": "", "text": "No"})
+    write(t, "questions_and_resume", qs + "\0" + ans)
+    write(t, "questions_torn_resume", qs + "\0" + ans[:-9])
+    write(t, "pope", jsonl({"question_id": 1, "label": "yes", "category": "random"}, {"question_id": "q-2", "label": "No"})
+          + "\0" + ans)
+    write(t, "mme", jsonl({"question_id": "count/1.png", "label": "Yes"}, {"question_id": "count/1.png", "answer": "No",
+                                                                       "category": "count", "image": "1.png"})
+          + "\0" + jsonl({"question_id": "count/1.png", "text": "yes"}, {"question_id": "count/1.png", "text": "No."}))
+    write(t, "vqa_v2", json.dumps({"annotations": [{"question_id": 1, "answers": [{"answer": "two"}] * 3 + [{"answer": "2"}]},
+                                                   {"question_id": "q-2", "answers": ["a dog", "dogs"]}]})
+          + "\0" + jsonl({"question_id": 1, "text": "Two."}, {"question_id": "q-2", "text": "A dog's"}))
+    write(t, "vqa_textvqa_jsonl", jsonl({"question_id": 1, "answers": ["coca-cola", "coke"]})
+          + "\0" + jsonl({"question_id": 1, "text": "Coca Cola"}))
+    write(t, "mc", jsonl({"question_id": 1, "answer": "B", "choices": ["x", "y", "z"]}, {"question_id": "q-2", "answer": 0})
+          + "\0" + jsonl({"question_id": 1, "text": "(B) y"}, {"question_id": "q-2", "text": "A"}))
+
+
+# ---- training records (train_records.cpp: the images are the three of its scratch folder) -------
+TRAIN_IMAGES = ["tiny_7x5.png", "gray16_16x8.png", "photo_192x144.jpg"]
+
+
+def seeds_train_records():
+    t = "train_records"
+    for stage in ("stage1", "stage2"):
+        records = json.loads((GOLDEN / f"train_data/{stage}.json").read_text())
+        for k, rec in enumerate(records):
+            if "image" in rec:
+                rec["image"] = TRAIN_IMAGES[k % len(TRAIN_IMAGES)]
+        write(t, "golden-" + stage, dumps(records[:6]))
+    conv = lambda *turns: [{"from": f, "value": v} for f, v in turns]
+    write(t, "edge_cases", dumps([
+        {"id": "gpt-first", "image": "tiny_7x5.png", "similarity": 7,
+         "conversations": conv(("gpt", "hello"), ("human", "What <image> is it?"), ("gpt", "A \"quoted\" \\ answer"))},
+        {"id": 5, "conversations": conv(("human", "text only </s> <s>"), ("gpt", ""))},
+        {"id": "missing-image", "image": "absent.png", "similarity": 0, "conversations": conv(("human", "<image>"), ("gpt", "x"))},
+        {"id": "no-sim", "image": "gray16_16x8.png", "conversations": conv(("human", "<image>\n<image>"), ("gpt", "two tags"))},
+    ]))
+    write(t, "empty_array", "[]")
+
+
+# ---- checkpoints (checkpoint.cpp: files joined by "=ckpt-file=", a manifest written unless given) -
+def checkpoint_seed(state, model, optimizer, manifest=None):
+    parts = [json.dumps(state, indent=1).encode(), model, optimizer] + ([manifest] if manifest is not None else [])
+    return b"=ckpt-file=".join(parts)
+
+
+def seeds_checkpoint():
+    t = "checkpoint"
+    config = {"stage": "pretrain", "model": {"hidden_size": 4, "vocab_size": 32}, "learning_rate": 1e-3, "seed": 42, "shuffle": True}
+    state = {"global_step": 7, "consecutive_nonfinite": 0, "config": config}
+    params = [("model.mm_projector.0.weight", [4, 3]), ("model.mm_projector.0.bias", [4])]
+    model = safetensors([(n, "F32", s) for n, s in params])
+    moments = []
+    for n, s in params:
+        moments += [(n + ".exp_avg", "F32", s), (n + ".exp_avg_sq", "F32", s), (n + ".step", "F32", [])]
+    # .step must be a whole count: the byte ramp of safetensors() is not, so write 7.0 by hand
+    opt = bytearray(safetensors(moments))
+    header_len = struct.unpack("<Q", opt[:8])[0]
+    header = json.loads(opt[8:8 + header_len])
+    for n, _ in params:
+        lo = header[n + ".step"]["data_offsets"][0] + 8 + header_len
+        opt[lo:lo + 4] = struct.pack("<f", 7.0)
+    write(t, "resumable", checkpoint_seed(state, model, bytes(opt)))
+    write(t, "config_differs", checkpoint_seed(dict(state, config=dict(config, learning_rate=5e-4)), model, bytes(opt)))
+    write(t, "optimizer_raw_ramp", checkpoint_seed(state, model, safetensors(moments)))
+    write(t, "model_only", b"=ckpt-file=".join([json.dumps(state).encode(), model]))
+    listed = {"model.safetensors": {"bytes": len(model), "sha256": hashlib.sha256(model).hexdigest()}}
+    manifest = json.dumps({"format": "aligngpt-checkpoint", "version": 1, "step": 7, "files": listed}, indent=1, sort_keys=True) + "\n"
+    write(t, "given_manifest", checkpoint_seed(state, model, bytes(opt), manifest.encode()))
+    # Found while writing this target: trainer_state.json's fields were read with nlohmann's at()
+    # and get<>() (an exception naming no file); trainer_state::read checks them now.
+    for name, bad in (("no-config", {"global_step": 7, "consecutive_nonfinite": 0}),
+                      ("step-as-string", dict(state, global_step="7")), ("array", [])):
+        write(t, "trainer-state-" + name, checkpoint_seed(bad, model, bytes(opt)), REGRESSIONS)
+
+
 # ---- regressions: the issue 12 findings, one file each (also unit tests) -----------------------
 def regressions():
     r = REGRESSIONS
@@ -344,6 +483,11 @@ if __name__ == "__main__":
     seeds_pickles_and_zips()
     seeds_images()
     seeds_json()
+    seeds_cli()
+    seeds_tokenizers()
+    seeds_questions()
+    seeds_train_records()
+    seeds_checkpoint()
     regressions()
     n = sum(1 for f in CORPUS.rglob("*") if f.is_file())
     print(f"make_seeds: {n} seed files under {CORPUS.relative_to(HERE.parent.parent)}")
