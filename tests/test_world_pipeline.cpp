@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -198,6 +199,45 @@ TEST_CASE("world pipeline: each score is 1 on the ground truth's answers and 0 o
     // a question without an answer is an error naming the question file's line
     write_answers(af, {half.front()});
     CHECK_THROWS_WITH_AS(world::score_answers("count", qf, af, scenes, m), doctest::Contains("eval_count.jsonl:2"), error);
+}
+
+TEST_CASE("world pipeline: --resume keeps the finished stages and gives the uninterrupted run's results [slow]") {
+    const std::string& straight = trained(1, "resume_reference");  // a directory of its own: cases run at once
+    const std::string d = tmp("resume");
+    fs::remove_all(d);
+    world::pipeline_options o = world::pipeline_options::test(5);
+    o.out_dir = d;
+    o.log = nullptr;
+    set_threads(1);
+    world::run_pipeline(o);
+    // an interruption during llava's stage 2: its directory half written, its markers and the report's absent
+    fs::remove(d + "/.stages/seed-5.llava.stage2.json");
+    fs::remove(d + "/.stages/seed-5.llava.eval.json");
+    fs::remove(d + "/seed-5/llava/stage2/model.safetensors");
+    fs::remove(d + "/results.json");
+    std::ostringstream log;
+    o.resume = true, o.log = &log;
+    world::run_pipeline(o);
+    set_threads(0);
+    CHECK(results_without_time(d).dump() == results_without_time(straight).dump());
+    for (const char* v : {"aligngpt", "llava"}) {
+        CAPTURE(v);
+        const std::string m = "/seed-5/" + std::string(v) + "/stage2/model.safetensors";
+        CHECK(bytes(d + m) == bytes(straight + m));
+    }
+    const std::string said = log.str();
+    CHECK(said.find("aligngpt: stage 2 (instruction tuning): finished by an earlier run") != std::string::npos);
+    CHECK(said.find("llava: stage 2 (instruction tuning): finished by an earlier run") == std::string::npos);
+    CHECK(said.find("llava: stage 2 (instruction tuning) done in") != std::string::npos);
+    // other options: refused, naming the field, before anything runs
+    o.stage2_steps = 3;
+    CHECK_THROWS_WITH_AS(world::run_pipeline(o), doctest::Contains("\"stage2\""), error);
+    CHECK(fs::exists(d + "/seed-5/llava/stage2/model.safetensors"));  // nothing was touched
+    // without --resume the markers go: everything runs again
+    o.resume = false, o.stage2_steps = 2, o.log = nullptr;
+    o.variants = {"aligngpt"};
+    world::run_pipeline(o);
+    CHECK(!fs::exists(d + "/.stages/seed-5.llava.eval.json"));
 }
 
 TEST_CASE("world pipeline: the text prior gives each question its most frequent training answer, without the image") {

@@ -14,7 +14,7 @@
 //   aligngpt score --task pope|mme|vqa|mc --answers-file A.jsonl --annotations FILE|DIR
 //   aligngpt levels --clip DIR --data-path JSON --image-folder DIR --levels N --out JSON [--plot PNG]
 //                   [-t THREADS] [--batch-size B]
-//   aligngpt world [--profile quick|full|test] [-o DIR] [--seed S] [-t N] [--variants LIST] [--seeds N]
+//   aligngpt world [--profile quick|full|test] [-o DIR] [--seed S] [-t N] [--variants LIST] [--seeds N] [--resume]
 //
 // run renders the question with the conversation template (conversation.h, vicuna_v1 by default),
 // tokenizes it as the reference (tokenizer/llama.h), encodes the image, prefills and decodes
@@ -185,11 +185,14 @@ constexpr const char* usage_text =
     "\n"
     "aligngpt world options:\n"
     "      --profile P            quick (default: aligngpt and llava, one seed, about 3 minutes on 2 idle cores),\n"
-    "                             full (all five variants, 3 seeds) or test (seconds; the numbers mean nothing)\n"
+    "                             full (all five variants, 3 seeds, about 80 minutes) or test (seconds; the\n"
+    "                             numbers mean nothing)\n"
     "  -o, --output-dir DIR       world-out (default): report.md, results.json, plots/, seed-S/...\n"
     "      --seed S               1: the first seed (the same seed gives the same results.json on any thread count)\n"
     "      --seeds N              replicates (seeds S .. S+N-1; default: the profile's)\n"
     "      --variants LIST        comma-separated: aligngpt, llava, global_only, local_only, fixed:7\n"
+    "      --resume               keep what an interrupted run with the same options finished in DIR and do\n"
+    "                             the rest (the results are the uninterrupted run's)\n"
     "  -t, --threads N            OpenMP threads;  -q, --quiet   no progress on stderr\n"
     "\n"
     "  -h, --help                 this text\n"

@@ -578,6 +578,7 @@ inline world::pipeline_options parse_world(const std::vector<std::string>& argv)
                                   {"threads", true},
                                   {"variants", true},
                                   {"seeds", true},
+                                  {"resume", false},
                                   {"quiet", false}},
                                  {{"-o", "output-dir"}, {"-t", "threads"}, {"-q", "quiet"}});
     const std::string profile = o.count("profile") ? o["profile"] : "quick";
@@ -600,6 +601,7 @@ inline world::pipeline_options parse_world(const std::vector<std::string>& argv)
     }
     if (o.count("threads")) set_threads(parse_number<int>("threads", o["threads"], 1, 4096, "an integer in [1, 4096]"));
     if (o.count("quiet")) p.log = nullptr;
+    p.resume = o.count("resume") > 0;
     namespace fs = std::filesystem;
     std::error_code ec;
     if (fs::exists(p.out_dir, ec) && !fs::is_directory(p.out_dir, ec))

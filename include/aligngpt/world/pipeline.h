@@ -26,6 +26,12 @@
 // Every random draw is rng-keyed by the seed and the kernels reduce in a fixed order, so results.json
 // is the same bits on any thread count, except its "seconds" (wall times).
 //
+// Resuming (`resume`, `aligngpt world --resume`): each finished stage leaves a marker in
+// OUT/.stages/ holding what the report needs from it (metrics, gate sums, tower and level figures:
+// JSON doubles round-trip exactly); a resumed run with the same options (OUT/.stages/options.json)
+// restores the marked stages, resumes an interrupted training stage from its checkpoint, and runs
+// the rest, so its results.json is the uninterrupted run's.
+//
 //   auto o = world::pipeline_options::quick(/*seed=*/1);
 //   o.out_dir = "world-out";
 //   const world::pipeline_result r = world::run_pipeline(o);   // r.table, r.report, r.results
@@ -108,6 +114,7 @@ struct pipeline_options {
     index_t eval_batch = 16, max_new_tokens = 64;
     std::int64_t gate_questions = 50;  ///< per question kind: questions whose gate weights are averaged
     int examples = 4;                  ///< example images in report.md
+    bool resume = false;               ///< skip what a run with the same options finished in out_dir (`--resume`)
     std::ostream* log = &std::cerr;    ///< progress; nullptr: quiet
 
     /// Two variants, one seed: fits 10 minutes on 2 cores (docs/world.md has the measured times).
@@ -319,6 +326,79 @@ inline void stop_if_interrupted(const train::run_result& r, const std::string& d
                    ")");
 }
 
+/// Everything in the options that decides the results (not out_dir, log, resume): a resumed run
+/// must have the same.
+inline ojson options_record(const pipeline_options& o) {
+    const auto sched = [](const tower_schedule& s) {
+        return ojson{{"steps", s.steps},
+                     {"batch", s.batch},
+                     {"lr", s.lr},
+                     {"warmup_ratio", s.warmup_ratio},
+                     {"weight_decay", s.weight_decay},
+                     {"max_grad_norm", s.max_grad_norm}};
+    };
+    const options& w = o.world;
+    const clip_pretrain_options& c = o.clip;
+    const llm_pretrain_options& l = o.llm;
+    ojson j;
+    j["format"] = "aligngpt-world-options", j["version"] = 1;
+    j["profile"] = o.profile, j["seed"] = o.seed, j["seeds"] = o.seeds, j["variants"] = o.variants;
+    j["world"] = {{"image_size", w.scenes.image_size},
+                  {"min_objects", w.scenes.min_objects},
+                  {"max_objects", w.scenes.max_objects},
+                  {"n_train", w.n_train},
+                  {"n_eval", w.n_eval},
+                  {"n_text", w.n_text},
+                  {"caption_mix", w.caption_mix},
+                  {"task_mix", w.task_mix},
+                  {"multi_turn_percent", w.multi_turn_percent}};
+    j["clip"] = {{"width", c.width},
+                 {"heads", c.heads},
+                 {"vision_layers", c.vision_layers},
+                 {"text_layers", c.text_layers},
+                 {"projection_dim", c.projection_dim},
+                 {"patch_size", c.patch_size},
+                 {"max_positions", c.max_positions},
+                 {"bpe_merges", c.bpe_merges},
+                 {"sched", sched(c.sched)},
+                 {"n_eval", c.n_eval}};
+    j["llm"] = {
+        {"hidden", l.hidden},         {"layers", l.layers},         {"heads", l.heads},       {"intermediate", l.intermediate},
+        {"vocab_size", l.vocab_size}, {"max_length", l.max_length}, {"sched", sched(l.sched)}};
+    j["n_levels"] = o.n_levels, j["levels_batch"] = o.levels_batch;
+    j["stage1"] = {{"steps", o.stage1_steps}, {"batch", o.stage1_batch}, {"lr", o.stage1_lr}};
+    j["stage2"] = {{"steps", o.stage2_steps}, {"batch", o.stage2_batch}, {"lr", o.stage2_lr}};
+    j["eval_batch"] = o.eval_batch, j["max_new_tokens"] = o.max_new_tokens, j["gate_questions"] = o.gate_questions;
+    j["examples"] = o.examples;
+    return j;
+}
+
+/// A JSON file the pipeline wrote (a marker, options.json), read back with its key order.
+inline ojson read_own_json(const std::string& path) {
+    const std::string text = io::read_text_file(path, std::uint64_t(256) << 20);
+    try {
+        return ojson::parse(text);
+    } catch (const std::exception& e) { fail(path, ": not the JSON this pipeline writes (", e.what(), ")"); }
+}
+
+/// Starts OUT/.stages for this run: with resume, the earlier run's markers are kept if its options
+/// equal these (else the difference is named); without, they are removed.
+inline void start_markers(const pipeline_options& o, const std::string& marks) {
+    const ojson rec = options_record(o);
+    const std::string path = marks + "/options.json";
+    if (o.resume && fs::exists(path)) {
+        const ojson prev = read_own_json(path);
+        for (const auto& [key, value] : rec.items())
+            ALIGNGPT_CHECK(prev.contains(key) && prev[key] == value, "world: --resume: ", o.out_dir,
+                           " holds a run with other options (\"", key, "\": ", prev.contains(key) ? prev[key].dump() : "missing",
+                           " there, ", value.dump(), " now); run without --resume to start over, or choose another -o");
+        return;
+    }
+    fs::remove_all(marks);
+    fs::create_directories(marks);
+    write_text(path, rec.dump(1) + "\n");
+}
+
 /// Rewrites config.json's mm_vision_tower as a path relative to the model directory.
 inline void relative_vision_tower(const std::string& model_dir, const std::string& tower_dir) {
     const std::string path = model_dir + "/config.json";
@@ -434,18 +514,38 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
     std::vector<std::string> loss_plots;      // markdown lines
     ojson examples = ojson::array();
     const int total_stages = 7;
-    const auto stage = [&](int k, const std::string& name, const std::string& what, auto&& fn) {
+    const std::string marks = o.out_dir + "/.stages";
+    start_markers(o, marks);
+    // Runs a stage: `fn` does the work and returns what the report needs from it, `keep` puts that in
+    // place. A stage that an earlier run finished (its marker, with resume) is kept, not run; a stage
+    // without a marker name always runs.
+    const auto stage = [&](int k, const std::string& name, const std::string& what, const std::string& marker, auto&& fn,
+                           auto&& keep) {
+        const std::string mark = marks + "/" + marker + ".json";
+        if (o.resume && !marker.empty() && fs::exists(mark)) {
+            const ojson m = read_own_json(mark);
+            keep(m.at("data"));
+            res.stage_seconds[name] += m.at("seconds").get<double>();
+            if (log)
+                *log << "[world] stage " << k << "/" << total_stages << ": " << what << ": finished by an earlier run\n"
+                     << std::flush;
+            return;
+        }
         if (log) *log << "[world] stage " << k << "/" << total_stages << ": " << what << "\n" << std::flush;
         const auto t0 = clock::now();
+        ojson data;
         try {
-            fn();
+            data = fn();
         } catch (const std::exception& e) { fail("world: stage ", k, " (", what, "): ", e.what()); }
+        keep(data);
         const double s = since(t0);
         res.stage_seconds[name] += s;
+        if (!marker.empty()) write_text(mark, ojson{{"seconds", s}, {"data", data}}.dump() + "\n");
         if (log)
             *log << "[world] stage " << k << "/" << total_stages << ": " << what << " done in " << fmt("%.1f", s) << " s\n"
                  << std::flush;
     };
+    const auto nothing = [](const ojson&) {};
 
     for (int rep = 0; rep < o.seeds; rep++) {
         const std::uint64_t seed = o.seed + std::uint64_t(rep);
@@ -454,400 +554,457 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
         const std::string clip_dir = sd + "/clip", llm_dir = sd + "/llm", levels_dir = sd + "/levels";
         const std::string tag = "seed " + std::to_string(seed) + ": ";
 
-        stage(1, "1 world", tag + "generate the world", [&] {
-            options w = o.world;
-            w.seed = seed;
-            generate(w, world_dir);
-        });
-        stage(2, "2 towers", tag + "pre-train the tiny CLIP and the tiny LLaMA", [&] {
-            clip_pretrain_options c = o.clip;
-            llm_pretrain_options l = o.llm;
-            c.seed = seed, l.seed = seed, c.log = log, l.log = log;
-            const auto cr = pretrain_clip(world_dir, clip_dir, c);
-            const auto lr = pretrain_llm(world_dir, llm_dir, l);
-            towers_json[std::to_string(seed)] = {
-                {"clip_final_loss", cr.steps.back().loss},    {"clip_i2t_accuracy", cr.i2t_accuracy},
-                {"clip_t2i_accuracy", cr.t2i_accuracy},       {"clip_positive_cosine", cr.positive_cosine},
-                {"clip_negative_cosine", cr.negative_cosine}, {"llm_final_loss", lr.steps.back().loss}};
-        });
-        stage(3, "3 levels", tag + "alignment levels of captions.json from the tiny CLIP", [&] {
-            fs::create_directories(levels_dir);
-            const auto ds = train::read_dataset(world_dir + "/captions.json");
-            const auto pairs = train::dataset_pairs(ds, world_dir + "/captions.json");
-            io::load_options lo;
-            lo.quiet = !log, lo.log = log;
-            const auto lv = train::compute_levels(train::clip_scorer<>::load(clip_dir, lo), pairs, images,
-                                                  {.n_levels = o.n_levels, .batch_size = o.levels_batch, .progress = log});
-            train::write_levels_json(ds, lv, levels_dir + "/captions_levels.json");
-            train::write_histogram_png(levels_dir + "/levels.png", lv);
-            // what the levels say about the captions: mean cosine and mean level per caption kind
-            ojson by_kind = ojson::object();
-            for (std::string_view ck : caption_kind_names) {
-                double cs = 0, ls = 0;
-                std::int64_t n = 0;
-                for (std::size_t k = 0; k < ds.size(); k++)
-                    if (ds[k].value("caption_kind", "") == ck) cs += lv.similarity[k], ls += lv.level[k], n++;
-                if (n) by_kind[std::string(ck)] = {{"count", n}, {"mean_cosine", cs / double(n)}, {"mean_level", ls / double(n)}};
-            }
-            ojson st = ojson::array();
-            for (const auto& s : lv.stats) st.push_back({{"count", s.count}, {"min", s.min}, {"mean", s.mean}, {"max", s.max}});
-            levels_json[std::to_string(seed)] = {{"by_caption_kind", by_kind}, {"levels", st}};
-        });
+        const std::string sk = "seed-" + std::to_string(seed);  // marker names
+        stage(
+            1, "1 world", tag + "generate the world", sk + ".world",
+            [&] {
+                options w = o.world;
+                w.seed = seed;
+                generate(w, world_dir);
+                return ojson::object();
+            },
+            nothing);
+        stage(
+            2, "2 towers", tag + "pre-train the tiny CLIP and the tiny LLaMA", sk + ".towers",
+            [&] {
+                clip_pretrain_options c = o.clip;
+                llm_pretrain_options l = o.llm;
+                c.seed = seed, l.seed = seed, c.log = log, l.log = log;
+                const auto cr = pretrain_clip(world_dir, clip_dir, c);
+                const auto lr = pretrain_llm(world_dir, llm_dir, l);
+                return ojson{{"clip_final_loss", cr.steps.back().loss},    {"clip_i2t_accuracy", cr.i2t_accuracy},
+                             {"clip_t2i_accuracy", cr.t2i_accuracy},       {"clip_positive_cosine", cr.positive_cosine},
+                             {"clip_negative_cosine", cr.negative_cosine}, {"llm_final_loss", lr.steps.back().loss}};
+            },
+            [&](const ojson& d) { towers_json[std::to_string(seed)] = d; });
+        stage(
+            3, "3 levels", tag + "alignment levels of captions.json from the tiny CLIP", sk + ".levels",
+            [&] {
+                fs::create_directories(levels_dir);
+                const auto ds = train::read_dataset(world_dir + "/captions.json");
+                const auto pairs = train::dataset_pairs(ds, world_dir + "/captions.json");
+                io::load_options lo;
+                lo.quiet = !log, lo.log = log;
+                const auto lv = train::compute_levels(train::clip_scorer<>::load(clip_dir, lo), pairs, images,
+                                                      {.n_levels = o.n_levels, .batch_size = o.levels_batch, .progress = log});
+                train::write_levels_json(ds, lv, levels_dir + "/captions_levels.json");
+                train::write_histogram_png(levels_dir + "/levels.png", lv);
+                // what the levels say about the captions: mean cosine and mean level per caption kind
+                ojson by_kind = ojson::object();
+                for (std::string_view ck : caption_kind_names) {
+                    double cs = 0, ls = 0;
+                    std::int64_t n = 0;
+                    for (std::size_t k = 0; k < ds.size(); k++)
+                        if (ds[k].value("caption_kind", "") == ck) cs += lv.similarity[k], ls += lv.level[k], n++;
+                    if (n)
+                        by_kind[std::string(ck)] = {
+                            {"count", n}, {"mean_cosine", cs / double(n)}, {"mean_level", ls / double(n)}};
+                }
+                ojson st = ojson::array();
+                for (const auto& s : lv.stats)
+                    st.push_back({{"count", s.count}, {"min", s.min}, {"mean", s.mean}, {"max", s.max}});
+                return ojson{{"by_caption_kind", by_kind}, {"levels", st}};
+            },
+            [&](const ojson& d) { levels_json[std::to_string(seed)] = d; });
 
         const std::vector<scene> scenes = read_scenes(world_dir + "/world.json");
-        stage(6, "6 eval", tag + "text prior: the most frequent training answer to each question, no image", [&] {
-            const std::string ev = sd + "/" + std::string(text_prior) + "/eval";
-            answer_from_prior(world_dir, ev);
-            metrics m;
-            for (std::string_view kind : {"describe", "attribute", "count", "exists", "text"})
-                score_answers(kind, world_dir + "/" + question_file(kind), ev + "/answers_" + std::string(kind) + ".jsonl",
-                              scenes, m);
-            res.runs[std::string(text_prior)].push_back(m);
-        });
+        stage(
+            6, "6 eval", tag + "text prior: the most frequent training answer to each question, no image",
+            sk + "." + std::string(text_prior) + ".eval",
+            [&] {
+                const std::string ev = sd + "/" + std::string(text_prior) + "/eval";
+                answer_from_prior(world_dir, ev);
+                metrics m;
+                for (std::string_view kind : {"describe", "attribute", "count", "exists", "text"})
+                    score_answers(kind, world_dir + "/" + question_file(kind), ev + "/answers_" + std::string(kind) + ".jsonl",
+                                  scenes, m);
+                return ojson(m);
+            },
+            [&](const ojson& d) { res.runs[std::string(text_prior)].push_back(d.get<metrics>()); });
         std::map<std::string, std::string> stage1_done;  // stage-1 variant -> its directory
         for (const std::string& v : o.variants) {
             const std::string vd = sd + "/" + variant_dir(v);
             const std::string s1 = sd + "/" + variant_dir(stage1_of(v)) + "/stage1", s2 = vd + "/stage2", ev = vd + "/eval";
             const models::alignment al = variant_alignment(v);
             if (!stage1_done.count(std::string(stage1_of(v)))) {
-                stage(4, "4 stage 1", tag + std::string(stage1_of(v)) + ": stage 1 (alignment pre-training)", [&] {
-                    train::options t;
-                    t.stage = models::stage::pretrain;
-                    t.model_dir = llm_dir, t.vision_tower = clip_dir;
-                    t.data_path = levels_dir + "/captions_levels.json", t.image_folder = images, t.output_dir = s1;
-                    t.learning_rate = o.stage1_lr, t.per_device_train_batch_size = o.stage1_batch,
-                    t.gradient_accumulation_steps = 1;
-                    t.max_steps = o.stage1_steps, t.save_steps = 0, t.seed = seed;
-                    t.model_max_length = o.llm.max_length + 256;
-                    if (stage1_of(v) == "llava") t.align = variant_alignment("llava");
-                    t.log = log, t.quiet = !log;
-                    stop_if_interrupted(train::trainer(t).run(), s1);
-                });
+                stage(
+                    4, "4 stage 1", tag + std::string(stage1_of(v)) + ": stage 1 (alignment pre-training)",
+                    sk + "." + variant_dir(stage1_of(v)) + ".stage1",
+                    [&] {
+                        train::options t;
+                        t.stage = models::stage::pretrain;
+                        t.model_dir = llm_dir, t.vision_tower = clip_dir;
+                        t.data_path = levels_dir + "/captions_levels.json", t.image_folder = images, t.output_dir = s1;
+                        t.learning_rate = o.stage1_lr, t.per_device_train_batch_size = o.stage1_batch,
+                        t.gradient_accumulation_steps = 1;
+                        t.max_steps = o.stage1_steps, t.save_steps = 0, t.seed = seed;
+                        t.model_max_length = o.llm.max_length + 256;
+                        if (stage1_of(v) == "llava") t.align = variant_alignment("llava");
+                        t.log = log, t.quiet = !log;
+                        t.resume = o.resume;  // an interrupted stage continues from its checkpoint, bit for bit
+                        stop_if_interrupted(train::trainer(t).run(), s1);
+                        return ojson::object();
+                    },
+                    nothing);
                 stage1_done[std::string(stage1_of(v))] = s1;
             }
-            stage(5, "5 stage 2", tag + v + ": stage 2 (instruction tuning)", [&] {
-                train::options t;
-                t.stage = models::stage::finetune;
-                t.model_dir = llm_dir, t.vision_tower = clip_dir,
-                t.pretrain_mm_mlp_align = s1 + (v == "llava" ? "/mm_projector.bin" : "/mm_projector_align.bin");
-                t.data_path = world_dir + "/instruct.json", t.image_folder = images, t.output_dir = s2;
-                t.learning_rate = o.stage2_lr, t.per_device_train_batch_size = o.stage2_batch, t.gradient_accumulation_steps = 1;
-                t.max_steps = o.stage2_steps, t.save_steps = 0, t.seed = seed;
-                t.model_max_length = o.llm.max_length + 256;
-                t.align = al;
-                t.log = log, t.quiet = !log;
-                stop_if_interrupted(train::trainer(t).run(), s2);
-                relative_vision_tower(s2, clip_dir);
-            });
-            metrics m;
-            stage(6, "6 eval", tag + v + ": answer and score the held-out questions", [&] {
-                fs::create_directories(ev);
-                pretrained::load_options lo;
-                lo.quiet = true;
-                const auto model = pretrained::load_aligngpt<float>(s2, lo);
-                const auto tok = tokenizer::llama_tokenizer::from_directory(s2);
-                const auto pixels = [&](const std::string& p) { return model_pixels(p, model); };
-                for (std::string_view kind : image_kinds) {
-                    eval::answer_options a;
-                    a.image_folder = images, a.model_id = v, a.max_new_tokens = o.max_new_tokens, a.align = al;
-                    a.batch_size = o.eval_batch, a.progress = log;
-                    const std::string qf = world_dir + "/" + question_file(kind),
-                                      af = ev + "/answers_" + std::string(kind) + ".jsonl";
-                    eval::answer_questions(*model.model, *model.vision, tok, qf, af, a, pixels);
-                    score_answers(kind, qf, af, scenes, m);
-                }
-                answer_text(model, tok, world_dir + "/eval_text.jsonl", ev + "/answers_text.jsonl", o.max_new_tokens);
-                score_answers("text", world_dir + "/eval_text.jsonl", ev + "/answers_text.jsonl", scenes, m);
-                // the gate's weights per question kind (variants that run the gate)
-                if (al.mode == models::align_mode::gated || al.mode == models::align_mode::local_only) {
-                    gate_stats& g = gates[v];
+            stage(
+                5, "5 stage 2", tag + v + ": stage 2 (instruction tuning)", sk + "." + variant_dir(v) + ".stage2",
+                [&] {
+                    train::options t;
+                    t.stage = models::stage::finetune;
+                    t.model_dir = llm_dir, t.vision_tower = clip_dir,
+                    t.pretrain_mm_mlp_align = s1 + (v == "llava" ? "/mm_projector.bin" : "/mm_projector_align.bin");
+                    t.data_path = world_dir + "/instruct.json", t.image_folder = images, t.output_dir = s2;
+                    t.learning_rate = o.stage2_lr, t.per_device_train_batch_size = o.stage2_batch,
+                    t.gradient_accumulation_steps = 1;
+                    t.max_steps = o.stage2_steps, t.save_steps = 0, t.seed = seed;
+                    t.model_max_length = o.llm.max_length + 256;
+                    t.align = al;
+                    t.log = log, t.quiet = !log;
+                    t.resume = o.resume;
+                    stop_if_interrupted(train::trainer(t).run(), s2);
+                    relative_vision_tower(s2, clip_dir);
+                    return ojson::object();
+                },
+                nothing);
+            stage(
+                6, "6 eval", tag + v + ": answer and score the held-out questions", sk + "." + variant_dir(v) + ".eval",
+                [&] {
+                    fs::create_directories(ev);
+                    metrics m;
+                    pretrained::load_options lo;
+                    lo.quiet = true;
+                    const auto model = pretrained::load_aligngpt<float>(s2, lo);
+                    const auto tok = tokenizer::llama_tokenizer::from_directory(s2);
+                    const auto pixels = [&](const std::string& p) { return model_pixels(p, model); };
                     for (std::string_view kind : image_kinds) {
-                        const auto qs = eval::read_jsonl(world_dir + "/" + question_file(kind), "questions");
-                        const auto answers = eval::read_answers(ev + "/answers_" + std::string(kind) + ".jsonl");
-                        auto& sum = g.sum[std::string(kind)];
-                        sum.resize(7, 0.0);
-                        for (std::size_t k = 0; k < qs.size() && std::int64_t(k) < o.gate_questions; k++) {
-                            const io::json_reader r(qs[k].value, qs[k].where);
-                            const std::string img = r.string("image", std::nullopt), text = r.string("text", std::nullopt);
-                            const auto feats =
-                                model.vision->features(nullptr, autograd::variable<float>::leaf(pixels(images + "/" + img)));
-                            const auto out = model.model->forward(nullptr, {models::sample{prompt_ids(tok, text, true)}}, feats,
-                                                                  models::stage::inference, al);
-                            const auto w = out.gate.weights.value().to_vector();
-                            for (std::size_t l = 0; l < w.size() && l < 7; l++) sum[l] += double(w[l]);
-                            g.n[std::string(kind)]++;
-                            // the first examples of the first seed, for report.md
-                            if (rep == 0 && v == o.variants.front() && k < 1 && std::int64_t(examples.size()) < o.examples) {
-                                const std::string dst = "plots/examples/" + variant_dir(kind) + "_" + img;
-                                fs::copy_file(images + "/" + img, o.out_dir + "/" + dst, fs::copy_options::overwrite_existing);
-                                ojson e;
-                                e["image"] = dst, e["kind"] = kind, e["question"] = text;
-                                e["truth"] = r.string("answer", std::nullopt), e["answer"] = answers[k].text;
-                                e["gate_weights"] = w;
-                                examples.push_back(std::move(e));
+                        eval::answer_options a;
+                        a.image_folder = images, a.model_id = v, a.max_new_tokens = o.max_new_tokens, a.align = al;
+                        a.batch_size = o.eval_batch, a.progress = log;
+                        const std::string qf = world_dir + "/" + question_file(kind),
+                                          af = ev + "/answers_" + std::string(kind) + ".jsonl";
+                        eval::answer_questions(*model.model, *model.vision, tok, qf, af, a, pixels);
+                        score_answers(kind, qf, af, scenes, m);
+                    }
+                    answer_text(model, tok, world_dir + "/eval_text.jsonl", ev + "/answers_text.jsonl", o.max_new_tokens);
+                    score_answers("text", world_dir + "/eval_text.jsonl", ev + "/answers_text.jsonl", scenes, m);
+                    // the gate's weights per question kind (variants that run the gate)
+                    ojson gate = ojson::object(), new_examples = ojson::array();
+                    if (al.mode == models::align_mode::gated || al.mode == models::align_mode::local_only) {
+                        for (std::string_view kind : image_kinds) {
+                            const auto qs = eval::read_jsonl(world_dir + "/" + question_file(kind), "questions");
+                            const auto answers = eval::read_answers(ev + "/answers_" + std::string(kind) + ".jsonl");
+                            std::vector<double> sum(7, 0.0);
+                            std::int64_t n = 0;
+                            for (std::size_t k = 0; k < qs.size() && std::int64_t(k) < o.gate_questions; k++) {
+                                const io::json_reader r(qs[k].value, qs[k].where);
+                                const std::string img = r.string("image", std::nullopt), text = r.string("text", std::nullopt);
+                                const auto feats =
+                                    model.vision->features(nullptr, autograd::variable<float>::leaf(pixels(images + "/" + img)));
+                                const auto out = model.model->forward(nullptr, {models::sample{prompt_ids(tok, text, true)}},
+                                                                      feats, models::stage::inference, al);
+                                const auto w = out.gate.weights.value().to_vector();
+                                for (std::size_t l = 0; l < w.size() && l < 7; l++) sum[l] += double(w[l]);
+                                n++;
+                                // the first examples of the first seed, for report.md
+                                if (rep == 0 && v == o.variants.front() && k < 1 &&
+                                    std::int64_t(examples.size() + new_examples.size()) < o.examples) {
+                                    const std::string dst = "plots/examples/" + variant_dir(kind) + "_" + img;
+                                    fs::copy_file(images + "/" + img, o.out_dir + "/" + dst,
+                                                  fs::copy_options::overwrite_existing);
+                                    ojson e;
+                                    e["image"] = dst, e["kind"] = kind, e["question"] = text;
+                                    e["truth"] = r.string("answer", std::nullopt), e["answer"] = answers[k].text;
+                                    e["gate_weights"] = w;
+                                    new_examples.push_back(std::move(e));
+                                }
                             }
+                            gate[std::string(kind)] = {{"sum", sum}, {"n", n}};
                         }
                     }
-                }
-            });
-            res.runs[v].push_back(m);
+                    return ojson{{"metrics", m}, {"gate", gate}, {"examples", new_examples}};
+                },
+                [&](const ojson& d) {
+                    res.runs[v].push_back(d.at("metrics").get<metrics>());
+                    for (const auto& [kind, g] : d.at("gate").items()) {
+                        auto& sum = gates[v].sum[kind];
+                        sum.resize(7, 0.0);
+                        const auto part = g.at("sum").get<std::vector<double>>();
+                        for (std::size_t l = 0; l < 7 && l < part.size(); l++) sum[l] += part[l];
+                        gates[v].n[kind] += g.at("n").get<std::int64_t>();
+                    }
+                    for (const auto& e : d.at("examples")) examples.push_back(e);
+                });
         }
     }
 
     // ---- stage 7: report ----
-    stage(7, "7 report", "report.md, results.json and the plots", [&] {
-        const std::string sd1 = "seed-" + std::to_string(o.seed);
-        // loss curves of every stage (the first seed)
-        std::vector<std::pair<std::string, std::string>> runs_to_plot{{"CLIP pre-training", sd1 + "/clip"},
-                                                                      {"LLaMA pre-training", sd1 + "/llm"}};
-        std::vector<std::string> s1_seen;
-        for (const std::string& v : o.variants) {
-            const std::string s1 = variant_dir(stage1_of(v));
-            if (std::find(s1_seen.begin(), s1_seen.end(), s1) == s1_seen.end())
-                s1_seen.push_back(s1), runs_to_plot.push_back({"stage 1 (" + s1 + ")", sd1 + "/" + s1 + "/stage1"});
-        }
-        for (const std::string& v : o.variants)
-            runs_to_plot.push_back({"stage 2 (" + v + ")", sd1 + "/" + variant_dir(v) + "/stage2"});
-        bool have_gnuplot = true;
-        for (const auto& [title, rel] : runs_to_plot) {
-            const auto p = train::plot_metrics(o.out_dir + "/" + rel);
-            if (p.png.empty()) {
-                have_gnuplot = false;
-                loss_plots.push_back("- " + title + ": `" + rel + "/metrics.tsv` (gnuplot missing: `gnuplot " + rel +
-                                     "/metrics.gp` draws it)");
-            } else {
-                loss_plots.push_back("- " + title + ": [" + rel + "/metrics.png](" + rel + "/metrics.png)");
-                res.plots.push_back(p.png);
+    stage(
+        7, "7 report", "report.md, results.json and the plots", "",
+        [&] {
+            const std::string sd1 = "seed-" + std::to_string(o.seed);
+            // loss curves of every stage (the first seed)
+            std::vector<std::pair<std::string, std::string>> runs_to_plot{{"CLIP pre-training", sd1 + "/clip"},
+                                                                          {"LLaMA pre-training", sd1 + "/llm"}};
+            std::vector<std::string> s1_seen;
+            for (const std::string& v : o.variants) {
+                const std::string s1 = variant_dir(stage1_of(v));
+                if (std::find(s1_seen.begin(), s1_seen.end(), s1) == s1_seen.end())
+                    s1_seen.push_back(s1), runs_to_plot.push_back({"stage 1 (" + s1 + ")", sd1 + "/" + s1 + "/stage1"});
             }
-        }
-        res.plots.push_back(o.out_dir + "/" + sd1 + "/levels/levels.png");
+            for (const std::string& v : o.variants)
+                runs_to_plot.push_back({"stage 2 (" + v + ")", sd1 + "/" + variant_dir(v) + "/stage2"});
+            bool have_gnuplot = true;
+            for (const auto& [title, rel] : runs_to_plot) {
+                const auto p = train::plot_metrics(o.out_dir + "/" + rel);
+                if (p.png.empty()) {
+                    have_gnuplot = false;
+                    loss_plots.push_back("- " + title + ": `" + rel + "/metrics.tsv` (gnuplot missing: `gnuplot " + rel +
+                                         "/metrics.gp` draws it)");
+                } else {
+                    loss_plots.push_back("- " + title + ": [" + rel + "/metrics.png](" + rel + "/metrics.png)");
+                    res.plots.push_back(p.png);
+                }
+            }
+            res.plots.push_back(o.out_dir + "/" + sd1 + "/levels/levels.png");
 
-        // gate weights per question kind: TSV + gnuplot bar chart
-        std::string tsv = "# variant\tkind";
-        for (int l = 0; l < 7; l++) tsv += "\tlevel" + std::to_string(l);
-        tsv += "\n";
-        for (const auto& [v, g] : gates) {
-            ojson per = ojson::object();
-            for (std::string_view kind : image_kinds) {
-                const std::string k(kind);
-                if (!g.n.count(k) || !g.n.at(k)) continue;
-                std::vector<double> mean(7);
-                for (int l = 0; l < 7; l++) mean[std::size_t(l)] = g.sum.at(k)[std::size_t(l)] / double(g.n.at(k));
-                per[k] = mean;
-                tsv += v + "\t" + k;
-                for (double x : mean) tsv += "\t" + fmt("%.6f", x);
-                tsv += "\n";
+            // gate weights per question kind: TSV + gnuplot bar chart
+            std::string tsv = "# variant\tkind";
+            for (int l = 0; l < 7; l++) tsv += "\tlevel" + std::to_string(l);
+            tsv += "\n";
+            for (const auto& [v, g] : gates) {
+                ojson per = ojson::object();
+                for (std::string_view kind : image_kinds) {
+                    const std::string k(kind);
+                    if (!g.n.count(k) || !g.n.at(k)) continue;
+                    std::vector<double> mean(7);
+                    for (int l = 0; l < 7; l++) mean[std::size_t(l)] = g.sum.at(k)[std::size_t(l)] / double(g.n.at(k));
+                    per[k] = mean;
+                    tsv += v + "\t" + k;
+                    for (double x : mean) tsv += "\t" + fmt("%.6f", x);
+                    tsv += "\n";
+                }
+                gate_json[v] = per;
             }
-            gate_json[v] = per;
-        }
-        write_text(o.out_dir + "/plots/gate_weights.tsv", tsv);
-        std::string gate_png;
-        if (!gates.empty()) {
-            // one chart: the first gated variant's mean weights per level, one bar group per kind
-            const std::string v = gates.begin()->first;
-            std::string gp =
-                "# gnuplot plots/gate_weights.gp -> plots/gate_weights.png (written by aligngpt world)\n"
-                "set terminal pngcairo size 1000,600 noenhanced font ',10'\nset output 'gate_weights.png'\n"
-                "set title 'mean gate weight per alignment level and question kind (" +
-                v +
-                ")'\n"
-                "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-                "set boxwidth 0.9\nset grid ytics\nset yrange [0:*]\nset ylabel 'mean gate weight (uniform: 1/7)'\nset xlabel "
-                "'question kind'\n"
-                "set key outside right\n";
-            std::string rows;
-            for (int l = 0; l < 7; l++)
-                rows += std::string(l ? ", ''" : "plot 'gate_weights_" + variant_dir(v) + ".tsv'") + " using " +
-                        std::to_string(l + 2) + (l ? "" : ":xtic(1)") + " title 'level " + std::to_string(l) + "'";
-            std::string data;
-            for (const auto& [k, w] : gate_json[v].items()) {
-                data += k;
-                for (const auto& x : w) data += "\t" + fmt("%.6f", x.get<double>());
-                data += "\n";
+            write_text(o.out_dir + "/plots/gate_weights.tsv", tsv);
+            std::string gate_png;
+            if (!gates.empty()) {
+                // one chart: the first gated variant's mean weights per level, one bar group per kind
+                const std::string v = gates.begin()->first;
+                std::string gp =
+                    "# gnuplot plots/gate_weights.gp -> plots/gate_weights.png (written by aligngpt world)\n"
+                    "set terminal pngcairo size 1000,600 noenhanced font ',10'\nset output 'gate_weights.png'\n"
+                    "set title 'mean gate weight per alignment level and question kind (" +
+                    v +
+                    ")'\n"
+                    "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+                    "set boxwidth 0.9\nset grid ytics\nset yrange [0:*]\nset ylabel 'mean gate weight (uniform: 1/7)'\nset "
+                    "xlabel "
+                    "'question kind'\n"
+                    "set key outside right\n";
+                std::string rows;
+                for (int l = 0; l < 7; l++)
+                    rows += std::string(l ? ", ''" : "plot 'gate_weights_" + variant_dir(v) + ".tsv'") + " using " +
+                            std::to_string(l + 2) + (l ? "" : ":xtic(1)") + " title 'level " + std::to_string(l) + "'";
+                std::string data;
+                for (const auto& [k, w] : gate_json[v].items()) {
+                    data += k;
+                    for (const auto& x : w) data += "\t" + fmt("%.6f", x.get<double>());
+                    data += "\n";
+                }
+                write_text(o.out_dir + "/plots/gate_weights_" + variant_dir(v) + ".tsv", data);
+                write_text(o.out_dir + "/plots/gate_weights.gp",
+                           "cd '" + fs::absolute(o.out_dir + "/plots").string() + "'\n" + gp + rows + "\n");
+                std::string err;
+                if (train::detail::run_gnuplot(o.out_dir + "/plots/gate_weights.gp", err) && err.empty()) {
+                    gate_png = "plots/gate_weights.png";
+                    res.plots.push_back(o.out_dir + "/" + gate_png);
+                }
             }
-            write_text(o.out_dir + "/plots/gate_weights_" + variant_dir(v) + ".tsv", data);
-            write_text(o.out_dir + "/plots/gate_weights.gp",
-                       "cd '" + fs::absolute(o.out_dir + "/plots").string() + "'\n" + gp + rows + "\n");
-            std::string err;
-            if (train::detail::run_gnuplot(o.out_dir + "/plots/gate_weights.gp", err) && err.empty()) {
-                gate_png = "plots/gate_weights.png";
-                res.plots.push_back(o.out_dir + "/" + gate_png);
-            }
-        }
-        for (const auto& e : examples) res.plots.push_back(o.out_dir + "/" + e["image"].get<std::string>());
+            for (const auto& e : examples) res.plots.push_back(o.out_dir + "/" + e["image"].get<std::string>());
 
-        // the table: mean ± spread per variant and metric
-        std::ostringstream tb;
-        tb << "| variant |";
-        for (const auto& [key, head] : table_columns()) tb << " " << head << " |";
-        tb << "\n|---|";
-        for (std::size_t c = 0; c < table_columns().size(); c++) tb << "---|";
-        tb << "\n";
-        ojson metrics_json = ojson::object();
-        std::vector<std::string> rows = o.variants;
-        rows.emplace_back(text_prior);
-        for (const std::string& v : rows) {
-            tb << "| " << (v == text_prior ? "text prior (no image)" : v) << " |";
-            ojson per = ojson::object();
-            for (const auto& [key, value] : res.runs[v].front()) {
-                std::vector<double> xs;
-                for (const metrics& m : res.runs[v]) xs.push_back(m.at(key));
-                const auto [mean, sd] = mean_std(xs);
-                per[key] = {{"mean", mean}, {"std", sd}, {"values", xs}};
-            }
-            for (const auto& [key, head] : table_columns()) {
-                const auto& x = per[key];
-                tb << " " << fmt("%.3f", x["mean"].get<double>());
-                if (o.seeds > 1) tb << " ± " << fmt("%.3f", x["std"].get<double>());
-                tb << " |";
-            }
+            // the table: mean ± spread per variant and metric
+            std::ostringstream tb;
+            tb << "| variant |";
+            for (const auto& [key, head] : table_columns()) tb << " " << head << " |";
+            tb << "\n|---|";
+            for (std::size_t c = 0; c < table_columns().size(); c++) tb << "---|";
             tb << "\n";
-            metrics_json[v] = per;
-        }
-        res.table = tb.str();
+            ojson metrics_json = ojson::object();
+            std::vector<std::string> rows = o.variants;
+            rows.emplace_back(text_prior);
+            for (const std::string& v : rows) {
+                tb << "| " << (v == text_prior ? "text prior (no image)" : v) << " |";
+                ojson per = ojson::object();
+                for (const auto& [key, value] : res.runs[v].front()) {
+                    std::vector<double> xs;
+                    for (const metrics& m : res.runs[v]) xs.push_back(m.at(key));
+                    const auto [mean, sd] = mean_std(xs);
+                    per[key] = {{"mean", mean}, {"std", sd}, {"values", xs}};
+                }
+                for (const auto& [key, head] : table_columns()) {
+                    const auto& x = per[key];
+                    tb << " " << fmt("%.3f", x["mean"].get<double>());
+                    if (o.seeds > 1) tb << " ± " << fmt("%.3f", x["std"].get<double>());
+                    tb << " |";
+                }
+                tb << "\n";
+                metrics_json[v] = per;
+            }
+            res.table = tb.str();
 
-        // what the numbers show, from the numbers
-        std::ostringstream says;
-        const auto mean_of = [&](const std::string& v, const std::string& key) {
-            return metrics_json[v][key]["mean"].get<double>();
-        };
-        const auto sd_of = [&](const std::string& v, const std::string& key) {
-            return metrics_json[v][key]["std"].get<double>();
-        };
-        if (metrics_json.contains("aligngpt") && metrics_json.contains("llava")) {
-            int better = 0, worse = 0, within = 0;
-            for (const auto& [key, head] : table_columns()) {
-                const double d = mean_of("aligngpt", key) - mean_of("llava", key);
-                const double noise = o.seeds > 1 ? sd_of("aligngpt", key) + sd_of("llava", key) : 0.0;
-                if (std::abs(d) <= noise || d == 0)
-                    within++;
-                else
-                    (d > 0 ? better : worse)++;
-                says << "- " << head << ": aligngpt " << fmt("%.3f", mean_of("aligngpt", key)) << " vs llava "
-                     << fmt("%.3f", mean_of("llava", key)) << " (" << (d >= 0 ? "+" : "") << fmt("%.3f", d) << ")"
-                     << (o.seeds > 1 ? (std::abs(d) <= noise ? ", within the two spreads" : ", outside the two spreads") : "")
+            // what the numbers show, from the numbers
+            std::ostringstream says;
+            const auto mean_of = [&](const std::string& v, const std::string& key) {
+                return metrics_json[v][key]["mean"].get<double>();
+            };
+            const auto sd_of = [&](const std::string& v, const std::string& key) {
+                return metrics_json[v][key]["std"].get<double>();
+            };
+            if (metrics_json.contains("aligngpt") && metrics_json.contains("llava")) {
+                int better = 0, worse = 0, within = 0;
+                for (const auto& [key, head] : table_columns()) {
+                    const double d = mean_of("aligngpt", key) - mean_of("llava", key);
+                    const double noise = o.seeds > 1 ? sd_of("aligngpt", key) + sd_of("llava", key) : 0.0;
+                    if (std::abs(d) <= noise || d == 0)
+                        within++;
+                    else
+                        (d > 0 ? better : worse)++;
+                    says << "- " << head << ": aligngpt " << fmt("%.3f", mean_of("aligngpt", key)) << " vs llava "
+                         << fmt("%.3f", mean_of("llava", key)) << " (" << (d >= 0 ? "+" : "") << fmt("%.3f", d) << ")"
+                         << (o.seeds > 1 ? (std::abs(d) <= noise ? ", within the two spreads" : ", outside the two spreads") : "")
+                         << "\n";
+                }
+                says << "- In sum: aligngpt is ahead on " << better << ", behind on " << worse
+                     << " and level (or within the spread) on " << within << " of " << table_columns().size()
+                     << " metrics against the LLaVA baseline"
+                     << (o.seeds == 1
+                             ? ", from ONE seed: differences of this size may be noise (run `--seeds 3` or the full profile)"
+                             : "")
+                     << ".\n";
+            } else {
+                says << "- The LLaVA baseline or aligngpt is not among the variants run: no method-vs-baseline comparison.\n";
+            }
+            {  // do the levels sort the captions as their kinds say?
+                const auto& bk = levels_json[std::to_string(o.seed)]["by_caption_kind"];
+                if (bk.contains("exact") && bk.contains("unrelated")) {
+                    const double e = bk["exact"]["mean_level"].get<double>(), u = bk["unrelated"]["mean_level"].get<double>();
+                    says << "- Levels (seed " << o.seed << "): exact captions have mean level " << fmt("%.2f", e)
+                         << ", unrelated ones " << fmt("%.2f", u)
+                         << (e > u + 0.5 ? ": the tiny CLIP's similarity does separate aligned from unaligned captions."
+                                         : ": the tiny CLIP barely separates them, so the levels carry little information here.")
+                         << "\n";
+                }
+            }
+            for (const std::string& v : o.variants) {  // which skills read the image: above the blind baseline
+                std::string above, level;
+                for (const auto& [key, head] : table_columns()) {
+                    if (key == "text_accuracy") continue;  // no image in those questions
+                    const double d = mean_of(v, key) - mean_of(std::string(text_prior), key);
+                    const double noise = o.seeds > 1 ? sd_of(v, key) + sd_of(std::string(text_prior), key) : 0.0;
+                    if (d > std::max(noise, 0.02))
+                        above += std::string(above.empty() ? "" : ", ") + head + " (+" + fmt("%.3f", d) + ")";
+                    else
+                        level += std::string(level.empty() ? "" : ", ") + head;
+                }
+                says << "- " << v << " against the text prior (no image): above it on "
+                     << (above.empty() ? std::string("no image metric") : above) << "; not above it on "
+                     << (level.empty() ? std::string("none") : level)
+                     << ". Above the prior means the answers read the image; at the prior, the model answers from the question "
+                        "alone.\n";
+                const double yr = mean_of(v, "pope_yes_ratio");
+                if (yr == 0 || yr == 1)
+                    says << "- " << v << " answers \"" << (yr == 0 ? "no" : "yes")
+                         << "\" to every POPE question (accuracy 0.5 by "
+                         << "construction).\n";
+            }
+            for (const auto& [v, per] : gate_json.items()) {  // does the gate pick different levels for different kinds?
+                double spread = 0;
+                for (int l = 0; l < 7; l++) {
+                    double lo = 1, hi = 0;
+                    for (const auto& [k, w] : per.items())
+                        lo = std::min(lo, w[std::size_t(l)].get<double>()), hi = std::max(hi, w[std::size_t(l)].get<double>());
+                    spread = std::max(spread, hi - lo);
+                }
+                says << "- The gate of " << v << ": its mean weight of a level differs across question kinds by at most "
+                     << fmt("%.3f", spread)
+                     << (spread < 0.02 ? " (uniform 1/7 = 0.143): it hardly adapts to the question here."
+                                       : ": it weighs the levels differently per question kind.")
                      << "\n";
             }
-            says << "- In sum: aligngpt is ahead on " << better << ", behind on " << worse
-                 << " and level (or within the spread) on " << within << " of " << table_columns().size()
-                 << " metrics against the LLaVA baseline"
-                 << (o.seeds == 1 ? ", from ONE seed: differences of this size may be noise (run `--seeds 3` or the full profile)"
-                                  : "")
-                 << ".\n";
-        } else {
-            says << "- The LLaVA baseline or aligngpt is not among the variants run: no method-vs-baseline comparison.\n";
-        }
-        {  // do the levels sort the captions as their kinds say?
-            const auto& bk = levels_json[std::to_string(o.seed)]["by_caption_kind"];
-            if (bk.contains("exact") && bk.contains("unrelated")) {
-                const double e = bk["exact"]["mean_level"].get<double>(), u = bk["unrelated"]["mean_level"].get<double>();
-                says << "- Levels (seed " << o.seed << "): exact captions have mean level " << fmt("%.2f", e)
-                     << ", unrelated ones " << fmt("%.2f", u)
-                     << (e > u + 0.5 ? ": the tiny CLIP's similarity does separate aligned from unaligned captions."
-                                     : ": the tiny CLIP barely separates them, so the levels carry little information here.")
-                     << "\n";
-            }
-        }
-        for (const std::string& v : o.variants) {  // which skills read the image: above the blind baseline
-            std::string above, level;
-            for (const auto& [key, head] : table_columns()) {
-                if (key == "text_accuracy") continue;  // no image in those questions
-                const double d = mean_of(v, key) - mean_of(std::string(text_prior), key);
-                const double noise = o.seeds > 1 ? sd_of(v, key) + sd_of(std::string(text_prior), key) : 0.0;
-                if (d > std::max(noise, 0.02))
-                    above += std::string(above.empty() ? "" : ", ") + head + " (+" + fmt("%.3f", d) + ")";
-                else
-                    level += std::string(level.empty() ? "" : ", ") + head;
-            }
-            says << "- " << v << " against the text prior (no image): above it on "
-                 << (above.empty() ? std::string("no image metric") : above) << "; not above it on "
-                 << (level.empty() ? std::string("none") : level)
-                 << ". Above the prior means the answers read the image; at the prior, the model answers from the question "
-                    "alone.\n";
-            const double yr = mean_of(v, "pope_yes_ratio");
-            if (yr == 0 || yr == 1)
-                says << "- " << v << " answers \"" << (yr == 0 ? "no" : "yes") << "\" to every POPE question (accuracy 0.5 by "
-                     << "construction).\n";
-        }
-        for (const auto& [v, per] : gate_json.items()) {  // does the gate pick different levels for different kinds?
-            double spread = 0;
-            for (int l = 0; l < 7; l++) {
-                double lo = 1, hi = 0;
-                for (const auto& [k, w] : per.items())
-                    lo = std::min(lo, w[std::size_t(l)].get<double>()), hi = std::max(hi, w[std::size_t(l)].get<double>());
-                spread = std::max(spread, hi - lo);
-            }
-            says << "- The gate of " << v << ": its mean weight of a level differs across question kinds by at most "
-                 << fmt("%.3f", spread)
-                 << (spread < 0.02 ? " (uniform 1/7 = 0.143): it hardly adapts to the question here."
-                                   : ": it weighs the levels differently per question kind.")
-                 << "\n";
-        }
-        if (metrics_json.contains("global_only") && metrics_json.contains("fixed:7"))
-            says << "- global_only and fixed:7 both use the global level's embedding alone (E[7]); they differ only if their "
-                    "training differs (they train the same way, so equal numbers are expected).\n";
+            if (metrics_json.contains("global_only") && metrics_json.contains("fixed:7"))
+                says << "- global_only and fixed:7 both use the global level's embedding alone (E[7]); they differ only if their "
+                        "training differs (they train the same way, so equal numbers are expected).\n";
 
-        // results.json
-        ojson rj;
-        rj["format"] = "aligngpt-world-results", rj["version"] = 1;
-        rj["profile"] = o.profile, rj["seed"] = o.seed, rj["seeds"] = o.seeds, rj["variants"] = o.variants;
-        rj["metrics"] = metrics_json;
-        rj["towers"] = towers_json, rj["levels"] = levels_json, rj["gate_weights"] = gate_json, rj["examples"] = examples;
-        ojson secs = ojson::object();
-        for (const auto& [k, s] : res.stage_seconds) secs[k] = s;
-        secs["total"] = since(t_all);
-        rj["seconds"] = secs;
-        res.results = o.out_dir + "/results.json";
-        write_text(res.results, rj.dump(1) + "\n");
+            // results.json
+            ojson rj;
+            rj["format"] = "aligngpt-world-results", rj["version"] = 1;
+            rj["profile"] = o.profile, rj["seed"] = o.seed, rj["seeds"] = o.seeds, rj["variants"] = o.variants;
+            rj["metrics"] = metrics_json;
+            rj["towers"] = towers_json, rj["levels"] = levels_json, rj["gate_weights"] = gate_json, rj["examples"] = examples;
+            ojson secs = ojson::object();
+            for (const auto& [k, s] : res.stage_seconds) secs[k] = s;
+            secs["total"] = since(t_all);
+            rj["seconds"] = secs;
+            res.results = o.out_dir + "/results.json";
+            write_text(res.results, rj.dump(1) + "\n");
 
-        // report.md
-        std::ostringstream md;
-        md << "# The tiny AlignGPT world: " << o.profile << " profile\n\n"
-           << "Seeds " << o.seed << (o.seeds > 1 ? " .. " + std::to_string(o.seed + std::uint64_t(o.seeds) - 1) : std::string())
-           << ", " << o.world.n_train << " train and " << o.world.n_eval << " held-out images of " << o.world.scenes.image_size
-           << " px, "
-           << "CLIP patches of " << o.clip.patch_size << " px ("
-           << (o.world.scenes.image_size / o.clip.patch_size) * (o.world.scenes.image_size / o.clip.patch_size)
-           << " image tokens), stage 1 " << o.stage1_steps << " steps, stage 2 " << o.stage2_steps << " steps.\n\n"
-           << "## Results\n\nMean" << (o.seeds > 1 ? " ± sample standard deviation over the seeds" : " (one seed: no spread)")
-           << ". attribute and count: VQA soft accuracy, which on this world (ten agreeing answers) is exact match after VQA's "
-              "normalisation; POPE: eval_pope.py's metrics (yes = positive); describe: objects of the answer that match an "
-              "object "
-              "of the scene in all four attributes (precision) and objects of the scene named (recall), exact = every object and "
-              "no "
-              "other, count and bg = the caption's object count and background right; text: normalised exact match. The "
-              "last row answers each question with its most frequent answer in instruct.json, with no model and no image: "
-              "what answering from the question alone scores.\n\n"
-           << res.table << "\n## What the numbers do and do not show\n\n"
-           << says.str()
-           << "- Fixed caveats: a toy world (shapes on flat backgrounds), tiny towers pre-trained for minutes, short stages; the "
-              "numbers say how the variants compare HERE, not on LAION-CC-SBU or the paper's benchmarks. The world was not tuned "
-              "for any variant.\n\n"
-           << "## Time per stage\n\n| stage | seconds |\n|---|---|\n";
-        for (const auto& [k, s] : res.stage_seconds) md << "| " << k << " | " << fmt("%.1f", s) << " |\n";
-        md << "| total | " << fmt("%.1f", since(t_all)) << " |\n\n## Plots\n\nLoss curves (seed " << o.seed << "):\n\n";
-        for (const auto& l : loss_plots) md << l << "\n";
-        md << "\nLevel histogram: [" << sd1 << "/levels/levels.png](" << sd1 << "/levels/levels.png)\n\n"
-           << "Gate weights per question kind: [plots/gate_weights.tsv](plots/gate_weights.tsv)"
-           << (gate_png.empty() ? std::string(gates.empty() ? " (no gated variant run)" : " (gnuplot missing: no PNG)")
-                                : ", [" + gate_png + "](" + gate_png + ")")
-           << "\n\n";
-        if (!have_gnuplot)
-            md << "gnuplot is not installed (scripts/setup installs it): the .tsv and .gp files are written, no PNG.\n\n";
-        if (!examples.empty()) {
-            md << "## Examples (" << o.variants.front() << ", seed " << o.seed << ")\n\n";
-            for (const auto& e : examples) {
-                md << "![" << e["kind"].get<std::string>() << "](" << e["image"].get<std::string>() << ")\n\n"
-                   << "- question: " << e["question"].get<std::string>() << "\n- answer: " << e["answer"].get<std::string>()
-                   << "\n- truth: " << e["truth"].get<std::string>() << "\n- gate weights (levels 0..6):";
-                for (const auto& x : e["gate_weights"]) md << " " << fmt("%.3f", x.get<double>());
-                md << "\n\n";
+            // report.md
+            std::ostringstream md;
+            md << "# The tiny AlignGPT world: " << o.profile << " profile\n\n"
+               << "Seeds " << o.seed
+               << (o.seeds > 1 ? " .. " + std::to_string(o.seed + std::uint64_t(o.seeds) - 1) : std::string()) << ", "
+               << o.world.n_train << " train and " << o.world.n_eval << " held-out images of " << o.world.scenes.image_size
+               << " px, "
+               << "CLIP patches of " << o.clip.patch_size << " px ("
+               << (o.world.scenes.image_size / o.clip.patch_size) * (o.world.scenes.image_size / o.clip.patch_size)
+               << " image tokens), stage 1 " << o.stage1_steps << " steps, stage 2 " << o.stage2_steps << " steps.\n\n"
+               << "## Results\n\nMean" << (o.seeds > 1 ? " ± sample standard deviation over the seeds" : " (one seed: no spread)")
+               << ". attribute and count: VQA soft accuracy, which on this world (ten agreeing answers) is exact match after "
+                  "VQA's "
+                  "normalisation; POPE: eval_pope.py's metrics (yes = positive); describe: objects of the answer that match an "
+                  "object "
+                  "of the scene in all four attributes (precision) and objects of the scene named (recall), exact = every object "
+                  "and "
+                  "no "
+                  "other, count and bg = the caption's object count and background right; text: normalised exact match. The "
+                  "last row answers each question with its most frequent answer in instruct.json, with no model and no image: "
+                  "what answering from the question alone scores.\n\n"
+               << res.table << "\n## What the numbers do and do not show\n\n"
+               << says.str()
+               << "- Fixed caveats: a toy world (shapes on flat backgrounds), tiny towers pre-trained for minutes, short stages; "
+                  "the "
+                  "numbers say how the variants compare HERE, not on LAION-CC-SBU or the paper's benchmarks. The world was not "
+                  "tuned "
+                  "for any variant.\n\n"
+               << "## Time per stage\n\n| stage | seconds |\n|---|---|\n";
+            for (const auto& [k, s] : res.stage_seconds) md << "| " << k << " | " << fmt("%.1f", s) << " |\n";
+            md << "| total | " << fmt("%.1f", since(t_all)) << " |\n\n## Plots\n\nLoss curves (seed " << o.seed << "):\n\n";
+            for (const auto& l : loss_plots) md << l << "\n";
+            md << "\nLevel histogram: [" << sd1 << "/levels/levels.png](" << sd1 << "/levels/levels.png)\n\n"
+               << "Gate weights per question kind: [plots/gate_weights.tsv](plots/gate_weights.tsv)"
+               << (gate_png.empty() ? std::string(gates.empty() ? " (no gated variant run)" : " (gnuplot missing: no PNG)")
+                                    : ", [" + gate_png + "](" + gate_png + ")")
+               << "\n\n";
+            if (!have_gnuplot)
+                md << "gnuplot is not installed (scripts/setup installs it): the .tsv and .gp files are written, no PNG.\n\n";
+            if (!examples.empty()) {
+                md << "## Examples (" << o.variants.front() << ", seed " << o.seed << ")\n\n";
+                for (const auto& e : examples) {
+                    md << "![" << e["kind"].get<std::string>() << "](" << e["image"].get<std::string>() << ")\n\n"
+                       << "- question: " << e["question"].get<std::string>() << "\n- answer: " << e["answer"].get<std::string>()
+                       << "\n- truth: " << e["truth"].get<std::string>() << "\n- gate weights (levels 0..6):";
+                    for (const auto& x : e["gate_weights"]) md << " " << fmt("%.3f", x.get<double>());
+                    md << "\n\n";
+                }
             }
-        }
-        md << "Models: `aligngpt run -m " << o.out_dir << "/" << sd1 << "/<variant>/stage2 --image IMAGE -p QUESTION`.\n";
-        res.report = o.out_dir + "/report.md";
-        write_text(res.report, md.str());
-    });
+            md << "Models: `aligngpt run -m " << o.out_dir << "/" << sd1 << "/<variant>/stage2 --image IMAGE -p QUESTION`.\n";
+            res.report = o.out_dir + "/report.md";
+            write_text(res.report, md.str());
+            return ojson::object();
+        },
+        nothing);
     res.seconds = since(t_all);
     return res;
 }
