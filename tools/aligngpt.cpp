@@ -185,7 +185,7 @@ constexpr const char* usage_text =
     "\n"
     "aligngpt world options:\n"
     "      --profile P            quick (default: aligngpt and llava, one seed, about 3 minutes on 2 idle cores),\n"
-    "                             full (all five variants, 3 seeds, about 80 minutes) or test (seconds; the\n"
+    "                             full (all five variants, 3 seeds, about 1.5 hours) or test (seconds; the\n"
     "                             numbers mean nothing)\n"
     "  -o, --output-dir DIR       world-out (default): report.md, results.json, plots/, seed-S/...\n"
     "      --seed S               1: the first seed (the same seed gives the same results.json on any thread count)\n"

@@ -132,7 +132,7 @@ struct pipeline_options {
     }
     /// All five variants, three seeds, a larger world (each stage-2 record is seen about once, so the
     /// models cannot pass by remembering answers) and a longer stage 2; the quick profile's towers.
-    /// About 80 minutes on 2 idle cores (docs/world.md has the measured time).
+    /// About 1.5 hours on 2 idle cores, by its stage-2 step rate (docs/world.md).
     static pipeline_options full(std::uint64_t seed = 1) {
         pipeline_options o = quick(seed);
         o.profile = "full", o.seeds = 3;
