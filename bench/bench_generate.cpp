@@ -1,5 +1,6 @@
-// Generation speed (issue #9; docs/benchmarks.md "Generation"): one image and a question through a
-// loaded AlignGPT, greedy decoding with the KV cache, next to the same in PyTorch in the same run.
+// Generation speed (issue #9): one image and a question through a loaded AlignGPT, greedy decoding
+// with the KV cache, next to the same in PyTorch in the same run. Figures and commands:
+// docs/benchmarks.md "Generation: time to first token and decode speed (issue #9)".
 //
 //   BM_generate_tiny      a tiny synthetic AlignGPT (LLaMA H=64, 2 layers; CLIP hidden 32, 3 layers,
 //                         336 px / 14: 576 image tokens, vocab 32000), written to a temporary
