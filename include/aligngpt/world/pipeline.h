@@ -902,17 +902,20 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                 for (const auto& [key, head] : table_columns()) {
                     if (key == "text_accuracy") continue;  // no image in those questions
                     const double d = mean_of(v, key) - mean_of(std::string(text_prior), key);
+                    // a share of n questions has a standard error of at most 0.5 / sqrt(n): ask for two of them
+                    const double n = double(o.world.n_eval) * (key.starts_with("pope_") ? 4.0 : 1.0) * double(o.seeds);
                     const double noise = o.seeds > 1 ? sd_of(v, key) + sd_of(std::string(text_prior), key) : 0.0;
-                    if (d > std::max(noise, 0.02))
+                    if (d > std::max(noise, 1.0 / std::sqrt(n)))
                         above += std::string(above.empty() ? "" : ", ") + head + " (+" + fmt("%.3f", d) + ")";
                     else
                         level += std::string(level.empty() ? "" : ", ") + head;
                 }
-                says << "- " << v << " against the text prior (no image): above it on "
-                     << (above.empty() ? std::string("no image metric") : above) << "; not above it on "
+                says << "- " << v << " against the text prior (no image): clearly above it on "
+                     << (above.empty() ? std::string("no image metric") : above) << "; not clearly above it on "
                      << (level.empty() ? std::string("none") : level)
-                     << ". Above the prior means the answers read the image; at the prior, the model answers from the question "
-                        "alone.\n";
+                     << ". Clearly above = by more than two standard errors of a share of these questions (and more than "
+                        "the spreads): those answers carry what only the image can tell; the others score what a guess from "
+                        "the question alone could.\n";
                 const double yr = mean_of(v, "pope_yes_ratio");
                 if (yr == 0 || yr == 1)
                     says << "- " << v << " answers \"" << (yr == 0 ? "no" : "yes")
