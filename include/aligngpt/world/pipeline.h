@@ -453,25 +453,12 @@ inline void answer_text(const pretrained::loaded_aligngpt<>& m, const tokenizer:
 inline void answer_from_prior(const std::string& world_dir, const std::string& eval_dir) {
     using counts = std::map<std::string, std::int64_t>;
     std::map<std::string, counts> by_question, by_kind;
-    const std::string path = world_dir + "/instruct.json";
-    io::json_parse_options po;
-    po.max_bytes = std::uint64_t(4) << 30;
-    const nlohmann::json j = io::read_json_file(path, po);
-    ALIGNGPT_CHECK(j.is_array(), path, ": must be a JSON array of records");
-    for (std::size_t i = 0; i < j.size(); i++) {
-        const std::string where = path + ": record " + std::to_string(i);
-        const io::json_reader r(j[i], where);
-        const std::string kind = r.string("task_kind", std::nullopt);
-        const nlohmann::json* turns = r.get("conversations");
-        if (!turns || !turns->is_array()) r.must_be("conversations", "an array of turns");
-        for (std::size_t t = 0; t + 1 < turns->size(); t += 2) {
-            std::string q = io::json_reader((*turns)[t], where + ": turn " + std::to_string(t)).string("value", std::nullopt);
+    for (const instruct_record& rec : read_instruct(world_dir + "/instruct.json"))
+        for (std::size_t t = 0; t + 1 < rec.turns.size(); t += 2) {
+            std::string q = rec.turns[t];
             if (q.rfind("<image>\n", 0) == 0) q.erase(0, 8);
-            const std::string a =
-                io::json_reader((*turns)[t + 1], where + ": turn " + std::to_string(t + 1)).string("value", std::nullopt);
-            by_question[q][a]++, by_kind[kind][a]++;
+            by_question[q][rec.turns[t + 1]]++, by_kind[rec.task_kind][rec.turns[t + 1]]++;
         }
-    }
     const auto most_frequent = [](const counts& c) {
         const auto it = std::max_element(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
         return it == c.end() ? std::string() : it->first;  // max_element keeps the first (smallest) of equal counts

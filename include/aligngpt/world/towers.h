@@ -470,20 +470,10 @@ inline std::vector<std::vector<std::int64_t>> lm_documents(const std::string& wo
         if (ids.size() >= 2) docs.push_back(std::move(ids));
     };
     for (const std::string& c : caption_texts(world_dir)) add(tok.encode(c + "</s>"));
-    const std::string path = world_dir + "/instruct.json";
-    io::json_parse_options po;
-    po.max_bytes = std::uint64_t(4) << 30;
-    const nlohmann::json j = io::read_json_file(path, po);
-    ALIGNGPT_CHECK(j.is_array(), path, ": must be a JSON array of records");
-    for (std::size_t i = 0; i < j.size(); i++) {
-        const std::string where = path + ": record " + std::to_string(i);
-        const io::json_reader r(j[i], where);
-        const nlohmann::json* turns = r.get("conversations");
-        if (!turns || !turns->is_array()) r.must_be("conversations", "an array of turns");
+    for (const instruct_record& rec : read_instruct(world_dir + "/instruct.json")) {
         conversation::conversation c = conversation::make("vicuna_v1");
-        for (std::size_t t = 0; t < turns->size(); t++) {
-            const io::json_reader tr((*turns)[t], where + ": turn " + std::to_string(t));
-            std::string v = tr.string("value", std::nullopt);
+        for (std::size_t t = 0; t < rec.turns.size(); t++) {
+            std::string v = rec.turns[t];
             for (std::size_t p; (p = v.find("<image>\n")) != std::string::npos;) v.erase(p, 8);
             c.append(c.roles[t % 2], v);
         }

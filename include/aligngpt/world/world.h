@@ -141,6 +141,34 @@ inline std::string_view same(std::string_view s) { return s; }
 inline std::string_view color_name(const named_color& c) { return c.name; }
 }  // namespace detail
 
+/// One record of instruct.json: its task kind and the values of its turns (human, gpt, ...), as written.
+struct instruct_record {
+    std::string task_kind;
+    std::vector<std::string> turns;
+};
+
+/// instruct.json's records, in file order. Errors name the file, the record, the turn and the field.
+inline std::vector<instruct_record> read_instruct(const std::string& path) {
+    io::json_parse_options po;
+    po.max_bytes = std::uint64_t(4) << 30;
+    const nlohmann::json j = io::read_json_file(path, po);
+    ALIGNGPT_CHECK(j.is_array(), path, ": must be a JSON array of records");
+    std::vector<instruct_record> out;
+    for (std::size_t i = 0; i < j.size(); i++) {
+        const std::string where = path + ": record " + std::to_string(i);
+        const io::json_reader r(j[i], where);
+        instruct_record rec;
+        rec.task_kind = r.string("task_kind", std::nullopt);
+        const nlohmann::json* turns = r.get("conversations");
+        if (!turns || !turns->is_array()) r.must_be("conversations", "an array of turns");
+        for (std::size_t t = 0; t < turns->size(); t++)
+            rec.turns.push_back(
+                io::json_reader((*turns)[t], where + ": turn " + std::to_string(t)).string("value", std::nullopt));
+        out.push_back(std::move(rec));
+    }
+    return out;
+}
+
 /// The scenes of a world.json, for scoring answers and captions against the ground truth. Errors
 /// name the file, the scene and the field: "w/world.json: scenes[3].objects[1]: field 'color' ...".
 inline std::vector<scene> read_scenes(const std::string& path) {
