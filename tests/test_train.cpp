@@ -320,11 +320,13 @@ TEST_CASE("train: a hand-made trainer_state.json that passes the manifest is ref
     o.on_step = nullptr;
     o.resume = true;
     const std::string step = std::to_string(ck->step());
-    for (const auto& [state, field] : std::vector<std::pair<std::string, std::string>>{
+    for (const auto& state_field : std::vector<std::pair<std::string, std::string>>{
              {"{\"global_step\": " + step + ", \"consecutive_nonfinite\": 0}", "config"},
              {"{\"global_step\": \"" + step + "\", \"consecutive_nonfinite\": 0, \"config\": {}}", "global_step"},
              {"{\"global_step\": " + step + ", \"consecutive_nonfinite\": -1, \"config\": {}}", "consecutive_nonfinite"},
              {"[]", "top level"}}) {
+        const std::string& state = state_field.first;  // no structured bindings: clang 14 cannot CAPTURE them
+        const std::string& field = state_field.second;
         CAPTURE(state);
         relist(state);
         std::string message;
