@@ -1,9 +1,9 @@
 # Citations must resolve inside the repository. Run: cmake -DROOT=<source dir> -P check_doc_citations.cmake
 # (CTest: build.doc_citations). Scans include/ tools/ examples/ bench/ tests/ (text files, not tests/golden/)
 # docs/ cmake/ scripts/ README.md CONTRIBUTING.md CHANGELOG.md CMakeLists.txt, line by line, and fails on:
-#   1. a file name ending in .md that is not in the repository (a bare name is looked for in docs/, the root
-#      and the citing file's folder; a path in the root and the citing file's folder, never above the root);
-#      report.md, which aligngpt world writes, is not a citation;
+#   1. a file name ending in .md that is not in the repository (a bare name is looked for in docs/ and its
+#      folders, the root and the citing file's folder; a path in the root and the citing file's folder,
+#      never above the root; "/name.md", a path joined in code, is looked up as the bare name);
 #   2. a section sign whose document does not have that section. A section belongs to the nearest
 #      docs/<name>.md to its left on the same line ("docs/model.md §7 (assembly), §9" cites §7 and §9 of
 #      docs/model.md); in docs/*.md and README.md a section with no document before it is the file's own.
@@ -110,7 +110,8 @@ function(_resolve name dir out)
   if(name MATCHES "/")
     set(cands "${ROOT}/${name}" "${dir}/${name}")
   else()
-    set(cands "${ROOT}/docs/${name}" "${ROOT}/${name}" "${dir}/${name}")
+    file(GLOB_RECURSE below "${ROOT}/docs/${name}")  # docs/ and its folders (docs/world-quick/report.md)
+    set(cands "${ROOT}/docs/${name}" ${below} "${ROOT}/${name}" "${dir}/${name}")
   endif()
   foreach(c IN LISTS cands)
     get_filename_component(abs "${c}" REALPATH)
@@ -171,9 +172,7 @@ foreach(rel IN LISTS _files)
     foreach(m IN LISTS mds)
       string(REGEX REPLACE "[^A-Za-z0-9_]$" "" m "${m}")
       string(REGEX REPLACE "^(\\./)+" "" m "${m}")
-      if(m MATCHES "(^|/)report[.]md$")  # a file the project writes (aligngpt world), not a citation
-        continue()
-      endif()
+      string(REGEX REPLACE "^/([^/]+)$" "\\1" m "${m}")  # dir + "/name.md" in code: the name, looked up bare
       _resolve("${m}" "${dir}" path)
       if(NOT path)
         _problem("${rel}:${n}" "cites ${m}, which is not a file in the repository")

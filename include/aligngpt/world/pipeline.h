@@ -16,7 +16,8 @@
 //                   describe: world::score_caption against the scene, text: normalised exact match
 //     text_prior/eval/  the blind baseline: each question's most frequent training answer, no model
 //                   and no image (answer_from_prior), scored the same way
-//   7 OUT/report.md, OUT/results.json, OUT/plots/ (loss curves, level histogram, gate weights, examples)
+//   7 OUT/: report.md, results.json, plots/ (loss curves, level histogram, gate weights, examples);
+//                   the quick profile's, as an example: docs/world-quick/report.md
 //
 // Variants (the paper's comparison): aligngpt (the gate, the method), llava (no alignment module:
 // align_mode::none, a LLaVA-1.5 baseline with its own stage 1), and the ablations global_only,
