@@ -338,21 +338,12 @@ inline ojson options_record(const pipeline_options& o) {
                      {"weight_decay", s.weight_decay},
                      {"max_grad_norm", s.max_grad_norm}};
     };
-    const options& w = o.world;
     const clip_pretrain_options& c = o.clip;
     const llm_pretrain_options& l = o.llm;
     ojson j;
     j["format"] = "aligngpt-world-options", j["version"] = 1;
     j["profile"] = o.profile, j["seed"] = o.seed, j["seeds"] = o.seeds, j["variants"] = o.variants;
-    j["world"] = {{"image_size", w.scenes.image_size},
-                  {"min_objects", w.scenes.min_objects},
-                  {"max_objects", w.scenes.max_objects},
-                  {"n_train", w.n_train},
-                  {"n_eval", w.n_eval},
-                  {"n_text", w.n_text},
-                  {"caption_mix", w.caption_mix},
-                  {"task_mix", w.task_mix},
-                  {"multi_turn_percent", w.multi_turn_percent}};
+    j["world"] = options_json(o.world);
     j["clip"] = {{"width", c.width},
                  {"heads", c.heads},
                  {"vision_layers", c.vision_layers},

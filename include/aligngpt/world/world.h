@@ -208,6 +208,19 @@ inline std::vector<scene> read_scenes(const std::string& path) {
     return out;
 }
 
+/// The options that decide a world's bytes (all but the seed), as world.json's "options" holds them.
+inline nlohmann::ordered_json options_json(const options& o) {
+    return {{"image_size", o.scenes.image_size},
+            {"min_objects", o.scenes.min_objects},
+            {"max_objects", o.scenes.max_objects},
+            {"n_train", o.n_train},
+            {"n_eval", o.n_eval},
+            {"n_text", o.n_text},
+            {"caption_mix", o.caption_mix},
+            {"task_mix", o.task_mix},
+            {"multi_turn_percent", o.multi_turn_percent}};
+}
+
 // ---- records ---------------------------------------------------------------------------------------
 
 namespace detail {
@@ -406,15 +419,7 @@ inline summary generate(const options& o, const std::string& dir) {
     // world.json, last: the options and the ground truth
     ojson w;
     w["format"] = "aligngpt-world", w["version"] = 1, w["seed"] = o.seed;
-    w["options"] = {{"image_size", o.scenes.image_size},
-                    {"min_objects", o.scenes.min_objects},
-                    {"max_objects", o.scenes.max_objects},
-                    {"n_train", o.n_train},
-                    {"n_eval", o.n_eval},
-                    {"n_text", o.n_text},
-                    {"caption_mix", o.caption_mix},
-                    {"task_mix", o.task_mix},
-                    {"multi_turn_percent", o.multi_turn_percent}};
+    w["options"] = options_json(o);
     w["image_folder"] = "images";
     const auto by_name = [](const auto& names_, const auto& counts) {
         ojson j = ojson::object();
