@@ -28,6 +28,14 @@
 #define ALIGNGPT_OMP_FOR_COLLAPSE2
 #endif
 
+/// Marks the scalar math (ops/exp.h, ops/log.h, ops/erf.h) callable from CUDA kernels too, so the
+/// GPU runs the very op sequence the CPU runs (one set of bits); empty outside nvcc.
+#if defined(__CUDACC__)
+#define ALIGNGPT_HD __host__ __device__
+#else
+#define ALIGNGPT_HD
+#endif
+
 namespace aligngpt {
 
 using index_t = std::int64_t;

@@ -39,7 +39,7 @@ inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334
 
 ALIGNGPT_FP_STRICT_BEGIN
 /// e^x for float, the definition every vector path reproduces bit for bit.
-inline float exp_scalar(float x) {
+ALIGNGPT_HD inline float exp_scalar(float x) {
     namespace c = detail::expf_consts;
     if (x != x) return x;
     x = x < c::lo ? c::lo : x > c::hi ? c::hi : x;
@@ -66,7 +66,7 @@ ALIGNGPT_FP_STRICT_END
 
 /// e^x: ours for float, std::exp for double.
 template <class T>
-inline T exp_of(T x) {
+ALIGNGPT_HD inline T exp_of(T x) {
     if constexpr (std::is_same_v<T, float>)
         return exp_scalar(x);
     else

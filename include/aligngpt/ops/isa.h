@@ -120,6 +120,13 @@ private:
 #if defined(__clang__)
 #define ALIGNGPT_FP_STRICT_BEGIN _Pragma("float_control(push)") _Pragma("clang fp contract(off)")
 #define ALIGNGPT_FP_STRICT_END _Pragma("float_control(pop)")
+#elif defined(__GNUC__) && defined(__CUDACC__)
+// nvcc: its front end does not know GCC's optimize pragma (warning 1675) but hands it on to the host
+// compiler, which applies it. Device code ignores it: nvcc contracts there unless given --fmad=false.
+#define ALIGNGPT_FP_STRICT_BEGIN                                                               \
+    _Pragma("nv_diagnostic push") _Pragma("nv_diag_suppress 1675") _Pragma("GCC push_options") \
+        _Pragma("GCC optimize(\"fp-contract=off\")") _Pragma("nv_diagnostic pop")
+#define ALIGNGPT_FP_STRICT_END _Pragma("GCC pop_options")
 #elif defined(__GNUC__)
 #define ALIGNGPT_FP_STRICT_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"fp-contract=off\")")
 #define ALIGNGPT_FP_STRICT_END _Pragma("GCC pop_options")
