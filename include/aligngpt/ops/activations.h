@@ -18,14 +18,16 @@
 //
 // Shapes: every buffer has n elements. Backward accumulates (+=) into dx (dg, du; each may be null).
 // Reproducibility: purely elementwise; threads split the elements they write. The sigmoid's exp is
-// ops/exp.h (float: ours, the same bits in scalar and vector code; double: std::exp).
+// ops/exp.h, gelu's erf ops/erf.h (float: ours, the same bits in scalar and vector code and on a
+// GPU; double: std::exp, std::erf).
 #include <algorithm>
 #include <cmath>
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
-#include "aligngpt/ops/isa.h"
+#include "aligngpt/ops/erf.h"
 #include "aligngpt/ops/exp.h"
+#include "aligngpt/ops/isa.h"
 
 namespace aligngpt::ops {
 
@@ -38,9 +40,13 @@ T sigmoid_scalar(T x) {
 }
 
 template <class T>
+T gelu_scalar(T x) {
+    return x * T(0.5) * (T(1) + erf_of(T(x * T(0.70710678118654752440))));
+}
+template <class T>
 T gelu_grad_scalar(T x) {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));  // Phi(x)
-    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);     // phi(x)
+    const T cdf = T(0.5) * (T(1) + erf_of(T(x * T(0.70710678118654752440))));  // Phi(x)
+    const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);      // phi(x)
     return cdf + x * pdf;
 }
 template <class T>

@@ -17,6 +17,7 @@
 //
 // Shapes: logits, dlogits (N, V)   targets (N) int64   lse (N, saved for backward)
 // Reproducibility: rows reduced left to right by one thread each; the mean sums rows in order n.
+// exp and log are ops/exp.h's and ops/log.h's (float: ours, no C library in the bits).
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
 #include "aligngpt/ops/exp.h"
+#include "aligngpt/ops/log.h"
 
 namespace aligngpt::ops {
 
@@ -53,7 +55,7 @@ void cross_entropy_forward(const backend::cpu&, T* loss, T* lse, const T* z, con
         for (index_t v = 1; v < V; v++) m = z_n[v] > m ? z_n[v] : m;
         T s = 0;
         for (index_t v = 0; v < V; v++) s += exp_of(T(z_n[v] - m));
-        lse[n] = m + std::log(s);
+        lse[n] = m + log_of(s);
     }
     T sum = 0;
     for (index_t n = 0; n < N; n++)
