@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -32,16 +31,8 @@ namespace {
 
 constexpr float inf = std::numeric_limits<float>::infinity();
 
-float float_of_bits(std::uint32_t b) {
-    float f;
-    std::memcpy(&f, &b, sizeof f);
-    return f;
-}
-std::uint32_t bits_of(float f) {
-    std::uint32_t b;
-    std::memcpy(&b, &f, sizeof b);
-    return b;
-}
+using ops::detail::bits_from_float;  // the bit casts of ops/exp.h
+using ops::detail::float_from_bits;
 
 /// |got - ref| in ulps of the float nearest ref (2^-149 for a subnormal or zero one). Where ref rounds
 /// up to a power of two, the ulp of the binade below, the smaller one.
@@ -54,14 +45,14 @@ double ulp_error(float got, double ref) {
 
 /// Every `stride`-th float bit pattern from `from` to `to` (both positive), and the extra points.
 std::vector<float> sweep(std::uint32_t from, std::uint32_t to, std::uint32_t stride, std::vector<float> extra = {}) {
-    for (std::uint64_t b = from; b <= to; b += stride) extra.push_back(float_of_bits(std::uint32_t(b)));
+    for (std::uint64_t b = from; b <= to; b += stride) extra.push_back(float_from_bits(std::uint32_t(b)));
     return extra;
 }
 
 /// The log sweep: every 257th positive finite float (257 = 2^8 + 1, so the low mantissa bits vary
 /// too), the powers of two, and the exhaustive run's worst point.
 std::vector<float> log_points() {
-    std::vector<float> extra = {float_of_bits(1), 0x1.69cf3ep+0f, std::numeric_limits<float>::max()};
+    std::vector<float> extra = {float_from_bits(1), 0x1.69cf3ep+0f, std::numeric_limits<float>::max()};
     for (int k = -149; k <= 127; k++) extra.push_back(std::ldexp(1.0f, k));
     return sweep(1, 0x7f7fffffu, 257, extra);
 }
@@ -71,7 +62,7 @@ std::vector<float> log_points() {
 std::vector<float> erf_points() {
     std::vector<float> extra = {0x1.025b8ap+0f, 0x1.bffa1cp-1f, 0x1.ac9424p-1f, 0.90625f, 3.92f, 4.0f, 5.0f};
     for (int i = 0; i <= 5 << 14; i++) extra.push_back(float(i) * 0x1p-14f);
-    return sweep(0, bits_of(5.0f), 251, extra);
+    return sweep(0, bits_from_float(5.0f), 251, extra);
 }
 
 }  // namespace
@@ -90,16 +81,17 @@ TEST_CASE("log (float): under 1 ulp of log x over every 257th positive float, su
 
 TEST_CASE("log (float): special values, exact points and monotonicity") {
     const float qnan = std::numeric_limits<float>::quiet_NaN();
-    CHECK(bits_of(ops::log_scalar(1.0f)) == bits_of(0.0f));  // +0, not -0
+    CHECK(bits_from_float(ops::log_scalar(1.0f)) == bits_from_float(0.0f));  // +0, not -0
     CHECK(ops::log_scalar(0.0f) == -inf);
     CHECK(ops::log_scalar(-0.0f) == -inf);
     CHECK(ops::log_scalar(inf) == inf);
-    CHECK(bits_of(ops::log_scalar(qnan)) == bits_of(qnan));
-    CHECK(bits_of(ops::log_scalar(-qnan)) == bits_of(-qnan));
+    CHECK(bits_from_float(ops::log_scalar(qnan)) == bits_from_float(qnan));
+    CHECK(bits_from_float(ops::log_scalar(-qnan)) == bits_from_float(-qnan));
     // Negative arguments: one NaN pattern, whatever the device's invalid operation makes.
-    for (float x : {-1.0f, -inf, -1e-40f, -std::numeric_limits<float>::max()}) CHECK(bits_of(ops::log_scalar(x)) == 0x7fc00000u);
+    for (float x : {-1.0f, -inf, -1e-40f, -std::numeric_limits<float>::max()})
+        CHECK(bits_from_float(ops::log_scalar(x)) == 0x7fc00000u);
     CHECK(ops::log_scalar(2.0f) == float(std::log(2.0)));
-    CHECK(ops::log_scalar(float_of_bits(1)) == float(std::log(0x1p-149)));  // the smallest subnormal
+    CHECK(ops::log_scalar(float_from_bits(1)) == float(std::log(0x1p-149)));  // the smallest subnormal
     CHECK(ops::log_scalar(std::numeric_limits<float>::max()) == doctest::Approx(88.7228391).epsilon(1e-7));
     // Monotone along the sweep (bit-pattern order is value order for positive floats).
     const std::vector<float> xs = sweep(1, 0x7f7fffffu, 4099);
@@ -121,7 +113,7 @@ TEST_CASE("erf (float): under 1 ulp of erf x over |x| <= 5, odd, monotone") {
         const float y = ops::erf_scalar(x);
         const double e = ulp_error(y, std::erf(double(x)));
         if (e > worst) worst = e, worst_x = x;
-        if (bits_of(ops::erf_scalar(-x)) != (bits_of(y) ^ 0x80000000u)) {
+        if (bits_from_float(ops::erf_scalar(-x)) != (bits_from_float(y) ^ 0x80000000u)) {
             CAPTURE(x);
             CHECK(ops::erf_scalar(-x) == -y);
         }
@@ -140,12 +132,12 @@ TEST_CASE("erf (float): under 1 ulp of erf x over |x| <= 5, odd, monotone") {
 
 TEST_CASE("erf (float): special values and saturation") {
     const float qnan = std::numeric_limits<float>::quiet_NaN();
-    CHECK(bits_of(ops::erf_scalar(0.0f)) == bits_of(0.0f));
-    CHECK(bits_of(ops::erf_scalar(-0.0f)) == bits_of(-0.0f));
+    CHECK(bits_from_float(ops::erf_scalar(0.0f)) == bits_from_float(0.0f));
+    CHECK(bits_from_float(ops::erf_scalar(-0.0f)) == bits_from_float(-0.0f));
     CHECK(ops::erf_scalar(inf) == 1.0f);
     CHECK(ops::erf_scalar(-inf) == -1.0f);
-    CHECK(bits_of(ops::erf_scalar(qnan)) == bits_of(qnan));
-    CHECK(ops::erf_scalar(float_of_bits(1)) == float_of_bits(1));  // 2/sqrt(pi) 2^-149 rounds to 2^-149
+    CHECK(bits_from_float(ops::erf_scalar(qnan)) == bits_from_float(qnan));
+    CHECK(ops::erf_scalar(float_from_bits(1)) == float_from_bits(1));  // 2/sqrt(pi) 2^-149 rounds to 2^-149
     // erfc(3.9) = 3.5e-8 is above half an ulp below 1 (2^-25 = 3.0e-8): not yet 1. From 3.92 on it is.
     CHECK(ops::erf_scalar(3.9f) == std::nextafter(1.0f, 0.0f));
     CHECK(ops::erf_scalar(3.92f) == 1.0f);
@@ -154,9 +146,9 @@ TEST_CASE("erf (float): special values and saturation") {
 
 TEST_CASE("log_of, erf_of, exp_of: ours for float, the C library's for double") {
     for (float x : {0.3f, 1.7f, 42.0f}) {
-        CHECK(bits_of(ops::log_of(x)) == bits_of(ops::log_scalar(x)));
-        CHECK(bits_of(ops::erf_of(x)) == bits_of(ops::erf_scalar(x)));
-        CHECK(bits_of(ops::exp_of(x)) == bits_of(ops::exp_scalar(x)));
+        CHECK(bits_from_float(ops::log_of(x)) == bits_from_float(ops::log_scalar(x)));
+        CHECK(bits_from_float(ops::erf_of(x)) == bits_from_float(ops::erf_scalar(x)));
+        CHECK(bits_from_float(ops::exp_of(x)) == bits_from_float(ops::exp_scalar(x)));
         CHECK(ops::log_of(double(x)) == std::log(double(x)));
         CHECK(ops::erf_of(double(x)) == std::erf(double(x)));
         CHECK(ops::exp_of(double(x)) == std::exp(double(x)));
@@ -178,8 +170,9 @@ TEST_CASE("gelu forward and backward run ops/erf.h, with the same bits on every 
         int bad = 0;
         for (index_t i = 0; i < n; i++) {
             const float want = x[size_t(i)] * 0.5f * (1.0f + ops::erf_scalar(x[size_t(i)] * 0.70710678f));
-            bad += bits_of(y[size_t(i)]) != bits_of(want) || bits_of(y[size_t(i)]) != bits_of(ops::gelu_scalar(x[size_t(i)]));
-            bad += bits_of(dx[size_t(i)]) != bits_of(ops::gelu_grad_scalar(x[size_t(i)]));
+            bad += bits_from_float(y[size_t(i)]) != bits_from_float(want) ||
+                   bits_from_float(y[size_t(i)]) != bits_from_float(ops::gelu_scalar(x[size_t(i)]));
+            bad += bits_from_float(dx[size_t(i)]) != bits_from_float(ops::gelu_grad_scalar(x[size_t(i)]));
         }
         CHECK(bad == 0);
         CHECK(y[size_t(n)] == 7.0f);  // nothing written past n
@@ -194,8 +187,8 @@ TEST_CASE("cross_entropy's log-sum-exp is ops/log.h's log") {
         const std::int64_t target = 0;
         float loss = 0;
         ops::cross_entropy_forward(backend::cpu{}, &loss, lse.data(), z.data(), &target, 1, V);
-        CHECK(bits_of(lse[0]) == bits_of(0.375f + ops::log_scalar(float(V))));
-        CHECK(bits_of(loss) == bits_of(lse[0] - 0.375f));
+        CHECK(bits_from_float(lse[0]) == bits_from_float(0.375f + ops::log_scalar(float(V))));
+        CHECK(bits_from_float(loss) == bits_from_float(lse[0] - 0.375f));
     }
 }
 

@@ -53,26 +53,11 @@ ALIGNGPT_HD inline float erf_scalar(float x) {
     float r;
     if (a < c::small_max) {
         const float t = a * a;
-        float p = c::p6;
-        p = p * t + c::p5;
-        p = p * t + c::p4;
-        p = p * t + c::p3;
-        p = p * t + c::p2;
-        p = p * t + c::p1;
-        p = p * t + c::p0;
+        const float p = detail::horner(t, c::p6, c::p5, c::p4, c::p3, c::p2, c::p1, c::p0);
         r = a + a * p;
     } else if (a < c::one_max) {
         const float u = a - c::small_max;  // exact: small_max (29 2^-5) is a multiple of a's last bit
-        float q = c::q9;
-        q = q * u + c::q8;
-        q = q * u + c::q7;
-        q = q * u + c::q6;
-        q = q * u + c::q5;
-        q = q * u + c::q4;
-        q = q * u + c::q3;
-        q = q * u + c::q2;
-        q = q * u + c::q1;
-        q = q * u + c::q0;
+        const float q = detail::horner(u, c::q9, c::q8, c::q7, c::q6, c::q5, c::q4, c::q3, c::q2, c::q1, c::q0);
         r = 1.0f - exp_scalar(-(a * a)) * q;
     } else {
         r = 1.0f;

@@ -38,6 +38,29 @@ inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334
 }  // namespace detail::expf_consts
 
 ALIGNGPT_FP_STRICT_BEGIN
+namespace detail {
+/// The float with bit pattern b, and back (the scalar math's exponent work; ops/log.h too).
+ALIGNGPT_HD inline float float_from_bits(std::uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+}
+ALIGNGPT_HD inline std::uint32_t bits_from_float(float f) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/// c_n x^n + ... + c_0 by Horner's rule, coefficients from the highest: p = c_n, then p = p x + c_k,
+/// one multiply and one add per step (ops/log.h and ops/erf.h use it too).
+template <class... C>
+ALIGNGPT_HD inline float horner(float x, float c_n, C... rest) {
+    float p = c_n;
+    ((p = p * x + rest), ...);
+    return p;
+}
+}  // namespace detail
+
 /// e^x for float, the definition every vector path reproduces bit for bit.
 ALIGNGPT_HD inline float exp_scalar(float x) {
     namespace c = detail::expf_consts;
@@ -46,20 +69,10 @@ ALIGNGPT_HD inline float exp_scalar(float x) {
     const float n = (x * c::log2e + c::round_magic) - c::round_magic;
     float r = (n * -c::ln2_hi + x);
     r = (n * -c::ln2_lo + r);
-    float p = c::p0;
-    p = (p * r + c::p1);
-    p = (p * r + c::p2);
-    p = (p * r + c::p3);
-    p = (p * r + c::p4);
-    p = (p * r + c::p5);
+    const float p = detail::horner(r, c::p0, c::p1, c::p2, c::p3, c::p4, c::p5);
     const float y = (p * (r * r) + r) + 1.0f;
     const std::int32_t k = std::int32_t(n), k1 = k >> 1, k2 = k - k1;
-    auto pow2 = [](std::int32_t e) {
-        const std::uint32_t b = std::uint32_t(e + 127) << 23;
-        float f;
-        std::memcpy(&f, &b, sizeof f);
-        return f;
-    };
+    const auto pow2 = [](std::int32_t e) { return detail::float_from_bits(std::uint32_t(e + 127) << 23); };
     return y * pow2(k2) * pow2(k1);
 }
 ALIGNGPT_FP_STRICT_END

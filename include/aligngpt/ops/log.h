@@ -25,10 +25,10 @@
 // Accuracy: under 1 ulp of log x (0.84 ulp worst over every positive float, tests/test_mathf.cpp).
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "aligngpt/config.h"
+#include "aligngpt/ops/exp.h"  // detail::horner, detail::float_from_bits
 #include "aligngpt/ops/isa.h"
 
 namespace aligngpt::ops {
@@ -40,19 +40,6 @@ inline constexpr float ln2_lo = 1.4286068e-6f;              // ln2 - ln2_hi
 inline constexpr float c0 = 0x1.555554p-1f, c1 = 0x1.999c26p-2f, c2 = 0x1.23d3ep-2f, c3 = 0x1.f13aeap-3f;
 inline constexpr std::uint32_t nan_bits = 0x7fc00000u, minus_inf_bits = 0xff800000u;
 }  // namespace detail::logf_consts
-
-namespace detail {
-ALIGNGPT_HD inline float float_from_bits(std::uint32_t b) {
-    float f;
-    std::memcpy(&f, &b, sizeof f);
-    return f;
-}
-ALIGNGPT_HD inline std::uint32_t bits_from_float(float f) {
-    std::uint32_t b;
-    std::memcpy(&b, &f, sizeof b);
-    return b;
-}
-}  // namespace detail
 
 ALIGNGPT_FP_STRICT_BEGIN
 /// log x (natural) for float, the definition every path reproduces bit for bit.
@@ -75,11 +62,7 @@ ALIGNGPT_HD inline float log_scalar(float x) {
     const float f = m - 1.0f;
     const float s = f / (2.0f + f);
     const float z = s * s;
-    float p = c::c3;
-    p = p * z + c::c2;
-    p = p * z + c::c1;
-    p = p * z + c::c0;
-    const float R = p * z;
+    const float R = detail::horner(z, c::c3, c::c2, c::c1, c::c0) * z;
     const float h = 0.5f * f * f;
     const float kf = float(k);
     return kf * c::ln2_hi - ((h - (s * (h + R) + kf * c::ln2_lo)) - f);
