@@ -32,25 +32,26 @@
 namespace aligngpt::ops {
 
 // Scalar helpers (named *_scalar so they never collide with ops of the same name). The kernels
-// inline them, so contraction is off here as it is in the kernels (ops/isa.h).
+// inline them, so contraction is off here as it is in the kernels (ops/isa.h); backend::cuda's
+// kernels call the same functions (ALIGNGPT_HD).
 ALIGNGPT_FP_STRICT_BEGIN
 template <class T>
-T sigmoid_scalar(T x) {
+ALIGNGPT_HD T sigmoid_scalar(T x) {
     return T(1) / (T(1) + exp_of(T(-x)));
 }
 
 template <class T>
-T gelu_scalar(T x) {
+ALIGNGPT_HD T gelu_scalar(T x) {
     return x * T(0.5) * (T(1) + erf_of(T(x * T(0.70710678118654752440))));
 }
 template <class T>
-T gelu_grad_scalar(T x) {
+ALIGNGPT_HD T gelu_grad_scalar(T x) {
     const T cdf = T(0.5) * (T(1) + erf_of(T(x * T(0.70710678118654752440))));  // Phi(x)
     const T pdf = exp_of(T(T(-0.5) * x * x)) * T(0.39894228040143267794);      // phi(x)
     return cdf + x * pdf;
 }
 template <class T>
-T silu_grad_scalar(T x) {
+ALIGNGPT_HD T silu_grad_scalar(T x) {
     const T s = sigmoid_scalar(x);
     return s * (T(1) + x * (T(1) - s));
 }
