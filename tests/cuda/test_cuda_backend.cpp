@@ -14,6 +14,7 @@
 #include "aligngpt/aligngpt.h"
 #include "aligngpt/backend/cuda.h"
 #include "support/bit_compare.h"
+#include "support/model_parity.h"
 
 namespace test_cuda_backend {
 
@@ -180,6 +181,41 @@ TEST_CASE_TEMPLATE("cuda: elementwise, activation, norm, softmax and gather kern
     CHECK(same_bits(dE.host(), dE1));
     CHECK_THROWS_WITH_AS(embedding_forward(g, y.p(), e.p(), std::vector<std::int64_t>{0, 11}.data(), 2, V, C),
                          doctest::Contains("id 11 at position 1"), error);
+}
+
+/// backend::cuda's counters, for the shared parity checks (support/model_parity.h).
+struct probe {
+    const cuda* dev;
+    void reset() const { dev->reset_counts(); }
+    test::parity::counts now() const {
+        const cuda::counters c = dev->counts();
+        return {c.to_host_calls, c.from_host_calls, c.launches};
+    }
+};
+
+// Whole models, CPU against GPU. Host arguments (token ids, positions, masks, targets) are uploaded
+// by the kernels that read them, so from_host is not zero; what is read back is the same as on the
+// opaque test backend (tests/test_backend.cpp).
+TEST_CASE("cuda: tiny CLIP forward and backward give backend::cpu's bits") {
+    const auto c = test::parity::clip(gpu(), probe{&gpu()});
+    CHECK(c.forward.to_host == 1);  // exp(logit_scale), a host scalar of ag::scale
+    CHECK(c.backward.to_host == 1);
+}
+
+TEST_CASE("cuda: tiny LLaMA forward, backward and greedy decoding give backend::cpu's bits") {
+    const auto c = test::parity::llama(gpu(), probe{&gpu()});
+    CHECK(c.forward.to_host == 0);
+    CHECK(c.backward.to_host == 0);
+    CHECK(c.generate.to_host == c.generated);  // one logits row per token, for the argmax
+}
+
+TEST_CASE("cuda: tiny AlignGPT stage 1 and stage 2, forward, backward and decoding give backend::cpu's bits") {
+    const auto c = test::parity::aligngpt(gpu(), probe{&gpu()});
+    for (int s = 0; s < 2; s++) {
+        CHECK(c.forward[s].to_host == 0);
+        CHECK(c.backward[s].to_host == 0);
+    }
+    CHECK(c.generate.to_host == c.generated);
 }
 
 }  // namespace test_cuda_backend
