@@ -99,8 +99,10 @@ private:
         const Backend& be = x.backend();
         tensor<T, Backend> y(ys, be);
         linear_packed(be, y.data(), x.value().data(), W, bias.defined() ? bias.value().data() : nullptr, M);
-        std::vector<variable<T, Backend>> in{x};
-        if (bias.defined()) in.push_back(bias);
+        // Built whole, not pushed: GCC 12 -O3 misreads a push_back after a one-element list
+        // (a false -Warray-bounds).
+        const std::vector<variable<T, Backend>> in =
+            bias.defined() ? std::vector<variable<T, Backend>>{x, bias} : std::vector<variable<T, Backend>>{x};
         const variable<T, Backend> b = bias;
         return tape<T, Backend>::record(tp, "linear_packed", y, in, [x, b, pw, M, N, K](autograd::node<T, Backend>& out) {
             const Backend& bk = out.value.backend();
