@@ -6,6 +6,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -181,6 +182,59 @@ TEST_CASE_TEMPLATE("cuda: elementwise, activation, norm, softmax and gather kern
     CHECK(same_bits(dE.host(), dE1));
     CHECK_THROWS_WITH_AS(embedding_forward(g, y.p(), e.p(), std::vector<std::int64_t>{0, 11}.data(), 2, V, C),
                          doctest::Contains("id 11 at position 1"), error);
+}
+
+// Fast mode: the GEMMs run on cuBLAS (FP32, TF32 off), in another order than the CPU's chain.
+// Tolerance: each result is within gamma_n * sum |terms| of the exact value for any order of the
+// n = K + 1 terms (gamma_n ~ n * 2^-24; Higham, Accuracy and Stability, 3.1), so the two results
+// are within twice that of each other. Where the strides do not map onto cuBLAS the exact kernel
+// runs, and the bits are the CPU's.
+TEST_CASE("cuda fast mode: gemm within the summation-order bound of the CPU's, in every layout the models use") {
+    cuda fast(0, nullptr, cuda::mode::fast);
+    CHECK(fast.gemm_mode() == cuda::mode::fast);
+    const index_t M = 45, N = 70, K = 531;
+    const auto A = rand_vec<float>(M * K, 1), B = rand_vec<float>(K * N, 2), bias = rand_vec<float>(N, 3);
+    struct layout {
+        index_t rs_a, cs_a, rs_b, cs_b;
+    };
+    for (const layout L : {layout{K, 1, N, 1}, layout{K, 1, 1, K}, layout{1, M, N, 1}})
+        for (const ops::gemm_init init : {ops::gemm_init::zero, ops::gemm_init::bias, ops::gemm_init::accumulate}) {
+            auto C1 = rand_vec<float>(M * N, 4);
+            const auto C0 = C1;
+            ops::gemm(cpu, M, N, K, A.data(), L.rs_a, L.cs_a, B.data(), L.rs_b, L.cs_b, C1.data(), N, init, bias.data());
+            cuda::buffer<float> a = fast.allocate<float>(M * K), b = fast.allocate<float>(K * N), c = fast.allocate<float>(M * N),
+                                bb = fast.allocate<float>(N);
+            fast.from_host(a.data(), A.data(), M * K), fast.from_host(b.data(), B.data(), K * N);
+            fast.from_host(c.data(), C0.data(), M * N), fast.from_host(bb.data(), bias.data(), N);
+            gemm(fast, M, N, K, a.data(), L.rs_a, L.cs_a, b.data(), L.rs_b, L.cs_b, c.data(), N, init, bb.data());
+            std::vector<float> C2(C1.size());
+            fast.to_host(C2.data(), c.data(), M * N);
+            CAPTURE(L.rs_a);
+            CAPTURE(L.cs_b);
+            index_t bad = 0;
+            for (index_t i = 0; i < M; i++)
+                for (index_t j = 0; j < N; j++) {
+                    double mag = init == ops::gemm_init::zero   ? 0.0
+                                 : init == ops::gemm_init::bias ? std::fabs(double(bias[std::size_t(j)]))
+                                                                : std::fabs(double(C0[std::size_t(i * N + j)]));
+                    for (index_t k = 0; k < K; k++)
+                        mag += std::fabs(double(A[std::size_t(i * L.rs_a + k * L.cs_a)]) *
+                                         double(B[std::size_t(k * L.rs_b + j * L.cs_b)]));
+                    const double bound = 2.0 * double(K + 1) * 0x1p-24 * mag;
+                    if (std::fabs(double(C1[std::size_t(i * N + j)]) - double(C2[std::size_t(i * N + j)])) > bound) bad++;
+                }
+            CHECK(bad == 0);
+        }
+    // Strides that cuBLAS cannot take (neither unit): the exact kernel, the CPU's bits.
+    const index_t m = 5, n = 6, k = 7;
+    const auto X = rand_vec<float>(2 * m * 2 * k, 5), Y = rand_vec<float>(2 * k * 2 * n, 6);
+    std::vector<float> Z1(static_cast<std::size_t>(m * n));
+    ops::gemm(cpu, m, n, k, X.data(), 4 * k, 2, Y.data(), 4 * n, 2, Z1.data(), n);
+    dev<float> x(X), y(Y), z(std::vector<float>(Z1.size()));
+    gemm(fast, m, n, k, x.p(), 4 * k, index_t(2), y.p(), 4 * n, index_t(2), z.p(), n);
+    std::vector<float> Z2(Z1.size());
+    fast.to_host(Z2.data(), z.p(), m * n);
+    CHECK(same_bits(Z1, Z2));
 }
 
 /// backend::cuda's counters, for the shared parity checks (support/model_parity.h).

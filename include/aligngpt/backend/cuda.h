@@ -6,9 +6,9 @@
 //   models::llama_model<float, backend::cuda> m(cfg, gpu);  // weights live on the GPU
 //   auto h = y.to_vector();                                 // the one way back: an explicit copy
 //
-// Exact mode (the only mode so far): every kernel is backend/cuda/exact.h's work item, one thread
-// per item, so every output has the bits backend::cpu gives it (tests/test_cuda_exact.cpp checks
-// the work items on the host; tests/cuda/ checks the device).
+// Exact mode (the default): every kernel is backend/cuda/exact.h's work item, one thread per item,
+// so every output has the bits backend::cpu gives it (tests/test_cuda_exact.cpp checks the work
+// items on the host; tests/cuda/ checks the device). Fast mode: the GEMMs on cuBLAS (see mode).
 //
 // This header is plain C++: the kernels are compiled once by nvcc into the aligngpt::cuda library
 // (backend/cuda/*.cu), so a program that uses the backend is compiled by its usual compiler and
@@ -85,13 +85,23 @@ public:
         std::size_t bytes_ = 0;
     };
 
+    /// exact: every output has backend::cpu's bits (the default). fast: the GEMMs (linear layers,
+    /// attention's products, the patch embedding) run on cuBLAS in FP32, TF32 off unless
+    /// `allow_tf32`; their results then match the CPU within rounding (tests/cuda/), not bit for bit.
+    /// Everything else runs the exact kernels in both modes.
+    enum class mode { exact, fast };
+
     /// Work runs on `device` and is queued on `stream` (a cudaStream_t that the caller keeps alive
     /// while this backend and its tensors live; nullptr: the legacy default stream). Throws
     /// aligngpt::error when the device does not exist.
-    explicit cuda(int device = 0, void* stream = nullptr);
+    explicit cuda(int device = 0, void* stream = nullptr, mode m = mode::exact, bool allow_tf32 = false);
 
     int device() const;
     void* stream() const;
+    mode gemm_mode() const;
+    bool tf32() const;
+    /// The cuBLAS handle of this backend (cublasHandle_t), created on first use, on stream().
+    void* blas_handle() const;
 
     /// A zero-filled buffer of n elements.
     template <class T>

@@ -2,6 +2,7 @@
 // of backend/cuda/exact.h, so every output has the CPU kernel's order of operations and bits.
 // The products (gemm, linear) use a tiled kernel whose every output element is still one fma
 // chain over k ascending (gemm.h's definition). Compiled by nvcc into aligngpt::cuda.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -78,11 +79,59 @@ __global__ void gemm_exact_kernel(index_t M, index_t N, index_t K, const T* A, i
 
 }  // namespace cuda_detail
 
+namespace cuda_detail {
+
+/// An operand X(a, b) = X[a*rs + b*cs] as cuBLAS's column-major X^T (rows_n x rows_t): stored as
+/// is when cs == 1 (ld = rs >= rows_n), or as a column-major X that cuBLAS transposes when rs == 1
+/// (ld = cs >= rows_t). False when neither fits or a size exceeds cuBLAS's int.
+inline bool blas_operand(index_t rs, index_t cs, index_t rows_n, index_t rows_t, cublasOperation_t& op, int& ld) {
+    constexpr index_t int_max = 0x7fffffff;
+    if (cs == 1 && rs >= std::max<index_t>(rows_n, 1) && rs <= int_max) return op = CUBLAS_OP_N, ld = int(rs), true;
+    if (rs == 1 && cs >= std::max<index_t>(rows_t, 1) && cs <= int_max) return op = CUBLAS_OP_T, ld = int(cs), true;
+    return false;
+}
+
+template <class T>
+cublasStatus_t blas_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const T* alpha,
+                         const T* a, int lda, const T* b, int ldb, const T* beta, T* c, int ldc) {
+    if constexpr (std::is_same_v<T, float>)
+        return cublasSgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        return cublasDgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/// Fast mode: C = c0 + A B on cuBLAS. Row-major C (M x N, ldc) is column-major C^T = B^T A^T, so
+/// B's view is cuBLAS's first operand and A's the second. False (nothing done) when the strides
+/// do not map; the caller then runs the exact kernel.
+template <class T>
+bool gemm_blas(const cuda& be, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a, const T* B, index_t rs_b,
+               index_t cs_b, T* C, index_t ldc, ops::gemm_init init, const T* bias) {
+    if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || ldc > 0x7fffffff || ldc < N || K == 0) return false;
+    cublasOperation_t op_a, op_b;
+    int ld_a, ld_b;
+    // A^T(k, i) = A[i*rs_a + k*cs_a] is K x M; B^T(j, k) = B[k*rs_b + j*cs_b] is N x K.
+    if (!blas_operand(rs_a, cs_a, K, M, op_a, ld_a) || !blas_operand(rs_b, cs_b, N, K, op_b, ld_b)) return false;
+    if (init == ops::gemm_init::bias)
+        for_each_item(be, "gemm_bias_rows", M * N, [=] __device__(index_t e) { C[(e / N) * ldc + e % N] = bias[e % N]; });
+    const T one = 1, beta = init == ops::gemm_init::zero ? T(0) : T(1);
+    const cublasStatus_t st = blas_gemm<T>(static_cast<cublasHandle_t>(be.blas_handle()), op_b, op_a, int(N), int(M), int(K),
+                                           &one, B, ld_b, A, ld_a, &beta, C, int(ldc));
+    ALIGNGPT_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuda backend: cuBLAS gemm of ", M, " x ", N, " x ", K, " failed (status ",
+                   int(st), ")");
+    be.launched("gemm (cuBLAS)");
+    return true;
+}
+
+}  // namespace cuda_detail
+
 template <class T>
 void gemm(const cuda& be, index_t M, index_t N, index_t K, const T* A, index_t rs_a, index_t cs_a, const T* B, index_t rs_b,
           index_t cs_b, T* C, index_t ldc, ops::gemm_init init, const T* bias) {
     ops::gemm_check("gemm", M, N, K, init, bias);
     if (M == 0 || N == 0) return;
+    if (be.gemm_mode() == cuda::mode::fast &&
+        cuda_detail::gemm_blas(be, M, N, K, A, rs_a, cs_a, B, rs_b, cs_b, C, ldc, init, bias))
+        return;
     constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
     const index_t gx = (N + BN - 1) / BN, gy = (M + BM - 1) / BM;
     ALIGNGPT_CHECK(gx <= 0x7fffffff && gy <= 65535, "cuda backend: gemm of ", M, " x ", N, " exceeds one grid");

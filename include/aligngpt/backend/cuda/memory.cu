@@ -1,5 +1,6 @@
 // backend::cuda's memory: the device context, the caching allocator, the memory primitives and
 // the counted host transfers (backend/cuda.h). Compiled by nvcc into aligngpt::cuda.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <mutex>
@@ -27,11 +28,15 @@ std::size_t rounded(std::size_t bytes) {
 struct context {
     int device = 0;
     cudaStream_t stream = nullptr;
+    cuda::mode mode = cuda::mode::exact;
+    bool tf32 = false;
+    cublasHandle_t blas = nullptr;
     std::mutex mu;
     std::unordered_map<std::size_t, std::vector<void*>> free_blocks;  // by rounded size
     cuda::counters counts;
 
     ~context() {
+        if (blas) cublasDestroy(blas);
         for (auto& [bytes, blocks] : free_blocks)
             for (void* p : blocks) cudaFree(p);  // errors at teardown have nowhere to go
     }
@@ -78,17 +83,34 @@ int cuda::device_count() noexcept {
     return n;
 }
 
-cuda::cuda(int device, void* stream) : ctx_(std::make_shared<cuda_detail::context>()) {
+cuda::cuda(int device, void* stream, mode m, bool allow_tf32) : ctx_(std::make_shared<cuda_detail::context>()) {
     const int n = device_count();
     ALIGNGPT_CHECK(device >= 0 && device < n, "cuda backend: device ", device, " does not exist (", n, " CUDA device",
                    n == 1 ? "" : "s", " visible)");
     check(cudaSetDevice(device), "cudaSetDevice");
     ctx_->device = device;
     ctx_->stream = static_cast<cudaStream_t>(stream);
+    ctx_->mode = m;
+    ctx_->tf32 = allow_tf32;
 }
 
 int cuda::device() const { return ctx_->device; }
 void* cuda::stream() const { return ctx_->stream; }
+cuda::mode cuda::gemm_mode() const { return ctx_->mode; }
+bool cuda::tf32() const { return ctx_->tf32; }
+
+void* cuda::blas_handle() const {
+    std::lock_guard<std::mutex> g(ctx_->mu);
+    if (!ctx_->blas) {
+        cublasHandle_t h = nullptr;
+        ALIGNGPT_CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cuda backend: cublasCreate failed on device ", ctx_->device);
+        cublasSetStream(h, ctx_->stream);
+        // FP32 on CUDA cores unless TF32 was asked for; never the reduced-precision reductions.
+        cublasSetMathMode(h, ctx_->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+        ctx_->blas = h;
+    }
+    return ctx_->blas;
+}
 
 void* cuda::allocate_bytes(std::size_t want, std::size_t& got) const {
     got = cuda_detail::rounded(want);
