@@ -175,15 +175,8 @@ TEST_CASE_TEMPLATE("cuda exact work items: row ops, column sums and gathers equa
         ops::embedding_forward(cpu, y1.data(), W.data(), ids.data(), Tn, V, C);
         items(Tn * C, [&](index_t e) { ex::embedding_forward(e, y2.data(), W.data(), ids.data(), C); });
         CHECK(same_bits(y1, y2));
-        // The grouping the CUDA wrapper computes on the host (kernels.cu), written out here.
-        std::vector<index_t> order(static_cast<std::size_t>(Tn)), start;
-        for (index_t t = 0; t < Tn; t++) order[std::size_t(t)] = t;
-        std::stable_sort(order.begin(), order.end(),
-                         [&](index_t p, index_t q) { return ids[std::size_t(p)] < ids[std::size_t(q)]; });
-        for (index_t k = 0; k < Tn; k++)
-            if (k == 0 || ids[std::size_t(order[std::size_t(k)])] != ids[std::size_t(order[std::size_t(k - 1)])])
-                start.push_back(k);
-        start.push_back(Tn);
+        std::vector<index_t> order, start;  // the grouping the CUDA wrapper uploads (kernels.cu)
+        ops::embedding_groups(ids.data(), Tn, order, start);
         const index_t G = index_t(start.size()) - 1;
         const auto dyv = rand_vec<T>(Tn * C, 6);
         auto dW1 = rand_vec<T>(V * C, 7), dW2 = dW1;

@@ -38,17 +38,25 @@ void embedding_forward(const backend::cpu&, T* y, const T* W, const std::int64_t
     for (index_t t = 0; t < Tn; t++) std::copy(W + ids[t] * C, W + ids[t] * C + C, y + t * C);
 }
 
+/// The order in which embedding_backward gathers: `order` holds the token positions stably sorted
+/// by id (so each id's tokens in increasing position), `start` the first index in `order` of each
+/// id, then Tn. Every backend's kernel uses it, so all add a row's terms in the same order.
+inline void embedding_groups(const std::int64_t* ids, index_t Tn, std::vector<index_t>& order, std::vector<index_t>& start) {
+    order.resize(static_cast<std::size_t>(Tn));
+    std::iota(order.begin(), order.end(), index_t(0));
+    std::stable_sort(order.begin(), order.end(), [ids](index_t a, index_t b) { return ids[a] < ids[b]; });
+    start.clear();
+    for (index_t k = 0; k < Tn; k++)
+        if (k == 0 || ids[order[std::size_t(k)]] != ids[order[std::size_t(k - 1)]]) start.push_back(k);
+    start.push_back(Tn);
+}
+
 template <class T>
 void embedding_backward(const backend::cpu&, T* dW, const T* dy, const std::int64_t* ids, index_t Tn, index_t V, index_t C,
                         std::int64_t padding_idx = -1) {
     check_ids("embedding backward", ids, Tn, V);
-    std::vector<index_t> order(static_cast<std::size_t>(Tn));  // token positions grouped by id
-    std::iota(order.begin(), order.end(), index_t(0));
-    std::stable_sort(order.begin(), order.end(), [ids](index_t a, index_t b) { return ids[a] < ids[b]; });
-    std::vector<index_t> group_start;  // first position in `order` of each id
-    for (index_t k = 0; k < Tn; k++)
-        if (k == 0 || ids[order[k]] != ids[order[k - 1]]) group_start.push_back(k);
-    group_start.push_back(Tn);
+    std::vector<index_t> order, group_start;
+    embedding_groups(ids, Tn, order, group_start);
     const index_t G = index_t(group_start.size()) - 1;
     ALIGNGPT_OMP_FOR
     for (index_t gi = 0; gi < G; gi++) {  // one thread owns row v

@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <numeric>
 #include <vector>
 
 #include "aligngpt/backend/cuda.h"
@@ -298,14 +297,8 @@ template <class T>
 void embedding_backward(const cuda& be, T* dW, const T* dy, const std::int64_t* ids, index_t Tn, index_t V, index_t C,
                         std::int64_t padding_idx) {
     ops::check_ids("embedding backward", ids, Tn, V);
-    // The CPU kernel's grouping, computed on the host where the ids are: positions by id, stably.
-    std::vector<index_t> order(static_cast<std::size_t>(Tn));
-    std::iota(order.begin(), order.end(), index_t(0));
-    std::stable_sort(order.begin(), order.end(), [ids](index_t a, index_t b) { return ids[a] < ids[b]; });
-    std::vector<index_t> start;
-    for (index_t k = 0; k < Tn; k++)
-        if (k == 0 || ids[order[std::size_t(k)]] != ids[order[std::size_t(k - 1)]]) start.push_back(k);
-    start.push_back(Tn);
+    std::vector<index_t> order, start;  // the CPU kernel's grouping, on the host where the ids are
+    ops::embedding_groups(ids, Tn, order, start);
     const index_t G = index_t(start.size()) - 1;
     const auto d_ids = be.upload(ids, Tn);
     const auto d_order = be.upload(order.data(), Tn);
