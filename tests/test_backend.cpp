@@ -108,6 +108,11 @@ TEST_SUITE("backend") {
         CHECK(c.generate.to_host == c.generated);
     }
 
+    TEST_CASE("backend: load_aligngpt onto the opaque backend; every traced intermediate of a prefill has the CPU's bits") {
+        opaque dev;
+        CHECK(test::parity::model_dir_trace(dev) >= 12);
+    }
+
 }  // TEST_SUITE("backend")
 
 }  // namespace test_backend

@@ -116,6 +116,8 @@ TEST_CASE("aligngpt run: bad flags and files exit non-zero naming the flag or th
         {base + "--image-aspect-ratio wide -p x", "--image-aspect-ratio must be pad or square", 2},
         {base + "--align-level 9 -p x", "--align-level must be auto or a level 0..7", 2},
         {base + "--bogus 1", "unknown option \"--bogus\"", 2},
+        {base + "--device tpu -p x", "--device must be cpu, cuda or cuda:N, got \"tpu\"", 2},
+        {base + "--cuda-mode fast -p x", "--cuda-mode goes with --device cuda", 2},
         {"-m aligngpt_st --vision-tower clip_vision --tokenizer ../run_tiny --image nope.png -p x",
          "--image \"nope.png\": no such file", 2},
         {"-m nope --image image.png -p x", "--model \"nope\": not a directory", 2},

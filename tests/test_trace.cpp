@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,22 @@ TEST_CASE("aligngpt trace --image (expand2square + CLIP image processor) on the 
           1e-6);
 }
 
+TEST_CASE("aligngpt trace --device cpu writes the default's file byte for byte") {
+    const std::string base = "trace -q --model aligngpt_st --vision-tower clip_vision --pixels pixels.safetensors --input-ids " +
+                             ids_arg() + " --out ";
+    const std::string a = out_file("trace_default"), b = out_file("trace_cpu");
+    REQUIRE(run_tool(base + a).code == 0);
+    const auto r = run_tool(base + b + " --device cpu");
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    const auto bytes = [](const std::string& f) {
+        std::ifstream in(f, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    CHECK(bytes(a).size() > 1000);
+    CHECK(bytes(a) == bytes(b));
+}
+
 TEST_CASE("aligngpt trace --align-level 3 uses indicator row 3 and runs no gate") {
     const std::string out = out_file("trace_level3");
     const auto r = run_tool(
@@ -206,6 +223,17 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,-200,-1", "--input-ids: item 3 of 3, id -1, is outside the vocabulary [0, 64)"},
         {"trace -q --model no_such_dir --pixels pixels.safetensors --input-ids 1,-200 --out " + out_file("never"),
          "--model \"no_such_dir\": not a directory"},
+        {ok + "--input-ids 1,-200 --device gpu", "--device must be cpu, cuda or cuda:N, got \"gpu\""},
+        {ok + "--input-ids 1,-200 --device cuda:x", "--device must be cpu, cuda or cuda:N with N a device number"},
+        {ok + "--input-ids 1,-200 --device cuda:-1", "got \"cuda:-1\""},
+        {ok + "--input-ids 1,-200 --cuda-mode fast", "--cuda-mode goes with --device cuda"},
+        {ok + "--input-ids 1,-200 --device cpu --cuda-mode exact", "--cuda-mode goes with --device cuda"},
+        {ok + "--input-ids 1,-200 --device cuda --cuda-mode slow", "--cuda-mode must be exact or fast, got \"slow\""},
+#if !ALIGNGPT_TOOL_HAS_CUDA
+        {ok + "--input-ids 1,-200 --device cuda", "--device cuda: this aligngpt was built without CUDA"},
+#else
+        {ok + "--input-ids 1,-200 --device cuda --dtype bf16", "16-bit weights run on the CPU only"},
+#endif
     };
     for (const auto& c : cases) {
         const std::string &args = c.first, &expect = c.second;

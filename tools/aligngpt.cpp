@@ -4,10 +4,12 @@
 //   aligngpt run -m DIR [--vision-tower DIR] --image FILE [-p TEXT] [-n N] [--temp T] [--top-p P]
 //                [--top-k K] [--repeat-penalty R] [-s SEED] [-t THREADS] [--conv-mode NAME]
 //                [--image-aspect-ratio pad|square] [--align-level auto|0..7] [--tokenizer DIR] [-v]
+//                [--device cpu|cuda[:N]] [--cuda-mode exact|fast]
 //   aligngpt trace --model DIR [--vision-tower DIR] (--image FILE | --pixels FILE)
 //                  (--prompt TEXT [--conv-mode NAME] [--tokenizer DIR] | --input-ids 1,2,-200,...)
 //                  [--align-level auto|0..7]
 //                  [--dtype f32|bf16|f16] [--mm-projector FILE] [--base-llm DIR] [-q] --out FILE
+//                  [--device cpu|cuda[:N]] [--cuda-mode exact|fast]
 //   aligngpt answer -m DIR [--vision-tower DIR] --question-file Q.jsonl --image-folder DIR --answers-file A.jsonl
 //                   [--conv-mode NAME] [--temperature T] [--max-new-tokens N] [--batch-size B] [--resume] [-t N]
 //                   [--align-level auto|0..7] [--top-p P] [--top-k K] [-s SEED] [--tokenizer DIR] [--dtype D]
@@ -55,6 +57,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -70,6 +73,9 @@
 #include "aligngpt/train/levels.h"
 #include "aligngpt/version.h"  // ALIGNGPT_VERSION: --version and the trace producer
 #include "aligngpt_cli.h"
+#if defined(ALIGNGPT_TOOL_HAVE_CUDA)
+#include "aligngpt/backend/cuda.h"
+#endif
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
 #include "aligngpt/eval/answer.h"
 #include "aligngpt/tokenizer/llama.h"
@@ -112,11 +118,13 @@ constexpr const char* usage_text =
     "      --align-level L        auto (default) or 0..7, as for trace\n"
     "      --tokenizer DIR        tokenizer.model + tokenizer_config.json (default: the model directory)\n"
     "      --dtype D              f32 (default), bf16 or f16\n"
+    "      --device D             cpu (default), cuda or cuda:N (a build with -DALIGNGPT_WITH_CUDA=ON; f32 weights)\n"
+    "      --cuda-mode M          exact (default: the CPU's bits) or fast (the GEMMs on cuBLAS)\n"
     "  -v, --verbose              the rendered prompt, its ids, the gate's weights and the loading log\n"
     "  The answer alone goes to stdout; the timing summary and everything else to stderr.\n"
     "\n"
     "aligngpt answer options (model_vqa_loader.py's; run's -m, --vision-tower, --tokenizer, --dtype, -t, -s,\n"
-    "  --top-p, --top-k, --align-level and --image-aspect-ratio too):\n"
+    "  --top-p, --top-k, --align-level, --image-aspect-ratio, --device and --cuda-mode too):\n"
     "      --question-file FILE   JSONL, one {question_id, image, text} per line\n"
     "      --image-folder DIR     where the questions' images are\n"
     "      --answers-file FILE    JSONL, one {question_id, prompt, text, answer_id, model_id, metadata} per line\n"
@@ -137,6 +145,7 @@ constexpr const char* usage_text =
     "      --dtype D              f32 (default), bf16 or f16: LLM linear weights kept 16-bit\n"
     "      --mm-projector FILE    stage-1 file (mm_projector_align.bin) overriding projector+indicators\n"
     "      --base-llm DIR         LLM weights when --model is a stage-1 (pretrain) output\n"
+    "      --device D, --cuda-mode M  as for run; in exact mode a CUDA trace is the CPU's file byte for byte\n"
     "  -o, --out FILE             output .safetensors\n"
     "  -q, --quiet                no progress on stderr\n"
     "\n"
@@ -208,6 +217,45 @@ void add_question(conversation::conversation& conv, const std::string& question,
     conv.append(conv.roles[1], std::nullopt);
 }
 
+/// Runs f(backend) on the device of --device: backend::cpu, or a backend::cuda made here (exact or
+/// fast mode) once the GPU is known to exist.
+template <class F>
+int on_device(const device_args& d, F&& f) {
+    if (!d.cuda) return f(backend::cpu::instance());
+#if defined(ALIGNGPT_TOOL_HAVE_CUDA)
+    const int n = backend::cuda::device_count();
+    if (d.index >= n)
+        fail("--device cuda:", d.index, ": ",
+             n == 0 ? std::string("no CUDA device is visible (no driver, no GPU, or CUDA_VISIBLE_DEVICES hides them)")
+                    : "this machine shows " + std::to_string(n) + " CUDA device(s), numbered from 0");
+    const backend::cuda gpu(d.index, nullptr, d.fast ? backend::cuda::mode::fast : backend::cuda::mode::exact);
+    return f(gpu);
+#else
+    fail("--device cuda: this aligngpt was built without CUDA");  // parse_device refuses it first
+#endif
+}
+
+std::string device_name(const device_args& d) {
+    return d.cuda ? "cuda:" + std::to_string(d.index) + (d.fast ? " (fast)" : " (exact)") : std::string("cpu");
+}
+
+/// A host tensor on `be` (the CPU's is the tensor itself).
+template <class Backend>
+tensor<float, Backend> on(const tensor<float>& h, const Backend& be) {
+    if constexpr (std::is_same_v<Backend, backend::cpu>)
+        return h;
+    else
+        return tensor<float, Backend>::from(h.to_vector(), h.shape(), be);
+}
+/// A tensor on the host (the explicit copy back from a device).
+template <class Backend>
+tensor<float> on_host(const tensor<float, Backend>& t) {
+    if constexpr (std::is_same_v<Backend, backend::cpu>)
+        return t;
+    else
+        return tensor<float>::from(t.to_vector(), t.shape());
+}
+
 tensor<float> read_pixels(const std::string& path, index_t size) {
     const auto f = io::safetensors_file::open(path);
     ALIGNGPT_CHECK(f.find("pixel_values"), path, ": no tensor \"pixel_values\" (", f.tensors().size(), " tensors in the file)");
@@ -219,7 +267,8 @@ tensor<float> read_pixels(const std::string& path, index_t size) {
     return p;
 }
 
-tensor<float> read_image(const std::string& path, const pretrained::loaded_aligngpt<>& m) {
+template <class Backend>
+tensor<float> read_image(const std::string& path, const pretrained::loaded_aligngpt<float, Backend>& m) {
     namespace fs = std::filesystem;
     const std::string pc = m.vision_dir + "/preprocessor_config.json";
     io::clip_image_processor_config cfg =
@@ -232,7 +281,8 @@ tensor<float> read_image(const std::string& path, const pretrained::loaded_align
     return x.reshape({1, 3, S, S});
 }
 
-int run_trace(const trace_args& a) {
+template <class Backend>
+int run_trace(const trace_args& a, const Backend& be) {
     std::ostream& log = std::cerr;
     pretrained::load_options opt;
     opt.quiet = a.quiet;
@@ -240,14 +290,16 @@ int run_trace(const trace_args& a) {
     opt.mm_projector = a.mm_projector;
     opt.base_llm = a.base_llm;
     opt.dtype = a.dtype;
-    auto m = pretrained::load_aligngpt(a.model, opt);
+    auto m = pretrained::load_aligngpt<float, Backend>(a.model, opt, be);
     auto& model = *m.model;
     const auto& cfg = m.config;
     const std::vector<std::int64_t>& ids = *a.ids;
     check_ids_in_vocab(ids, cfg.model.llm.vocab_size, cfg.path);  // checked before the load too; this is the model's own V
 
     const tensor<float> pixels = a.pixels.empty() ? read_image(a.image, m) : read_pixels(a.pixels, m.vision_config.image_size);
-    if (!a.quiet) log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << ")\n";
+    if (!a.quiet)
+        log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << "), device "
+            << device_name(a.device) << "\n";
     // One prefill through the model's own code: the tower, the projector, the gate and the LLM put
     // their intermediates into the sink, in the order they are computed.
     const models::alignment al =
@@ -255,12 +307,14 @@ int run_trace(const trace_args& a) {
     if (!a.quiet)
         log << "[trace] prefill: " << ids.size() << " ids, align level "
             << (a.align_level < 0 ? std::string("auto (gate)") : std::to_string(a.align_level)) << "\n";
-    trace_sink<float> sink;
-    sink.put("pixel_values", pixels);
-    const auto out = model.forward_pixels(nullptr, {models::sample{ids}}, *m.vision, autograd::variable<float>::leaf(pixels),
+    trace_sink<float, Backend> sink;
+    const tensor<float, Backend> px = on(pixels, be);
+    sink.put("pixel_values", px);
+    const auto out = model.forward_pixels(nullptr, {models::sample{ids}}, *m.vision, autograd::variable<float, Backend>::leaf(px),
                                           models::stage::inference, al, &sink);
+    // The file does not name the device: in exact mode a CUDA trace is the CPU's file, byte for byte.
     io::safetensors_writer w;
-    for (const auto& [name, t] : sink.entries) w.add(name, t);
+    for (const auto& [name, t] : sink.entries) w.add(name, on_host(t));
     w.add("input_ids", io::dtype::I64, {index_t(ids.size())}, ids.data(), ids.size() * sizeof(std::int64_t));
     w.set_metadata("producer", "aligngpt trace " ALIGNGPT_VERSION);
     w.set_metadata("model", a.model);
@@ -331,7 +385,8 @@ tokenizer::llama_tokenizer load_tokenizer(const std::string& dir, const std::str
     return tok;
 }
 
-int run_chat(const run_args& a) {
+template <class Backend>
+int run_chat(const run_args& a, const Backend& be) {
     namespace fs = std::filesystem;
     std::ostream& log = std::cerr;
     const auto t_load = std::chrono::steady_clock::now();
@@ -341,14 +396,14 @@ int run_chat(const run_args& a) {
     opt.quiet = !a.verbose;
     opt.vision_tower = a.vision_tower;
     opt.dtype = a.dtype;
-    auto m = pretrained::load_aligngpt(a.model, opt);
+    auto m = pretrained::load_aligngpt<float, Backend>(a.model, opt, be);
     if (!a.aspect.empty()) m.config.image_aspect_ratio = a.aspect;
     const double load_ms = ms_since(t_load);
     const auto& model = *m.model;
 
     const auto t_image = std::chrono::steady_clock::now();
-    const tensor<float> pixels = read_image(a.image, m);
-    const auto feats = m.vision->features(nullptr, autograd::variable<float>::leaf(pixels));
+    const tensor<float, Backend> pixels = on(read_image(a.image, m), be);
+    const auto feats = m.vision->features(nullptr, autograd::variable<float, Backend>::leaf(pixels));
     const double image_ms = ms_since(t_image);
 
     const models::alignment al =
@@ -383,7 +438,7 @@ int run_chat(const run_args& a) {
         if (!a.prompt) log << conv.roles[1] << ": " << std::flush;
 
         const auto t_prefill = std::chrono::steady_clock::now();
-        models::kv_cache<float> cache;
+        models::kv_cache<float, Backend> cache;
         const auto pre = model.forward(nullptr, {models::sample{ids}}, feats, models::stage::inference, al, nullptr, &cache);
         prefill_ms += ms_since(t_prefill);
         prefill_tokens += pre.logits.size(1);
@@ -419,24 +474,25 @@ int run_chat(const run_args& a) {
     char line[512];
     std::snprintf(line, sizeof line,
                   "[run] load %.0f ms | image encode %.0f ms | prefill %lld positions in %.0f ms (%.1f tok/s) | "
-                  "decode %lld tokens in %.0f ms (%.2f tok/s) | seed %llu | threads %d | peak memory %.1f MiB\n",
+                  "decode %lld tokens in %.0f ms (%.2f tok/s) | seed %llu | threads %d | device %s | peak memory %.1f MiB\n",
                   load_ms, image_ms, (long long)prefill_tokens, prefill_ms,
                   prefill_ms > 0 ? double(prefill_tokens) * 1000.0 / prefill_ms : 0.0, (long long)decoded, decode_ms,
                   decode_ms > 0 ? double(decoded) * 1000.0 / decode_ms : 0.0, (unsigned long long)a.sampling.seed, max_threads(),
-                  double(ru.ru_maxrss) / 1024.0);
+                  device_name(a.device).c_str(), double(ru.ru_maxrss) / 1024.0);
     log << line;
     return 0;
 }
 
 // --- aligngpt answer: a question file to an answers file (eval/answer.h) ---------------------------
 
-int run_answer(const answer_args& a) {
+template <class Backend>
+int run_answer(const answer_args& a, const Backend& be) {
     const run_args& r = a.run;
     if (r.threads > 0) set_threads(r.threads);
     const auto tok = load_tokenizer(r.tokenizer, r.model);
     pretrained::load_options opt;
     opt.quiet = a.quiet, opt.vision_tower = r.vision_tower, opt.dtype = r.dtype;
-    auto m = pretrained::load_aligngpt(r.model, opt);
+    auto m = pretrained::load_aligngpt<float, Backend>(r.model, opt, be);
     if (!r.aspect.empty()) m.config.image_aspect_ratio = r.aspect;
     eval::answer_options o;
     o.image_folder = a.images, o.conv_mode = r.conv_mode, o.model_id = eval::model_name_from_path(r.model);
@@ -444,7 +500,7 @@ int run_answer(const answer_args& a) {
     o.align = r.align_level < 0 ? models::alignment{} : models::alignment{models::align_mode::fixed_level, r.align_level};
     o.progress = a.quiet ? nullptr : &std::cerr;
     const auto s = eval::answer_questions(*m.model, *m.vision, tok, a.questions, a.answers, o,
-                                          [&](const std::string& path) { return read_image(path, m); });
+                                          [&](const std::string& path) { return on(read_image(path, m), be); });
     if (!a.quiet) std::cerr << "[answer] wrote " << s.answered << " answers to " << a.answers << " (" << s.resumed << " kept)\n";
     return 0;
 }
@@ -620,7 +676,7 @@ int main(int argc, char** argv) {
 #endif
             }
             check_before_load(a);
-            return run_trace(a);
+            return on_device(a.device, [&](const auto& be) { return run_trace(a, be); });
         }
         if (cmd == "score") return run_score(parse_score(rest));
         if (cmd == "levels") return run_levels(parse_levels(rest));
@@ -653,7 +709,7 @@ int main(int argc, char** argv) {
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
             const answer_args a = parse_answer(rest);
             check_run_paths(a.run);
-            return run_answer(a);
+            return on_device(a.run.device, [&](const auto& be) { return run_answer(a, be); });
 #else
             throw error("answer needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece");
 #endif
@@ -662,7 +718,7 @@ int main(int argc, char** argv) {
 #if defined(ALIGNGPT_TOOL_HAVE_TOKENIZER)
             const run_args a = parse_run(rest);
             check_run_paths(a);
-            return run_chat(a);
+            return on_device(a.device, [&](const auto& be) { return run_chat(a, be); });
 #else
             throw error(
                 "run needs the LLaMA tokenizer, and this aligngpt was built without SentencePiece "

@@ -45,6 +45,14 @@ struct usage_error : std::runtime_error {
 
 [[noreturn]] inline void bad(const std::string& m) { throw usage_error(m); }
 
+/// Where the model runs: --device cpu | cuda | cuda:N, and on CUDA --cuda-mode exact | fast
+/// (backend/cuda.h: exact gives the CPU's bits, fast puts the GEMMs on cuBLAS).
+struct device_args {
+    bool cuda = false;
+    int index = 0;      // cuda:N
+    bool fast = false;  // --cuda-mode fast
+};
+
 struct trace_args {
     std::string model, vision_tower, image, pixels, out, mm_projector, base_llm;
     std::optional<std::string> prompt;               // rendered and tokenized as `run` does
@@ -52,6 +60,7 @@ struct trace_args {
     std::optional<std::vector<std::int64_t>> ids;
     int align_level = -1;  // -1 = auto
     io::weights_dtype dtype = io::weights_dtype::f32;
+    device_args device;
     bool quiet = false;
 };
 
@@ -139,6 +148,45 @@ inline int parse_align_level(const std::string& l) {
     bad("--align-level must be auto or a level 0..7, got \"" + l + "\"");
 }
 
+#if defined(ALIGNGPT_TOOL_HAVE_CUDA)
+inline constexpr bool built_with_cuda = true;
+#else
+inline constexpr bool built_with_cuda = false;
+#endif
+
+/// --device and --cuda-mode from `seen` (absent: the CPU). 16-bit weights (--dtype bf16/f16) stay
+/// on the CPU for now: backend::cuda has no packed 16-bit product yet.
+inline device_args parse_device(const option_map& seen, io::weights_dtype dtype) {
+    device_args d;
+    const auto get = [&](const char* n) { return seen.count(n) ? seen.at(n) : std::string(); };
+    const std::string dev = seen.count("device") ? get("device") : "cpu";
+    if (dev == "cuda") {
+        d.cuda = true;
+    } else if (dev.starts_with("cuda:")) {
+        const std::string n = dev.substr(5);
+        int v = -1;
+        const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), v, 10);
+        if (n.empty() || ec != std::errc() || end != n.data() + n.size() || v < 0 || v > 1023)
+            bad("--device must be cpu, cuda or cuda:N with N a device number in [0, 1023], got \"" + dev + "\"");
+        d.cuda = true, d.index = v;
+    } else if (dev != "cpu") {
+        bad("--device must be cpu, cuda or cuda:N, got \"" + dev + "\"");
+    }
+    if (seen.count("cuda-mode")) {
+        const std::string m = get("cuda-mode");
+        if (m != "exact" && m != "fast") bad("--cuda-mode must be exact or fast, got \"" + m + "\"");
+        if (!d.cuda) bad("--cuda-mode goes with --device cuda");
+        d.fast = m == "fast";
+    }
+    if (d.cuda && !built_with_cuda)
+        bad("--device " + dev + ": this aligngpt was built without CUDA (configure with -DALIGNGPT_WITH_CUDA=ON or cmake "
+            "--preset cuda)");
+    if (d.cuda && dtype != io::weights_dtype::f32)
+        bad("--dtype " + std::string(io::weights_dtype_name(dtype)) + " with --device " + dev +
+            ": 16-bit weights run on the CPU only in this version; use --dtype f32 on CUDA");
+    return d;
+}
+
 /// A template name conversation::make knows (a usage error otherwise).
 inline std::string checked_conv_mode(const std::string& name) {
     try {
@@ -159,7 +207,8 @@ inline trace_args parse_trace(const std::vector<std::string>& argv) {
     static const std::map<std::string, bool> known = {
         {"model", true},     {"vision-tower", true}, {"image", true},     {"pixels", true},   {"prompt", true},
         {"input-ids", true}, {"align-level", true},  {"dtype", true},     {"out", true},      {"mm-projector", true},
-        {"base-llm", true},  {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}};
+        {"base-llm", true},  {"quiet", false},       {"conv-mode", true}, {"tokenizer", true}, {"device", true},
+        {"cuda-mode", true}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"}, {"-o", "out"}, {"-q", "quiet"}};
     option_map seen = parse_options(argv, known, shorts);
     const auto get = [&](const char* n) { return seen.count(n) ? seen[n] : std::string(); };
@@ -187,6 +236,7 @@ inline trace_args parse_trace(const std::vector<std::string>& argv) {
         if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + get("dtype") + "\"");
         a.dtype = *d;
     }
+    a.device = parse_device(seen, a.dtype);
     return a;
 }
 
@@ -248,6 +298,7 @@ struct run_args {
     int threads = 0;                                  // 0: OpenMP's default
     int align_level = -1;
     io::weights_dtype dtype = io::weights_dtype::f32;
+    device_args device;
     bool verbose = false;
 };
 template <class V>
@@ -279,6 +330,8 @@ inline run_args parse_run(const std::vector<std::string>& argv, const std::map<s
                                          {"align-level", true},
                                          {"tokenizer", true},
                                          {"dtype", true},
+                                         {"device", true},
+                                         {"cuda-mode", true},
                                          {"verbose", false}};
     static const std::map<std::string, std::string> shorts = {{"-m", "model"}, {"-p", "prompt"},  {"-n", "max-new-tokens"},
                                                               {"-s", "seed"},  {"-t", "threads"}, {"-v", "verbose"},
@@ -317,6 +370,7 @@ inline run_args parse_run(const std::vector<std::string>& argv, const std::map<s
         if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + o["dtype"] + "\"");
         a.dtype = *d;
     }
+    a.device = parse_device(o, a.dtype);
     a.verbose = has("verbose");
     return a;
 }

@@ -131,10 +131,12 @@ inline std::string stage1_in(const std::string& dir) {
 }
 }  // namespace detail
 
-/// Loads an AlignGPT model directory (see the file comment). Nothing is returned unless every
-/// tensor of every part was found, checked and read.
+/// Loads an AlignGPT model directory (see the file comment) onto `be` (a backend with state, such
+/// as backend::cuda, must be named). Nothing is returned unless every tensor of every part was
+/// found, checked and read.
 template <class T = float, class Backend = backend::cpu>
-loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_options& opt = {}) {
+loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_options& opt = {},
+                                          const Backend& be = Backend::instance()) {
     namespace fs = std::filesystem;
     std::error_code ec;
     ALIGNGPT_CHECK(fs::is_directory(dir, ec), dir, ": not a directory (expected an AlignGPT model directory with config.json)");
@@ -208,7 +210,7 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
     }
 
     // --- models (parameters named by HF key), then staged loads, then one commit
-    out.model.emplace(cfg.model);
+    out.model.emplace(cfg.model, be);
     io::load_options mopt = opt;
     mopt.ignore.push_back("vision_tower.vision_tower.*");  // the CLIP copy the reference drops
     if (!mopt.pack_if) mopt.pack_if = is_llm_linear_weight;
@@ -216,7 +218,7 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
     io::staged_load<T, Backend> s;
     s.stage(*out.model, llm_src, mopt, "aligngpt");
     if (opt.load_vision) {
-        out.vision.emplace(models::clip_vision_model<T, Backend>::make(out.vision_config, "vision_model."));
+        out.vision.emplace(models::clip_vision_model<T, Backend>::make(out.vision_config, "vision_model.", be));
         out.vision->select_layer = cfg.mm_vision_select_layer;  // AlignGPT's feature_select
         out.vision->select_feature = cfg.mm_vision_select_feature;
         io::load_options vopt = opt;

@@ -272,6 +272,11 @@ TEST_CASE("cuda: tiny AlignGPT stage 1 and stage 2, forward, backward and decodi
     CHECK(c.generate.to_host == c.generated);
 }
 
+// A model directory in the published layout, loaded as `aligngpt trace --device cuda` loads it.
+TEST_CASE("cuda: load_aligngpt onto the GPU; every traced intermediate of a prefill has the CPU's bits") {
+    CHECK(test::parity::model_dir_trace(gpu()) >= 12);
+}
+
 }  // namespace test_cuda_backend
 
 int main(int argc, char** argv) {

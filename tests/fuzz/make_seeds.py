@@ -346,6 +346,9 @@ def seeds_cli():
     w("world", "world", "--profile", "test", "-o", "@/out/world", "--seed", "3", "--seeds", "2",
       "--variants", "aligngpt,llava,fixed:7", "-t", "1", "-q")
     w("bad_option", "run", "-m", "@/model", "--image", "@/img.png", "--bogus", "1")
+    w("trace_device", "trace", "-m", "@/model", "--pixels", "@/img.png", "--input-ids", "1,-200", "-o", "@/t.safetensors",
+      "--device", "cuda:1", "--cuda-mode", "fast")
+    w("run_device", "run", "-m", "@/model", "--image", "@/img.png", "-p", "hi", "--device=cpu", "--dtype", "bf16")
 
 
 # ---- tokenizers (llama_tokenizer.cpp: config NUL model; clip_tokenizer.cpp: vocab NUL merges) ---

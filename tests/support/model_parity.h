@@ -1,17 +1,21 @@
 #pragma once
 // Whole-model parity on another backend: the tiny CLIP, LLaMA and AlignGPT built on `Backend` run
 // forward, backward and greedy decoding and must give backend::cpu's bits exactly (outputs, losses,
-// every parameter's gradient, generated ids). Shared by tests/test_backend.cpp (test::opaque) and
-// tests/cuda/test_cuda_backend.cpp (backend::cuda); each checks its own transfer counts, which
-// these functions return. Tolerance: none, bit equality.
+// every parameter's gradient, generated ids), and a model directory of tests/golden/model_dirs
+// loaded onto `Backend` traces the CPU's intermediates. Shared by tests/test_backend.cpp
+// (test::opaque) and tests/cuda/test_cuda_backend.cpp (backend::cuda); each checks its own transfer
+// counts, which these functions return. Tolerance: none, bit equality.
 #include <doctest/doctest.h>
 
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "aligngpt/io/safetensors.h"
 #include "aligngpt/models/aligngpt.h"
 #include "aligngpt/models/clip.h"
+#include "aligngpt/pretrained.h"
+#include "aligngpt/trace.h"
 #include "support/bit_compare.h"
 
 namespace aligngpt::test::parity {
@@ -210,6 +214,39 @@ aligngpt_counts aligngpt(const Backend& dev, Probe probe) {
     c.generated = index_t(gd.size());
     CHECK(ref.generate(q, fr, {5}) == gd);
     return c;
+}
+
+/// The published-layout directory tests/golden/model_dirs/aligngpt_st (with its CLIP tower) loaded
+/// by pretrained::load_aligngpt onto `dev` and onto the CPU, one prefill of the golden pixels each:
+/// every traced intermediate (trace.h, what `aligngpt trace` writes) has the same name, shape and
+/// bits. Returns the number of intermediates compared.
+template <class Backend>
+std::size_t model_dir_trace(const Backend& dev) {
+    const std::string dirs = std::string(ALIGNGPT_GOLDEN_DIR) + "/model_dirs";
+    pretrained::load_options opt;
+    opt.quiet = true;
+    opt.vision_tower = dirs + "/clip_vision";
+    const auto ref = pretrained::load_aligngpt<float>(dirs + "/aligngpt_st", opt);
+    const auto dut = pretrained::load_aligngpt<float, Backend>(dirs + "/aligngpt_st", opt, dev);
+    tensor<float> px = io::safetensors_file::open(dirs + "/pixels.safetensors").tensor_as<float>("pixel_values");
+    px = px.reshape({1, 3, px.size(-2), px.size(-1)});
+    const std::vector<std::int64_t> ids = {1, 5, 9, models::image_token_index, 7, 3, 11};
+    trace_sink<float> sr;
+    trace_sink<float, Backend> sd;
+    ref.model->forward_pixels(nullptr, {models::sample{ids}}, *ref.vision, autograd::variable<float>::leaf(px),
+                              models::stage::inference, {}, &sr);
+    dut.model->forward_pixels(
+        nullptr, {models::sample{ids}}, *dut.vision,
+        autograd::variable<float, Backend>::leaf(tensor<float, Backend>::from(px.to_vector(), px.shape(), dev)),
+        models::stage::inference, {}, &sd);
+    REQUIRE(sr.entries.size() == sd.entries.size());
+    for (std::size_t i = 0; i < sr.entries.size(); i++) {
+        INFO(sr.entries[i].first);
+        CHECK(sr.entries[i].first == sd.entries[i].first);
+        CHECK(sr.entries[i].second.shape() == sd.entries[i].second.shape());
+        CHECK(same_bits(sr.entries[i].second.to_vector(), sd.entries[i].second.to_vector()));
+    }
+    return sr.entries.size();
 }
 
 }  // namespace aligngpt::test::parity
