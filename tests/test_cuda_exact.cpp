@@ -258,6 +258,58 @@ TEST_CASE_TEMPLATE("cuda exact work items: gemm elements and the linear layer eq
     CHECK(same_bits(db1, db2));
 }
 
+TEST_CASE("cuda exact: the 16-bit widening of raw bits equals widen() for all 65536 patterns of bf16 and f16") {
+    index_t nan_bf16 = 0, nan_f16 = 0;
+    for (std::uint32_t u = 0; u < 65536; u++) {
+        const auto b = std::uint16_t(u);
+        const auto vb = Eigen::numext::bit_cast<bf16>(b);
+        const auto vh = Eigen::numext::bit_cast<f16>(b);
+        const float rb = widen(vb), rh = widen(vh), ob = widen_bf16_bits(b), oh = widen_f16_bits(b);
+        if (std::isnan(rb)) {  // NaN: stays NaN (F16C-style quieting may differ in the payload)
+            CHECK(std::isnan(ob));
+            nan_bf16++;
+        } else if (!same_bits(std::vector<float>{rb}, std::vector<float>{ob})) {
+            FAIL_CHECK("bf16 bits 0x" << std::hex << u);
+        }
+        if (std::isnan(rh)) {
+            CHECK(std::isnan(oh));
+            nan_f16++;
+        } else if (!same_bits(std::vector<float>{rh}, std::vector<float>{oh})) {
+            FAIL_CHECK("f16 bits 0x" << std::hex << u);
+        }
+    }
+    CHECK(nan_bf16 == 2 * 127);  // exponent all ones, mantissa (7 bits) not zero, either sign
+    CHECK(nan_f16 == 2 * 1023);  // the same with 10 bits
+}
+
+TEST_CASE_TEMPLATE("cuda exact work items: the 16-bit packed linear and its unpacking equal the CPU kernels", S, bf16, f16) {
+    // N spans two full panels and a partial one; K is past the CPU's k blocks; M = 1 takes the
+    // CPU's GEMV path, M = 9 its GEMM path.
+    const index_t N = 70, K = 531;
+    std::vector<S> w(std::size_t(N * K));
+    const auto wf = rand_vec<float>(N * K, 7);
+    for (std::size_t i = 0; i < w.size(); i++) w[i] = narrow<S>(wf[i]);
+    const auto pw = ops::packed_weight<S>::pack(w.data(), N, K);
+    std::vector<std::uint16_t> bits(std::size_t(pw.panels() * K * 32));
+    std::memcpy(bits.data(), pw.panel(0), bits.size() * 2);
+    const auto bias = rand_vec<float>(N, 8);
+    for (const index_t M : {index_t(1), index_t(9)})
+        for (const bool with_bias : {false, true}) {
+            CAPTURE(M);
+            CAPTURE(with_bias);
+            const auto X = rand_vec<float>(M * K, 9);
+            auto Y1 = rand_vec<float>(M * N, 10), Y2 = Y1;
+            const float* b = with_bias ? bias.data() : nullptr;
+            ops::linear_packed(cpu, Y1.data(), X.data(), pw, b, M);
+            items(M * N, [&](index_t e) { ex::linear_packed_element<S>(e, Y2.data(), X.data(), bits.data(), b, N, K); });
+            CHECK(same_bits(Y1, Y2));
+        }
+    std::vector<float> W1(std::size_t(N * K)), W2(std::size_t(N * K), 1.0f);
+    ops::packed_unpack(cpu, W1.data(), pw);
+    items(N * K, [&](index_t e) { ex::packed_unpack_element<S>(e, W2.data(), bits.data(), K); });
+    CHECK(same_bits(W1, W2));
+}
+
 TEST_CASE_TEMPLATE("cuda exact work items: attention, rope, cross-entropy and patch embedding equal the CPU kernels", T, float,
                    double) {
     SUBCASE("attention forward and backward: causal, grouped heads, padded keys, a fully masked row") {

@@ -231,8 +231,6 @@ TEST_CASE("aligngpt: bad command lines exit 2 with a message and the usage, neve
         {ok + "--input-ids 1,-200 --device cuda --cuda-mode slow", "--cuda-mode must be exact or fast, got \"slow\""},
 #if !ALIGNGPT_TOOL_HAS_CUDA
         {ok + "--input-ids 1,-200 --device cuda", "--device cuda: this aligngpt was built without CUDA"},
-#else
-        {ok + "--input-ids 1,-200 --device cuda --dtype bf16", "16-bit weights run on the CPU only"},
 #endif
     };
     for (const auto& c : cases) {

@@ -118,7 +118,7 @@ constexpr const char* usage_text =
     "      --align-level L        auto (default) or 0..7, as for trace\n"
     "      --tokenizer DIR        tokenizer.model + tokenizer_config.json (default: the model directory)\n"
     "      --dtype D              f32 (default), bf16 or f16\n"
-    "      --device D             cpu (default), cuda or cuda:N (a build with -DALIGNGPT_WITH_CUDA=ON; f32 weights)\n"
+    "      --device D             cpu (default), cuda or cuda:N (a build with -DALIGNGPT_WITH_CUDA=ON)\n"
     "      --cuda-mode M          exact (default: the CPU's bits) or fast (the GEMMs on cuBLAS)\n"
     "  -v, --verbose              the rendered prompt, its ids, the gate's weights and the loading log\n"
     "  The answer alone goes to stdout; the timing summary and everything else to stderr.\n"

@@ -154,9 +154,8 @@ inline constexpr bool built_with_cuda = true;
 inline constexpr bool built_with_cuda = false;
 #endif
 
-/// --device and --cuda-mode from `seen` (absent: the CPU). 16-bit weights (--dtype bf16/f16) stay
-/// on the CPU for now: backend::cuda has no packed 16-bit product yet.
-inline device_args parse_device(const option_map& seen, io::weights_dtype dtype) {
+/// --device and --cuda-mode from `seen` (absent: the CPU).
+inline device_args parse_device(const option_map& seen) {
     device_args d;
     const auto get = [&](const char* n) { return seen.count(n) ? seen.at(n) : std::string(); };
     const std::string dev = seen.count("device") ? get("device") : "cpu";
@@ -181,9 +180,6 @@ inline device_args parse_device(const option_map& seen, io::weights_dtype dtype)
     if (d.cuda && !built_with_cuda)
         bad("--device " + dev + ": this aligngpt was built without CUDA (configure with -DALIGNGPT_WITH_CUDA=ON or cmake "
             "--preset cuda)");
-    if (d.cuda && dtype != io::weights_dtype::f32)
-        bad("--dtype " + std::string(io::weights_dtype_name(dtype)) + " with --device " + dev +
-            ": 16-bit weights run on the CPU only in this version; use --dtype f32 on CUDA");
     return d;
 }
 
@@ -236,7 +232,7 @@ inline trace_args parse_trace(const std::vector<std::string>& argv) {
         if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + get("dtype") + "\"");
         a.dtype = *d;
     }
-    a.device = parse_device(seen, a.dtype);
+    a.device = parse_device(seen);
     return a;
 }
 
@@ -370,7 +366,7 @@ inline run_args parse_run(const std::vector<std::string>& argv, const std::map<s
         if (!d) bad("--dtype must be f32, bf16 or f16, got \"" + o["dtype"] + "\"");
         a.dtype = *d;
     }
-    a.device = parse_device(o, a.dtype);
+    a.device = parse_device(o);
     a.verbose = has("verbose");
     return a;
 }

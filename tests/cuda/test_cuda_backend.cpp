@@ -272,6 +272,13 @@ TEST_CASE("cuda: tiny AlignGPT stage 1 and stage 2, forward, backward and decodi
     CHECK(c.generate.to_host == c.generated);
 }
 
+TEST_CASE_TEMPLATE("cuda: a 16-bit packed linear gives the CPU's bits; its panels are uploaded once", S, bf16, f16) {
+    const auto c = test::parity::packed_linear<S>(gpu(), probe{&gpu()});
+    CHECK(c.first.to_host == 0);
+    CHECK(c.first.from_host == 1);   // the panels, on first use
+    CHECK(c.second.from_host == 0);  // then the device copy kept with the weights
+}
+
 // A model directory in the published layout, loaded as `aligngpt trace --device cuda` loads it.
 TEST_CASE("cuda: load_aligngpt onto the GPU; every traced intermediate of a prefill has the CPU's bits") {
     CHECK(test::parity::model_dir_trace(gpu()) >= 12);

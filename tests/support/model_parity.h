@@ -1,13 +1,15 @@
 #pragma once
 // Whole-model parity on another backend: the tiny CLIP, LLaMA and AlignGPT built on `Backend` run
 // forward, backward and greedy decoding and must give backend::cpu's bits exactly (outputs, losses,
-// every parameter's gradient, generated ids), and a model directory of tests/golden/model_dirs
+// every parameter's gradient, generated ids), a 16-bit packed linear gives the CPU's bits, and a model directory of tests/golden/model_dirs
 // loaded onto `Backend` traces the CPU's intermediates. Shared by tests/test_backend.cpp
 // (test::opaque) and tests/cuda/test_cuda_backend.cpp (backend::cuda); each checks its own transfer
 // counts, which these functions return. Tolerance: none, bit equality.
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -213,6 +215,45 @@ aligngpt_counts aligngpt(const Backend& dev, Probe probe) {
     c.generate = probe.now();
     c.generated = index_t(gd.size());
     CHECK(ref.generate(q, fr, {5}) == gd);
+    return c;
+}
+
+/// A linear layer with 16-bit packed weights (S = bf16 or f16; N spans a partial panel), forward
+/// and input gradient, at M = 1 (the CPU's GEMV path) and M = 3, each run twice on `dev`: outputs
+/// and gradients have the CPU's bits. Returns the transfers of the first and of the second run.
+template <class S, class Backend, class Probe>
+std::pair<counts, counts> packed_linear(const Backend& dev, Probe probe) {
+    const index_t K = 20, N = 40;
+    std::vector<S> w16(size_t(N * K));
+    for (size_t i = 0; i < w16.size(); i++) w16[i] = narrow<S>(float(rng::uniform(9, 2, i, 1.f)));
+    const auto pw = std::make_shared<const ops::packed_weight<S>>(ops::packed_weight<S>::pack(w16.data(), N, K));
+    auto ref = nn::linear<float>::make("p", K, N);
+    auto dut = nn::linear<float, Backend>::make("p", K, N, true, dev);
+    nn::init_uniform(ref.bias, 4, 0.5f), nn::init_uniform(dut.bias, 4, 0.5f);
+    if constexpr (std::is_same_v<S, bf16>)
+        ref.packed_bf16 = pw, dut.packed_bf16 = pw;
+    else
+        ref.packed_f16 = pw, dut.packed_f16 = pw;
+    std::pair<counts, counts> c;
+    for (int run = 0; run < 2; run++)
+        for (const index_t M : {index_t(1), index_t(3)}) {
+            INFO("run " << run << ", M " << M);
+            const auto xs = pixel_values(M * K);
+            autograd::tape<float> tr;
+            auto xr = autograd::variable<float>::leaf(tensor<float>::from(xs, {M, K}), true);
+            auto yr = ref(&tr, xr);
+            tr.backward(ag::sum(&tr, yr));
+            autograd::tape<float, Backend> td;
+            auto xd = autograd::variable<float, Backend>::leaf(tensor<float, Backend>::from(xs, {M, K}, dev), true);
+            probe.reset();
+            auto yd = dut(&td, xd);
+            td.backward(ag::sum(&td, yd));
+            const counts now = probe.now();
+            counts& acc = run == 0 ? c.first : c.second;
+            acc.to_host += now.to_host, acc.from_host += now.from_host, acc.launches += now.launches;
+            CHECK(same_bits(yr.value().to_vector(), yd.value().to_vector()));
+            CHECK(same_bits(xr.grad().to_vector(), xd.grad().to_vector()));
+        }
     return c;
 }
 

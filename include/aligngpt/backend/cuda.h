@@ -156,6 +156,9 @@ public:
 
     /// For the kernels (backend/cuda/kernels.cu): counts a launch and reports a failed one.
     void launched(const char* kernel) const;
+    /// Identifies this backend's device context (shared by its copies): the owner of the device
+    /// copies it keeps of 16-bit packed weights (ops::packed_weight::mirror).
+    const void* context_key() const { return ctx_.get(); }
 
 private:
     void* allocate_bytes(std::size_t want, std::size_t& got) const;
@@ -278,8 +281,9 @@ template <class T>
 void patch_embed_forward(const cuda&, T* out, const T* pixels, const T* w, const ops::patch_dims& d);
 template <class T>
 void patch_embed_backward(const cuda&, T* dpixels, T* dw, const T* dout, const T* pixels, const T* w, const ops::patch_dims& d);
-/// 16-bit packed weights (ops/packed.h) live in host memory: not supported on this backend yet.
-/// Both throw aligngpt::error saying so; load weights as f32 (weights_dtype f32) for backend::cuda.
+/// 16-bit packed weights (ops/packed.h; S = bf16 or f16): the panels are copied to the device once,
+/// on first use, and kept with the host weights (ops::packed_weight::mirror); each output is the
+/// CPU's chain (exact::linear_packed_element) in both modes.
 template <class S>
 void linear_packed(const cuda&, float* Y, const float* X, const ops::packed_weight<S>& W, const float* bias, index_t M);
 template <class S>

@@ -23,10 +23,17 @@
 // i.e. exactly gemm_reference on the widened weights. M == 1 (one decoded token) takes a GEMV
 // path that streams the panels contiguously, threads split over panels; it follows the same
 // chain, so a decoded token equals the same row of a prefill bit for bit, and batch 1 == batch N.
+//
+// A device backend keeps its own copy of the panels (mirror(): backend/cuda.h uploads them on
+// first use), owned by the packed_weight, so the copy lives exactly as long as the weights.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "aligngpt/backend/cpu.h"
 #include "aligngpt/config.h"
@@ -76,6 +83,18 @@ struct packed_weight {
     /// Bytes of the packed weights (what a GEMV streams).
     std::size_t bytes() const { return std::size_t(panels() * K_ * panel_width) * sizeof(S); }
 
+    /// The copy of the panels that device context `owner` made with make() on first use (a
+    /// shared_ptr to its memory), kept until these weights are destroyed.
+    template <class Make>
+    std::shared_ptr<const void> mirror(const void* owner, Make&& make) const {
+        std::lock_guard<std::mutex> g(mirrors_->mu);
+        for (const auto& [o, copy] : mirrors_->copies)
+            if (o == owner) return copy;
+        std::shared_ptr<const void> copy = make();
+        mirrors_->copies.emplace_back(owner, copy);
+        return copy;
+    }
+
     /// out[0..K) = the widened row W[j, :].
     void unpack_row(index_t j, float* out) const {
         ALIGNGPT_CHECK(j >= 0 && j < N_, "packed_weight::unpack_row: row ", j, " outside [0, ", N_, ")");
@@ -84,8 +103,13 @@ struct packed_weight {
     }
 
 private:
+    struct mirror_list {
+        std::mutex mu;
+        std::vector<std::pair<const void*, std::shared_ptr<const void>>> copies;
+    };
     index_t N_ = 0, K_ = 0;
     backend::cpu::buffer<S> data_;
+    std::shared_ptr<mirror_list> mirrors_ = std::make_shared<mirror_list>();
 };
 
 }  // namespace aligngpt::ops

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "aligngpt/config.h"
+#include "aligngpt/half.h"
 #include "aligngpt/ops/activations.h"
 #include "aligngpt/ops/erf.h"
 #include "aligngpt/ops/exp.h"
@@ -480,6 +481,35 @@ ALIGNGPT_HD inline void gemm_element(index_t i, index_t j, index_t K, const T* A
     T acc = init == ops::gemm_init::zero ? T(0) : init == ops::gemm_init::bias ? bias[j] : C[i * ldc + j];
     for (index_t k = 0; k < K; k++) acc = fma_ieee(A[i * rs_a + k * cs_a], B[k * rs_b + j * cs_b], acc);
     C[i * ldc + j] = acc;
+}
+/// Storage bits of bf16 or f16 (the tag S), widened exactly (half.h).
+template <class S>
+ALIGNGPT_HD inline float widen_bits(std::uint16_t b) {
+    static_assert(std::is_same_v<S, bf16> || std::is_same_v<S, f16>, "widen_bits: S is bf16 or f16");
+    if constexpr (std::is_same_v<S, bf16>)
+        return widen_bf16_bits(b);
+    else
+        return widen_f16_bits(b);
+}
+/// Element e = (i, j) of ops::linear_packed (ops/packed.h): bias[j] or +0, then fma over k
+/// ascending with the widened W[j, k], read from the panels' bits (element (j, k) at
+/// (j / 32) * K * 32 + k * 32 + j % 32).
+template <class S>
+ALIGNGPT_HD inline void linear_packed_element(index_t e, float* Y, const float* X, const std::uint16_t* panels, const float* bias,
+                                              index_t N, index_t K) {
+    constexpr index_t pw = 32;  // ops::packed_weight<S>::panel_width
+    const index_t i = e / N, j = e % N;
+    const std::uint16_t* w = panels + (j / pw) * K * pw + j % pw;
+    float acc = bias ? bias[j] : 0.0f;
+    for (index_t k = 0; k < K; k++) acc = fma_ieee(X[i * K + k], widen_bits<S>(w[k * pw]), acc);
+    Y[i * N + j] = acc;
+}
+/// Element e = (j, k) of ops::packed_unpack: W[j, k] widened, row-major [N, K].
+template <class S>
+ALIGNGPT_HD inline void packed_unpack_element(index_t e, float* W, const std::uint16_t* panels, index_t K) {
+    constexpr index_t pw = 32;
+    const index_t j = e / K, k = e % K;
+    W[e] = widen_bits<S>(panels[(j / pw) * K * pw + k * pw + j % pw]);
 }
 /// Item n of linear_backward's bias gradient: m ascending from the value already in db.
 template <class T>

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "aligngpt/backend/cuda.h"
@@ -540,17 +542,38 @@ void patch_embed_backward(const cuda& be, T* dpixels, T* dw, const T* dout, cons
     }
 }
 
-// --- 16-bit packed weights: host memory, not on this backend yet --------------------------------
+// --- 16-bit packed weights: the panels' bits, uploaded once per device context ---------------------
+
+namespace cuda_detail {
+/// The device copy of W's panels (raw 16-bit bits, the host layout), made on first use.
+template <class S>
+const std::uint16_t* device_panels(const cuda& be, const ops::packed_weight<S>& W) {
+    static_assert(sizeof(S) == sizeof(std::uint16_t), "16-bit storage");
+    const std::shared_ptr<const void> copy = W.mirror(be.context_key(), [&] {
+        const index_t n = W.panels() * W.K() * ops::packed_weight<S>::panel_width;
+        auto buf = std::make_shared<cuda::buffer<std::uint16_t>>(be.allocate<std::uint16_t>(n));
+        if (n > 0) be.from_host(buf->data(), reinterpret_cast<const std::uint16_t*>(W.panel(0)), n);
+        return std::shared_ptr<const void>(buf, buf->data());  // owns the buffer, points at its memory
+    });
+    return static_cast<const std::uint16_t*>(copy.get());
+}
+}  // namespace cuda_detail
 
 template <class S>
-void linear_packed(const cuda&, float*, const float*, const ops::packed_weight<S>& W, const float*, index_t) {
-    fail("cuda backend: 16-bit packed weights (", W.N(), " x ", W.K(),
-         ") are host memory and not supported on backend::cuda "
-         "yet; load the model with weights_dtype f32");
+void linear_packed(const cuda& be, float* Y, const float* X, const ops::packed_weight<S>& W, const float* bias, index_t M) {
+    ALIGNGPT_CHECK(M >= 0, "linear_packed: negative M=", M);
+    const index_t N = W.N(), K = W.K();
+    if (M == 0 || N == 0) return;
+    const std::uint16_t* P = cuda_detail::device_panels(be, W);
+    for_each_item(be, "linear_packed", M * N,
+                  [=] __device__(index_t e) { exact::linear_packed_element<S>(e, Y, X, P, bias, N, K); });
 }
 template <class S>
-void packed_unpack(const cuda&, float*, const ops::packed_weight<S>& pw) {
-    fail("cuda backend: 16-bit packed weights (", pw.N(), " x ", pw.K(), ") are not supported on backend::cuda yet");
+void packed_unpack(const cuda& be, float* W, const ops::packed_weight<S>& pw) {
+    const index_t K = pw.K();
+    if (pw.N() == 0 || K == 0) return;
+    const std::uint16_t* P = cuda_detail::device_panels(be, pw);
+    for_each_item(be, "packed_unpack", pw.N() * K, [=] __device__(index_t e) { exact::packed_unpack_element<S>(e, W, P, K); });
 }
 template void linear_packed<bf16>(const cuda&, float*, const float*, const ops::packed_weight<bf16>&, const float*, index_t);
 template void linear_packed<f16>(const cuda&, float*, const float*, const ops::packed_weight<f16>&, const float*, index_t);
