@@ -14,15 +14,30 @@
 
 namespace aligngpt::ops {
 
+// Work items (ops::item), shared with backend::cuda (backend/cuda/exact.h).
+namespace item {
+/// Item (b, j): y[b, j] = sum_h M[b, j, h] v[b, h], h ascending.
+template <class T>
+ALIGNGPT_HD inline void batched_matvec_forward(index_t bj, T* y, const T* M, const T* v, index_t J, index_t H) {
+    const index_t b = bj / J;
+    T acc = 0;
+    for (index_t h = 0; h < H; h++) acc += M[bj * H + h] * v[b * H + h];
+    y[bj] = acc;
+}
+/// Item (b, h) of dv, j ascending from the value already there.
+template <class T>
+ALIGNGPT_HD inline void batched_matvec_backward_vector(index_t bh, T* dv, const T* dy, const T* M, index_t J, index_t H) {
+    const index_t b = bh / H, h = bh % H;
+    T acc = dv[bh];
+    for (index_t j = 0; j < J; j++) acc += dy[b * J + j] * M[(b * J + j) * H + h];
+    dv[bh] = acc;
+}
+}  // namespace item
+
 template <class T>
 void batched_matvec_forward(const backend::cpu&, T* y, const T* M, const T* v, index_t Bn, index_t J, index_t H) {
-    ALIGNGPT_OMP_FOR_COLLAPSE2
-    for (index_t b = 0; b < Bn; b++)
-        for (index_t j = 0; j < J; j++) {
-            T acc = 0;
-            for (index_t h = 0; h < H; h++) acc += M[(b * J + j) * H + h] * v[b * H + h];
-            y[b * J + j] = acc;
-        }
+    ALIGNGPT_OMP_FOR
+    for (index_t bj = 0; bj < Bn * J; bj++) item::batched_matvec_forward(bj, y, M, v, J, H);
 }
 
 template <class T>
@@ -35,13 +50,8 @@ void batched_matvec_backward(const backend::cpu&, T* dM, T* dv, const T* dy, con
                 for (index_t h = 0; h < H; h++) dM[(b * J + j) * H + h] += dy[b * J + j] * v[b * H + h];
     }
     if (dv) {
-        ALIGNGPT_OMP_FOR_COLLAPSE2
-        for (index_t b = 0; b < Bn; b++)
-            for (index_t h = 0; h < H; h++) {
-                T acc = dv[b * H + h];
-                for (index_t j = 0; j < J; j++) acc += dy[b * J + j] * M[(b * J + j) * H + h];
-                dv[b * H + h] = acc;
-            }
+        ALIGNGPT_OMP_FOR
+        for (index_t bh = 0; bh < Bn * H; bh++) item::batched_matvec_backward_vector(bh, dv, dy, M, J, H);
     }
 }
 

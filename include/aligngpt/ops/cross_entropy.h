@@ -24,6 +24,7 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/config.h"
 #include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/log.h"
 
@@ -41,26 +42,51 @@ inline index_t cross_entropy_count(const std::int64_t* targets, index_t N, index
     return count;
 }
 
+// Work items (ops::item): one thread's share, written once for the CPU kernels below and for
+// backend::cuda (backend/cuda/exact.h).
+namespace item {
+/// Row n: lse_n = m + log sum_v exp(z_nv - m) (0 on an ignored row).
+template <class T>
+ALIGNGPT_HD inline void cross_entropy_row(index_t n, T* lse, const T* z, const std::int64_t* targets, index_t V,
+                                          std::int64_t ignore_index) {
+    lse[n] = 0;
+    if (targets[n] == ignore_index) return;
+    const T* z_n = z + n * V;
+    T m = z_n[0];
+    for (index_t v = 1; v < V; v++) m = z_n[v] > m ? z_n[v] : m;
+    T s = 0;
+    for (index_t v = 0; v < V; v++) s += exp_of(T(z_n[v] - m));
+    lse[n] = m + log_of(s);
+}
+/// The single item: the mean loss over the counted rows, n ascending (no counted row: 0, where
+/// torch gives NaN; documented above).
+template <class T>
+ALIGNGPT_HD inline void cross_entropy_loss(T* loss, const T* lse, const T* z, const std::int64_t* targets, index_t N, index_t V,
+                                           std::int64_t ignore_index, index_t count) {
+    T sum = 0;
+    for (index_t n = 0; n < N; n++)
+        if (targets[n] != ignore_index) sum += lse[n] - z[n * V + targets[n]];
+    *loss = count == 0 ? T(0) : sum / T(count);
+}
+/// Item (n, v) of dz; scale = dloss / (counted rows), the same division on every side.
+template <class T>
+ALIGNGPT_HD inline void cross_entropy_grad(index_t n, index_t v, T* dz, T scale, const T* z, const T* lse,
+                                           const std::int64_t* targets, index_t V, std::int64_t ignore_index) {
+    if (targets[n] == ignore_index) return;
+    const index_t e = n * V + v;
+    const T p = exp_of(T(z[e] - lse[n]));
+    dz[e] += scale * (p - (v == targets[n] ? T(1) : T(0)));
+}
+}  // namespace item
+
 /// Writes the mean loss L to *loss and lse (N) for the backward (0 on ignored rows).
 template <class T>
 void cross_entropy_forward(const backend::cpu&, T* loss, T* lse, const T* z, const std::int64_t* targets, index_t N, index_t V,
                            std::int64_t ignore_index = -100) {
     const index_t count = cross_entropy_count(targets, N, V, ignore_index);
     ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        lse[n] = 0;
-        if (targets[n] == ignore_index) continue;
-        const T* z_n = z + n * V;
-        T m = z_n[0];
-        for (index_t v = 1; v < V; v++) m = z_n[v] > m ? z_n[v] : m;
-        T s = 0;
-        for (index_t v = 0; v < V; v++) s += exp_of(T(z_n[v] - m));
-        lse[n] = m + log_of(s);
-    }
-    T sum = 0;
-    for (index_t n = 0; n < N; n++)
-        if (targets[n] != ignore_index) sum += lse[n] - z[n * V + targets[n]];
-    *loss = count == 0 ? T(0) : sum / T(count);  // documented above: no targets, no loss (torch: NaN)
+    for (index_t n = 0; n < N; n++) item::cross_entropy_row(n, lse, z, targets, V, ignore_index);
+    item::cross_entropy_loss(loss, lse, z, targets, N, V, ignore_index, count);
 }
 
 template <class T>
@@ -70,13 +96,8 @@ void cross_entropy_backward(const backend::cpu&, T* dz, const T* dloss, const T*
     if (count == 0) return;
     const T scale = *dloss / T(count);
     ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        if (targets[n] == ignore_index) continue;
-        for (index_t v = 0; v < V; v++) {
-            const T p = exp_of(T(z[n * V + v] - lse[n]));
-            dz[n * V + v] += scale * (p - (v == targets[n] ? T(1) : T(0)));
-        }
-    }
+    for (index_t n = 0; n < N; n++)
+        for (index_t v = 0; v < V; v++) item::cross_entropy_grad(n, v, dz, scale, z, lse, targets, V, ignore_index);
 }
 
 }  // namespace aligngpt::ops

@@ -10,29 +10,39 @@
 
 #include "aligngpt/autograd/tape.h"
 #include "aligngpt/backend/cpu.h"
+#include "aligngpt/ops/ieee.h"
 
 namespace aligngpt::ops {
+
+// Work items (ops::item): one thread's share, written once for the CPU kernels below and for
+// backend::cuda (backend/cuda/exact.h), which launches one thread per row.
+namespace item {
+template <class T>
+ALIGNGPT_HD inline void l2_normalize_forward_row(index_t n, T* y, T* norm, const T* x, index_t C) {
+    T ss = 0;
+    for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
+    const T r = sqrt_ieee(ss);
+    for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
+    norm[n] = r;
+}
+template <class T>
+ALIGNGPT_HD inline void l2_normalize_backward_row(index_t n, T* dx, const T* dy, const T* y, const T* norm, index_t C) {
+    T dot = 0;
+    for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
+    for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
+}
+}  // namespace item
 
 template <class T>
 void l2_normalize_forward(const backend::cpu&, T* y, T* norm, const T* x, index_t N, index_t C) {
     ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        T ss = 0;
-        for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
-        const T r = std::sqrt(ss);
-        for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
-        norm[n] = r;
-    }
+    for (index_t n = 0; n < N; n++) item::l2_normalize_forward_row(n, y, norm, x, C);
 }
 
 template <class T>
 void l2_normalize_backward(const backend::cpu&, T* dx, const T* dy, const T* y, const T* norm, index_t N, index_t C) {
     ALIGNGPT_OMP_FOR
-    for (index_t n = 0; n < N; n++) {
-        T dot = 0;
-        for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
-        for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
-    }
+    for (index_t n = 0; n < N; n++) item::l2_normalize_backward_row(n, dx, dy, y, norm, C);
 }
 
 }  // namespace aligngpt::ops

@@ -28,17 +28,25 @@ std::vector<T> masked_mean_denominators(const std::uint8_t* mask, index_t Bn, in
     return denom;
 }
 
+// The work item (ops::item), shared with backend::cuda (backend/cuda/exact.h).
+namespace item {
+/// Item (b, h): the masked mean over t ascending (denom: n_b + eps, from the host).
+template <class T>
+ALIGNGPT_HD inline void masked_mean_forward(index_t bh, T* y, const T* x, const std::uint8_t* mask, const T* denom, index_t Tn,
+                                            index_t H) {
+    const index_t b = bh / H, h = bh % H;
+    T acc = 0;
+    for (index_t t = 0; t < Tn; t++)
+        if (mask[b * Tn + t]) acc += x[(b * Tn + t) * H + h];
+    y[bh] = acc / denom[b];
+}
+}  // namespace item
+
 template <class T>
 void masked_mean_forward(const backend::cpu&, T* y, const T* x, const std::uint8_t* mask, const T* denom, index_t Bn, index_t Tn,
                          index_t H) {
     ALIGNGPT_OMP_FOR
-    for (index_t b = 0; b < Bn; b++)
-        for (index_t h = 0; h < H; h++) {
-            T acc = 0;
-            for (index_t t = 0; t < Tn; t++)
-                if (mask[b * Tn + t]) acc += x[(b * Tn + t) * H + h];
-            y[b * H + h] = acc / denom[b];
-        }
+    for (index_t bh = 0; bh < Bn * H; bh++) item::masked_mean_forward(bh, y, x, mask, denom, Tn, H);
 }
 
 template <class T>

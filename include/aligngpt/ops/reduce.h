@@ -15,15 +15,22 @@
 namespace aligngpt::ops {
 
 /// y[o, i] = s * sum_j x[o, j, i] (s = 1 for sum, 1/D for mean; the sum is finished first).
+// The work item (ops::item), shared with backend::cuda (backend/cuda/exact.h).
+namespace item {
+/// Item (o, i) = o * inner + i: y[o, i] = s * sum_j x[o, j, i], j ascending.
+template <class T>
+ALIGNGPT_HD inline void sum_forward(index_t oi, T* y, const T* x, index_t D, index_t inner, bool mean) {
+    const index_t o = oi / inner, i = oi % inner;
+    T acc = 0;
+    for (index_t j = 0; j < D; j++) acc += x[(o * D + j) * inner + i];
+    y[oi] = mean ? acc / T(D) : acc;
+}
+}  // namespace item
+
 template <class T>
 void sum_forward(const backend::cpu&, T* y, const T* x, index_t outer, index_t D, index_t inner, bool mean) {
-    ALIGNGPT_OMP_FOR_COLLAPSE2
-    for (index_t o = 0; o < outer; o++)
-        for (index_t i = 0; i < inner; i++) {
-            T acc = 0;
-            for (index_t j = 0; j < D; j++) acc += x[(o * D + j) * inner + i];
-            y[o * inner + i] = mean ? acc / T(D) : acc;
-        }
+    ALIGNGPT_OMP_FOR
+    for (index_t oi = 0; oi < outer * inner; oi++) item::sum_forward(oi, y, x, D, inner, mean);
 }
 
 template <class T>

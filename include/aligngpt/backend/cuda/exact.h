@@ -3,7 +3,8 @@
 // host and the device (issue #13; docs/design.md "The deterministic contract").
 //
 // Each function is one thread's share of a kernel of ops/, in the same order of operations as the
-// CPU kernel there: an elementwise op is one element, a row op (a norm, a softmax) is one row with
+// CPU kernel there (where the CPU kernel is a plain loop over such shares, the function is written
+// once in ops/, namespace ops::item, and named here with a using-declaration): an elementwise op is one element, a row op (a norm, a softmax) is one row with
 // its sums left to right, a column sum is one column with n ascending, a product is one output
 // element with its fma chain over k ascending. backend::cuda launches one thread per work item
 // (src/cuda/kernels.cu); nothing is split or reduced across threads, so no atomics, and the bits
@@ -23,38 +24,21 @@
 #include "aligngpt/config.h"
 #include "aligngpt/half.h"
 #include "aligngpt/ops/activations.h"
+#include "aligngpt/ops/batched_matvec.h"
+#include "aligngpt/ops/cross_entropy.h"
 #include "aligngpt/ops/erf.h"
 #include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/gemm.h"
+#include "aligngpt/ops/ieee.h"
+#include "aligngpt/ops/l2_normalize.h"
 #include "aligngpt/ops/log.h"
+#include "aligngpt/ops/masked_mean.h"
+#include "aligngpt/ops/reduce.h"
 
 namespace aligngpt::backend::exact {
 
-/// sqrt, correctly rounded on both sides (IEEE requires it; nvcc's default -prec-sqrt=true keeps it).
-template <class T>
-ALIGNGPT_HD inline T sqrt_ieee(T x) {
-#if defined(__CUDA_ARCH__)
-    if constexpr (std::is_same_v<T, float>)
-        return ::sqrtf(x);
-    else
-        return ::sqrt(x);
-#else
-    return std::sqrt(x);
-#endif
-}
-
-/// fma, a single rounding on both sides (the CPU GEMM's vector fma and std::fma are exact too).
-template <class T>
-ALIGNGPT_HD inline T fma_ieee(T a, T b, T c) {
-#if defined(__CUDA_ARCH__)
-    if constexpr (std::is_same_v<T, float>)
-        return ::fmaf(a, b, c);
-    else
-        return ::fma(a, b, c);
-#else
-    return std::fma(a, b, c);
-#endif
-}
+using ops::fma_ieee;
+using ops::sqrt_ieee;
 
 // --- elementwise: item i -----------------------------------------------------------------------
 
@@ -226,31 +210,12 @@ ALIGNGPT_HD inline void softmax_backward_row(index_t n, T* dx, const T* dy, cons
     for (index_t i = 0; i < C; i++) dx[n * C + i] += p[n * C + i] * (dy[n * C + i] - dot);
 }
 
-template <class T>
-ALIGNGPT_HD inline void l2_normalize_forward_row(index_t n, T* y, T* norm, const T* x, index_t C) {
-    T ss = 0;
-    for (index_t i = 0; i < C; i++) ss += x[n * C + i] * x[n * C + i];
-    const T r = sqrt_ieee(ss);
-    for (index_t i = 0; i < C; i++) y[n * C + i] = x[n * C + i] / r;
-    norm[n] = r;
-}
-template <class T>
-ALIGNGPT_HD inline void l2_normalize_backward_row(index_t n, T* dx, const T* dy, const T* y, const T* norm, index_t C) {
-    T dot = 0;
-    for (index_t i = 0; i < C; i++) dot += y[n * C + i] * dy[n * C + i];
-    for (index_t i = 0; i < C; i++) dx[n * C + i] += (dy[n * C + i] - y[n * C + i] * dot) / norm[n];
-}
+using ops::item::l2_normalize_backward_row;  // ops/l2_normalize.h: the CPU kernel's rows
+using ops::item::l2_normalize_forward_row;
 
 // --- reductions and gathers ------------------------------------------------------------------
 
-/// Item (o, i) = o * inner + i: y[o, i] = s * sum_j x[o, j, i], j ascending.
-template <class T>
-ALIGNGPT_HD inline void sum_forward(index_t oi, T* y, const T* x, index_t D, index_t inner, bool mean) {
-    const index_t o = oi / inner, i = oi % inner;
-    T acc = 0;
-    for (index_t j = 0; j < D; j++) acc += x[(o * D + j) * inner + i];
-    y[oi] = mean ? acc / T(D) : acc;
-}
+using ops::item::sum_forward;  // ops/reduce.h
 /// Item e: element e of dx (outer, D, inner).
 template <class T>
 ALIGNGPT_HD inline void sum_backward(index_t e, T* dx, const T* dy, index_t D, index_t inner, bool mean) {
@@ -293,16 +258,7 @@ ALIGNGPT_HD inline void transpose_copy(index_t e, T* y, const T* x, index_t A, i
     y[e] = accumulate ? y[e] + src : src;
 }
 
-/// Item (b, h): the masked mean over t ascending (denom: n_b + eps, from the host).
-template <class T>
-ALIGNGPT_HD inline void masked_mean_forward(index_t bh, T* y, const T* x, const std::uint8_t* mask, const T* denom, index_t Tn,
-                                            index_t H) {
-    const index_t b = bh / H, h = bh % H;
-    T acc = 0;
-    for (index_t t = 0; t < Tn; t++)
-        if (mask[b * Tn + t]) acc += x[(b * Tn + t) * H + h];
-    y[bh] = acc / denom[b];
-}
+using ops::item::masked_mean_forward;  // ops/masked_mean.h
 /// Item e of dx (B, T, H).
 template <class T>
 ALIGNGPT_HD inline void masked_mean_backward(index_t e, T* dx, const T* dy, const std::uint8_t* mask, const T* denom, index_t Tn,
@@ -311,27 +267,13 @@ ALIGNGPT_HD inline void masked_mean_backward(index_t e, T* dx, const T* dy, cons
     if (mask[bt]) dx[e] += dy[b * H + h] / denom[b];
 }
 
-/// Item (b, j): y[b, j] = sum_h M[b, j, h] v[b, h], h ascending.
-template <class T>
-ALIGNGPT_HD inline void batched_matvec_forward(index_t bj, T* y, const T* M, const T* v, index_t J, index_t H) {
-    const index_t b = bj / J;
-    T acc = 0;
-    for (index_t h = 0; h < H; h++) acc += M[bj * H + h] * v[b * H + h];
-    y[bj] = acc;
-}
+using ops::item::batched_matvec_backward_vector;  // ops/batched_matvec.h
+using ops::item::batched_matvec_forward;
 /// Item e of dM (B, J, H).
 template <class T>
 ALIGNGPT_HD inline void batched_matvec_backward_matrix(index_t e, T* dM, const T* dy, const T* v, index_t J, index_t H) {
     const index_t h = e % H, bj = e / H, b = bj / J;
     dM[e] += dy[bj] * v[b * H + h];
-}
-/// Item (b, h) of dv, j ascending from the value already there.
-template <class T>
-ALIGNGPT_HD inline void batched_matvec_backward_vector(index_t bh, T* dv, const T* dy, const T* M, index_t J, index_t H) {
-    const index_t b = bh / H, h = bh % H;
-    T acc = dv[bh];
-    for (index_t j = 0; j < J; j++) acc += dy[b * J + j] * M[(b * J + j) * H + h];
-    dv[bh] = acc;
 }
 
 // --- attention (ops/attention.h): the products are gemm calls; these are the row passes ------------
@@ -420,38 +362,9 @@ ALIGNGPT_HD inline void rope_backward(index_t e, T* dx, const T* dy, const T* c,
 
 // --- cross-entropy (ops/cross_entropy.h) ---------------------------------------------------------
 
-/// Row n: lse_n = m + log sum_v exp(z_nv - m) (0 on an ignored row).
-template <class T>
-ALIGNGPT_HD inline void cross_entropy_row(index_t n, T* lse, const T* z, const std::int64_t* targets, index_t V,
-                                          std::int64_t ignore_index) {
-    lse[n] = 0;
-    if (targets[n] == ignore_index) return;
-    const T* z_n = z + n * V;
-    T m = z_n[0];
-    for (index_t v = 1; v < V; v++) m = z_n[v] > m ? z_n[v] : m;
-    T s = 0;
-    for (index_t v = 0; v < V; v++) s += ops::exp_of(T(z_n[v] - m));
-    lse[n] = m + ops::log_of(s);
-}
-/// The single item: the mean loss over the counted rows, n ascending.
-template <class T>
-ALIGNGPT_HD inline void cross_entropy_loss(T* loss, const T* lse, const T* z, const std::int64_t* targets, index_t N, index_t V,
-                                           std::int64_t ignore_index, index_t count) {
-    T sum = 0;
-    for (index_t n = 0; n < N; n++)
-        if (targets[n] != ignore_index) sum += lse[n] - z[n * V + targets[n]];
-    *loss = count == 0 ? T(0) : sum / T(count);
-}
-/// Item (n, v) of dz; dloss is the upstream gradient's one value, count the counted rows (> 0).
-template <class T>
-ALIGNGPT_HD inline void cross_entropy_backward(index_t e, T* dz, const T* dloss, const T* z, const T* lse,
-                                               const std::int64_t* targets, index_t V, std::int64_t ignore_index, index_t count) {
-    const index_t n = e / V, v = e % V;
-    if (targets[n] == ignore_index) return;
-    const T scale = *dloss / T(count);
-    const T p = ops::exp_of(T(z[e] - lse[n]));
-    dz[e] += scale * (p - (v == targets[n] ? T(1) : T(0)));
-}
+using ops::item::cross_entropy_grad;  // ops/cross_entropy.h: the CPU kernel's items
+using ops::item::cross_entropy_loss;
+using ops::item::cross_entropy_row;
 
 // --- patch embedding (ops/patch_embed.h): the product is a gemm; these are its gather/scatter -----
 

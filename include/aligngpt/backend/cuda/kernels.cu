@@ -511,8 +511,9 @@ void cross_entropy_backward(const cuda& be, T* dz, const T* dloss, const T* z, c
     if (count == 0) return;
     const auto d_targets = be.upload(targets, N);
     const std::int64_t* t = d_targets.data();
-    for_each_item(be, "cross_entropy_backward", N * V,
-                  [=] __device__(index_t e) { exact::cross_entropy_backward(e, dz, dloss, z, lse, t, V, ignore_index, count); });
+    for_each_item(be, "cross_entropy_backward", N * V, [=] __device__(index_t e) {
+        exact::cross_entropy_grad(e / V, e % V, dz, *dloss / T(count), z, lse, t, V, ignore_index);
+    });
 }
 
 // --- patch embedding ---------------------------------------------------------------------------
