@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "aligngpt/config.h"
+#include "aligngpt/io/detail/tensor_entries.h"
 #include "aligngpt/io/dtype.h"
 #include "aligngpt/io/file.h"
 #include "aligngpt/tensor.h"
@@ -349,15 +350,7 @@ public:
         ALIGNGPT_CHECK(!name.empty() && name.find('\0') == std::string::npos && name.size() <= 65536 &&
                            detail::utf8_error_at(name) == std::string_view::npos && name != "__metadata__",
                        where, "invalid name (must be non-empty UTF-8, no NUL, <= 64 KiB, not __metadata__)");
-        ALIGNGPT_CHECK(names_.insert(name).second, where, "added twice");
-        std::uint64_t bits = dtype_bits(type);
-        for (index_t d : shape)
-            ALIGNGPT_CHECK(d >= 0 && detail::checked_mul(bits, std::uint64_t(d), bits), where, "bad shape ",
-                           aligngpt::detail::shape_str(shape));
-        ALIGNGPT_CHECK(bits % 8 == 0 && bits / 8 == nbytes, where, dtype_name(type), " ", aligngpt::detail::shape_str(shape),
-                       " needs ", bits / 8, " bytes, got ", nbytes);
-        const auto* b = static_cast<const std::byte*>(bytes);
-        entries_.push_back({std::move(name), type, std::move(shape), std::vector<std::byte>(b, b + nbytes)});
+        entries_.add(where, std::move(name), type, std::move(shape), bytes, nbytes);
     }
     template <class T>
     void add(std::string name, const aligngpt::tensor<T>& t) {
@@ -368,7 +361,7 @@ public:
 
     void write(const std::string& path) const {
         std::vector<const entry*> order;
-        for (const entry& e : entries_) order.push_back(&e);
+        for (const entry& e : entries_.all()) order.push_back(&e);
         std::sort(order.begin(), order.end(), [](const entry* a, const entry* b) {
             const unsigned ba = dtype_bits(a->type), bb = dtype_bits(b->type);
             return ba != bb ? ba > bb : a->name < b->name;
@@ -394,14 +387,8 @@ public:
     }
 
 private:
-    struct entry {
-        std::string name;
-        dtype type;
-        std::vector<index_t> shape;
-        std::vector<std::byte> bytes;
-    };
-    std::vector<entry> entries_;
-    std::unordered_set<std::string> names_;
+    using entry = detail::tensor_entries::entry;
+    detail::tensor_entries entries_;
     std::map<std::string, std::string> metadata_;
 };
 

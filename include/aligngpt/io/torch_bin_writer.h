@@ -23,10 +23,10 @@
 #include <map>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include "aligngpt/config.h"
+#include "aligngpt/io/detail/tensor_entries.h"
 #include "aligngpt/io/dtype.h"
 #include "aligngpt/io/file.h"
 #include "aligngpt/io/zip.h"  // detail::crc32
@@ -269,15 +269,7 @@ public:
         const std::string where = "torch_bin_writer: tensor " + detail::quote_name(name) + ": ";
         ALIGNGPT_CHECK(detail::torch_storage_name(type), where, "dtype ", dtype_name(type), " has no torch storage type");
         ALIGNGPT_CHECK(detail::utf8_error_at(name) == std::string_view::npos, where, "name is not valid UTF-8");
-        ALIGNGPT_CHECK(names_.insert(name).second, where, "added twice");
-        std::uint64_t n = dtype_size(type);
-        for (index_t d : shape)
-            ALIGNGPT_CHECK(d >= 0 && detail::checked_mul(n, std::uint64_t(d), n), where, "bad shape ",
-                           aligngpt::detail::shape_str(shape));
-        ALIGNGPT_CHECK(n == nbytes, where, dtype_name(type), " ", aligngpt::detail::shape_str(shape), " needs ", n,
-                       " bytes, got ", nbytes);
-        const auto* b = static_cast<const std::byte*>(bytes);
-        entries_.push_back({std::move(name), type, std::move(shape), std::vector<std::byte>(b, b + nbytes)});
+        entries_.add(where, std::move(name), type, std::move(shape), bytes, nbytes);
     }
     template <class T>
     void add(std::string name, const aligngpt::tensor<T>& t) {
@@ -293,8 +285,8 @@ public:
         pk.raw('R');
         pk.put();
         // Python's _batch_setitems: batches of 1000 items, MARK ... SETITEMS, a batch of one SETITEM
-        for (std::size_t b = 0; b < entries_.size(); b += 1000) {
-            const std::size_t n = std::min<std::size_t>(1000, entries_.size() - b);
+        for (std::size_t b = 0; b < entries_.all().size(); b += 1000) {
+            const std::size_t n = std::min<std::size_t>(1000, entries_.all().size() - b);
             if (n > 1) pk.raw('(');
             for (std::size_t i = b; i < b + n; i++) tensor_item(pk, i);
             pk.raw(n > 1 ? 'u' : 's');
@@ -316,15 +308,10 @@ public:
     }
 
 private:
-    struct entry {
-        std::string name;
-        dtype type;
-        std::vector<index_t> shape;
-        std::vector<std::byte> bytes;
-    };
+    using entry = detail::tensor_entries::entry;
     // One key and its _rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict()) value.
     void tensor_item(detail::pickler& pk, std::size_t i) const {
-        const entry& e = entries_[i];
+        const entry& e = entries_.all()[i];
         pk.str(e.name);
         pk.global("torch._utils", "_rebuild_tensor_v2");
         pk.raw('(');
@@ -372,18 +359,17 @@ private:
         z.entry("archive/data.pkl", pkl.data(), pkl.size());
         z.entry("archive/byteorder", "little", 6);
         std::vector<std::string> keys;
-        for (std::size_t i = 0; i < entries_.size(); i++) keys.push_back(std::to_string(i));
+        for (std::size_t i = 0; i < entries_.all().size(); i++) keys.push_back(std::to_string(i));
         std::sort(keys.begin(), keys.end());  // torch: sorted(serialized_storages.keys())
         for (const std::string& k : keys) {
-            const entry& e = entries_[std::stoul(k)];
+            const entry& e = entries_.all()[std::stoul(k)];
             z.entry("archive/data/" + k, e.bytes.data(), e.bytes.size());
         }
         z.entry("archive/version", "3\n", 2);
         z.finish();
     }
 
-    std::vector<entry> entries_;
-    std::unordered_set<std::string> names_;
+    detail::tensor_entries entries_;
 };
 
 }  // namespace aligngpt::io
