@@ -268,20 +268,6 @@ tensor<float> read_pixels(const std::string& path, index_t size) {
 }
 
 template <class Backend>
-tensor<float> read_image(const std::string& path, const pretrained::loaded_aligngpt<float, Backend>& m) {
-    namespace fs = std::filesystem;
-    const std::string pc = m.vision_dir + "/preprocessor_config.json";
-    io::clip_image_processor_config cfg =
-        fs::exists(pc) ? io::clip_image_processor_config::from_json_file(pc) : io::clip_image_processor_config{};
-    cfg.aspect = io::parse_aspect_mode(m.config.image_aspect_ratio);
-    tensor<float> x = io::clip_preprocess(io::load_image(path), cfg, path);
-    const index_t S = m.vision_config.image_size;
-    ALIGNGPT_CHECK(x.size(1) == S && x.size(2) == S, path, ": preprocessing gives ", x.size(1), "x", x.size(2),
-                   " pixels but the vision tower takes ", S, "x", S, " (check ", pc, ")");
-    return x.reshape({1, 3, S, S});
-}
-
-template <class Backend>
 int run_trace(const trace_args& a, const Backend& be) {
     std::ostream& log = std::cerr;
     pretrained::load_options opt;
@@ -296,7 +282,8 @@ int run_trace(const trace_args& a, const Backend& be) {
     const std::vector<std::int64_t>& ids = *a.ids;
     check_ids_in_vocab(ids, cfg.model.llm.vocab_size, cfg.path);  // checked before the load too; this is the model's own V
 
-    const tensor<float> pixels = a.pixels.empty() ? read_image(a.image, m) : read_pixels(a.pixels, m.vision_config.image_size);
+    const tensor<float> pixels =
+        a.pixels.empty() ? pretrained::image_pixels(a.image, m) : read_pixels(a.pixels, m.vision_config.image_size);
     if (!a.quiet)
         log << "[trace] vision tower: " << m.vision_dir << " (select layer " << cfg.mm_vision_select_layer << "), device "
             << device_name(a.device) << "\n";
@@ -402,7 +389,7 @@ int run_chat(const run_args& a, const Backend& be) {
     const auto& model = *m.model;
 
     const auto t_image = std::chrono::steady_clock::now();
-    const tensor<float, Backend> pixels = on(read_image(a.image, m), be);
+    const tensor<float, Backend> pixels = on(pretrained::image_pixels(a.image, m), be);
     const auto feats = m.vision->features(nullptr, autograd::variable<float, Backend>::leaf(pixels));
     const double image_ms = ms_since(t_image);
 
@@ -500,7 +487,7 @@ int run_answer(const answer_args& a, const Backend& be) {
     o.align = r.align_level < 0 ? models::alignment{} : models::alignment{models::align_mode::fixed_level, r.align_level};
     o.progress = a.quiet ? nullptr : &std::cerr;
     const auto s = eval::answer_questions(*m.model, *m.vision, tok, a.questions, a.answers, o,
-                                          [&](const std::string& path) { return on(read_image(path, m), be); });
+                                          [&](const std::string& path) { return on(pretrained::image_pixels(path, m), be); });
     if (!a.quiet) std::cerr << "[answer] wrote " << s.answered << " answers to " << a.answers << " (" << s.resumed << " kept)\n";
     return 0;
 }

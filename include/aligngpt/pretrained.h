@@ -25,6 +25,10 @@
 //   another count is refused before any tensor is read.
 //   weights_dtype bf16/f16 packs the frozen LLM linears (is_llm_linear_weight) 16-bit; see
 //   io/checkpoint.h.
+// image_pixels(path, loaded)
+//   an image file as the loaded model's tower takes it: the tower directory's
+//   preprocessor_config.json (CLIP-L/14-336's defaults when it has none), the model's
+//   image_aspect_ratio (pad or square), [1, 3, S, S].
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -34,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aligngpt/io/checkpoint.h"
+#include "aligngpt/io/image.h"
 #include "aligngpt/io/json.h"
 #include "aligngpt/models/aligngpt.h"
 #include "aligngpt/models/clip_config.h"
@@ -231,6 +236,23 @@ loaded_aligngpt<T, Backend> load_aligngpt(const std::string& dir, const load_opt
     out.packed = std::move(s.packed());
     out.stats = s.stats();
     return out;
+}
+
+/// The image at `path` preprocessed for m's vision tower (see the file comment), [1, 3, S, S] on the
+/// host; errors name the file.
+template <class T, class Backend>
+tensor<float> image_pixels(const std::string& path, const loaded_aligngpt<T, Backend>& m) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const std::string pc = m.vision_dir + "/preprocessor_config.json";
+    io::clip_image_processor_config cfg =
+        fs::exists(pc, ec) ? io::clip_image_processor_config::from_json_file(pc) : io::clip_image_processor_config{};
+    cfg.aspect = io::parse_aspect_mode(m.config.image_aspect_ratio);
+    tensor<float> x = io::clip_preprocess(io::load_image(path), cfg, path);
+    const index_t S = m.vision_config.image_size;
+    ALIGNGPT_CHECK(x.size(1) == S && x.size(2) == S, path, ": preprocessing gives ", x.size(1), "x", x.size(2),
+                   " pixels but the vision tower takes ", S, "x", S, " (check ", pc, ")");
+    return x.reshape({1, 3, S, S});
 }
 
 }  // namespace aligngpt::pretrained

@@ -399,15 +399,6 @@ inline void relative_vision_tower(const std::string& model_dir, const std::strin
     write_text(path, c.dump(2) + "\n");
 }
 
-/// One image as the loaded model's tower takes it: [1, 3, S, S], `pad` or `square` per config.
-inline tensor<float> model_pixels(const std::string& path, const pretrained::loaded_aligngpt<>& m) {
-    io::clip_image_processor_config cfg =
-        io::clip_image_processor_config::from_json_file(m.vision_dir + "/preprocessor_config.json");
-    cfg.aspect = io::parse_aspect_mode(m.config.image_aspect_ratio);
-    const index_t S = m.vision_config.image_size;
-    return io::clip_preprocess(io::load_image(path), cfg, path).reshape({1, 3, S, S});
-}
-
 inline const std::array<std::string_view, 4> image_kinds{"describe", "attribute", "count", "exists"};
 inline std::string question_file(std::string_view kind) {
     return kind == "exists" ? "eval_pope.jsonl" : "eval_" + std::string(kind) + ".jsonl";
@@ -656,7 +647,7 @@ inline pipeline_result run_pipeline(const pipeline_options& o) {
                     lo.quiet = true;
                     const auto model = pretrained::load_aligngpt<float>(s2, lo);
                     const auto tok = tokenizer::llama_tokenizer::from_directory(s2);
-                    const auto pixels = [&](const std::string& p) { return model_pixels(p, model); };
+                    const auto pixels = [&](const std::string& p) { return pretrained::image_pixels(p, model); };
                     for (std::string_view kind : image_kinds) {
                         eval::answer_options a;
                         a.image_folder = images, a.model_id = v, a.max_new_tokens = o.max_new_tokens, a.align = al;
