@@ -66,7 +66,6 @@
 #include "aligngpt/conversation.h"
 #include "aligngpt/eval/score.h"
 #include "aligngpt/generate/sampling.h"
-#include "aligngpt/io/image.h"
 #include "aligngpt/io/safetensors.h"
 #include "aligngpt/pretrained.h"
 #include "aligngpt/train/plot.h"

@@ -157,8 +157,8 @@ inline constexpr bool built_with_cuda = false;
 /// --device and --cuda-mode from `seen` (absent: the CPU).
 inline device_args parse_device(const option_map& seen) {
     device_args d;
-    const auto get = [&](const char* n) { return seen.count(n) ? seen.at(n) : std::string(); };
-    const std::string dev = seen.count("device") ? get("device") : "cpu";
+    const auto it = seen.find("device");
+    const std::string dev = it == seen.end() ? "cpu" : it->second;
     if (dev == "cuda") {
         d.cuda = true;
     } else if (dev.starts_with("cuda:")) {
@@ -171,8 +171,8 @@ inline device_args parse_device(const option_map& seen) {
     } else if (dev != "cpu") {
         bad("--device must be cpu, cuda or cuda:N, got \"" + dev + "\"");
     }
-    if (seen.count("cuda-mode")) {
-        const std::string m = get("cuda-mode");
+    if (const auto mode = seen.find("cuda-mode"); mode != seen.end()) {
+        const std::string& m = mode->second;
         if (m != "exact" && m != "fast") bad("--cuda-mode must be exact or fast, got \"" + m + "\"");
         if (!d.cuda) bad("--cuda-mode goes with --device cuda");
         d.fast = m == "fast";
