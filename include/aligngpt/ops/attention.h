@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "aligngpt/autograd/tape.h"
@@ -100,59 +101,6 @@ struct attention_dims {
     }
 };
 
-// T is the scalar type (float or double); Tq is the number of queries (d.T).
-template <class T>
-void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v, const attention_dims& d,
-                       const attention_options& o) {
-    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
-    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
-    const T scale = T(d.scale);
-    // pass 1 as one product per (b, h): att_bh[t, j] = q_t . k_j, each a fma chain over i ascending
-    // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
-    for (index_t b = 0; b < d.B; b++)
-        for (index_t h = 0; h < NH; h++)
-            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
-                 att + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
-
-    ALIGNGPT_OMP_FOR  // each thread owns query rows (b, h, t)
-        for (index_t r = 0; r < d.B * NH * Tq; r++) {
-        const index_t b = r / (NH * Tq), t = r % Tq;
-        T* att_t = att + r * Tk;
-
-        // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
-        T maxval = -std::numeric_limits<T>::infinity();
-        bool any = false;
-        for (index_t j = 0; j < Tk; j++) {
-            if (!d.visible(o, b, t, j)) {
-                att_t[j] = -std::numeric_limits<T>::infinity();
-                continue;
-            }
-            att_t[j] *= scale;
-            maxval = std::max(maxval, att_t[j]);
-            any = true;
-        }
-        if (!any) {  // fully masked: p = 0, so o = 0
-            std::fill(att_t, att_t + Tk, T(0));
-            continue;
-        }
-
-        // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
-        // sum, j ascending (adding +0 leaves the sum's bits as they were)
-        exp_shifted(att_t, att_t, maxval, Tk);
-        T sum = 0;
-        for (index_t j = 0; j < Tk; j++) sum += att_t[j];
-        // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
-        for (index_t j = 0; j < Tk; j++) att_t[j] /= sum;
-    }
-
-    // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j
-    // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
-    for (index_t b = 0; b < d.B; b++)
-        for (index_t h = 0; h < NH; h++)
-            gemm(be, Tq, HS, Tk, att + (b * NH + h) * Tq * Tk, Tk, index_t(1), v + b * d.kv_rows * Ck + (h / G) * HS, Ck,
-                 index_t(1), out + b * Tq * C + h * HS, C, gemm_init::zero);
-}
-
 }  // namespace aligngpt::ops
 
 #define ALIGNGPT_ISA_KERNELS "aligngpt/ops/kernels/attention.inc"
@@ -160,73 +108,142 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
 
 namespace aligngpt::ops {
 
-/// The softmax backward of every query row (kernels/attention.inc), in place on dS.
+/// The softmax backward of query rows [r0, r1) in the (b, h, t) numbering (kernels/attention.inc), in
+/// place on dS; dS and att point at row r0.
+template <class T>
+void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d, const attention_options& o,
+                                index_t r0, index_t r1) {
+    ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o, r0, r1)
+}
+
+/// The softmax backward of every query row, in place on dS.
 template <class T>
 void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d,
                                 const attention_options& o) {
-    ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o)
+    attention_softmax_backward(be, dS, att, d, o, index_t(0), d.B * index_t(d.NH) * d.T);
 }
+
+/// Scores per block of heads in attention_forward: the heads are taken a few at a time, every pass
+/// done on a block before the next, so that its scores stay in the cache between passes (a head of
+/// 641 x 641 scores is 1.6 MB; all heads at once streamed 26 MB through memory in every pass). Only
+/// the order of independent rows changes.
+inline constexpr index_t attention_block_bytes = index_t(1) << 20;
+
+// T is the scalar type (float or double); Tq is the number of queries (d.T).
+template <class T>
+void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v, const attention_dims& d,
+                       const attention_options& o) {
+    const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
+    const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
+    const T scale = T(d.scale);
+    const index_t heads = d.B * NH;
+    const index_t per_block = std::max<index_t>(1, attention_block_bytes / std::max<index_t>(1, Tq * Tk * index_t(sizeof(T))));
+    for (index_t h0 = 0; h0 < heads; h0 += per_block) {
+        const index_t h1 = std::min(heads, h0 + per_block);
+        // pass 1 as one product per (b, h): att_bh[t, j] = q_t . k_j, each a fma chain over i ascending
+        // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
+        for (index_t bh = h0; bh < h1; bh++) {
+            const index_t b = bh / NH, h = bh % NH;
+            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
+                 att + bh * Tq * Tk, Tk, gemm_init::zero);
+        }
+
+        ALIGNGPT_OMP_FOR  // each thread owns query rows (b, h, t)
+            for (index_t r = h0 * Tq; r < h1 * Tq; r++) {
+            const index_t b = r / (NH * Tq), t = r % Tq;
+            T* att_t = att + r * Tk;
+
+            // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
+            T maxval = -std::numeric_limits<T>::infinity();
+            bool any = false;
+            for (index_t j = 0; j < Tk; j++) {
+                if (!d.visible(o, b, t, j)) {
+                    att_t[j] = -std::numeric_limits<T>::infinity();
+                    continue;
+                }
+                att_t[j] *= scale;
+                maxval = std::max(maxval, att_t[j]);
+                any = true;
+            }
+            if (!any) {  // fully masked: p = 0, so o = 0
+                std::fill(att_t, att_t + Tk, T(0));
+                continue;
+            }
+
+            // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
+            // sum, j ascending (adding +0 leaves the sum's bits as they were)
+            exp_shifted(att_t, att_t, maxval, Tk);
+            T sum = 0;
+            for (index_t j = 0; j < Tk; j++) sum += att_t[j];
+            // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
+            for (index_t j = 0; j < Tk; j++) att_t[j] /= sum;
+        }
+
+        // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j
+        // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
+        for (index_t bh = h0; bh < h1; bh++) {
+            const index_t b = bh / NH, h = bh % NH;
+            gemm(be, Tq, HS, Tk, att + bh * Tq * Tk, Tk, index_t(1), v + b * d.kv_rows * Ck + (h / G) * HS, Ck, index_t(1),
+                 out + b * Tq * C + h * HS, C, gemm_init::zero);
+        }
+    }
+}
+
 
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen). The four products are
 /// gemm calls per (b, h) whose every element is the same fma chain as the plain loops of the header
 /// comment: masked entries of att and dS are exact zeros, which leave a chain's bits unchanged.
+/// One query head at a time: its scores' gradient dS (T x Tk) is made, used by the three products
+/// that read it and dropped while it is still in the cache, and the key and value gradients of its
+/// kv group grow as its heads go by (B * NH * T * Tk values for every head at once went through
+/// memory four times, and had to be allocated and cleared).
 template <class T>
 void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                         const T* att, const attention_dims& d, const attention_options& o) {
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
-    const auto q_at = [&](index_t b, index_t h) { return q + b * Tq * C + h * HS; };
-    const auto dout_at = [&](index_t b, index_t h) { return dout + b * Tq * C + h * HS; };
-    const auto att_at = [&](index_t b, index_t h) { return att + (b * NH + h) * Tq * Tk; };
     const auto kv_at = [&](index_t b, index_t g) { return b * d.kv_rows * Ck + g * HS; };
-    std::vector<T> dS(size_t((dq || dk) ? d.B * NH * Tq * Tk : 0));  // the scores' gradient, (B, NH, T, Tk)
-
-    if (dq || dk) {
-        // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending
-        for (index_t b = 0; b < d.B; b++)
-            for (index_t h = 0; h < NH; h++)
-                gemm(be, Tq, Tk, HS, dout_at(b, h), C, index_t(1), v + kv_at(b, h / G), index_t(1), Ck,
-                     dS.data() + (b * NH + h) * Tq * Tk, Tk, gemm_init::zero);
-        attention_softmax_backward(be, dS.data(), att, d, o);
-    }
-    if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
-        std::vector<T> acc(size_t(Tq * HS));
-        for (index_t b = 0; b < d.B; b++)
-            for (index_t h = 0; h < NH; h++) {
-                gemm(be, Tq, HS, Tk, dS.data() + (b * NH + h) * Tq * Tk, Tk, index_t(1), k + kv_at(b, h / G), Ck, index_t(1),
-                     acc.data(), HS, gemm_init::zero);
-                T* dq_bh = dq + b * Tq * C + h * HS;
-                ALIGNGPT_OMP_FOR
-                for (index_t t = 0; t < Tq; t++)
-                    for (index_t i = 0; i < HS; i++) dq_bh[t * C + i] += acc[size_t(t * HS + i)] * scale;
-            }
-    }
-    if (!dk && !dv) return;
-    // dv_j += sum_{h in group} sum_t p_tj dO_t,  dk_j += c * sum_{h in group} sum_t dS_tj q_t: one chain per
-    // element over the group's heads (ascending), then t (ascending): the first head starts it, the others
-    // continue it (gemm_init::accumulate)
-    std::vector<T> acc(size_t(Tk * HS));
-    const auto add_into = [&](T* dst, bool scaled) {
+    const bool scores = dq || dk;
+    // every value is written before it is read: no clearing
+    const auto dS = std::make_unique_for_overwrite<T[]>(size_t(scores ? Tq * Tk : 0));
+    const auto acc_q = std::make_unique_for_overwrite<T[]>(size_t(dq ? Tq * HS : 0));
+    const auto acc_k = std::make_unique_for_overwrite<T[]>(size_t(dk ? Tk * HS : 0));
+    const auto acc_v = std::make_unique_for_overwrite<T[]>(size_t(dv ? Tk * HS : 0));
+    const auto add_into = [&](T* dst, const T* acc, bool scaled) {
         ALIGNGPT_OMP_FOR
         for (index_t j = 0; j < Tk; j++)
-            for (index_t i = 0; i < HS; i++)
-                dst[j * Ck + i] += scaled ? acc[size_t(j * HS + i)] * scale : acc[size_t(j * HS + i)];
+            for (index_t i = 0; i < HS; i++) dst[j * Ck + i] += scaled ? acc[j * HS + i] * scale : acc[j * HS + i];
     };
     for (index_t b = 0; b < d.B; b++)
         for (index_t g = 0; g < d.NKV; g++) {
-            if (dv) {
-                for (index_t h = g * G; h < (g + 1) * G; h++)
-                    gemm(be, Tk, HS, Tq, att_at(b, h), index_t(1), Tk, dout_at(b, h), C, index_t(1), acc.data(), HS,
-                         h == g * G ? gemm_init::zero : gemm_init::accumulate);
-                add_into(dv + kv_at(b, g), false);
+            for (index_t h = g * G; h < (g + 1) * G; h++) {
+                const index_t bh = b * NH + h;
+                const T* q_bh = q + b * Tq * C + h * HS;
+                const T* dout_bh = dout + b * Tq * C + h * HS;
+                const T* att_bh = att + bh * Tq * Tk;
+                // dv_j += sum_{h in group} sum_t p_tj dO_t, dk_j += c * sum_{h in group} sum_t dS_tj q_t: one
+                // chain per element over the group's heads (ascending), then t (ascending): the first
+                // head starts it, the others continue it (gemm_init::accumulate)
+                const gemm_init in_group = h == g * G ? gemm_init::zero : gemm_init::accumulate;
+                if (dv)
+                    gemm(be, Tk, HS, Tq, att_bh, index_t(1), Tk, dout_bh, C, index_t(1), acc_v.get(), HS, in_group);
+                if (!scores) continue;
+                // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending; then the softmax's
+                gemm(be, Tq, Tk, HS, dout_bh, C, index_t(1), v + kv_at(b, g), index_t(1), Ck, dS.get(), Tk, gemm_init::zero);
+                attention_softmax_backward(be, dS.get(), att_bh, d, o, bh * Tq, (bh + 1) * Tq);
+                if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
+                    gemm(be, Tq, HS, Tk, dS.get(), Tk, index_t(1), k + kv_at(b, g), Ck, index_t(1), acc_q.get(), HS,
+                         gemm_init::zero);
+                    T* dq_bh = dq + b * Tq * C + h * HS;
+                    ALIGNGPT_OMP_FOR
+                    for (index_t t = 0; t < Tq; t++)
+                        for (index_t i = 0; i < HS; i++) dq_bh[t * C + i] += acc_q[size_t(t * HS + i)] * scale;
+                }
+                if (dk) gemm(be, Tk, HS, Tq, dS.get(), index_t(1), Tk, q_bh, C, index_t(1), acc_k.get(), HS, in_group);
             }
-            if (dk) {
-                for (index_t h = g * G; h < (g + 1) * G; h++)
-                    gemm(be, Tk, HS, Tq, dS.data() + (b * NH + h) * Tq * Tk, index_t(1), Tk, q_at(b, h), C, index_t(1),
-                         acc.data(), HS, h == g * G ? gemm_init::zero : gemm_init::accumulate);
-                add_into(dk + kv_at(b, g), true);
-            }
+            if (dv) add_into(dv + kv_at(b, g), acc_v.get(), false);
+            if (dk) add_into(dk + kv_at(b, g), acc_k.get(), true);
         }
 }
 
