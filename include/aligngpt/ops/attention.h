@@ -189,7 +189,6 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
     }
 }
 
-
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen). The four products are
 /// gemm calls per (b, h) whose every element is the same fma chain as the plain loops of the header
 /// comment: masked entries of att and dS are exact zeros, which leave a chain's bits unchanged.
@@ -226,8 +225,7 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
                 // chain per element over the group's heads (ascending), then t (ascending): the first
                 // head starts it, the others continue it (gemm_init::accumulate)
                 const gemm_init in_group = h == g * G ? gemm_init::zero : gemm_init::accumulate;
-                if (dv)
-                    gemm(be, Tk, HS, Tq, att_bh, index_t(1), Tk, dout_bh, C, index_t(1), acc_v.get(), HS, in_group);
+                if (dv) gemm(be, Tk, HS, Tq, att_bh, index_t(1), Tk, dout_bh, C, index_t(1), acc_v.get(), HS, in_group);
                 if (!scores) continue;
                 // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending; then the softmax's
                 gemm(be, Tq, Tk, HS, dout_bh, C, index_t(1), v + kv_at(b, g), index_t(1), Ck, dS.get(), Tk, gemm_init::zero);
