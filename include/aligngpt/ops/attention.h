@@ -227,7 +227,7 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
                 const gemm_init in_group = h == g * G ? gemm_init::zero : gemm_init::accumulate;
                 if (dv) gemm(be, Tk, HS, Tq, att_bh, index_t(1), Tk, dout_bh, C, index_t(1), acc_v.get(), HS, in_group);
                 if (!scores) continue;
-                // dP_bh = dO_bh V_g^T: dP_tj = dO_t . v_j, one fma chain over i ascending; then the softmax's
+                // dP_bh = dO_bh V_g^T (dP_tj = dO_t . v_j, one fma chain over i ascending), then dS in place
                 gemm(be, Tq, Tk, HS, dout_bh, C, index_t(1), v + kv_at(b, g), index_t(1), Ck, dS.get(), Tk, gemm_init::zero);
                 attention_softmax_backward(be, dS.get(), att_bh, d, o, bh * Tq, (bh + 1) * Tq);
                 if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
