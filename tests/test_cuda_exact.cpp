@@ -351,7 +351,7 @@ TEST_CASE_TEMPLATE("cuda exact work items: attention, rope, cross-entropy and pa
                           v.data() + b * Tk * Ck + (h / G) * HS, index_t(1), Ck, dS1.data() + (b * NH + h) * Tq * Tk, Tk,
                           ops::gemm_init::zero);
         dS2 = dS1;
-        ops::attention_softmax_backward(cpu, dS1.data(), att1.data(), d, o);
+        ops::attention_softmax_backward(cpu, dS1.data(), att1.data(), d, o, index_t(0), B * NH * Tq);
         items(B * NH * Tq, [&](index_t r) { ex::attention_softmax_backward_row(r, dS2.data(), att1.data(), NH, Tq, Tk, m); });
         CHECK(same_bits(dS1, dS2));
         // The whole backward through the items, against ops::attention_backward.

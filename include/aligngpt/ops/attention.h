@@ -116,13 +116,6 @@ void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, con
     ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o, r0, r1)
 }
 
-/// The softmax backward of every query row, in place on dS.
-template <class T>
-void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d,
-                                const attention_options& o) {
-    attention_softmax_backward(be, dS, att, d, o, index_t(0), d.B * index_t(d.NH) * d.T);
-}
-
 /// Scores per block of heads in attention_forward: the heads are taken a few at a time, every pass
 /// done on a block before the next, so that its scores stay in the cache between passes (a head of
 /// 641 x 641 scores is 1.6 MB; all heads at once streamed 26 MB through memory in every pass). Only
@@ -209,10 +202,11 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
     const auto acc_q = std::make_unique_for_overwrite<T[]>(size_t(dq ? Tq * HS : 0));
     const auto acc_k = std::make_unique_for_overwrite<T[]>(size_t(dk ? Tk * HS : 0));
     const auto acc_v = std::make_unique_for_overwrite<T[]>(size_t(dv ? Tk * HS : 0));
-    const auto add_into = [&](T* dst, const T* acc, bool scaled) {
+    // dst[r, i] += acc[r, i] (times c where scaled) for rows r < rows of HS values, dst's rows ld apart
+    const auto add_into = [&](T* dst, index_t ld, index_t rows, const T* acc, bool scaled) {
         ALIGNGPT_OMP_FOR
-        for (index_t j = 0; j < Tk; j++)
-            for (index_t i = 0; i < HS; i++) dst[j * Ck + i] += scaled ? acc[j * HS + i] * scale : acc[j * HS + i];
+        for (index_t r = 0; r < rows; r++)
+            for (index_t i = 0; i < HS; i++) dst[r * ld + i] += scaled ? acc[r * HS + i] * scale : acc[r * HS + i];
     };
     for (index_t b = 0; b < d.B; b++)
         for (index_t g = 0; g < d.NKV; g++) {
@@ -233,15 +227,12 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
                 if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
                     gemm(be, Tq, HS, Tk, dS.get(), Tk, index_t(1), k + kv_at(b, g), Ck, index_t(1), acc_q.get(), HS,
                          gemm_init::zero);
-                    T* dq_bh = dq + b * Tq * C + h * HS;
-                    ALIGNGPT_OMP_FOR
-                    for (index_t t = 0; t < Tq; t++)
-                        for (index_t i = 0; i < HS; i++) dq_bh[t * C + i] += acc_q[size_t(t * HS + i)] * scale;
+                    add_into(dq + b * Tq * C + h * HS, C, Tq, acc_q.get(), true);
                 }
                 if (dk) gemm(be, Tk, HS, Tq, dS.get(), index_t(1), Tk, q_bh, C, index_t(1), acc_k.get(), HS, in_group);
             }
-            if (dv) add_into(dv + kv_at(b, g), acc_v.get(), false);
-            if (dk) add_into(dk + kv_at(b, g), acc_k.get(), true);
+            if (dv) add_into(dv + kv_at(b, g), Ck, Tk, acc_v.get(), false);
+            if (dk) add_into(dk + kv_at(b, g), Ck, Tk, acc_k.get(), true);
         }
 }
 
