@@ -120,6 +120,31 @@ TEST_CASE("tokenizer: bad tokenizer files and bad input are refused with the fil
             CHECK(msg.find("m.model: ") == 0);
         }
     }
+    SUBCASE("what SentencePiece cannot load safely is refused before it sees the model") {
+        // Appending a field to a serialised message adds to it (protobuf merges), so these are the
+        // fixture plus one more piece, or plus a normaliser table.
+        const auto field = [](char key, const std::string& bytes) { return key + std::string(1, char(bytes.size())) + bytes; };
+        // A piece "\0<\0", score 0, type NORMAL: a fuzzer's input that made SentencePiece's trie
+        // builder throw through code that cannot pass an exception (std::terminate).
+        const std::string nul_piece =
+            field('\x0A', field('\x0A', std::string("\0<\0", 3)) + "\x15" + std::string(4, '\0') + "\x18\x01");
+        CHECK(message_of([&] { tokenizer::llama_tokenizer(model + nul_piece, "m.model", {}); }) ==
+              "m.model: not a valid SentencePiece model: pieces[" + std::to_string(make(false).vocab_size()) +
+                  "].piece holds a NUL byte (SentencePiece's piece trie cannot hold one)");
+        const std::string table = field('\x1A', field('\x12', std::string(9, 'x')));
+        CHECK(message_of([&] { tokenizer::llama_tokenizer(model + table, "m.model", {}); })
+                  .find("m.model: not a valid SentencePiece model: normalizer_spec.precompiled_charsmap holds a table "
+                        "of 9 bytes: only the identity normaliser") == 0);
+        const std::string denorm = field('\x2A', field('\x12', "x"));
+        CHECK(message_of([&] {
+                  tokenizer::llama_tokenizer(model + denorm, "m.model", {});
+              }).find("m.model: not a valid SentencePiece model: denormalizer_spec.precompiled_charsmap") == 0);
+        CHECK(message_of([&] { tokenizer::llama_tokenizer(model + "\x0B", "m.model", {}); }) ==
+              "m.model: not a valid SentencePiece model: the protobuf wire format is broken");
+        // An empty table is the identity normaliser's, as the fixture's own: accepted.
+        CHECK(message_of([&] { tokenizer::llama_tokenizer(model + field('\x1A', field('\x12', "")), "m.model", {}); }) ==
+              "no error");
+    }
     SUBCASE("a missing model file") {
         const std::string d = tmp_dir("missing");
         CHECK(message_of([&] { tokenizer::llama_tokenizer::from_directory(d); }).find(d + "/tokenizer.model") == 0);

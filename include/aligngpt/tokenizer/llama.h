@@ -171,6 +171,90 @@ inline std::string replace_all(std::string_view s, std::string_view from, std::s
     }
 }
 
+/// One field of a protobuf message in wire format: its number, its wire type, and for a
+/// length-delimited field (wire type 2: strings, bytes, sub-messages) its bytes.
+struct proto_field {
+    std::uint64_t number;
+    unsigned wire_type;
+    std::string_view bytes;
+};
+
+/// Calls f(field) on each field of the serialised message `m`, in order; false when `m` is not
+/// well-formed wire format, or uses groups (wire types 3, 4), which SentencePiece's messages do not.
+template <class F>
+bool for_each_proto_field(std::string_view m, F&& f) {
+    std::size_t i = 0;
+    const auto varint = [&](std::uint64_t& v) {
+        v = 0;
+        for (unsigned shift = 0; shift < 64; shift += 7) {  // at most 10 bytes
+            if (i == m.size()) return false;
+            const auto b = static_cast<unsigned char>(m[i++]);
+            v |= std::uint64_t(b & 0x7F) << shift;
+            if (!(b & 0x80)) return true;
+        }
+        return false;
+    };
+    while (i < m.size()) {
+        std::uint64_t key = 0, n = 0;
+        if (!varint(key)) return false;
+        const auto wire_type = unsigned(key & 7);
+        if (wire_type == 0 && !varint(n)) return false;
+        if (wire_type == 2 && !varint(n)) return false;
+        if (wire_type == 0)
+            n = 0;  // the varint was the value
+        else if (wire_type == 1)
+            n = 8;
+        else if (wire_type == 5)
+            n = 4;
+        else if (wire_type != 2)
+            return false;
+        if (n > m.size() - i) return false;
+        f(proto_field{key >> 3, wire_type, wire_type == 2 ? m.substr(i, std::size_t(n)) : std::string_view()});
+        i += std::size_t(n);
+    }
+    return true;
+}
+
+/// What SentencePiece 0.1.97 cannot load safely, found before it sees the bytes (an empty string
+/// when there is nothing). Its piece tries (Darts) take NUL-terminated keys and throw on an empty
+/// one through library code that cannot pass an exception on (std::terminate: a fuzzer found it),
+/// so a piece may hold no NUL byte. Its normaliser follows a precompiled table
+/// (normalizer_spec.precompiled_charsmap) with no bounds checks, so only the identity normaliser,
+/// which has no table, is taken: LLaMA's tokenizer.model is such a model. Fields, by number
+/// (sentencepiece_model.proto): ModelProto {1: pieces, 3: normalizer_spec, 5: denormalizer_spec},
+/// SentencePiece {1: piece}, NormalizerSpec {2: precompiled_charsmap}. A field of a known number
+/// with another wire type is, to protobuf, an unknown field, and is skipped here as there.
+inline std::string sentencepiece_model_problem(std::string_view model) {
+    std::string problem;
+    std::size_t piece = 0;
+    const auto fail = [&](std::string what) {
+        if (problem.empty()) problem = std::move(what);
+    };
+    const bool well_formed = for_each_proto_field(model, [&](const proto_field& f) {
+        if (f.wire_type != 2) return;
+        if (f.number == 1) {
+            if (!for_each_proto_field(f.bytes, [&](const proto_field& p) {
+                    if (p.number == 1 && p.wire_type == 2 && p.bytes.find('\0') != std::string_view::npos)
+                        fail("pieces[" + std::to_string(piece) +
+                             "].piece holds a NUL byte (SentencePiece's piece trie cannot hold one)");
+                }))
+                fail("pieces[" + std::to_string(piece) + "] is not a well-formed protobuf message");
+            piece++;
+        } else if (f.number == 3 || f.number == 5) {
+            const std::string spec = f.number == 3 ? "normalizer_spec" : "denormalizer_spec";
+            if (!for_each_proto_field(f.bytes, [&](const proto_field& p) {
+                    if (p.number == 2 && p.wire_type == 2 && !p.bytes.empty())
+                        fail(spec + ".precompiled_charsmap holds a table of " + std::to_string(p.bytes.size()) +
+                             " bytes: only the identity normaliser, which has none, is supported "
+                             "(SentencePiece reads the table without bounds checks)");
+                }))
+                fail(spec + " is not a well-formed protobuf message");
+        }
+    });
+    if (!well_formed) fail("the protobuf wire format is broken");
+    return problem;
+}
+
 }  // namespace detail
 
 /// Python's str.strip(): s without leading and trailing whitespace (s is valid UTF-8).
@@ -195,6 +279,8 @@ public:
         : cfg_(std::move(cfg)), sp_(std::make_shared<sentencepiece::SentencePieceProcessor>()) {
         ALIGNGPT_CHECK(model_bytes.size() <= max_model_bytes, model_file, ": ", model_bytes.size(),
                        " bytes, more than the limit of ", max_model_bytes, " for a SentencePiece model");
+        const std::string problem = detail::sentencepiece_model_problem(model_bytes);
+        ALIGNGPT_CHECK(problem.empty(), model_file, ": not a valid SentencePiece model: ", problem);
         const auto st = sp_->LoadFromSerializedProto(model_bytes);
         ALIGNGPT_CHECK(st.ok(), model_file, ": not a valid SentencePiece model: ", st.ToString());
         const int n = sp_->GetPieceSize();
