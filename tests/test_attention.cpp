@@ -5,11 +5,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <vector>
 
 #include "aligngpt/autograd/grad_check.h"
 #include "aligngpt/ops/attention.h"
+#include "aligngpt/ops/exp.h"
 #include "aligngpt/ops/linear.h"
 #include "aligngpt/ops/patch_embed.h"
 #include "aligngpt/ops/rope.h"
@@ -222,6 +224,142 @@ TEST_CASE("repro: attention, rope and patch_embed give identical bits on 1, 2, 3
     CHECK(golden::lock_matches("attn.rope.dx", ref.rope_dx));
     CHECK(golden::lock_matches("attn.patch_embed.y", ref.patch_y));
     CHECK(golden::lock_matches("attn.patch_embed.dw", ref.patch_dw));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal skipping: ops/attention.h works in blocks of rows and leaves out the terms a causal mask
+// makes zero. The plain loops of its header comment, every chain over all indices with the masked
+// terms in it, must give the same bits (tolerance: none).
+
+namespace {
+template <class T>
+struct plain_grads {
+    std::vector<T> out, dq, dk, dv;
+};
+
+/// The header comment's loops, one fma chain per value over every index (masked terms included).
+template <class T>
+plain_grads<T> attention_plain(const std::vector<T>& q, const std::vector<T>& k, const std::vector<T>& v,
+                               const std::vector<T>& dout, index_t B, index_t Tq, index_t Tk, int HS,
+                               const ops::attention_options& o) {
+    const ops::attention_dims d(B, Tq, Tk, HS, o);
+    const index_t NH = d.NH, G = d.NH / d.NKV, C = NH * HS, Ck = index_t(d.NKV) * HS;
+    const T c = T(d.scale);
+    plain_grads<T> g{std::vector<T>(q.size()), std::vector<T>(q.size()), std::vector<T>(k.size()), std::vector<T>(v.size())};
+    std::vector<T> p(size_t(B * NH * Tq * Tk)), dS(p.size());
+    for (index_t b = 0; b < B; b++)
+        for (index_t h = 0; h < NH; h++)
+            for (index_t t = 0; t < Tq; t++) {
+                const T* qt = &q[size_t((b * Tq + t) * C + h * HS)];
+                const T* dot = &dout[size_t((b * Tq + t) * C + h * HS)];
+                T* pt = &p[size_t(((b * NH + h) * Tq + t) * Tk)];
+                T* dSt = &dS[size_t(((b * NH + h) * Tq + t) * Tk)];
+                T m = -std::numeric_limits<T>::infinity();
+                for (index_t j = 0; j < Tk; j++) {
+                    const T* kj = &k[size_t((b * Tk + j) * Ck + (h / G) * HS)];
+                    T s = 0;
+                    for (int i = 0; i < HS; i++) s = std::fma(qt[i], kj[i], s);
+                    pt[j] = d.visible(o, b, t, j) ? s * c : -std::numeric_limits<T>::infinity();
+                    m = std::max(m, pt[j]);
+                }
+                if (m == -std::numeric_limits<T>::infinity()) {
+                    std::fill(pt, pt + Tk, T(0));
+                } else {
+                    ops::exp_shifted(pt, pt, m, Tk);
+                    T z = 0;
+                    for (index_t j = 0; j < Tk; j++) z += pt[j];
+                    for (index_t j = 0; j < Tk; j++) pt[j] /= z;
+                }
+                T rowdot = 0;
+                for (index_t j = 0; j < Tk; j++) {
+                    const T* vj = &v[size_t((b * Tk + j) * Ck + (h / G) * HS)];
+                    T dP = 0;
+                    for (int i = 0; i < HS; i++) dP = std::fma(dot[i], vj[i], dP);
+                    dSt[j] = dP;
+                    if (d.visible(o, b, t, j)) rowdot = std::fma(dP, pt[j], rowdot);
+                }
+                for (index_t j = 0; j < Tk; j++) dSt[j] = d.visible(o, b, t, j) ? pt[j] * (dSt[j] - rowdot) : T(0);
+                for (int i = 0; i < HS; i++) {
+                    T o_i = 0, dq_i = 0;
+                    for (index_t j = 0; j < Tk; j++) {
+                        o_i = std::fma(pt[j], v[size_t((b * Tk + j) * Ck + (h / G) * HS + i)], o_i);
+                        dq_i = std::fma(dSt[j], k[size_t((b * Tk + j) * Ck + (h / G) * HS + i)], dq_i);
+                    }
+                    g.out[size_t((b * Tq + t) * C + h * HS + i)] = o_i;
+                    g.dq[size_t((b * Tq + t) * C + h * HS + i)] = dq_i * c;
+                }
+            }
+    for (index_t b = 0; b < B; b++)
+        for (index_t kh = 0; kh < d.NKV; kh++)
+            for (index_t j = 0; j < Tk; j++)
+                for (int i = 0; i < HS; i++) {
+                    T dv_i = 0, dk_i = 0;
+                    for (index_t h = kh * G; h < (kh + 1) * G; h++)
+                        for (index_t t = 0; t < Tq; t++) {
+                            const size_t pj = size_t(((b * NH + h) * Tq + t) * Tk + j),
+                                         at = size_t((b * Tq + t) * C + h * HS + i);
+                            dv_i = std::fma(p[pj], dout[at], dv_i);
+                            dk_i = std::fma(dS[pj], q[at], dk_i);
+                        }
+                    g.dv[size_t((b * Tk + j) * Ck + kh * HS + i)] = dv_i;
+                    g.dk[size_t((b * Tk + j) * Ck + kh * HS + i)] = dk_i * c;
+                }
+    return g;
+}
+
+template <class T>
+void check_blocked_equals_plain(index_t B, index_t Tq, index_t Tk, const ops::attention_options& o) {
+    const int HS = 8;
+    const index_t NH = o.n_head, NKV = o.n_kv_head ? o.n_kv_head : o.n_head;
+    const auto input = [&](const char* name, index_t rows, index_t heads) {
+        return golden::hashfill<T>(name, {B, rows, heads * HS}, 1.f);
+    };
+    const plain_grads<T> want =
+        attention_plain<T>(input("blk.q", Tq, NH).to_vector(), input("blk.k", Tk, NKV).to_vector(),
+                           input("blk.v", Tk, NKV).to_vector(), input("blk.dy", Tq, NH).to_vector(), B, Tq, Tk, HS, o);
+    const int before = max_threads();
+    for (int n : {1, 2, 3}) {
+        CAPTURE(n);
+        set_threads(n);
+        auto q = variable<T>::leaf(input("blk.q", Tq, NH), true), k = variable<T>::leaf(input("blk.k", Tk, NKV), true),
+             v = variable<T>::leaf(input("blk.v", Tk, NKV), true);
+        tape<T> tp;
+        auto y = ag::attention(&tp, q, k, v, o);
+        tp.backward(y, input("blk.dy", Tq, NH));
+        CHECK(same_bits(y.value().to_vector(), want.out));
+        CHECK(same_bits(q.grad().to_vector(), want.dq));
+        CHECK(same_bits(k.grad().to_vector(), want.dk));
+        CHECK(same_bits(v.grad().to_vector(), want.dv));
+    }
+    set_threads(before);
+}
+}  // namespace
+
+TEST_CASE("attention in blocks with causal skipping gives the bits of the plain full chains (several blocks; none)") {
+    // 300 x 300 scores: three blocks of query rows and three of key rows (ops/attention.h).
+    ops::attention_options o;
+    o.n_head = 4, o.n_kv_head = 2, o.causal = true;
+    SUBCASE("causal, float") { check_blocked_equals_plain<float>(1, 300, 300, o); }
+    SUBCASE("causal with past 40 and padded keys, double") {
+        o.key_lengths = {340, 211};
+        check_blocked_equals_plain<double>(2, 300, 340, o);
+    }
+    SUBCASE("causal with a left-padding mask (a first query that sees nothing), float") {
+        o.key_mask.assign(300, 1);
+        for (int j = 0; j < 37; j++) o.key_mask[size_t(j)] = 0;
+        check_blocked_equals_plain<float>(1, 300, 300, o);
+    }
+    SUBCASE("more queries than keys (past < 0: the first queries see nothing), float") {
+        check_blocked_equals_plain<float>(1, 300, 260, o);
+    }
+    SUBCASE("keys no query sees (explicit past 0, 100 queries, 300 keys), float") {
+        o.past = 0;
+        check_blocked_equals_plain<float>(1, 100, 300, o);
+    }
+    SUBCASE("no mask (CLIP), float") {
+        o.causal = false;
+        check_blocked_equals_plain<float>(1, 300, 300, o);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

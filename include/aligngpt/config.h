@@ -23,9 +23,13 @@
 // assignment a pure function of the loop bounds. Never add reduction(...) here.
 #define ALIGNGPT_OMP_FOR _Pragma("omp parallel for schedule(static)")
 #define ALIGNGPT_OMP_FOR_COLLAPSE2 _Pragma("omp parallel for collapse(2) schedule(static)")
+// For tasks of unequal size (causal attention's row blocks): which thread runs a task varies from
+// run to run, so a task must write only its own outputs and compute them the same way anywhere.
+#define ALIGNGPT_OMP_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic, 1)")
 #else
 #define ALIGNGPT_OMP_FOR
 #define ALIGNGPT_OMP_FOR_COLLAPSE2
+#define ALIGNGPT_OMP_FOR_DYNAMIC
 #endif
 
 /// Marks the scalar math (ops/exp.h, ops/log.h, ops/erf.h) callable from CUDA kernels too, so the
@@ -73,9 +77,11 @@ template <class... A>
         if (!(cond)) ::aligngpt::fail(__VA_ARGS__); \
     } while (0)
 
-/// Number of OpenMP threads a parallel region will use (1 without OpenMP).
+/// Number of OpenMP threads a parallel region started here will use: 1 without OpenMP, and 1 inside
+/// a region when nesting is off (a task of an outer region runs its products on its own thread).
 inline int max_threads() {
 #if defined(_OPENMP)
+    if (omp_get_active_level() >= omp_get_max_active_levels()) return 1;
     return omp_get_max_threads();
 #else
     return 1;

@@ -39,6 +39,14 @@
 // Reproducibility: each dot product is one fma chain in index order; threads split only the rows
 // they write ((b, h, t) query rows in forward and for dq, (b, g, j) key rows for dk and dv). No
 // atomics, no reductions across threads: the bits do not depend on the thread count.
+//
+// Causal skipping (as FlashAttention skips the blocks above the diagonal): the work is split into
+// blocks of query rows (of key rows for dk, dv), and a block's products stop at the last key any of
+// its rows sees (start at the first query that sees any of its keys). The terms left out have p_tj
+// or dS_tj exactly 0 and finite factors. A chain that starts at +0 (gemm_init::zero) is never -0
+// in round-to-nearest (x + y is -0 only when both are -0), so adding 0 * finite = +-0 leaves it as
+// it was: the bits are those of the full chains. (They differ only where q, k, v or dO hold an
+// infinity or a NaN that only a masked term multiplies: the full chain turned that into NaN.)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -92,6 +100,16 @@ struct attention_dims {
         ALIGNGPT_CHECK(o.key_mask.empty() || index_t(o.key_mask.size()) == B * Tk, "attention: key_mask has ", o.key_mask.size(),
                        " entries for [B, Tk] = [", B, ",", Tk, "]");
     }
+    /// Query t sees no key at or after visible_end(t): Tk, or past + t + 1 when causal.
+    index_t visible_end(const attention_options& o, index_t t) const {
+        return o.causal ? std::clamp<index_t>(past + t + 1, 0, Tk) : Tk;
+    }
+    /// No query before first_query(j) sees key j: 0, or j - past when causal.
+    index_t first_query(const attention_options& o, index_t j) const {
+        return o.causal ? std::clamp<index_t>(j - past, 0, T) : 0;
+    }
+    /// Does a key padding mask hide keys inside [0, visible_end(t))?
+    static bool has_key_mask(const attention_options& o) { return !o.key_lengths.empty() || !o.key_mask.empty(); }
     /// Is key j visible to query t of batch row b?
     bool visible(const attention_options& o, index_t b, index_t t, index_t j) const {
         if (o.causal && j > past + t) return false;
@@ -116,41 +134,56 @@ void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, con
     ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o, r0, r1)
 }
 
-/// Scores per block of heads in attention_forward: the heads are taken a few at a time, every pass
-/// done on a block before the next, so that its scores stay in the cache between passes (a head of
-/// 641 x 641 scores is 1.6 MB; all heads at once streamed 26 MB through memory in every pass). Only
-/// the order of independent rows changes.
-inline constexpr index_t attention_block_bytes = index_t(1) << 20;
+namespace detail {
+
+/// rows split into n nearly equal blocks of at most max_rows each: block i is [begin(i), begin(i + 1)).
+struct row_blocks {
+    index_t rows, n;
+    row_blocks(index_t rows_, index_t max_rows) : rows(rows_), n((rows_ + max_rows - 1) / max_rows) {}
+    index_t begin(index_t i) const { return i * rows / n; }
+};
+
+/// Rows per task: a block of rows x `cols` scores (about 1 MiB) stays in the cache between the
+/// passes over it; 16 to 128 rows keep the products efficient and the tasks many.
+inline index_t attention_rows_per_task(index_t cols, std::size_t elem_bytes) {
+    return std::clamp<index_t>((index_t(1) << 20) / std::max<index_t>(1, cols * index_t(elem_bytes)), 16, 128);
+}
+
+}  // namespace detail
 
 // T is the scalar type (float or double); Tq is the number of queries (d.T).
+// One task per block of query rows of one head (the longest rows first: the tasks are unequal when
+// causal, hence the dynamic schedule); each task runs its products on its own thread.
 template <class T>
 void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const T* k, const T* v, const attention_dims& d,
                        const attention_options& o) {
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
-    const index_t heads = d.B * NH;
-    const index_t per_block = std::max<index_t>(1, attention_block_bytes / std::max<index_t>(1, Tq * Tk * index_t(sizeof(T))));
-    for (index_t h0 = 0; h0 < heads; h0 += per_block) {
-        const index_t h1 = std::min(heads, h0 + per_block);
-        // pass 1 as one product per (b, h): att_bh[t, j] = q_t . k_j, each a fma chain over i ascending
-        // from 0 (gemm.h), i.e. the same bits as the plain dot product; masked entries are dropped below.
-        for (index_t bh = h0; bh < h1; bh++) {
-            const index_t b = bh / NH, h = bh % NH;
-            gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
-                 att + bh * Tq * Tk, Tk, gemm_init::zero);
-        }
-
-        ALIGNGPT_OMP_FOR  // each thread owns query rows (b, h, t)
-            for (index_t r = h0 * Tq; r < h1 * Tq; r++) {
-            const index_t b = r / (NH * Tq), t = r % Tq;
-            T* att_t = att + r * Tk;
-
+    const bool masks = attention_dims::has_key_mask(o);
+    const detail::row_blocks blocks(Tq, detail::attention_rows_per_task(Tk, sizeof(T)));
+    const index_t heads = d.B * NH, tasks = blocks.n * heads;
+    ALIGNGPT_OMP_FOR_DYNAMIC
+    for (index_t task = 0; task < tasks; task++) {
+        const index_t bh = task % heads, b = bh / NH, h = bh % NH, blk = blocks.n - 1 - task / heads;
+        const index_t t0 = blocks.begin(blk), t1 = blocks.begin(blk + 1);
+        const index_t kend = d.visible_end(o, t1 - 1);  // no row of the block sees a key past it
+        const T* k_g = k + b * d.kv_rows * Ck + (h / G) * HS;
+        const T* v_g = v + b * d.kv_rows * Ck + (h / G) * HS;
+        T* att_b = att + (bh * Tq + t0) * Tk;
+        // pass 1 as one product: att[t, j] = q_t . k_j, a fma chain over i ascending from 0 (gemm.h),
+        // i.e. the same bits as the plain dot product; masked entries are dropped below.
+        gemm(be, t1 - t0, kend, HS, q + (b * Tq + t0) * C + h * HS, C, index_t(1), k_g, index_t(1), Ck, att_b, Tk,
+             gemm_init::zero);
+        for (index_t t = t0; t < t1; t++) {
+            T* att_t = att_b + (t - t0) * Tk;
+            const index_t n = d.visible_end(o, t);
+            std::fill(att_t + n, att_t + Tk, T(0));  // p = 0 exactly past the last visible key
             // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
             T maxval = -std::numeric_limits<T>::infinity();
             bool any = false;
-            for (index_t j = 0; j < Tk; j++) {
-                if (!d.visible(o, b, t, j)) {
+            for (index_t j = 0; j < n; j++) {
+                if (masks && !d.visible(o, b, t, j)) {
                     att_t[j] = -std::numeric_limits<T>::infinity();
                     continue;
                 }
@@ -159,80 +192,96 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
                 any = true;
             }
             if (!any) {  // fully masked: p = 0, so o = 0
-                std::fill(att_t, att_t + Tk, T(0));
+                std::fill(att_t, att_t + n, T(0));
                 continue;
             }
-
             // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
             // sum, j ascending (adding +0 leaves the sum's bits as they were)
-            exp_shifted(att_t, att_t, maxval, Tk);
+            exp_shifted(att_t, att_t, maxval, n);
             T sum = 0;
-            for (index_t j = 0; j < Tk; j++) sum += att_t[j];
+            for (index_t j = 0; j < n; j++) sum += att_t[j];
             // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
-            for (index_t j = 0; j < Tk; j++) att_t[j] /= sum;
+            for (index_t j = 0; j < n; j++) att_t[j] /= sum;
         }
-
-        // pass 4 as one product per (b, h): out_t[i] = sum_j p_tj v_j[i], one fma chain over j
-        // ascending from 0; a masked p_tj is exactly 0 and leaves the chain unchanged.
-        for (index_t bh = h0; bh < h1; bh++) {
-            const index_t b = bh / NH, h = bh % NH;
-            gemm(be, Tq, HS, Tk, att + bh * Tq * Tk, Tk, index_t(1), v + b * d.kv_rows * Ck + (h / G) * HS, Ck, index_t(1),
-                 out + b * Tq * C + h * HS, C, gemm_init::zero);
-        }
+        // pass 4 as one product: out_t[i] = sum_j p_tj v_j[i], one fma chain over j ascending from 0;
+        // a masked p_tj is exactly 0 and leaves the chain unchanged.
+        gemm(be, t1 - t0, HS, kend, att_b, Tk, index_t(1), v_g, Ck, index_t(1), out + (b * Tq + t0) * C + h * HS, C,
+             gemm_init::zero);
     }
 }
 
 /// Accumulates into dq, dk, dv (each may be null when that input is frozen). The four products are
-/// gemm calls per (b, h) whose every element is the same fma chain as the plain loops of the header
-/// comment: masked entries of att and dS are exact zeros, which leave a chain's bits unchanged.
-/// One query head at a time: its scores' gradient dS (T x Tk) is made, used by the three products
-/// that read it and dropped while it is still in the cache, and the key and value gradients of its
-/// kv group grow as its heads go by (B * NH * T * Tk values for every head at once went through
-/// memory four times, and had to be allocated and cleared).
+/// gemm calls whose every element is the same fma chain as the plain loops of the header comment:
+/// masked entries of att and dS are exact zeros, which leave a chain's bits unchanged.
+/// One kv group (b, g) at a time, in two rounds of tasks: (A) per query head of the group and block
+/// of query rows, dP, then dS in place, then that block's dq; (B) per block of key rows, the dk and
+/// dv chains over the group's heads. dS of one group (G x T x Tk) stays in the cache between the
+/// rounds; B * NH * T * Tk values at once went through memory four times.
 template <class T>
 void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                         const T* att, const attention_dims& d, const attention_options& o) {
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
-    const auto kv_at = [&](index_t b, index_t g) { return b * d.kv_rows * Ck + g * HS; };
     const bool scores = dq || dk;
+    const detail::row_blocks qblocks(Tq, detail::attention_rows_per_task(Tk, sizeof(T)));
+    const detail::row_blocks kblocks(Tk, detail::attention_rows_per_task(Tq, sizeof(T)));
     // every value is written before it is read: no clearing
-    const auto dS = std::make_unique_for_overwrite<T[]>(size_t(scores ? Tq * Tk : 0));
-    const auto acc_q = std::make_unique_for_overwrite<T[]>(size_t(dq ? Tq * HS : 0));
-    const auto acc_k = std::make_unique_for_overwrite<T[]>(size_t(dk ? Tk * HS : 0));
-    const auto acc_v = std::make_unique_for_overwrite<T[]>(size_t(dv ? Tk * HS : 0));
-    // dst[r, i] += acc[r, i] (times c where scaled) for rows r < rows of HS values, dst's rows ld apart
-    const auto add_into = [&](T* dst, index_t ld, index_t rows, const T* acc, bool scaled) {
-        ALIGNGPT_OMP_FOR
-        for (index_t r = 0; r < rows; r++)
-            for (index_t i = 0; i < HS; i++) dst[r * ld + i] += scaled ? acc[r * HS + i] * scale : acc[r * HS + i];
-    };
+    const auto dS = std::make_unique_for_overwrite<T[]>(size_t(scores ? G * Tq * Tk : 0));
     for (index_t b = 0; b < d.B; b++)
         for (index_t g = 0; g < d.NKV; g++) {
-            for (index_t h = g * G; h < (g + 1) * G; h++) {
-                const index_t bh = b * NH + h;
-                const T* q_bh = q + b * Tq * C + h * HS;
-                const T* dout_bh = dout + b * Tq * C + h * HS;
-                const T* att_bh = att + bh * Tq * Tk;
+            const T* k_g = k + b * d.kv_rows * Ck + g * HS;
+            const T* v_g = v + b * d.kv_rows * Ck + g * HS;
+            const index_t tasks_a = scores ? G * qblocks.n : 0;
+            ALIGNGPT_OMP_FOR_DYNAMIC
+            for (index_t task = 0; task < tasks_a; task++) {
+                const index_t hg = task % G, h = g * G + hg, blk = qblocks.n - 1 - task / G, bh = b * NH + h;
+                const index_t t0 = qblocks.begin(blk), t1 = qblocks.begin(blk + 1), rows = t1 - t0;
+                const index_t kend = d.visible_end(o, t1 - 1);
+                T* dS_b = dS.get() + (hg * Tq + t0) * Tk;
+                // dP = dO V_g^T (dP_tj = dO_t . v_j, one fma chain over i ascending), then dS in place
+                gemm(be, rows, kend, HS, dout + (b * Tq + t0) * C + h * HS, C, index_t(1), v_g, index_t(1), Ck, dS_b, Tk,
+                     gemm_init::zero);
+                attention_softmax_backward(be, dS_b, att + (bh * Tq + t0) * Tk, d, o, bh * Tq + t0, bh * Tq + t1);
+                if (!dq) continue;
+                // dq_t += c * sum_j dS_tj k_j   (j ascending)
+                const auto acc = std::make_unique_for_overwrite<T[]>(size_t(rows * HS));
+                gemm(be, rows, HS, kend, dS_b, Tk, index_t(1), k_g, Ck, index_t(1), acc.get(), HS, gemm_init::zero);
+                for (index_t r = 0; r < rows; r++)
+                    for (index_t i = 0; i < HS; i++) dq[(b * Tq + t0 + r) * C + h * HS + i] += acc[size_t(r * HS + i)] * scale;
+            }
+            if (!dk && !dv) continue;
+            ALIGNGPT_OMP_FOR_DYNAMIC
+            for (index_t blk = 0; blk < kblocks.n; blk++) {
+                const index_t j0 = kblocks.begin(blk), rows = kblocks.begin(blk + 1) - j0;
+                const index_t tq0 = d.first_query(o, j0);  // no earlier query sees a key of the block
+                const auto acc_v = std::make_unique_for_overwrite<T[]>(size_t(dv ? rows * HS : 0));
+                const auto acc_k = std::make_unique_for_overwrite<T[]>(size_t(dk ? rows * HS : 0));
                 // dv_j += sum_{h in group} sum_t p_tj dO_t, dk_j += c * sum_{h in group} sum_t dS_tj q_t: one
                 // chain per element over the group's heads (ascending), then t (ascending): the first
-                // head starts it, the others continue it (gemm_init::accumulate)
-                const gemm_init in_group = h == g * G ? gemm_init::zero : gemm_init::accumulate;
-                if (dv) gemm(be, Tk, HS, Tq, att_bh, index_t(1), Tk, dout_bh, C, index_t(1), acc_v.get(), HS, in_group);
-                if (!scores) continue;
-                // dP_bh = dO_bh V_g^T (dP_tj = dO_t . v_j, one fma chain over i ascending), then dS in place
-                gemm(be, Tq, Tk, HS, dout_bh, C, index_t(1), v + kv_at(b, g), index_t(1), Ck, dS.get(), Tk, gemm_init::zero);
-                attention_softmax_backward(be, dS.get(), att_bh, d, o, bh * Tq, (bh + 1) * Tq);
-                if (dq) {  // dq_t += c * sum_j dS_tj k_j   (j ascending)
-                    gemm(be, Tq, HS, Tk, dS.get(), Tk, index_t(1), k + kv_at(b, g), Ck, index_t(1), acc_q.get(), HS,
-                         gemm_init::zero);
-                    add_into(dq + b * Tq * C + h * HS, C, Tq, acc_q.get(), true);
+                // head starts it, the others continue it (gemm_init::accumulate). No query sees the
+                // block at all (tq0 = T, past < 0): empty chains, +0.
+                if (tq0 == Tq) {
+                    std::fill(acc_v.get(), acc_v.get() + (dv ? rows * HS : 0), T(0));
+                    std::fill(acc_k.get(), acc_k.get() + (dk ? rows * HS : 0), T(0));
                 }
-                if (dk) gemm(be, Tk, HS, Tq, dS.get(), index_t(1), Tk, q_bh, C, index_t(1), acc_k.get(), HS, in_group);
+                for (index_t hg = 0; hg < G && tq0 < Tq; hg++) {
+                    const index_t h = g * G + hg, bh = b * NH + h;
+                    const gemm_init in_group = hg == 0 ? gemm_init::zero : gemm_init::accumulate;
+                    if (dv)
+                        gemm(be, rows, HS, Tq - tq0, att + (bh * Tq + tq0) * Tk + j0, index_t(1), Tk,
+                             dout + (b * Tq + tq0) * C + h * HS, C, index_t(1), acc_v.get(), HS, in_group);
+                    if (dk)
+                        gemm(be, rows, HS, Tq - tq0, dS.get() + (hg * Tq + tq0) * Tk + j0, index_t(1), Tk,
+                             q + (b * Tq + tq0) * C + h * HS, C, index_t(1), acc_k.get(), HS, in_group);
+                }
+                for (index_t r = 0; r < rows; r++)
+                    for (index_t i = 0; i < HS; i++) {
+                        const index_t at = b * d.kv_rows * Ck + (j0 + r) * Ck + g * HS + i;
+                        if (dv) dv[at] += acc_v[size_t(r * HS + i)];
+                        if (dk) dk[at] += acc_k[size_t(r * HS + i)] * scale;
+                    }
             }
-            if (dv) add_into(dv + kv_at(b, g), Ck, Tk, acc_v.get(), false);
-            if (dk) add_into(dk + kv_at(b, g), Ck, Tk, acc_k.get(), true);
         }
 }
 
