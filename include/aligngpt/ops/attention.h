@@ -260,7 +260,7 @@ void attention_backward(const backend::cpu& be, T* dq, T* dk, T* dv, const T* do
                 // dv_j += sum_{h in group} sum_t p_tj dO_t, dk_j += c * sum_{h in group} sum_t dS_tj q_t: one
                 // chain per element over the group's heads (ascending), then t (ascending): the first
                 // head starts it, the others continue it (gemm_init::accumulate). No query sees the
-                // block at all (tq0 = T, past < 0): empty chains, +0.
+                // block (keys after the last query's position, an explicit past < Tk - T): +0.
                 if (tq0 == Tq) {
                     std::fill(acc_v.get(), acc_v.get() + (dv ? rows * HS : 0), T(0));
                     std::fill(acc_k.get(), acc_k.get() + (dk ? rows * HS : 0), T(0));
