@@ -241,14 +241,14 @@ inline std::string sentencepiece_model_problem(std::string_view model) {
                 fail("pieces[" + std::to_string(piece) + "] is not a well-formed protobuf message");
             piece++;
         } else if (f.number == 3 || f.number == 5) {
-            const std::string spec = f.number == 3 ? "normalizer_spec" : "denormalizer_spec";
+            const std::string which = f.number == 3 ? "normalizer_spec" : "denormalizer_spec";
             if (!for_each_proto_field(f.bytes, [&](const proto_field& p) {
                     if (p.number == 2 && p.wire_type == 2 && !p.bytes.empty())
-                        fail(spec + ".precompiled_charsmap holds a table of " + std::to_string(p.bytes.size()) +
+                        fail(which + ".precompiled_charsmap holds a table of " + std::to_string(p.bytes.size()) +
                              " bytes: only the identity normaliser, which has none, is supported "
                              "(SentencePiece reads the table without bounds checks)");
                 }))
-                fail(spec + " is not a well-formed protobuf message");
+                fail(which + " is not a well-formed protobuf message");
         }
     });
     if (!well_formed) fail("the protobuf wire format is broken");
