@@ -395,6 +395,18 @@ TEST_CASE("image: bad inputs are refused with the file name (R1, R2)") {
         REQUIRE(patched);
         expect(j, "huge.jpg", "refused before decoding");
     }
+    {
+        auto j = jpg;  // the first scan's first component decodes with Huffman tables 3, which no DHT defines
+        bool patched = false;
+        for (std::size_t i = 2; i + 6 < j.size(); i++)
+            if (j[i] == 0xff && j[i + 1] == 0xda) {
+                j[i + 6] = 0x33;
+                patched = true;
+                break;
+            }
+        REQUIRE(patched);
+        expect(j, "undefined_table.jpg", "decodes with DC Huffman table 3, which no table segment (DHT) before it defines");
+    }
     // A zlib bomb: 1x1 PNG whose IDAT inflates to 8 MiB; stb_image's allocations are capped.
     expect(read_bytes(kImages + "bad_zlib_bomb_1x1.png"), "bomb.png", "decompression bomb");
     // load_image: missing file and directory name the path.

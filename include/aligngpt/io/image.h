@@ -49,6 +49,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -150,13 +151,19 @@ inline void check_png_chunks(const std::uint8_t* p, std::size_t n, const std::st
 /// cut short (stb_image would fill the rest with grey; Pillow refuses: "image file is truncated"),
 /// and every Huffman table (DHT) defines at most 256 codes: stb_image 2.27 writes past its
 /// 257-byte size table otherwise (fixed upstream in v2.28, commit 96fe76c; found by our fuzz test).
+/// A scan may only use Huffman tables that a DHT before it defined: stb_image 2.27 does not clear
+/// its tables, so an undefined one is uninitialised memory, and decoding with it indexed far
+/// outside the table (found by the image fuzz campaign). The tables a scan decodes with are stb's:
+/// DC and AC for a sequential frame; for a progressive one (SOF2), DC in a first DC scan (Ss = 0,
+/// Ah = 0), none in a DC refinement, AC in an AC scan (Ss > 0).
 inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std::string& name) {
     auto be16 = [&](std::size_t o) { return std::size_t(p[o]) << 8 | p[o + 1]; };
     auto truncated = [&](std::size_t off, const char* where) {
         fail(name, ": truncated JPEG: file ends at byte ", n, " ", where, " (at byte ", off, "), before the end-of-image marker");
     };
     std::size_t off = 2;
-    bool have_scan = false;
+    bool have_scan = false, progressive = false;
+    unsigned defined[2] = {0, 0};  // bit th of defined[tc]: Huffman table (class tc, id th) defined
     while (true) {
         if (n - off < 2) truncated(off, "before a marker");
         ALIGNGPT_CHECK(p[off] == 0xff, name, ": corrupt JPEG: expected a marker at byte ", off, ", found 0x",
@@ -191,7 +198,23 @@ inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std:
                                " codes, more than 256");
                 ALIGNGPT_CHECK(end - q - 17 >= codes, name, ": corrupt JPEG: Huffman table at byte ", q,
                                " is cut by its segment");
+                defined[p[q] >> 4] |= 1u << (p[q] & 15);
                 q += 17 + codes;
+            }
+        }
+        if (m == 0xc2) progressive = true;
+        if (m == 0xda) {  // SOS: Ns, then (component, Td << 4 | Ta) per component, then Ss, Se, Ah << 4 | Al
+            const std::size_t ns = len >= 3 ? p[off + 4] : 0;
+            ALIGNGPT_CHECK(len >= 6 + 2 * ns, name, ": corrupt JPEG: scan header at byte ", off, " has length ", len, " for ", ns,
+                           " components");
+            const int ss = p[off + 5 + 2 * ns], ah = p[off + 7 + 2 * ns] >> 4;
+            const bool dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss > 0;
+            for (std::size_t c = 0; c < ns; c++) {
+                const std::uint8_t tables = p[off + 6 + 2 * c];
+                for (const auto& [used, tc, th] : {std::tuple{dc, 0, tables >> 4}, std::tuple{ac, 1, tables & 15}})
+                    ALIGNGPT_CHECK(!used || (th <= 3 && (defined[tc] >> th & 1u)), name, ": corrupt JPEG: the scan at byte ", off,
+                                   " decodes with ", tc ? "AC" : "DC", " Huffman table ", th,
+                                   ", which no table segment (DHT) before it defines");
             }
         }
         off += 2 + len;
