@@ -198,16 +198,16 @@ bool for_each_proto_field(std::string_view m, F&& f) {
         std::uint64_t key = 0, n = 0;
         if (!varint(key)) return false;
         const auto wire_type = unsigned(key & 7);
-        if (wire_type == 0 && !varint(n)) return false;
-        if (wire_type == 2 && !varint(n)) return false;
-        if (wire_type == 0)
-            n = 0;  // the varint was the value
-        else if (wire_type == 1)
-            n = 8;
-        else if (wire_type == 5)
-            n = 4;
-        else if (wire_type != 2)
+        if (wire_type == 0) {  // a varint value: nothing follows it
+            if (!varint(n)) return false;
+            n = 0;
+        } else if (wire_type == 2) {  // a varint length, then that many bytes
+            if (!varint(n)) return false;
+        } else if (wire_type == 1 || wire_type == 5) {
+            n = wire_type == 1 ? 8 : 4;
+        } else {
             return false;
+        }
         if (n > m.size() - i) return false;
         f(proto_field{key >> 3, wire_type, wire_type == 2 ? m.substr(i, std::size_t(n)) : std::string_view()});
         i += std::size_t(n);
