@@ -407,6 +407,49 @@ TEST_CASE("image: bad inputs are refused with the file name (R1, R2)") {
         REQUIRE(patched);
         expect(j, "undefined_table.jpg", "decodes with DC Huffman table 3, which no table segment (DHT) before it defines");
     }
+    {
+        // FF, fill bytes, 00 inside entropy-coded data is one stuffed FF (as stb_image and libjpeg read
+        // it), so the DHT right after it is a real segment and its 304 codes are refused (the image
+        // campaign's JPEG finding: a walker that took FF FF 00 for a marker never saw that DHT).
+        auto j = jpg;
+        const std::vector<std::uint8_t> sos_marker = {0xff, 0xda};
+        const auto sos = std::search(j.begin(), j.end(), sos_marker.begin(), sos_marker.end());
+        REQUIRE(sos != j.end());
+        const std::size_t data = std::size_t(sos - j.begin()) + 2 + (std::size_t(sos[2]) << 8 | sos[3]);
+        std::vector<std::uint8_t> hidden = {0xff, 0xff, 0x00, 0xff, 0xc4, 0x00, 0x13, 0x10};
+        hidden.insert(hidden.end(), 16, 0x13);
+        j.insert(j.begin() + long(data), hidden.begin(), hidden.end());
+        expect(j, "stuffed_then_dht.jpg", "defines 304 codes, more than 256");
+    }
+    {
+        // The frame's and the scan's component fields: quantisation table, membership, coverage.
+        const std::vector<std::uint8_t> sof_marker = {0xff, 0xc0}, sos_marker = {0xff, 0xda};
+        const auto sof = std::size_t(std::search(jpg.begin(), jpg.end(), sof_marker.begin(), sof_marker.end()) - jpg.begin());
+        const auto sos = std::size_t(std::search(jpg.begin(), jpg.end(), sos_marker.begin(), sos_marker.end()) - jpg.begin());
+        REQUIRE(sof < jpg.size());
+        REQUIRE(sos < jpg.size());
+        REQUIRE(jpg[sof + 9] == 3);  // three components
+        REQUIRE(jpg[sos + 4] == 3);  // all in the one scan
+        auto j = jpg;
+        j[sof + 12] = 3;  // component 1 takes quantisation table 3, which no DQT defines
+        expect(j, "undefined_quant.jpg", "uses quantisation table 3, which no table segment (DQT) before its scan");
+        j = jpg;
+        j[sos + 5 + 2 * 2] = 9;  // the scan's third component is 9
+        expect(j, "unknown_component.jpg", "names component 9, which the frame header does not have");
+        j = jpg;
+        j[sos + 5 + 2 * 2] = j[sos + 5];  // the scan names the first component twice, the third never
+        expect(j, "unfilled_component.jpg", "of the frame is in no scan, so its pixels would be undefined");
+    }
+    {
+        auto p = png;  // an empty IDAT before the first one (stb_image would memcpy to a null buffer)
+        const std::vector<std::uint8_t> idat_type = {'I', 'D', 'A', 'T'};
+        const auto idat = std::search(p.begin(), p.end(), idat_type.begin(), idat_type.end());
+        REQUIRE(idat != p.end());
+        const std::uint8_t empty_idat[] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xaf, 0x06, 0x1e};
+        const auto at = std::size_t(idat - p.begin()) - 4;
+        p.insert(p.begin() + long(at), std::begin(empty_idat), std::end(empty_idat));
+        expect(p, "empty_idat.png", "\"IDAT\" at byte " + std::to_string(at) + " is empty and comes before any image data");
+    }
     // A zlib bomb: 1x1 PNG whose IDAT inflates to 8 MiB; stb_image's allocations are capped.
     expect(read_bytes(kImages + "bad_zlib_bomb_1x1.png"), "bomb.png", "decompression bomb");
     // load_image: missing file and directory name the path.

@@ -40,6 +40,7 @@
 // is never built), so memory stays O(crop + one intermediate strip) for any aspect ratio. The crop,
 // the strip and the filter coefficients are each bounded by max_pixels before they are allocated,
 // and out of memory is reported as an error naming the image.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -127,9 +128,12 @@ inline std::uint32_t be32(const std::uint8_t* p) {
 
 /// Walks the PNG chunk list: every chunk must lie inside the file and IEND must be present.
 /// stb_image 2.27 grows its IDAT buffer by the claimed chunk length before reading the data.
+/// An empty IDAT before any image data is refused: stb copies its 0 bytes into a buffer it has not
+/// allocated yet, memcpy to a null pointer (undefined; found by the image fuzz campaign). The PNG
+/// format allows it, but no encoder we know writes one.
 inline void check_png_chunks(const std::uint8_t* p, std::size_t n, const std::string& name) {
     std::size_t off = 8;
-    bool first = true;
+    bool first = true, have_data = false;
     while (true) {
         ALIGNGPT_CHECK(n - off >= 8, name, ": truncated PNG: file ends at byte ", n,
                        " inside a chunk header, before the IEND chunk");
@@ -143,27 +147,46 @@ inline void check_png_chunks(const std::uint8_t* p, std::size_t n, const std::st
         ALIGNGPT_CHECK(std::uint64_t(len) + 12 <= n - off, name, ": truncated PNG: chunk ", quote_name(type), " at byte ", off,
                        " claims ", len, " data bytes but the file has ", n - off - 8 < 4 ? 0 : n - off - 12, " left");
         if (type == "IEND") return;
+        if (type == "IDAT") {
+            ALIGNGPT_CHECK(len > 0 || have_data, name, ": PNG chunk \"IDAT\" at byte ", off,
+                           " is empty and comes before any image data (stb_image cannot read it)");
+            have_data = true;
+        }
         off += std::size_t(len) + 12;
     }
 }
 
-/// Walks the JPEG marker segments up to EOI: every segment lies inside the file, the file is not
-/// cut short (stb_image would fill the rest with grey; Pillow refuses: "image file is truncated"),
-/// and every Huffman table (DHT) defines at most 256 codes: stb_image 2.27 writes past its
-/// 257-byte size table otherwise (fixed upstream in v2.28, commit 96fe76c; found by our fuzz test).
-/// A scan may only use Huffman tables that a DHT before it defined: stb_image 2.27 does not clear
-/// its tables, so an undefined one is uninitialised memory, and decoding with it indexed far
-/// outside the table (found by the image fuzz campaign). The tables a scan decodes with are stb's:
-/// DC and AC for a sequential frame; for a progressive one (SOF2), DC in a first DC scan (Ss = 0,
-/// Ah = 0), none in a DC refinement, AC in an AC scan (Ss > 0).
+/// Walks the JPEG marker segments up to EOI as stb_image 2.27 reads them, and refuses what it
+/// would read out of bounds or from uninitialised memory:
+///   * a segment past the end of the file, or a file cut short (stb_image would fill the rest with
+///     grey; Pillow refuses: "image file is truncated");
+///   * a Huffman table (DHT) of more than 256 codes: stb writes past its 257-byte size table (fixed
+///     upstream in v2.28, commit 96fe76c; found by our fuzz test);
+///   * a scan that decodes with a Huffman table no DHT before it defined, or a component whose
+///     quantisation table no DQT before its first scan defined (libjpeg's rule): stb does not clear
+///     its tables, so decoding indexed far outside them (found by the image fuzz campaign);
+///   * a frame component that no scan fills (in a progressive frame: no first DC scan, which is
+///     where stb clears a block): its pixels would be uninitialised memory.
+/// The Huffman tables a scan decodes with are stb's: DC and AC in a sequential frame (SOF0, SOF1);
+/// in a progressive one (SOF2), DC in a first DC scan (Ss = 0, Ah = 0), none in a DC refinement,
+/// AC in an AC scan (Ss > 0). Inside entropy-coded data, FF, any FF fill bytes, then 00 is one
+/// stuffed FF, as in libjpeg and stb; a marker there ends the scan unless it is RSTn (a walker that
+/// took FF FF 00 for a marker missed the DHT stb then read: the campaign's second JPEG finding).
 inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std::string& name) {
     auto be16 = [&](std::size_t o) { return std::size_t(p[o]) << 8 | p[o + 1]; };
     auto truncated = [&](std::size_t off, const char* where) {
         fail(name, ": truncated JPEG: file ends at byte ", n, " ", where, " (at byte ", off, "), before the end-of-image marker");
     };
+    auto is_rst = [](std::uint8_t m) { return m >= 0xd0 && m <= 0xd7; };
+    struct component {
+        std::uint8_t id, tq;
+        bool filled;
+    };
+    std::vector<component> frame;  // empty until the frame header (SOF)
     std::size_t off = 2;
     bool have_scan = false, progressive = false;
-    unsigned defined[2] = {0, 0};  // bit th of defined[tc]: Huffman table (class tc, id th) defined
+    unsigned huffman[2] = {0, 0};  // bit th of huffman[tc]: Huffman table (class tc, id th) defined
+    unsigned quant = 0;            // bit tq: quantisation table tq defined
     while (true) {
         if (n - off < 2) truncated(off, "before a marker");
         ALIGNGPT_CHECK(p[off] == 0xff, name, ": corrupt JPEG: expected a marker at byte ", off, ", found 0x",
@@ -175,9 +198,12 @@ inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std:
         }
         if (m == 0xd9) {
             ALIGNGPT_CHECK(have_scan, name, ": corrupt JPEG: end-of-image marker at byte ", off, " before any scan");
+            for (const component& c : frame)
+                ALIGNGPT_CHECK(c.filled, name, ": corrupt JPEG: component ", int(c.id), " of the frame is in no ",
+                               progressive ? "first DC scan" : "scan", ", so its pixels would be undefined");
             return;
         }
-        if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) {
+        if (is_rst(m) || m == 0x01) {
             off += 2;
             continue;
         }
@@ -185,10 +211,9 @@ inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std:
         const std::size_t len = be16(off + 2);
         ALIGNGPT_CHECK(len >= 2, name, ": corrupt JPEG: segment 0xff", hex_prefix(&m, 1), " at byte ", off, " has length ", len);
         if (n - off - 2 < len) truncated(off, "inside a marker segment");
+        const std::size_t end = off + 2 + len;
         if (m == 0xc4) {  // DHT: one or more tables of 1 + 16 + sum(counts) bytes
-            std::size_t q = off + 4;
-            const std::size_t end = off + 2 + len;
-            while (q < end) {
+            for (std::size_t q = off + 4; q < end;) {
                 ALIGNGPT_CHECK(end - q >= 17, name, ": corrupt JPEG: Huffman table at byte ", q, " is cut by its segment");
                 ALIGNGPT_CHECK((p[q] >> 4) <= 1 && (p[q] & 15) <= 3, name, ": corrupt JPEG: Huffman table class/id 0x",
                                hex_prefix(p + q, 1), " at byte ", q);
@@ -198,32 +223,65 @@ inline void check_jpeg_segments(const std::uint8_t* p, std::size_t n, const std:
                                " codes, more than 256");
                 ALIGNGPT_CHECK(end - q - 17 >= codes, name, ": corrupt JPEG: Huffman table at byte ", q,
                                " is cut by its segment");
-                defined[p[q] >> 4] |= 1u << (p[q] & 15);
+                huffman[p[q] >> 4] |= 1u << (p[q] & 15);
                 q += 17 + codes;
             }
         }
-        if (m == 0xc2) progressive = true;
+        if (m == 0xdb) {  // DQT: one or more tables of 1 + 64 bytes (8-bit) or 1 + 128 (16-bit)
+            for (std::size_t q = off + 4; q < end;) {
+                ALIGNGPT_CHECK((p[q] >> 4) <= 1 && (p[q] & 15) <= 3, name, ": corrupt JPEG: quantisation table precision/id 0x",
+                               hex_prefix(p + q, 1), " at byte ", q);
+                const std::size_t bytes = (p[q] >> 4) ? 129 : 65;
+                ALIGNGPT_CHECK(end - q >= bytes, name, ": corrupt JPEG: quantisation table at byte ", q,
+                               " is cut by its segment");
+                quant |= 1u << (p[q] & 15);
+                q += bytes;
+            }
+        }
+        if (m == 0xc0 || m == 0xc1 || m == 0xc2) {  // SOF: P, Y, X, Nf, then (id, H << 4 | V, Tq) per component
+            ALIGNGPT_CHECK(frame.empty(), name, ": corrupt JPEG: a second frame header at byte ", off);
+            const std::size_t nf = len >= 8 ? p[off + 9] : 0;
+            ALIGNGPT_CHECK(nf >= 1 && len == 8 + 3 * nf, name, ": corrupt JPEG: frame header at byte ", off, " has length ", len,
+                           " for ", nf, " components");
+            for (std::size_t c = 0; c < nf; c++) frame.push_back({p[off + 10 + 3 * c], p[off + 12 + 3 * c], false});
+            progressive = m == 0xc2;
+        }
         if (m == 0xda) {  // SOS: Ns, then (component, Td << 4 | Ta) per component, then Ss, Se, Ah << 4 | Al
+            ALIGNGPT_CHECK(!frame.empty(), name, ": corrupt JPEG: scan at byte ", off, " before the frame header");
             const std::size_t ns = len >= 3 ? p[off + 4] : 0;
             ALIGNGPT_CHECK(len >= 6 + 2 * ns, name, ": corrupt JPEG: scan header at byte ", off, " has length ", len, " for ", ns,
                            " components");
             const int ss = p[off + 5 + 2 * ns], ah = p[off + 7 + 2 * ns] >> 4;
             const bool dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss > 0;
             for (std::size_t c = 0; c < ns; c++) {
-                const std::uint8_t tables = p[off + 6 + 2 * c];
+                const std::uint8_t id = p[off + 5 + 2 * c], tables = p[off + 6 + 2 * c];
                 for (const auto& [used, tc, th] : {std::tuple{dc, 0, tables >> 4}, std::tuple{ac, 1, tables & 15}})
-                    ALIGNGPT_CHECK(!used || (th <= 3 && (defined[tc] >> th & 1u)), name, ": corrupt JPEG: the scan at byte ", off,
+                    ALIGNGPT_CHECK(!used || (th <= 3 && (huffman[tc] >> th & 1u)), name, ": corrupt JPEG: the scan at byte ", off,
                                    " decodes with ", tc ? "AC" : "DC", " Huffman table ", th,
                                    ", which no table segment (DHT) before it defines");
+                const auto it = std::find_if(frame.begin(), frame.end(), [&](const component& f) { return f.id == id; });
+                ALIGNGPT_CHECK(it != frame.end(), name, ": corrupt JPEG: the scan at byte ", off, " names component ", int(id),
+                               ", which the frame header does not have");
+                ALIGNGPT_CHECK(it->tq <= 3 && (quant >> it->tq & 1u), name, ": corrupt JPEG: component ", int(id),
+                               " uses quantisation table ", int(it->tq),
+                               ", which no table segment (DQT) before its scan at byte ", off, " defines");
+                it->filled = it->filled || dc;
             }
         }
-        off += 2 + len;
-        if (m == 0xda) {  // entropy-coded data runs to the next marker that is not FF00 or RSTn
+        off = end;
+        if (m == 0xda) {  // entropy-coded data, up to a marker that is not RSTn
             have_scan = true;
             while (true) {
                 if (n - off < 2) truncated(off, "inside the entropy-coded data of a scan");
-                if (p[off] == 0xff && p[off + 1] != 0 && !(p[off + 1] >= 0xd0 && p[off + 1] <= 0xd7)) break;
-                off++;
+                if (p[off] != 0xff) {
+                    off++;
+                    continue;
+                }
+                std::size_t q = off + 1;
+                while (q < n && p[q] == 0xff) q++;  // fill bytes
+                if (q == n) truncated(off, "inside the entropy-coded data of a scan");
+                if (p[q] != 0 && !is_rst(p[q])) break;  // a marker; the fill bytes before it are skipped above
+                off = q + 1;
             }
         }
     }
