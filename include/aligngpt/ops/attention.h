@@ -108,8 +108,6 @@ struct attention_dims {
     index_t first_query(const attention_options& o, index_t j) const {
         return o.causal ? std::clamp<index_t>(j - past, 0, T) : 0;
     }
-    /// Does a key padding mask hide keys inside [0, visible_end(t))?
-    static bool has_key_mask(const attention_options& o) { return !o.key_lengths.empty() || !o.key_mask.empty(); }
     /// Is key j visible to query t of batch row b?
     bool visible(const attention_options& o, index_t b, index_t t, index_t j) const {
         if (o.causal && j > past + t) return false;
@@ -132,6 +130,14 @@ template <class T>
 void attention_softmax_backward(const backend::cpu& be, T* dS, const T* att, const attention_dims& d, const attention_options& o,
                                 index_t r0, index_t r1) {
     ALIGNGPT_ISA_DISPATCH(attention_softmax_backward<T>, be, dS, att, d, o, r0, r1)
+}
+
+/// The forward's softmax of query rows [t0, t1) of batch row b of one head (kernels/attention.inc),
+/// in place on their scores att_b (row t0 first): scale, mask, then p = e^(s - max) / sum.
+template <class T>
+void attention_softmax_rows(const backend::cpu& be, T* att_b, index_t b, index_t t0, index_t t1, T scale, const attention_dims& d,
+                            const attention_options& o) {
+    ALIGNGPT_ISA_DISPATCH(attention_softmax_rows<T>, be, att_b, b, t0, t1, scale, d, o)
 }
 
 namespace detail {
@@ -160,7 +166,6 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
-    const bool masks = attention_dims::has_key_mask(o);
     const detail::row_blocks blocks(Tq, detail::attention_rows_per_task(Tk, sizeof(T)));
     const index_t heads = d.B * NH, tasks = blocks.n * heads;
     ALIGNGPT_OMP_FOR_DYNAMIC
@@ -175,34 +180,8 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
         // i.e. the same bits as the plain dot product; masked entries are dropped below.
         gemm(be, t1 - t0, kend, HS, q + (b * Tq + t0) * C + h * HS, C, index_t(1), k_g, index_t(1), Ck, att_b, Tk,
              gemm_init::zero);
-        for (index_t t = t0; t < t1; t++) {
-            T* att_t = att_b + (t - t0) * Tk;
-            const index_t n = d.visible_end(o, t);
-            std::fill(att_t + n, att_t + Tk, T(0));  // p = 0 exactly past the last visible key
-            // pass 1 (rest): scale, mask (-inf for now), row max over visible keys
-            T maxval = -std::numeric_limits<T>::infinity();
-            bool any = false;
-            for (index_t j = 0; j < n; j++) {
-                if (masks && !d.visible(o, b, t, j)) {
-                    att_t[j] = -std::numeric_limits<T>::infinity();
-                    continue;
-                }
-                att_t[j] *= scale;
-                maxval = std::max(maxval, att_t[j]);
-                any = true;
-            }
-            if (!any) {  // fully masked: p = 0, so o = 0
-                std::fill(att_t, att_t + n, T(0));
-                continue;
-            }
-            // pass 2: exponentials (vectorised, ops/exp.h; a masked key gives e^-inf = +0) and their
-            // sum, j ascending (adding +0 leaves the sum's bits as they were)
-            exp_shifted(att_t, att_t, maxval, n);
-            T sum = 0;
-            for (index_t j = 0; j < n; j++) sum += att_t[j];
-            // pass 3: normalise (a masked entry stays 0: +0 / sum, with 1 <= sum <= Tk)
-            for (index_t j = 0; j < n; j++) att_t[j] /= sum;
-        }
+        // passes 1 (rest) to 3 on the block's rows (kernels/attention.inc)
+        attention_softmax_rows(be, att_b, b, t0, t1, scale, d, o);
         // pass 4 as one product: out_t[i] = sum_j p_tj v_j[i], one fma chain over j ascending from 0;
         // a masked p_tj is exactly 0 and leaves the chain unchanged.
         gemm(be, t1 - t0, HS, kend, att_b, Tk, index_t(1), v_g, Ck, index_t(1), out + (b * Tq + t0) * C + h * HS, C,
