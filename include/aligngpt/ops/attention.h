@@ -157,7 +157,8 @@ inline index_t attention_rows_per_task(index_t cols, std::size_t elem_bytes) {
 
 }  // namespace detail
 
-// T is the scalar type (float or double); Tq is the number of queries (d.T).
+// T is the scalar type (float or double); Tq is the number of queries (d.T). att [B, NH, T, Tk]
+// receives the probabilities for the backward, or is null when none will run.
 // One task per block of query rows of one head (the longest rows first: the tasks are unequal when
 // causal, hence the dynamic schedule); each task runs its products on its own thread.
 template <class T>
@@ -175,7 +176,9 @@ void attention_forward(const backend::cpu& be, T* out, T* att, const T* q, const
         const index_t kend = d.visible_end(o, t1 - 1);  // no row of the block sees a key past it
         const T* k_g = k + b * d.kv_rows * Ck + (h / G) * HS;
         const T* v_g = v + b * d.kv_rows * Ck + (h / G) * HS;
-        T* att_b = att + (bh * Tq + t0) * Tk;
+        // Without att (no backward will read the probabilities: inference) the block's scores live
+        // in the thread's scratch, cache-resident, and no [B, NH, T, Tk] buffer is filled.
+        T* att_b = att ? att + (bh * Tq + t0) * Tk : detail::scratch<T, 3>((t1 - t0) * Tk).get();
         // pass 1 as one product: att[t, j] = q_t . k_j, a fma chain over i ascending from 0 (gemm.h),
         // i.e. the same bits as the plain dot product; masked entries are dropped below.
         gemm(be, t1 - t0, kend, HS, q + (b * Tq + t0) * C + h * HS, C, index_t(1), k_g, index_t(1), Ck, att_b, Tk,
@@ -292,8 +295,12 @@ autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const a
     ops::attention_dims d(q.size(0), q.size(1), Tk, HS, opts);
     d.kv_rows = k.size(1);
 
-    tensor<T, Backend> out(q.shape(), be), att({d.B, index_t(NH), d.T, d.Tk}, be);
-    attention_forward(be, out.data(), att.data(), q.value().data(), k.value().data(), v.value().data(), d, opts);
+    // The probabilities are kept only for a backward that will run (tape::record keeps it only then).
+    const bool backward = tp && tp->recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    tensor<T, Backend> out(q.shape(), be), att;
+    if (backward) att = tensor<T, Backend>({d.B, index_t(NH), d.T, d.Tk}, be);
+    attention_forward(be, out.data(), backward ? att.data() : nullptr, q.value().data(), k.value().data(), v.value().data(), d,
+                      opts);
     return autograd::tape<T, Backend>::record(tp, "attention", out, {q, k, v},
                                               [q, k, v, att, d, opts](autograd::node<T, Backend>& n) {
                                                   const Backend& bk = n.value.backend();

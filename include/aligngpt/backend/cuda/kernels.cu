@@ -385,6 +385,8 @@ void attention_forward(const cuda& be, T* out, T* att, const T* q, const T* k, c
     const index_t Tq = d.T, Tk = d.Tk, NH = d.NH, HS = d.HS, G = d.NH / d.NKV;
     const index_t C = NH * HS, Ck = index_t(d.NKV) * HS;
     const T scale = T(d.scale);
+    cuda::buffer<T> workspace = be.allocate<T>(att ? 0 : d.B * NH * Tq * Tk);  // att null: no backward keeps it
+    if (!att) att = workspace.data();
     for (index_t b = 0; b < d.B; b++)  // pass 1: att_bh = q_bh k_g^T, as the CPU's gemm calls
         for (index_t h = 0; h < NH; h++)
             gemm(be, Tq, Tk, HS, q + b * Tq * C + h * HS, C, index_t(1), k + b * d.kv_rows * Ck + (h / G) * HS, index_t(1), Ck,
