@@ -83,9 +83,9 @@ inline index_t balanced_block(index_t n, index_t maxb, index_t align) {
 
 /// Scratch memory for packed panels: 64-byte aligned, uninitialised (packing writes all of it).
 /// One grow-only buffer per thread, element type and Slot (0: A block, 1: linear_packed's widened panel,
-/// 2: gemm's shared B blocks), kept for the
+/// 2: gemm's shared B blocks, 3: attention's block of scores without a backward), kept for the
 /// thread's life, so a call does not pay mmap + page faults for ~1 MiB each time (OpenMP reuses
-/// its threads). Not re-entrant per slot: nothing inside a task calls gemm again.
+/// its threads). Not re-entrant per slot: no code holding a slot calls code that takes the same one.
 template <class T, int Slot>
 struct scratch {
     T* p;
