@@ -16,6 +16,7 @@
 //   intermediates are freed as soon as their handles go away.
 // - checkpoint() runs a block without recording and re-runs it in backward on a private tape
 //   (activation checkpointing), which gives the same bits as recording it.
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <ostream>
@@ -94,6 +95,13 @@ public:
     index_t size() const { return index_t(nodes_.size()); }
     void clear() { nodes_.clear(); }
 
+    /// Whether record() keeps an op on these inputs (recording, and some input needs a gradient):
+    /// what only the op's backward reads need not be computed when it does not.
+    static bool will_record(const tape* tp, const std::vector<var>& inputs) {
+        if (!tp || !tp->recording_) return false;
+        return std::any_of(inputs.begin(), inputs.end(), [](const var& in) { return in.requires_grad(); });
+    }
+
     /// Appends the result of an op. The backward closure is kept only if recording and some input
     /// needs a gradient; otherwise the result is a constant and nothing is stored.
     static var record(tape* tp, std::string op, tensor<T, Backend> value, std::vector<var> inputs,
@@ -101,9 +109,7 @@ public:
         auto out = std::make_shared<node_type>();
         out->value = std::move(value);
         out->op = std::move(op);
-        bool needs = false;
-        for (const var& in : inputs) needs = needs || in.requires_grad();
-        if (tp && tp->recording_ && needs) {
+        if (will_record(tp, inputs)) {
             out->requires_grad = true;
             for (const var& in : inputs) out->inputs.push_back(in.ptr());
             out->backward = std::move(backward);

@@ -108,6 +108,15 @@ struct attention_dims {
     index_t first_query(const attention_options& o, index_t j) const {
         return o.causal ? std::clamp<index_t>(j - past, 0, T) : 0;
     }
+    /// Query t of batch row b sees the keys j < key_end(o, b, t) that key_keep(o, b) keeps:
+    /// visible_end(t) cut at key_lengths[b] (checked above to lie in [0, Tk]).
+    index_t key_end(const attention_options& o, index_t b, index_t t) const {
+        return o.key_lengths.empty() ? visible_end(o, t) : std::min(visible_end(o, t), o.key_lengths[size_t(b)]);
+    }
+    /// The key_mask bytes of batch row b (0: masked), or null when there is no key_mask.
+    const std::uint8_t* key_keep(const attention_options& o, index_t b) const {
+        return o.key_mask.empty() ? nullptr : o.key_mask.data() + b * Tk;
+    }
     /// Is key j visible to query t of batch row b?
     bool visible(const attention_options& o, index_t b, index_t t, index_t j) const {
         if (o.causal && j > past + t) return false;
@@ -295,8 +304,8 @@ autograd::variable<T, Backend> attention(autograd::tape<T, Backend>* tp, const a
     ops::attention_dims d(q.size(0), q.size(1), Tk, HS, opts);
     d.kv_rows = k.size(1);
 
-    // The probabilities are kept only for a backward that will run (tape::record keeps it only then).
-    const bool backward = tp && tp->recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    // The probabilities are kept only for a backward that will run.
+    const bool backward = autograd::tape<T, Backend>::will_record(tp, {q, k, v});
     tensor<T, Backend> out(q.shape(), be), att;
     if (backward) att = tensor<T, Backend>({d.B, index_t(NH), d.T, d.Tk}, be);
     attention_forward(be, out.data(), backward ? att.data() : nullptr, q.value().data(), k.value().data(), v.value().data(), d,
