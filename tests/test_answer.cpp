@@ -20,6 +20,7 @@
 #include "aligngpt/io/image.h"
 #include "aligngpt/pretrained.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_answer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -55,9 +56,7 @@ tensor<float> pixels(const std::string& path) {
     return io::clip_preprocess(io::load_image(path), cfg, path).reshape({1, 3, S, S});
 }
 
-std::string tmp(const std::string& name) {
-    return std::string(ALIGNGPT_TEST_TMP) + "/answer_" + std::to_string(::getpid()) + "_" + name;
-}
+std::string tmp(const std::string& name) { return support::scratch_dir() + "/answer_" + std::to_string(::getpid()) + "_" + name; }
 
 std::string slurp(const std::string& path) {
     std::ifstream f(path, std::ios::binary);

@@ -20,6 +20,7 @@
 #include "aligngpt/models/clip.h"
 #include "aligngpt/models/projector.h"
 #include "support/golden.h"
+#include "support/scratch_dir.h"
 
 namespace test_clip {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -78,7 +79,7 @@ models::clip_vision_model<float> tiny_vision(const std::string& name) {
 }  // namespace
 
 TEST_CASE("clip config: transformers defaults, CLIPConfig sections, errors name the file and the field") {
-    const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/clip_config/";
+    const std::string dir = support::scratch_dir() + "/clip_config/";
     write_file(dir + "empty_vision.json", R"({"model_type": "clip_vision_model"})");
     const auto d = models::clip_vision_config::from_file(dir + "empty_vision.json");
     CHECK(d.hidden_size == 768);

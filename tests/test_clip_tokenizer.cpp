@@ -11,6 +11,7 @@
 #include "aligngpt/io/json.h"
 #include "aligngpt/tokenizer/clip.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_clip_tokenizer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -22,7 +23,7 @@ using support::message_of;
 const std::string clip_dir = std::string(ALIGNGPT_GOLDEN_DIR) + "/levels/clip";
 
 std::string tmp_file(const std::string& name, const std::string& text) {
-    const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/clip_tokenizer";
+    const std::string dir = support::scratch_dir() + "/clip_tokenizer";
     std::filesystem::create_directories(dir);
     std::ofstream(dir + "/" + name, std::ios::binary) << text;
     return dir + "/" + name;

@@ -31,6 +31,7 @@
 #include "aligngpt/io/resample.h"
 #include "aligngpt/rng.h"
 #include "support/golden.h"
+#include "support/scratch_dir.h"
 
 namespace test_image {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -493,7 +494,7 @@ TEST_CASE("image: mutated PNG/JPEG bytes decode or fail cleanly (mini fuzz, run 
 // made the preprocessing ask for 12.9 GB of RGB and 51 GB of floats (std::bad_alloc escaped). The
 // crop, the resize's strip and its coefficients are each bounded by max_pixels before allocating.
 TEST_CASE("image: a huge crop_size or size in preprocessor_config.json is refused naming the file and field, fast") {
-    const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/pp_budget";
+    const std::string dir = support::scratch_dir() + "/pp_budget";
     std::filesystem::create_directories(dir);
     const auto load = [&](const std::string& name, const std::string& text) {
         const std::string p = dir + "/" + name;

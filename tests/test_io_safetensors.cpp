@@ -1,6 +1,6 @@
 // safetensors reader/writer: round trips, the accepted odd cases, and one handcrafted malformed
 // file per rule of the reference reader (docs/model.md §11.4), each checked for an error naming the
-// file and the field (R1). Files are built as byte strings here and written to ALIGNGPT_TEST_TMP.
+// file and the field (R1). Files are built as byte strings here and written to support::scratch_dir().
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,6 +12,8 @@
 
 #include "aligngpt/io/safetensors.h"
 
+#include "support/scratch_dir.h"
+
 namespace test_io_safetensors {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
 using namespace aligngpt;
@@ -19,8 +21,8 @@ using namespace aligngpt::io;
 
 namespace {
 std::string tmp_file(const std::string& name) {
-    std::filesystem::create_directories(ALIGNGPT_TEST_TMP);
-    return std::string(ALIGNGPT_TEST_TMP) + "/" + name;
+    std::filesystem::create_directories(support::scratch_dir());
+    return support::scratch_dir() + "/" + name;
 }
 std::string put_file(const std::string& name, const std::string& bytes) {
     const std::string p = tmp_file(name);
@@ -104,7 +106,7 @@ TEST_CASE("safetensors: writer leaves no temporary file and replaces atomically"
         w.write(p);
         CHECK(safetensors_file::open(p).read_as<float>("x")[0] == float(k));
     }
-    for (const auto& e : std::filesystem::directory_iterator(ALIGNGPT_TEST_TMP))
+    for (const auto& e : std::filesystem::directory_iterator(support::scratch_dir()))
         CHECK(e.path().filename().string().find("atomic.safetensors.tmp") == std::string::npos);
     safetensors_writer bad;
     CHECK_THROWS_WITH_AS(bad.add("x", dtype::F32, {3}, nullptr, 8), doctest::Contains("needs 12 bytes"), aligngpt::error);

@@ -14,6 +14,8 @@
 
 #include "aligngpt/io/torch_bin.h"
 
+#include "support/scratch_dir.h"
+
 namespace test_io_torch_bin {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
 using namespace aligngpt;
@@ -24,8 +26,8 @@ using namespace std::string_literals;
 namespace {
 const std::string golden = std::string(ALIGNGPT_GOLDEN_DIR) + "/io/";
 std::string tmp_path(const std::string& name) {
-    fs::create_directories(ALIGNGPT_TEST_TMP);
-    return std::string(ALIGNGPT_TEST_TMP) + "/" + name;
+    fs::create_directories(support::scratch_dir());
+    return support::scratch_dir() + "/" + name;
 }
 std::string put(const std::string& path, const std::string& bytes) {
     fs::create_directories(fs::path(path).parent_path());

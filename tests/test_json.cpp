@@ -15,6 +15,7 @@
 #include "aligngpt/models/llama.h"
 #include "aligngpt/pretrained.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_json {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -26,7 +27,7 @@ using nlohmann::json;
 using support::message_of;
 
 std::string write_tmp(const std::string& name, const std::string& text) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/json";
+    const std::string d = support::scratch_dir() + "/json";
     std::filesystem::create_directories(d);
     std::ofstream(d + "/" + name) << text;
     return d + "/" + name;
@@ -156,7 +157,7 @@ TEST_CASE("json: the five config parsers report in the one format") {
           }).starts_with("pp.json: field 'resample' must be a Pillow filter 1..5"));
 
     // checkpoint index (*.index.json)
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/json/index";
+    const std::string d = support::scratch_dir() + "/json/index";
     std::filesystem::create_directories(d);
     std::ofstream(d + "/model.safetensors.index.json") << R"({"metadata": {}, "weight_map": {"w": 5}})";
     CHECK(message_of([&] { (void)io::checkpoint_dir::open(d); }) ==
@@ -188,7 +189,7 @@ TEST_CASE("json: a config nested 100000 levels deep is refused naming the file a
     CHECK(message_of([&] { io::clip_image_processor_config::from_json_file(path); }) == expect);
     const std::string top = write_tmp("deep_top.json", nested);  // no field: the message says where
     CHECK(message_of([&] { io::read_json_file(top); }) == top + ": nesting deeper than 64 levels");
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/json/deep_index";
+    const std::string d = support::scratch_dir() + "/json/deep_index";
     std::filesystem::create_directories(d);
     std::ofstream(d + "/model.safetensors.index.json") << "{\"weight_map\": {\"w\": " + nested + "}}";
     CHECK(message_of([&] { (void)io::checkpoint_dir::open(d); }) ==

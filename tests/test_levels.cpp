@@ -13,6 +13,7 @@
 #include "aligngpt/io/image.h"
 #include "aligngpt/train/levels.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_levels {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -25,7 +26,7 @@ using train::ordered_json;
 const std::string dir = std::string(ALIGNGPT_GOLDEN_DIR) + "/levels";
 
 std::string tmp_path(const std::string& name) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/levels";
+    const std::string d = support::scratch_dir() + "/levels";
     std::filesystem::create_directories(d);
     return d + "/" + name;
 }

@@ -12,6 +12,7 @@
 #include "aligngpt/train/trainer.h"
 #include "support/golden.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_llava {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -130,7 +131,7 @@ TEST_CASE("llava: an AlignGPT model with align_mode::none leaves the indicator o
 #if defined(ALIGNGPT_TEST_HAVE_TOKENIZER) && defined(ALIGNGPT_TEST_HAVE_STB)
 TEST_CASE("llava: both stages train with --align-mode none; the outputs are LLaVA's and load as a LLaVA model") {
     const std::string gdir = std::string(ALIGNGPT_GOLDEN_DIR) + "/train";
-    const std::string root = std::string(ALIGNGPT_TEST_TMP) + "/llava_train";
+    const std::string root = support::scratch_dir() + "/llava_train";
     fs::remove_all(root);
     const auto opts = [&](bool s1) {
         train::options o;

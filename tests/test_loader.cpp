@@ -13,6 +13,7 @@
 #include "aligngpt/io/checkpoint.h"
 #include "aligngpt/pretrained.h"
 #include "support/golden.h"
+#include "support/scratch_dir.h"
 
 namespace test_loader {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -35,7 +36,7 @@ pretrained::load_options quiet(std::string vision = clip_dir) {
 
 /// A fresh empty directory under the test tmp dir.
 std::string tmp_dir(const std::string& name) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/loader_" + name;
+    const std::string d = support::scratch_dir() + "/loader_" + name;
     fs::remove_all(d);
     fs::create_directories(d);
     return d;

@@ -18,6 +18,7 @@
 #include "aligngpt/io/json.h"
 #include "aligngpt/io/safetensors.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_run {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -35,7 +36,7 @@ result run(const std::string& args, const std::string& env = "") {
     // One file per call: CTest runs the test cases as parallel processes.
     static int calls = 0;
     const std::string err_file =
-        std::string(ALIGNGPT_TEST_TMP) + "/run_stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt";
+        support::scratch_dir() + "/run_stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt";
     const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && " + env + " '" + std::string(ALIGNGPT_TOOL_PATH) +
                                         "' run " + args + " 2>'" + err_file + "'");
     std::ifstream f(err_file);
@@ -88,7 +89,7 @@ TEST_CASE("aligngpt run: interactive chat reads user turns from stdin") {
     const auto r = run(base + "--temp 0 -n 4 < /dev/null");
     CHECK(r.code == 0);
     CHECK(r.out.empty());
-    const std::string in = std::string(ALIGNGPT_TEST_TMP) + "/run_turns.txt";
+    const std::string in = support::scratch_dir() + "/run_turns.txt";
     std::ofstream(in) << "what is in the image?\n\nand then?\n";
     const auto chat = run(base + "--temp 0 -n 4 < '" + in + "'");
     CAPTURE(chat.err);
@@ -143,7 +144,7 @@ TEST_CASE("aligngpt run: bad flags and files exit non-zero naming the flag or th
 TEST_CASE("aligngpt trace --prompt renders and tokenizes the question as run does (the reference's ids)") {
     const auto g = aligngpt::io::read_json_file(golden_dir + "/run_tiny/expected.json");
     const auto& c = g.at("cases").at(0);
-    const std::string out = std::string(ALIGNGPT_TEST_TMP) + "/trace_prompt." + std::to_string(::getpid()) + ".safetensors";
+    const std::string out = support::scratch_dir() + "/trace_prompt." + std::to_string(::getpid()) + ".safetensors";
     const auto r = support::run_command("cd '" + golden_dir + "/model_dirs' && '" + std::string(ALIGNGPT_TOOL_PATH) +
                                         "' trace -q -m aligngpt_st --vision-tower clip_vision --image image.png --tokenizer "
                                         "../run_tiny --out '" +

@@ -15,6 +15,7 @@
 
 #include "aligngpt/eval/score.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_score {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -33,8 +34,8 @@ std::string write_tmp(const std::string& name, const std::string& text) {
         }
     };
     static cleanup files;
-    const std::string path = std::string(ALIGNGPT_TEST_TMP) + "/score." + std::to_string(::getpid()) + "." +
-                             std::to_string(files.paths.size()) + "." + name;
+    const std::string path =
+        support::scratch_dir() + "/score." + std::to_string(::getpid()) + "." + std::to_string(files.paths.size()) + "." + name;
     std::ofstream(path, std::ios::binary) << text;
     files.paths.push_back(path);
     return path;

@@ -12,6 +12,7 @@
 
 #include "aligngpt/io/json.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 #include "aligngpt/tokenizer/llama.h"
 
 namespace test_tokenizer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
@@ -40,7 +41,7 @@ tokenizer::llama_tokenizer make(bool legacy) {
 }
 
 std::string tmp_dir(const std::string& name) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/tokenizer_" + name;
+    const std::string d = support::scratch_dir() + "/tokenizer_" + name;
     std::filesystem::remove_all(d);
     std::filesystem::create_directories(d);
     return d;

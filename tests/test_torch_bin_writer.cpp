@@ -20,6 +20,7 @@
 #include "aligngpt/io/torch_bin.h"
 #include "aligngpt/io/torch_bin_writer.h"
 #include "support/golden.h"
+#include "support/scratch_dir.h"
 
 namespace test_torch_bin_writer {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -29,8 +30,8 @@ using namespace aligngpt::io;
 namespace {
 
 std::string tbw_tmp(const std::string& name) {
-    std::filesystem::create_directories(ALIGNGPT_TEST_TMP);
-    return std::string(ALIGNGPT_TEST_TMP) + "/" + name;
+    std::filesystem::create_directories(support::scratch_dir());
+    return support::scratch_dir() + "/" + name;
 }
 
 std::vector<bf16> to_bf16(const std::vector<float>& v) {
@@ -158,7 +159,7 @@ TEST_CASE("torch_bin_writer: bad input is refused naming the tensor; the write i
     std::ofstream(path) << "old";
     w.write(path);
     CHECK(torch_bin_file::open(path).read_as<float>("a") == std::vector<float>{1, 2});
-    for (const auto& e : std::filesystem::directory_iterator(ALIGNGPT_TEST_TMP))
+    for (const auto& e : std::filesystem::directory_iterator(support::scratch_dir()))
         CHECK_MESSAGE(e.path().filename().string().find("tbw_atomic.bin.tmp") == std::string::npos, e.path());
     // A directory that does not exist: an error naming the path, nothing written.
     CHECK_THROWS_WITH_AS(w.write(tbw_tmp("no/such/dir/x.bin")), doctest::Contains("no/such/dir/x.bin"), aligngpt::error);

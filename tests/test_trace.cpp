@@ -17,6 +17,7 @@
 #include "aligngpt/version.h"
 #include "support/golden.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_trace {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -112,7 +113,7 @@ run_result run_tool(const std::string& args) {
     return support::run_command("cd '" + dirs + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " + args + " 2>&1");
 }
 
-std::string out_file(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/" + name + ".safetensors"; }
+std::string out_file(const std::string& name) { return support::scratch_dir() + "/" + name + ".safetensors"; }
 
 int compare_file(const std::string& path) {
     const auto f = io::safetensors_file::open(path);
@@ -249,18 +250,17 @@ TEST_CASE(
     "error)") {
     // config.json alone: loading would fail with "no LLM weights", so exit 2 with the argument's
     // message proves the check ran first.
-    const std::string model = std::string(ALIGNGPT_TEST_TMP) + "/config_only";
+    const std::string model = support::scratch_dir() + "/config_only";
     fs::create_directories(model);
     fs::copy_file(dirs + "/aligngpt_st/config.json", model + "/config.json", fs::copy_options::overwrite_existing);
     const std::string out = out_file("early");
     const std::string base = "trace -q --model " + model + " --vision-tower clip_vision ";
     const std::string good_ids = "--input-ids 1,-200,5 ";
     const std::vector<std::pair<std::string, std::string>> cases = {
-        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP) +
-             "/no_such_dir/x.safetensors",
-         "--out \"" + std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir/x.safetensors\": directory \"" +
-             std::string(ALIGNGPT_TEST_TMP) + "/no_such_dir\" does not exist"},
-        {base + "--pixels pixels.safetensors " + good_ids + "--out " + std::string(ALIGNGPT_TEST_TMP), "is a directory"},
+        {base + "--pixels pixels.safetensors " + good_ids + "--out " + support::scratch_dir() + "/no_such_dir/x.safetensors",
+         "--out \"" + support::scratch_dir() + "/no_such_dir/x.safetensors\": directory \"" + support::scratch_dir() +
+             "/no_such_dir\" does not exist"},
+        {base + "--pixels pixels.safetensors " + good_ids + "--out " + support::scratch_dir(), "is a directory"},
         {base + "--image no_such.png " + good_ids + "--out " + out, "--image \"no_such.png\": no such file"},
         {base + "--image clip_vision " + good_ids + "--out " + out, "--image \"clip_vision\": not a regular file"},
         {base + "--pixels no_such.safetensors " + good_ids + "--out " + out, "--pixels \"no_such.safetensors\": no such file"},
@@ -314,7 +314,7 @@ TEST_CASE("aligngpt: runtime errors exit 1 with the file named; --help and --ver
 // config.json nested 100000 levels, an unsigned mm_vision_select_layer, a preprocessor_config.json
 // with a 20000-pixel crop. Each exits 1 naming the file and the field, quickly, never a crash.
 TEST_CASE("aligngpt trace: hostile config files exit 1 naming the file and the field (issue 12)") {
-    const std::string base = std::string(ALIGNGPT_TEST_TMP) + "/hostile";
+    const std::string base = support::scratch_dir() + "/hostile";
     const auto model_dir = [&](const std::string& name, const std::string& config) {
         const std::string d = base + "/" + name;
         fs::remove_all(d);

@@ -17,6 +17,7 @@
 #include "aligngpt/train/trainer.h"
 #include "support/golden.h"
 #include "support/process.h"
+#include "support/scratch_dir.h"
 
 namespace test_train {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -54,13 +55,13 @@ train::options golden_options(const std::string& name, const std::string& out) {
 }
 
 std::string scratch(const std::string& name) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/train_" + name;
+    const std::string d = support::scratch_dir() + "/train_" + name;
     fs::remove_all(d);
     return d;
 }
 
 /// The scratch directory of an earlier run (not emptied).
-std::string scratch_keep(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/train_" + name; }
+std::string scratch_keep(const std::string& name) { return support::scratch_dir() + "/train_" + name; }
 
 std::vector<float> values(const tensor<float>& t) { return t.to_vector(); }
 
@@ -542,7 +543,7 @@ TEST_CASE("train: starting from an AlignGPT directory keeps its projector, level
 
 #if defined(ALIGNGPT_TOOL_PATH)
 TEST_CASE("train: aligngpt train and aligngpt plot from the command line (flags as the official scripts spell them)") {
-    const std::string out = scratch("cli"), err = std::string(ALIGNGPT_TEST_TMP) + "/train_cli.err";
+    const std::string out = scratch("cli"), err = support::scratch_dir() + "/train_cli.err";
     const std::string tool = "'" + std::string(ALIGNGPT_TOOL_PATH) + "'";
     const std::string args = " --stage pretrain -m '" + gdir + "/vicuna' --vision_tower '" + std::string(ALIGNGPT_GOLDEN_DIR) +
                              "/model_dirs/clip_vision' --data_path '" + gdir + "/stage1.json' --image_folder '" +

@@ -1,6 +1,6 @@
 // train/checkpoint.h: the commit protocol under kills (F1), failed writes (F3), its fsync/rename
 // order (F4), damaged files (F5), the non-finite guard (F6) and refusing a mismatched
-// configuration (F9), all with tiny checkpoints in ALIGNGPT_TEST_TMP. Kills are real: a fork()ed
+// configuration (F9), all with tiny checkpoints in support::scratch_dir(). Kills are real: a fork()ed
 // child saves with a hook that _exit()s at step i, and the parent resumes.
 #include <doctest/doctest.h>
 
@@ -22,6 +22,8 @@
 
 #include "aligngpt/train/checkpoint.h"
 
+#include "support/scratch_dir.h"
+
 namespace test_train_checkpoint {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
 using namespace aligngpt;
@@ -30,7 +32,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string fresh_dir(const std::string& name) {
-    const std::string d = std::string(ALIGNGPT_TEST_TMP) + "/train_checkpoint/" + name;
+    const std::string d = support::scratch_dir() + "/train_checkpoint/" + name;
     fs::remove_all(d);
     fs::create_directories(d);
     return d;
@@ -669,7 +671,7 @@ TEST_CASE("checkpoint: F4 under strace, the system calls themselves: fsync(file)
         return;
     }
     const std::string out = fresh_dir("strace");
-    const std::string log = std::string(ALIGNGPT_TEST_TMP) + "/train_checkpoint/strace.log";
+    const std::string log = support::scratch_dir() + "/train_checkpoint/strace.log";
     char self[4096] = {};
     REQUIRE(::readlink("/proc/self/exe", self, sizeof self - 1) > 0);
     // LeakSanitizer cannot run under ptrace: an ASan build's child would fail at exit.

@@ -18,6 +18,7 @@
 
 #include "aligngpt/train/data.h"
 #include "support/golden.h"
+#include "support/scratch_dir.h"
 
 namespace test_train_data {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
@@ -49,9 +50,9 @@ const golden::fixture& fx() {
 }
 std::vector<std::int64_t> ints(const std::string& key) { return fx().get<std::int64_t>(key); }
 
-/// A scratch file under ALIGNGPT_TEST_TMP.
+/// A scratch file under support::scratch_dir().
 std::string scratch(const std::string& name, const std::string& text) {
-    const fs::path d = fs::path(ALIGNGPT_TEST_TMP) / "train_data";
+    const fs::path d = fs::path(support::scratch_dir()) / "train_data";
     fs::create_directories(d);
     const std::string p = (d / name).string();
     std::ofstream(p, std::ios::binary) << text;

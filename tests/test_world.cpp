@@ -25,6 +25,8 @@
 #include "aligngpt/io/image.h"
 #endif
 
+#include "support/scratch_dir.h"
+
 namespace test_world {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
 namespace {
@@ -72,8 +74,8 @@ TEST_CASE("png: png_bytes round-trips through stb_image, one and several deflate
     for (const auto& [W, H] : {std::pair{37, 23}, std::pair{211, 120}}) {  // 211*120*3+120 > 65535: two stored blocks
         std::vector<std::uint8_t> rgb(std::size_t(W) * H * 3);
         for (std::size_t i = 0; i < rgb.size(); i++) rgb[i] = std::uint8_t(rng::bits(1, 2, i));
-        const std::string path = std::string(ALIGNGPT_TEST_TMP) + "/world_png_" + std::to_string(W) + ".png";
-        fs::create_directories(ALIGNGPT_TEST_TMP);
+        const std::string path = support::scratch_dir() + "/world_png_" + std::to_string(W) + ".png";
+        fs::create_directories(support::scratch_dir());
         io::write_png(path, W, H, rgb);
         const io::rgb_image img = io::load_image(path);
         CHECK(img.width == W);
@@ -347,7 +349,7 @@ std::vector<std::string> world_files(const std::string& dir) {
 }  // namespace
 
 TEST_CASE("world: generate is the same bytes on 1 and 2 threads, and changes with the seed") {
-    const std::string base = std::string(ALIGNGPT_TEST_TMP) + "/world_det";
+    const std::string base = support::scratch_dir() + "/world_det";
     fs::remove_all(base);
     set_threads(1);
     const summary s1 = world::generate(small_options(kSeed), base + "/a");
@@ -374,7 +376,7 @@ TEST_CASE("world: generate is the same bytes on 1 and 2 threads, and changes wit
 }
 
 TEST_CASE("world: generated files load back and agree with world.json") {
-    const std::string dir = std::string(ALIGNGPT_TEST_TMP) + "/world_files";
+    const std::string dir = support::scratch_dir() + "/world_files";
     fs::remove_all(dir);
     const world::options o = small_options(kSeed);
     const summary sum = world::generate(o, dir);

@@ -21,6 +21,7 @@
 #include "aligngpt/world/pipeline.h"
 #if defined(ALIGNGPT_TOOL_PATH)
 #include "support/process.h"
+#include "support/scratch_dir.h"
 #endif
 
 namespace test_world_pipeline {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
@@ -30,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace aligngpt;
 
-std::string tmp(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/pipeline_" + name; }
+std::string tmp(const std::string& name) { return support::scratch_dir() + "/pipeline_" + name; }
 
 std::string bytes(const std::string& path) { return io::read_text_file(path, std::uint64_t(1) << 30); }
 
@@ -73,8 +74,8 @@ struct tool_result {
 tool_result tool(const std::string& args) {
     static int calls = 0;
     const std::string err_file = tmp("stderr." + std::to_string(::getpid()) + "." + std::to_string(calls++) + ".txt");
-    const auto r = support::run_command("cd '" + std::string(ALIGNGPT_TEST_TMP) + "' && '" + std::string(ALIGNGPT_TOOL_PATH) +
-                                        "' " + args + " 2>'" + err_file + "'");
+    const auto r = support::run_command("cd '" + support::scratch_dir() + "' && '" + std::string(ALIGNGPT_TOOL_PATH) + "' " +
+                                        args + " 2>'" + err_file + "'");
     std::string err = fs::exists(err_file) ? bytes(err_file) : "";
     fs::remove(err_file);
     return {r.code, r.output, err};

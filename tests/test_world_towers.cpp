@@ -28,6 +28,8 @@
 #include "aligngpt/train/trainer.h"
 #include "aligngpt/world/towers.h"
 
+#include "support/scratch_dir.h"
+
 namespace test_world_towers {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
 namespace {
@@ -35,7 +37,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace aligngpt;
 
-std::string tmp(const std::string& name) { return std::string(ALIGNGPT_TEST_TMP) + "/towers_" + name; }
+std::string tmp(const std::string& name) { return support::scratch_dir() + "/towers_" + name; }
 
 /// A world of 8 train and 4 held-out images (generated once per process, in a directory of its own:
 /// CTest runs each test case as a process, two at a time).
