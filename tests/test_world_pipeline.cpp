@@ -21,8 +21,9 @@
 #include "aligngpt/world/pipeline.h"
 #if defined(ALIGNGPT_TOOL_PATH)
 #include "support/process.h"
-#include "support/scratch_dir.h"
 #endif
+
+#include "support/scratch_dir.h"
 
 namespace test_world_pipeline {  // own namespace: the unity build joins test files (tests/CMakeLists.txt)
 
